@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian 12 machine:
+# Debian packages (skopeo, registry:2), Go clients (crane, oras, regctl) and the
+# two official OCI conformance suites, built as Go test binaries.
+# Idempotent: a tool already in place is not fetched again.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools=${BERTH_TOOLS:-$root/.tools}
+mkdir -p "$tools/bin"
+export GOBIN="$tools/bin"
+export GOFLAGS=-mod=mod
+
+CRANE_VERSION=v0.22.1
+ORAS_VERSION=v1.3.6
+REGCTL_VERSION=v0.11.1
+# The Go module proxy refuses the exact commits named in SPEC.md (a139cc4 = v1.1.1 and
+# 967efdc, "403 This module version is not available"); these are the nearest versions
+# it serves: the Ginkgo suite of the v1.1 line and a later commit of the redesigned suite.
+CONFORMANCE_V1=v0.0.0-20231101194043-f2182352d4cc
+CONFORMANCE_NEXT=v0.0.0-20260831232431-97274622c111
+
+log() { printf '[install-test-deps] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+debian_packages=()
+command -v skopeo >/dev/null || debian_packages+=(skopeo)
+command -v docker-registry >/dev/null || debian_packages+=(docker-registry)
+command -v curl >/dev/null || debian_packages+=(curl)
+command -v jq >/dev/null || debian_packages+=(jq)
+if [ ${#debian_packages[@]} -gt 0 ]; then
+  log "apt-get install ${debian_packages[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian_packages[@]}" >/dev/null
+  # The package starts a registry:2 service on port 5000; the tests start their own.
+  as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)"; exit 1; }
+
+[ -x "$tools/bin/crane" ] || { log "go install crane"; go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }
+[ -x "$tools/bin/oras" ] || { log "go install oras"; go install "oras.land/oras/cmd/oras@$ORAS_VERSION"; }
+[ -x "$tools/bin/regctl" ] || { log "go install regctl"; go install "github.com/regclient/regclient/cmd/regctl@$REGCTL_VERSION"; }
+
+build_conformance() { # <commit> <output name>
+  local out="$tools/bin/$2"
+  [ -x "$out" ] && return 0
+  log "building conformance suite $2"
+  local dir="$tools/src/$2"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && go mod init local/conformance >/dev/null 2>&1 \
+    && go get "github.com/opencontainers/distribution-spec/conformance@$1" \
+    && go test -c -o "$out" github.com/opencontainers/distribution-spec/conformance)
+}
+build_conformance "$CONFORMANCE_V1" conformance-v1.test
+build_conformance "$CONFORMANCE_NEXT" conformance-next.test
+
+log "tools ready in $tools/bin"
