@@ -8,3 +8,4 @@ mod reference;
 mod request;
 mod routes;
 pub use digest::{Algorithm, Digest, DigestError, Hasher, MidstateError};
+pub mod storage;

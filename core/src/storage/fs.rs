@@ -1,0 +1,480 @@
+//! A local-disk backend with the durability registry:2 has and the atomicity it lacks.
+//!
+//! Every object is written to a private temporary file, fsynced, and then published with one
+//! `rename` (overwrite) or `link` (create-if-absent), and the directory is fsynced, so a reader
+//! or a crash sees the old object or the new one, never a torn one. Compare-and-swap holds an
+//! exclusive `flock` on one lock file, so several processes may share a root. Keys map onto
+//! paths below the root unchanged, which is what makes a registry:2 root servable as it is;
+//! berth's own scratch space lives in `<root>/.berth/`.
+//!
+//! object_store's `LocalFileSystem` is not used here: it neither fsyncs nor supports
+//! `PutMode::Update`, and it has no resumable multipart API (see docs/storage.md).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of};
+
+/// Size of the chunks a read streams.
+const READ_CHUNK: usize = 512 * 1024;
+
+/// Storage in a directory on a local filesystem.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    /// Makes temporary names unique within this process; the pid makes them unique across.
+    counter: AtomicU64,
+}
+
+impl FsStorage {
+    /// Storage rooted at `root`, which is created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join(".berth/tmp"))?;
+        fs::create_dir_all(root.join(".berth/parts"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(StorageError::backend)?
+    }
+}
+
+fn io_error(error: io::Error) -> StorageError {
+    match error.kind() {
+        io::ErrorKind::NotFound => StorageError::NotFound,
+        io::ErrorKind::AlreadyExists => StorageError::AlreadyExists,
+        _ => StorageError::backend(error),
+    }
+}
+
+fn version_of(meta: &fs::Metadata) -> String {
+    // A write always publishes a new inode, and the change time records when.
+    format!("{:x}-{:x}.{:x}-{:x}", meta.ino(), meta.ctime(), meta.ctime_nsec(), meta.size())
+}
+
+fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        size: meta.size(),
+        version: version_of(meta),
+    }
+}
+
+impl Inner {
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let relative = Path::new(key);
+        let safe = !key.is_empty()
+            && relative.components().all(|c| matches!(c, Component::Normal(_)))
+            && !key.starts_with(".berth");
+        if !safe {
+            return Err(StorageError::backend(format!("unsafe storage key {key:?}")));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn unique(&self) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{nanos:x}-{n}", std::process::id())
+    }
+
+    /// Writes `data` to a new fsynced file in the scratch directory.
+    fn write_temp(&self, data: &[u8]) -> io::Result<PathBuf> {
+        let path = self.root.join(".berth/tmp").join(self.unique());
+        let mut file = File::create(&path)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        Ok(path)
+    }
+
+    /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
+    fn publish(&self, temp: &Path, target: &Path, replace: bool) -> Result<(), StorageError> {
+        let parent = target.parent().unwrap_or(&self.root);
+        // A concurrent delete may prune the freshly made parent; try again a few times.
+        let mut attempts = 0;
+        let result = loop {
+            fs::create_dir_all(parent).map_err(io_error)?;
+            let result = if replace {
+                fs::rename(temp, target)
+            } else {
+                fs::hard_link(temp, target)
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                other => break other,
+            }
+        };
+        if !replace || result.is_err() {
+            let _ = fs::remove_file(temp);
+        }
+        result.map_err(io_error)?;
+        sync_dir(parent).map_err(io_error)
+    }
+
+    /// Removes empty directories from `dir` up to (not including) the root.
+    fn prune(&self, mut dir: &Path) {
+        while dir != self.root && dir.starts_with(&self.root) {
+            if fs::remove_dir(dir).is_err() {
+                return;
+            }
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => return,
+            }
+        }
+    }
+
+    fn parts_dir(&self, upload: &str) -> Result<PathBuf, StorageError> {
+        if upload.is_empty() || !upload.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.root.join(".berth/parts").join(upload))
+    }
+
+    fn list_sync(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        let base = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+        let dir = if base.is_empty() { self.root.clone() } else { self.path(base.trim_end_matches('/'))? };
+        let mut entries = Vec::new();
+        let mut pending = vec![(dir, base.to_owned())];
+        while let Some((dir, key_prefix)) = pending.pop() {
+            let read = match fs::read_dir(&dir) {
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(e)),
+            };
+            for entry in read {
+                let entry = entry.map_err(io_error)?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                if key_prefix.is_empty() && name == ".berth" {
+                    continue;
+                }
+                let key = format!("{key_prefix}{name}");
+                let is_dir = entry.file_type().map_err(io_error)?.is_dir();
+                if is_dir {
+                    let folder = format!("{key}/");
+                    if !(folder.starts_with(prefix) || prefix.starts_with(&folder)) {
+                        continue;
+                    }
+                    if delimiter && folder.starts_with(prefix) {
+                        entries.push((folder, true));
+                    } else {
+                        pending.push((entry.path(), folder));
+                    }
+                } else if key.starts_with(prefix) {
+                    entries.push(fold(prefix, &key, delimiter));
+                }
+            }
+        }
+        Ok(page_of(entries, start_after, limit))
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        let path = self.inner.path(key)?;
+        let (meta, file, span) = self
+            .blocking(move |_| {
+                let mut file = File::open(&path).map_err(io_error)?;
+                let meta = file.metadata().map_err(io_error)?;
+                if meta.is_dir() {
+                    return Err(StorageError::NotFound);
+                }
+                let meta = object_meta(&meta);
+                let span = range.unwrap_or(0..meta.size);
+                let span = span.start.min(meta.size)..span.end.min(meta.size);
+                file.seek(SeekFrom::Start(span.start)).map_err(io_error)?;
+                Ok((meta, file, span))
+            })
+            .await?;
+        let remaining = span.end - span.start;
+        let stream = futures_util::stream::unfold(
+            (Some(file), remaining),
+            |(file, remaining)| async move {
+                let mut file = file?;
+                if remaining == 0 {
+                    return None;
+                }
+                let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buffer = vec![0; want];
+                    let n = file.read(&mut buffer)?;
+                    buffer.truncate(n);
+                    Ok::<_, io::Error>((file, buffer))
+                })
+                .await;
+                match read {
+                    Ok(Ok((_, buffer))) if buffer.is_empty() => Some((
+                        Err(StorageError::backend("object shrank while being read")),
+                        (None, 0),
+                    )),
+                    Ok(Ok((file, buffer))) => {
+                        let left = remaining - buffer.len() as u64;
+                        Some((Ok(Bytes::from(buffer)), (Some(file), left)))
+                    }
+                    Ok(Err(e)) => Some((Err(io_error(e)), (None, 0))),
+                    Err(e) => Some((Err(StorageError::backend(e)), (None, 0))),
+                }
+            },
+        );
+        Ok((meta, Box::pin(stream)))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        let path = self.inner.path(key)?;
+        self.blocking(move |_| {
+            let meta = fs::metadata(&path).map_err(io_error)?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound);
+            }
+            Ok(object_meta(&meta))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        let target = self.inner.path(key)?;
+        self.blocking(move |inner| {
+            let temp = inner.write_temp(&data).map_err(io_error)?;
+            match mode {
+                PutMode::Overwrite => inner.publish(&temp, &target, true)?,
+                PutMode::Create => inner.publish(&temp, &target, false)?,
+                PutMode::Update(expected) => {
+                    let lock = File::options()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(inner.root.join(".berth/cas.lock"))
+                        .map_err(io_error)?;
+                    lock.lock().map_err(io_error)?;
+                    let current = match fs::metadata(&target) {
+                        Ok(meta) => Some(version_of(&meta)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => return Err(io_error(e)),
+                    };
+                    if current.as_deref() != Some(expected.as_str()) {
+                        let _ = fs::remove_file(&temp);
+                        return Err(StorageError::PreconditionFailed);
+                    }
+                    inner.publish(&temp, &target, true)?;
+                    drop(lock);
+                }
+            }
+            Ok(object_meta(&fs::metadata(&target).map_err(io_error)?))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.inner.path(key)?;
+        self.blocking(move |inner| {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_error(e)),
+            }
+            if let Some(parent) = path.parent() {
+                inner.prune(parent);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        self.blocking(move |inner| inner.list_sync(&prefix, delimiter, start_after.as_deref(), limit))
+            .await
+    }
+
+    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
+        self.blocking(|inner| {
+            let id = inner.unique();
+            fs::create_dir_all(inner.parts_dir(&id)?).map_err(io_error)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError> {
+        let upload = upload.to_owned();
+        self.blocking(move |inner| {
+            let dir = inner.parts_dir(&upload)?;
+            if !dir.is_dir() {
+                return Err(StorageError::NotFound);
+            }
+            let part = format!("{number:05}-{}", inner.unique());
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(&part))
+                .map_err(io_error)?;
+            file.write_all(&data).map_err(io_error)?;
+            // The session record will name this part; it must survive a crash first.
+            file.sync_all().map_err(io_error)?;
+            Ok(part)
+        })
+        .await
+    }
+
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        let upload = upload.to_owned();
+        let parts = parts.to_vec();
+        let target = self.inner.path(target)?;
+        self.blocking(move |inner| {
+            let dir = inner.parts_dir(&upload)?;
+            if !dir.is_dir() {
+                return Err(StorageError::NotFound);
+            }
+            if target.exists() {
+                return Err(StorageError::AlreadyExists);
+            }
+            for part in &parts {
+                if part.contains('/') || part.starts_with('.') {
+                    return Err(StorageError::NotFound);
+                }
+            }
+            if let [only] = parts.as_slice() {
+                // One part is already a complete, fsynced file: publish it without a copy.
+                fs::hard_link(dir.join(only), inner.root.join(".berth/tmp").join(format!("{upload}-{only}")))
+                    .map_err(io_error)?;
+                inner.publish(&inner.root.join(".berth/tmp").join(format!("{upload}-{only}")), &target, false)?;
+            } else {
+                let temp = inner.root.join(".berth/tmp").join(inner.unique());
+                let mut out = File::create(&temp).map_err(io_error)?;
+                for part in &parts {
+                    let mut input = File::open(dir.join(part)).map_err(io_error)?;
+                    io::copy(&mut input, &mut out).map_err(io_error)?;
+                }
+                out.sync_all().map_err(io_error)?;
+                drop(out);
+                inner.publish(&temp, &target, false)?;
+            }
+            let _ = fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        let upload = upload.to_owned();
+        self.blocking(move |inner| match fs::remove_dir_all(inner.parts_dir(&upload)?) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(e)),
+            _ => Ok(()),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-fs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let root = temp_root("conformance");
+        let storage = FsStorage::new(&root).unwrap();
+        crate::storage::conformance::run(&storage).await;
+        // Nothing is left in the scratch space, and deletes pruned their directories.
+        assert_eq!(fs::read_dir(root.join(".berth/tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(root.join(".berth/parts")).unwrap().count(), 0);
+        assert!(!root.join("conformance").exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_keys_that_leave_the_root() {
+        let root = temp_root("escape");
+        let storage = FsStorage::new(&root).unwrap();
+        for key in ["../x", "/etc/passwd", "a/../../b", "", ".berth/cas.lock"] {
+            assert!(storage.head(key).await.is_err(), "{key}");
+            assert!(storage.put(key, Bytes::new(), PutMode::Overwrite).await.is_err(), "{key}");
+        }
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_compare_and_swap_has_one_winner() {
+        let root = temp_root("cas");
+        let storage = FsStorage::new(&root).unwrap();
+        let base = storage.put("k", Bytes::from_static(b"0"), PutMode::Create).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let storage = storage.clone();
+            let version = base.version.clone();
+            tasks.push(tokio::spawn(async move {
+                storage.put("k", Bytes::from(vec![i]), PutMode::Update(version)).await.is_ok()
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,172 @@
+//! An in-memory backend: for tests, for embedding hosts that keep nothing, and as the
+//! reference implementation of the contract.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of};
+
+/// Storage held in process memory. Cloning is not offered: share it with `Arc`.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<String, (Bytes, u64)>,
+    uploads: HashMap<String, HashMap<String, Bytes>>,
+    /// Source of versions, upload ids and part ids: unique for the life of the store.
+    counter: u64,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is a
+        // single insert or remove), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+}
+
+fn meta(data: &Bytes, version: u64) -> ObjectMeta {
+    ObjectMeta {
+        size: data.len() as u64,
+        version: version.to_string(),
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl Storage for MemoryStorage {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        let (data, version) = self.lock().objects.get(key).cloned().ok_or(StorageError::NotFound)?;
+        let meta = meta(&data, version);
+        let body = match range {
+            Some(range) => {
+                let end = usize::try_from(range.end.min(meta.size)).unwrap_or(data.len());
+                let start = usize::try_from(range.start).unwrap_or(end).min(end);
+                data.slice(start..end)
+            }
+            None => data,
+        };
+        let stream = futures_util::stream::iter([Ok(body)]);
+        Ok((meta, Box::pin(stream)))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        let state = self.lock();
+        let (data, version) = state.objects.get(key).ok_or(StorageError::NotFound)?;
+        Ok(meta(data, *version))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        let mut state = self.lock();
+        match (&mode, state.objects.get(key)) {
+            (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
+            (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
+            (PutMode::Update(expected), Some((_, version)))
+                if *expected != version.to_string() =>
+            {
+                return Err(StorageError::PreconditionFailed);
+            }
+            _ => {}
+        }
+        let version = state.next();
+        let meta = meta(&data, version);
+        state.objects.insert(key.to_owned(), (data, version));
+        Ok(meta)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.lock().objects.remove(key);
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        let state = self.lock();
+        let entries = state
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| fold(prefix, key, delimiter))
+            .collect();
+        Ok(page_of(entries, start_after, limit))
+    }
+
+    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
+        let mut state = self.lock();
+        let id = format!("upload-{}", state.next());
+        state.uploads.insert(id.clone(), HashMap::new());
+        Ok(id)
+    }
+
+    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError> {
+        let mut state = self.lock();
+        let part_id = format!("{number}-{}", state.next());
+        let parts = state.uploads.get_mut(upload).ok_or(StorageError::NotFound)?;
+        parts.insert(part_id.clone(), data);
+        Ok(part_id)
+    }
+
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if state.objects.contains_key(target) {
+            return Err(StorageError::AlreadyExists);
+        }
+        let stored = state.uploads.get(upload).ok_or(StorageError::NotFound)?;
+        let mut data = BytesMut::new();
+        for part in parts {
+            data.extend_from_slice(stored.get(part).ok_or(StorageError::NotFound)?);
+        }
+        state.uploads.remove(upload);
+        let version = state.next();
+        state.objects.insert(target.to_owned(), (data.freeze(), version));
+        Ok(())
+    }
+
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.lock().uploads.remove(upload);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        crate::storage::conformance::run(&MemoryStorage::new()).await;
+    }
+}

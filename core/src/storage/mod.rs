@@ -1,0 +1,287 @@
+//! The storage contract every backend implements, and the conveniences built on it.
+//!
+//! # Contract
+//!
+//! Keys are `/`-separated UTF-8 paths without a leading `/`. A backend promises:
+//!
+//! - **Atomic publish.** [`Storage::put`] and [`Storage::complete_parts`] make an object
+//!   visible whole or not at all; a reader never sees a partial object. On a local disk the
+//!   data is durable (fsync) before the call returns.
+//! - **Conditional writes.** [`PutMode::Create`] fails with [`StorageError::AlreadyExists`]
+//!   when the key exists; [`PutMode::Update`] succeeds only while the object's version is the
+//!   one given, else [`StorageError::PreconditionFailed`]. Concurrent writers lose nothing.
+//! - **Versions.** Every [`ObjectMeta`] carries an opaque version that changes whenever the
+//!   object's content is replaced.
+//! - **Ranges.** [`Storage::get`] with a range returns exactly those bytes; callers check the
+//!   range against [`Storage::head`] first.
+//! - **Listing.** [`Storage::list`] returns keys in lexical order after `start_after`; with a
+//!   delimiter, keys below the next `/` are folded into one prefix ending in `/`.
+//! - **Parts.** A large object is written as parts (`create_parts`, `put_part`,
+//!   `complete_parts`, `abort_parts`). Part ids are unique even when two writers send the same
+//!   part number, so a writer that loses a compare-and-swap never damages the winner's parts.
+//!   Nothing written as parts is visible until `complete_parts` publishes it.
+//! - **Deletes** are idempotent: deleting a missing key is not an error.
+//!
+//! [`conformance`] checks all of this, and every backend runs it in its tests.
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt;
+
+pub mod conformance;
+#[cfg(feature = "fs")]
+mod fs;
+mod memory;
+
+#[cfg(feature = "fs")]
+pub use fs::FsStorage;
+pub use memory::MemoryStorage;
+
+/// `Send` on native targets, nothing on wasm, where JavaScript futures are not `Send`.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+/// `Send` on native targets, nothing on wasm, where JavaScript futures are not `Send`.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// An object's body, as a stream of chunks.
+#[cfg(not(target_arch = "wasm32"))]
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+/// An object's body, as a stream of chunks.
+#[cfg(target_arch = "wasm32")]
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>>>>;
+
+/// What a backend reports of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Opaque version for [`PutMode::Update`].
+    pub version: String,
+}
+
+/// How [`Storage::put`] treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    Overwrite,
+    /// Write only if the key does not exist.
+    Create,
+    /// Write only if the object still has this version (compare-and-swap).
+    Update(String),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Object keys, in lexical order.
+    pub objects: Vec<String>,
+    /// Folded prefixes (each ending in `/`), in lexical order; only with a delimiter.
+    pub prefixes: Vec<String>,
+    /// Whether more entries follow; continue with the last key or prefix as `start_after`.
+    pub truncated: bool,
+}
+
+/// A storage failure.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// No object at the key (or no parts upload with that id).
+    NotFound,
+    /// [`PutMode::Create`] found the key taken.
+    AlreadyExists,
+    /// [`PutMode::Update`] found another version.
+    PreconditionFailed,
+    /// The backend cannot do this operation.
+    Unsupported(&'static str),
+    /// Anything else the backend reports: IO, network, service errors.
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StorageError {
+    /// Wraps a backend's own error.
+    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(error.into())
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("object not found"),
+            Self::AlreadyExists => f.write_str("object already exists"),
+            Self::PreconditionFailed => f.write_str("object changed since it was read"),
+            Self::Unsupported(what) => write!(f, "storage backend does not support {what}"),
+            Self::Backend(e) => write!(f, "storage backend error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Backend(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// The storage a [`crate::Registry`] runs over. See the module docs for the contract.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait Storage: MaybeSend + Sync + 'static {
+    /// Reads an object, or the `range` of it (half-open, within its size).
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError>;
+
+    /// Size and version of an object.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError>;
+
+    /// Writes a whole (small) object atomically.
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError>;
+
+    /// Removes an object; a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Lists keys that start with `prefix`, after `start_after`, at most `limit` entries.
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError>;
+
+    /// The smallest part (but the last) the backend accepts; 0 when any size goes.
+    fn min_part_size(&self) -> u64 {
+        0
+    }
+
+    /// Begins a parts upload; `staging_key` names where the backend may keep it.
+    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError>;
+
+    /// Stores part `number` (from 1) of a parts upload, returning its unique part id.
+    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError>;
+
+    /// Publishes the parts, in order, as the object `target`; fails with
+    /// [`StorageError::AlreadyExists`] (and publishes nothing) when `target` exists.
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError>;
+
+    /// Discards a parts upload and everything written to it.
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError>;
+}
+
+/// Conveniences over any [`Storage`].
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait StorageExt: Storage {
+    /// Reads a whole object of at most `limit` bytes into memory (manifests, links, records).
+    async fn read_small(&self, key: &str, limit: u64) -> Result<(ObjectMeta, Bytes), StorageError> {
+        let (meta, mut stream) = self.get(key, None).await?;
+        if meta.size > limit {
+            return Err(StorageError::backend(format!(
+                "object {key} is {} bytes, more than the {limit} expected",
+                meta.size
+            )));
+        }
+        let mut buffer = BytesMut::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            buffer.extend_from_slice(&chunk);
+            if buffer.len() as u64 > limit {
+                return Err(StorageError::backend(format!("object {key} grew past {limit} bytes")));
+            }
+        }
+        Ok((meta, buffer.freeze()))
+    }
+
+    /// Whether an object exists.
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key below `prefix` (no delimiter), following pages.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(prefix, false, after.as_deref(), 1000).await?;
+            after = page.objects.last().cloned();
+            keys.extend(page.objects);
+            if !page.truncated || after.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Deletes every object below `prefix`.
+    async fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
+        for key in self.list_all(prefix).await? {
+            self.delete(&key).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Storage + ?Sized> StorageExt for S {}
+
+/// Applies `start_after` and `limit` to a sorted, de-duplicated list of entries; shared by the
+/// backends that list by filtering everything they hold.
+pub(crate) fn page_of(
+    mut entries: Vec<(String, bool)>,
+    start_after: Option<&str>,
+    limit: usize,
+) -> ListPage {
+    entries.sort();
+    entries.dedup();
+    let mut page = ListPage::default();
+    let mut taken = 0;
+    for (key, is_prefix) in entries {
+        if start_after.is_some_and(|after| key.as_str() <= after) {
+            continue;
+        }
+        if taken == limit {
+            page.truncated = true;
+            break;
+        }
+        taken += 1;
+        if is_prefix {
+            page.prefixes.push(key);
+        } else {
+            page.objects.push(key);
+        }
+    }
+    page
+}
+
+/// Splits `key` (which starts with `prefix`) for a delimited listing: the key itself, or the
+/// folded prefix up to and including the next `/`.
+pub(crate) fn fold(prefix: &str, key: &str, delimiter: bool) -> (String, bool) {
+    if delimiter {
+        if let Some(slash) = key[prefix.len()..].find('/') {
+            return (key[..prefix.len() + slash + 1].to_owned(), true);
+        }
+    }
+    (key.to_owned(), false)
+}
