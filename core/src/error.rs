@@ -43,6 +43,8 @@ pub enum ErrorCode {
     RangeInvalid,
     /// The `n` of a paginated request is invalid.
     PaginationNumberInvalid,
+    /// The registry failed (its storage did); not the client's fault. Sent with 500.
+    Unknown,
 }
 
 impl ErrorCode {
@@ -65,6 +67,7 @@ impl ErrorCode {
             Self::TooManyRequests => "TOOMANYREQUESTS",
             Self::RangeInvalid => "RANGE_INVALID",
             Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Self::Unknown => "UNKNOWN",
         }
     }
 
@@ -80,6 +83,7 @@ impl ErrorCode {
             Self::Unsupported => 405,
             Self::TooManyRequests => 429,
             Self::RangeInvalid => 416,
+            Self::Unknown => 500,
             Self::BlobUploadInvalid
             | Self::DigestInvalid
             | Self::ManifestBlobUnknown

@@ -1,11 +1,59 @@
+//! berth: an embeddable OCI Distribution registry.
+//!
+//! The crate is a sans-IO implementation of the server side of the OCI Distribution Spec
+//! (manifests, tags, referrers, blob uploads) over an abstract async [`Storage`] trait.
+//!
+//! - The **pure layer** — [`Digest`], [`RepositoryName`], [`Reference`], [`Manifest`],
+//!   [`UploadSession`], [`Route`], [`Error`] — parses and decides, with no IO, clock or
+//!   randomness.
+//! - The **driver**, [`Registry`], is the only code that awaits storage: a host hands it a
+//!   [`RequestHead`] and a body stream and gets a [`Response`] back.
+//! - **Storage**: the [`Storage`] contract, [`MemoryStorage`], [`FsStorage`] (feature `fs`),
+//!   and the [`storage::conformance`] suite every backend runs.
+//!
+//! ```
+//! # async fn demo() {
+//! use std::sync::Arc;
+//! use berth::{MemoryStorage, Method, Options, Registry, RequestHead, empty_body};
+//!
+//! let ids = Arc::new(|| "session-1".to_owned());
+//! let clock = Arc::new(|| 0);
+//! let registry = Registry::new(MemoryStorage::new(), Options::new(ids, clock));
+//! let response = registry.handle(RequestHead::new(Method::Get, "/v2/"), empty_body()).await;
+//! assert_eq!(response.status, 200);
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+mod access;
 mod digest;
 mod error;
 mod hex;
+mod layout;
 mod manifest;
 mod range;
 mod reference;
+mod registry;
 mod request;
+mod response;
 mod routes;
-pub use digest::{Algorithm, Digest, DigestError, Hasher, MidstateError};
 pub mod storage;
+mod upload;
+
+pub use access::{AccessPolicy, Action, AllowAll, Decision, ReadOnly};
+pub use digest::{Algorithm, Digest, DigestError, Hasher, MidstateError};
+pub use error::{Error, ErrorCode};
+pub use manifest::{
+    DEFAULT_MANIFEST_LIMIT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest,
+    ManifestKind, OCI_INDEX, OCI_MANIFEST,
+};
+pub use range::{ByteRange, ContentRange, RangeError};
+pub use reference::{MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
+pub use registry::{Clock, IdSource, Options, Registry};
+pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
+pub use response::{API_VERSION_HEADER, Body, Response};
+pub use routes::{Route, UploadId};
+#[cfg(feature = "fs")]
+pub use storage::FsStorage;
+pub use storage::{MemoryStorage, Storage, StorageError};
+pub use upload::{PartWriter, UploadSession};

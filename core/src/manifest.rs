@@ -177,7 +177,7 @@ fn infer_media_type(document: &Document) -> &'static str {
 }
 
 /// The media type of stored manifest bytes, read back without the request that stored them.
-pub fn stored_media_type(bytes: &[u8]) -> Option<String> {
+pub(crate) fn stored_media_type(bytes: &[u8]) -> Option<String> {
     let document: Document = serde_json::from_slice(bytes).ok()?;
     Some(
         document

@@ -153,6 +153,29 @@ pub(crate) fn percent_encode(text: &str) -> String {
     out
 }
 
+/// Why a host could not deliver the request body (a dropped connection, say).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body, as a stream of chunks.
+#[cfg(not(target_arch = "wasm32"))]
+pub type RequestBody =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<bytes::Bytes, BodyError>> + Send>>;
+/// A request body, as a stream of chunks.
+#[cfg(target_arch = "wasm32")]
+pub type RequestBody =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<bytes::Bytes, BodyError>>>>;
+
+/// A body with no bytes.
+pub fn empty_body() -> RequestBody {
+    Box::pin(futures_util::stream::empty())
+}
+
+/// A body of one chunk.
+pub fn full_body(bytes: impl Into<bytes::Bytes>) -> RequestBody {
+    let bytes = bytes.into();
+    Box::pin(futures_util::stream::iter([Ok(bytes)]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,83 @@
+//! The access hook: every operation passes a host-supplied check before it touches storage.
+
+use std::fmt;
+
+use crate::reference::RepositoryName;
+use crate::request::RequestHead;
+
+/// What an operation does to a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Read: GET and HEAD, and the source repository of a cross-mount.
+    Pull,
+    /// Write: uploads and manifest pushes.
+    Push,
+    /// Remove manifests, tags or blobs.
+    Delete,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+            Self::Delete => "delete",
+        })
+    }
+}
+
+/// The host's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// 401 `UNAUTHORIZED`, with this `WWW-Authenticate` challenge.
+    Unauthorized {
+        /// The challenge, e.g. `Bearer realm="…",service="…",scope="…"`.
+        challenge: String,
+    },
+    /// 403 `DENIED`.
+    Denied,
+    /// 405 `UNSUPPORTED`: the operation is switched off (a read-only registry, say).
+    Unsupported,
+}
+
+/// Decides whether a request may act on a repository (`None` for the catalog and `/v2/`).
+pub trait AccessPolicy: Send + Sync {
+    /// The decision for one operation.
+    fn check(&self, request: &RequestHead, repository: Option<&RepositoryName>, action: Action)
+    -> Decision;
+}
+
+/// Allows everything: the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl AccessPolicy for AllowAll {
+    fn check(&self, _: &RequestHead, _: Option<&RepositoryName>, _: Action) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// Allows pulls and refuses every push and delete with 405, like registry:2's read-only mode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOnly;
+
+impl AccessPolicy for ReadOnly {
+    fn check(&self, _: &RequestHead, _: Option<&RepositoryName>, action: Action) -> Decision {
+        match action {
+            Action::Pull => Decision::Allow,
+            Action::Push | Action::Delete => Decision::Unsupported,
+        }
+    }
+}
+
+impl<F> AccessPolicy for F
+where
+    F: Fn(&RequestHead, Option<&RepositoryName>, Action) -> Decision + Send + Sync,
+{
+    fn check(&self, request: &RequestHead, repository: Option<&RepositoryName>, action: Action) -> Decision {
+        self(request, repository, action)
+    }
+}

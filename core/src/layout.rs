@@ -1,0 +1,129 @@
+//! Storage keys: the layout registry:2 (distribution) writes, so that an existing registry:2
+//! root or bucket is served as it is and registry:2 can serve what berth wrote
+//! (distribution's `registry/storage/paths.go`). What registry:2 has no key for — upload
+//! session records and the referrers index — goes under berth's own names beside it.
+
+use crate::digest::Digest;
+use crate::reference::{RepositoryName, Tag};
+use crate::routes::UploadId;
+
+const ROOT: &str = "docker/registry/v2";
+
+/// `blobs/<alg>/<first two hex>/<hex>/data`: content shared by every repository.
+pub(crate) fn blob_data(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{ROOT}/blobs/{}/{}/{hex}/data", digest.algorithm(), &hex[..2])
+}
+
+/// The prefix below which every repository lives.
+pub(crate) fn repositories() -> String {
+    format!("{ROOT}/repositories/")
+}
+
+/// Everything a repository holds.
+pub(crate) fn repository(name: &RepositoryName) -> String {
+    format!("{ROOT}/repositories/{name}/")
+}
+
+/// The link that makes a blob part of a repository.
+pub(crate) fn layer_link(name: &RepositoryName, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_layers/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+/// The link that makes a manifest part of a repository.
+pub(crate) fn revision_link(name: &RepositoryName, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+/// The folder of all tags; each tag is a sub-folder.
+pub(crate) fn tags(name: &RepositoryName) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/")
+}
+
+/// Everything stored for one tag.
+pub(crate) fn tag(name: &RepositoryName, tag: &Tag) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/")
+}
+
+/// The digest a tag currently points at.
+pub(crate) fn tag_current(name: &RepositoryName, tag: &Tag) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link")
+}
+
+/// The history entry registry:2 keeps for every digest a tag has pointed at.
+pub(crate) fn tag_index(name: &RepositoryName, tag: &Tag, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+/// berth's record of an upload session (registry:2 keeps its own files beside it).
+pub(crate) fn upload_session(name: &RepositoryName, id: &UploadId) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_uploads/{}/berth-session.json",
+        id.as_str()
+    )
+}
+
+/// Where a parts upload for a session may be staged.
+pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())
+}
+
+/// The referrers of one subject: one object per referrer, so concurrent pushes of referrers
+/// of the same subject never contend for one key.
+pub(crate) fn referrers(name: &RepositoryName, subject: &Digest) -> String {
+    format!(
+        "berth/referrers/{name}/_subjects/{}/{}/",
+        subject.algorithm(),
+        subject.hex()
+    )
+}
+
+/// One referrer's descriptor.
+pub(crate) fn referrer(name: &RepositoryName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}{}-{}",
+        referrers(name, subject),
+        referrer.algorithm(),
+        referrer.hex()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_registry2_paths() {
+        let digest: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let name: RepositoryName = "library/alpine".parse().unwrap();
+        let latest: Tag = "latest".parse().unwrap();
+        assert_eq!(
+            blob_data(&digest),
+            "docker/registry/v2/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/data"
+        );
+        assert_eq!(
+            layer_link(&name, &digest),
+            "docker/registry/v2/repositories/library/alpine/_layers/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/link"
+        );
+        assert_eq!(
+            tag_current(&name, &latest),
+            "docker/registry/v2/repositories/library/alpine/_manifests/tags/latest/current/link"
+        );
+        assert!(tag_index(&name, &latest, &digest).starts_with(&tag(&name, &latest)));
+        assert!(tag(&name, &latest).starts_with(&tags(&name)));
+    }
+}

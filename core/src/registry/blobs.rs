@@ -1,0 +1,469 @@
+//! Blobs and uploads: end-2, end-4 (a, b, c), end-5, end-6, end-10, end-11, end-13, end-14.
+
+use futures_util::StreamExt;
+
+use super::{Registry, body_error, internal, query};
+use crate::access::Action;
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, ErrorCode};
+use crate::layout;
+use crate::range::ByteRange;
+use crate::reference::RepositoryName;
+use crate::request::{Method, RequestBody, RequestHead};
+use crate::response::{Body, Response};
+use crate::routes::UploadId;
+use crate::storage::{ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::upload::{PartWriter, UploadSession};
+
+/// Upload session records are tiny; anything larger is not one of ours.
+const SESSION_RECORD_LIMIT: u64 = 1024 * 1024;
+
+impl<S: Storage> Registry<S> {
+    pub(super) async fn get_blob(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Response, Error> {
+        // Manifests are blobs too; registry:2 links them as revisions, not layers.
+        let linked = self.read_link(&layout::layer_link(name, digest)).await?.is_some()
+            || self.read_link(&layout::revision_link(name, digest)).await?.is_some();
+        let unknown = || Error::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in {name}"));
+        if !linked {
+            return Err(unknown());
+        }
+        let key = layout::blob_data(digest);
+        let size = match self.storage.head(&key).await {
+            Ok(meta) => meta.size,
+            Err(StorageError::NotFound) => return Err(unknown()),
+            Err(e) => return Err(internal(e)),
+        };
+        let span = match head.header("Range").map(str::parse::<ByteRange>) {
+            // A Range that does not parse is ignored, as RFC 9110 §14.2 allows.
+            None | Some(Err(_)) => None,
+            Some(Ok(range)) => match range.resolve(size) {
+                Some(span) => Some(span),
+                None => {
+                    return Ok(Response::error(&Error::new(
+                        ErrorCode::RangeInvalid,
+                        format!("range not satisfiable: the blob has {size} bytes"),
+                    ))
+                    .with_header("Content-Range", format!("bytes */{size}")));
+                }
+            },
+        };
+        let (status, length) = match &span {
+            Some(span) => (206, span.end - span.start),
+            None => (200, size),
+        };
+        let mut response = Response::empty(status)
+            .with_header("Content-Type", "application/octet-stream")
+            .with_header("Content-Length", length.to_string())
+            .with_header("Docker-Content-Digest", digest.as_str())
+            .with_header("ETag", format!("\"{digest}\""))
+            .with_header("Accept-Ranges", "bytes");
+        if let Some(span) = &span {
+            response = response.with_header(
+                "Content-Range",
+                format!("bytes {}-{}/{size}", span.start, span.end.saturating_sub(1)),
+            );
+        }
+        if head.method == Method::Head || length == 0 {
+            return Ok(response);
+        }
+        let (_, stream) = match self.storage.get(&key, span).await {
+            Ok(found) => found,
+            Err(StorageError::NotFound) => return Err(unknown()),
+            Err(e) => return Err(internal(e)),
+        };
+        response.body = Body::Stream(stream);
+        Ok(response)
+    }
+
+    pub(super) async fn delete_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Response, Error> {
+        self.check_delete_enabled()?;
+        let link = layout::layer_link(name, digest);
+        if self.read_link(&link).await?.is_none() {
+            return Err(Error::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in {name}")));
+        }
+        // Unlinking removes the blob from the repository; the content stays for other
+        // repositories until a garbage collection, as with registry:2.
+        self.storage.delete(&link).await.map_err(internal)?;
+        Ok(Response::empty(202).with_header("Content-Length", "0"))
+    }
+
+    pub(super) fn check_delete_enabled(&self) -> Result<(), Error> {
+        if self.options.delete_enabled {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+        }
+    }
+
+    pub(super) async fn start_upload(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        body: RequestBody,
+    ) -> Result<Response, Error> {
+        if let Some(mount) = query(head, "mount") {
+            // A mount that cannot be done falls back to a new session (spec: end-11).
+            if let Ok(digest) = mount.parse::<Digest>() {
+                if self.try_mount(head, name, &digest, query(head, "from")).await? {
+                    return Ok(created(name, &digest));
+                }
+            }
+        }
+        let now = (self.options.clock)();
+        let id = UploadId::parse(&(self.options.ids)()).ok_or_else(|| {
+            Error::new(ErrorCode::Unknown, "the host's upload id source produced an invalid id")
+        })?;
+        if let Some(digest) = query(head, "digest") {
+            let digest = parse_digest(&digest)?;
+            let mut session = UploadSession::start(digest.algorithm(), now);
+            let staging = layout::upload_staging(name, &id);
+            let expected = content_length(head);
+            if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+                self.discard(&session).await;
+                return Err(error);
+            }
+            self.finish(name, &digest, &session).await?;
+            return Ok(created(name, &digest));
+        }
+        let algorithm = match query(head, "digest-algorithm") {
+            Some(algorithm) => Algorithm::parse(&algorithm).map_err(|e| {
+                Error::new(ErrorCode::DigestInvalid, format!("digest-algorithm {algorithm:?}: {e}"))
+            })?,
+            None => Algorithm::Sha256,
+        };
+        let session = UploadSession::start(algorithm, now);
+        self.storage
+            .put(&layout::upload_session(name, &id), session.encode(), PutMode::Create)
+            .await
+            .map_err(internal)?;
+        let mut response = in_progress(202, name, &id, &session);
+        let min = self.storage.min_part_size();
+        if min > 0 {
+            response = response.with_header("OCI-Chunk-Min-Length", min.to_string());
+        }
+        Ok(response)
+    }
+
+    /// Links `digest` into `name` from `from` (or, with automatic mounts, from anywhere).
+    async fn try_mount(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        digest: &Digest,
+        from: Option<String>,
+    ) -> Result<bool, Error> {
+        let available = match from {
+            Some(from) => {
+                let Ok(source) = from.parse::<RepositoryName>() else {
+                    return Ok(false);
+                };
+                if self.authorize(head, Some(&source), Action::Pull).is_err() {
+                    return Ok(false);
+                }
+                self.read_link(&layout::layer_link(&source, digest)).await?.is_some()
+                    && self.blob_exists(digest).await?
+            }
+            None => self.options.automatic_mount && self.blob_exists(digest).await?,
+        };
+        if available {
+            self.write_link(&layout::layer_link(name, digest), digest).await?;
+        }
+        Ok(available)
+    }
+
+    pub(super) async fn blob_exists(&self, digest: &Digest) -> Result<bool, Error> {
+        self.storage
+            .exists(&layout::blob_data(digest))
+            .await
+            .map_err(internal)
+    }
+
+    pub(super) async fn patch_upload(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: RequestBody,
+    ) -> Result<Response, Error> {
+        let (meta, mut session) = self.load_session(name, id).await?;
+        let expected = match session.check_chunk(head.header("Content-Range")) {
+            Ok(expected) => expected,
+            Err(error) => return Ok(range_error(&error, name, id, &session)),
+        };
+        let before = session.clone();
+        let staging = layout::upload_staging(name, id);
+        if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+            self.discard_new_parts(&before, &session).await;
+            return Err(error);
+        }
+        self.save_session(name, id, &meta, &before, &session).await?;
+        Ok(in_progress(202, name, id, &session))
+    }
+
+    pub(super) async fn finish_upload(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: RequestBody,
+    ) -> Result<Response, Error> {
+        let digest = query(head, "digest").ok_or_else(|| {
+            Error::new(ErrorCode::DigestInvalid, "finish an upload with PUT ?digest=<digest>")
+        })?;
+        let digest = parse_digest(&digest)?;
+        let (_, mut session) = self.load_session(name, id).await?;
+        let expected = match session.check_chunk(head.header("Content-Range")) {
+            Ok(expected) => expected,
+            Err(error) => return Ok(range_error(&error, name, id, &session)),
+        };
+        session.adopt_algorithm(digest.algorithm())?;
+        let before = session.clone();
+        let staging = layout::upload_staging(name, id);
+        if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+            self.discard_new_parts(&before, &session).await;
+            return Err(error);
+        }
+        let finished = self.finish(name, &digest, &session).await;
+        // Finished or failed, the session is over: a digest mismatch cannot be repaired by
+        // sending more bytes, and registry:2 also ends the session.
+        self.storage
+            .delete(&layout::upload_session(name, id))
+            .await
+            .map_err(internal)?;
+        finished?;
+        Ok(created(name, &digest))
+    }
+
+    pub(super) async fn cancel_upload(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<Response, Error> {
+        let (_, session) = self.load_session(name, id).await?;
+        self.discard(&session).await;
+        self.storage
+            .delete(&layout::upload_session(name, id))
+            .await
+            .map_err(internal)?;
+        Ok(Response::empty(204).with_header("Content-Length", "0"))
+    }
+
+    pub(super) async fn upload_status(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<Response, Error> {
+        let (_, session) = self.load_session(name, id).await?;
+        Ok(in_progress(204, name, id, &session))
+    }
+
+    async fn load_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<(ObjectMeta, UploadSession), Error> {
+        match self
+            .storage
+            .read_small(&layout::upload_session(name, id), SESSION_RECORD_LIMIT)
+            .await
+        {
+            Ok((meta, bytes)) => Ok((meta, UploadSession::decode(&bytes)?)),
+            Err(StorageError::NotFound) => Err(Error::new(
+                ErrorCode::BlobUploadUnknown,
+                format!("upload {} is not open in {name}", id.as_str()),
+            )),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Stores the advanced record, unless another request advanced it first.
+    async fn save_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        read: &ObjectMeta,
+        before: &UploadSession,
+        after: &UploadSession,
+    ) -> Result<(), Error> {
+        let key = layout::upload_session(name, id);
+        match self
+            .storage
+            .put(&key, after.encode(), PutMode::Update(read.version.clone()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
+                self.discard_new_parts(before, after).await;
+                let (_, current) = self.load_session(name, id).await?;
+                Err(current.out_of_order())
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Streams a request body into parts, advancing `session` (in memory only).
+    async fn receive(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        mut body: RequestBody,
+        expected: Option<u64>,
+    ) -> Result<(), Error> {
+        let mut writer = PartWriter::new(session.hasher()?, self.options.part_size);
+        let too_long = |expected: u64| {
+            Error::new(
+                ErrorCode::SizeInvalid,
+                format!("the body is longer than the {expected} bytes its headers announce"),
+            )
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            if expected.is_some_and(|e| writer.received() + chunk.len() as u64 > e) {
+                return Err(too_long(expected.unwrap_or_default()));
+            }
+            for part in writer.push(chunk) {
+                self.write_part(session, staging, part).await?;
+            }
+        }
+        if let Some(expected) = expected {
+            if writer.received() != expected {
+                return Err(Error::new(
+                    ErrorCode::SizeInvalid,
+                    format!(
+                        "the body has {} bytes, not the {expected} its headers announce",
+                        writer.received()
+                    ),
+                ));
+            }
+        }
+        let received = writer.received();
+        let (hasher, rest) = writer.finish();
+        if let Some(rest) = rest {
+            self.write_part(session, staging, rest).await?;
+        }
+        session.offset += received;
+        session.hash_state = hasher.save();
+        Ok(())
+    }
+
+    async fn write_part(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), Error> {
+        let upload = match &session.parts_upload {
+            Some(upload) => upload.clone(),
+            None => {
+                let upload = self.storage.create_parts(staging).await.map_err(internal)?;
+                session.parts_upload = Some(upload.clone());
+                upload
+            }
+        };
+        let number = u32::try_from(session.parts.len() + 1).map_err(|_| {
+            Error::new(ErrorCode::BlobUploadInvalid, "too many parts in one upload")
+        })?;
+        let part = self
+            .storage
+            .put_part(&upload, number, data)
+            .await
+            .map_err(internal)?;
+        session.parts.push(part);
+        Ok(())
+    }
+
+    /// Verifies the digest, publishes the content, and links it into the repository.
+    async fn finish(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        session: &UploadSession,
+    ) -> Result<(), Error> {
+        if let Err(error) = session.verify(digest) {
+            self.discard(session).await;
+            return Err(error);
+        }
+        let target = layout::blob_data(digest);
+        if self.blob_exists(digest).await? {
+            self.discard(session).await;
+        } else {
+            let upload = match &session.parts_upload {
+                Some(upload) => upload.clone(),
+                None => self.storage.create_parts(&target).await.map_err(internal)?,
+            };
+            match self.storage.complete_parts(&upload, &session.parts, &target).await {
+                Ok(()) => {}
+                // Someone else published the same content meanwhile: ours is redundant.
+                Err(StorageError::AlreadyExists) => {
+                    let _ = self.storage.abort_parts(&upload).await;
+                }
+                Err(StorageError::NotFound) => {
+                    return Err(Error::new(
+                        ErrorCode::BlobUploadUnknown,
+                        "the upload's parts are gone: it was cancelled or finished elsewhere",
+                    ));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        self.write_link(&layout::layer_link(name, digest), digest).await
+    }
+
+    /// Drops a session's parts (best effort: an abandoned parts upload is also purged later).
+    async fn discard(&self, session: &UploadSession) {
+        if let Some(upload) = &session.parts_upload {
+            let _ = self.storage.abort_parts(upload).await;
+        }
+    }
+
+    /// Drops a parts upload this request created but could not record.
+    async fn discard_new_parts(&self, before: &UploadSession, after: &UploadSession) {
+        if before.parts_upload.is_none() {
+            self.discard(after).await;
+        }
+    }
+}
+
+fn parse_digest(text: &str) -> Result<Digest, Error> {
+    text.parse()
+        .map_err(|e: crate::digest::DigestError| Error::new(ErrorCode::DigestInvalid, format!("{text:?}: {e}")))
+}
+
+fn content_length(head: &RequestHead) -> Option<u64> {
+    head.header("Content-Length").and_then(|v| v.trim().parse().ok())
+}
+
+fn upload_location(name: &RepositoryName, id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{}", id.as_str())
+}
+
+fn in_progress(status: u16, name: &RepositoryName, id: &UploadId, session: &UploadSession) -> Response {
+    Response::empty(status)
+        .with_header("Location", upload_location(name, id))
+        .with_header("Range", session.range())
+        .with_header("Docker-Upload-UUID", id.as_str())
+        .with_header("Content-Length", "0")
+}
+
+fn range_error(error: &Error, name: &RepositoryName, id: &UploadId, session: &UploadSession) -> Response {
+    Response::error(error)
+        .with_header("Location", upload_location(name, id))
+        .with_header("Range", session.range())
+        .with_header("Docker-Upload-UUID", id.as_str())
+}
+
+fn created(name: &RepositoryName, digest: &Digest) -> Response {
+    Response::empty(201)
+        .with_header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .with_header("Docker-Content-Digest", digest.as_str())
+        .with_header("Content-Length", "0")
+}

@@ -1,0 +1,381 @@
+//! Manifests, tags, referrers and the catalog: end-3, end-7, end-8, end-9, end-12, `_catalog`.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{Registry, internal, page_size, query, read_body};
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, ErrorCode};
+use crate::layout;
+use crate::manifest::{Descriptor, Manifest, OCI_INDEX, stored_media_type};
+use crate::reference::{Reference, RepositoryName, Tag};
+use crate::request::{RequestBody, RequestHead, percent_encode};
+use crate::response::Response;
+use crate::storage::{PutMode, Storage, StorageError, StorageExt};
+
+/// The most a stored manifest may be when read back, whatever today's push limit is.
+const STORED_MANIFEST_LIMIT: u64 = 64 * 1024 * 1024;
+
+impl<S: Storage> Registry<S> {
+    /// The digest a reference names in `name`, if the repository has it.
+    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<Option<Digest>, Error> {
+        match reference {
+            Reference::Tag(tag) => self.read_link(&layout::tag_current(name, tag)).await,
+            Reference::Digest(digest) => Ok(self
+                .read_link(&layout::revision_link(name, digest))
+                .await?
+                .map(|_| digest.clone())),
+        }
+    }
+
+    pub(super) async fn get_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Response, Error> {
+        let unknown = || {
+            Error::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in {name}"))
+        };
+        let digest = self.resolve(name, reference).await?.ok_or_else(unknown)?;
+        let bytes = match self
+            .storage
+            .read_small(&layout::blob_data(&digest), STORED_MANIFEST_LIMIT)
+            .await
+        {
+            Ok((_, bytes)) => bytes,
+            Err(StorageError::NotFound) => return Err(unknown()),
+            Err(e) => return Err(internal(e)),
+        };
+        let media_type = stored_media_type(&bytes).unwrap_or_else(|| OCI_INDEX.to_owned());
+        Ok(Response::empty(200)
+            .with_header("Docker-Content-Digest", digest.as_str())
+            .with_header("ETag", format!("\"{digest}\""))
+            .with_full_body(&media_type, bytes))
+    }
+
+    pub(super) async fn put_manifest(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        reference: &Reference,
+        body: RequestBody,
+    ) -> Result<Response, Error> {
+        let limit = self.options.manifest_limit;
+        let bytes = read_body(body, limit).await.map_err(|e| {
+            if e.status() == 413 {
+                Error::new(ErrorCode::SizeInvalid, format!("manifest exceeds the {limit}-byte limit"))
+                    .with_status(413)
+            } else {
+                e
+            }
+        })?;
+        let manifest = Manifest::parse(&bytes, head.header("Content-Type"))?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = expected.algorithm().digest(&bytes);
+                if &actual != expected {
+                    return Err(Error::new(
+                        ErrorCode::DigestInvalid,
+                        format!("manifest has digest {actual}, not {expected}"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Algorithm::Sha256.digest(&bytes),
+        };
+        let mut tags = Vec::new();
+        if let Reference::Tag(tag) = reference {
+            tags.push(tag.clone());
+        }
+        for (key, value) in head.query_pairs() {
+            if key == "tag" {
+                tags.push(value.parse::<Tag>().map_err(|e| {
+                    Error::new(ErrorCode::ManifestInvalid, format!("?tag={value}: {e}"))
+                })?);
+            }
+        }
+        if self.options.require_manifest_blobs {
+            for blob in manifest.required_blobs() {
+                if self.read_link(&layout::layer_link(name, &blob.digest)).await?.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("blob {} is not in {name}: push it before the manifest", blob.digest),
+                    )
+                    .with_detail(serde_json::json!({ "digest": blob.digest })));
+                }
+            }
+        }
+
+        let data_key = layout::blob_data(&digest);
+        match self.storage.put(&data_key, bytes.clone(), PutMode::Create).await {
+            Ok(_) | Err(StorageError::AlreadyExists) => {}
+            Err(e) => return Err(internal(e)),
+        }
+        if let Some(subject) = &manifest.subject {
+            let descriptor = Descriptor {
+                media_type: manifest.media_type.clone(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: manifest.artifact_type.clone(),
+                annotations: manifest.annotations.clone(),
+                urls: None,
+                extra: Default::default(),
+            };
+            let entry = serde_json::to_vec(&descriptor).map_err(|e| {
+                Error::new(ErrorCode::Unknown, format!("cannot encode a descriptor: {e}"))
+            })?;
+            self.storage
+                .put(&layout::referrer(name, &subject.digest, &digest), entry.into(), PutMode::Overwrite)
+                .await
+                .map_err(internal)?;
+        }
+        self.write_link(&layout::revision_link(name, &digest), &digest).await?;
+        for tag in &tags {
+            self.write_link(&layout::tag_index(name, tag, &digest), &digest).await?;
+            self.write_link(&layout::tag_current(name, tag), &digest).await?;
+        }
+
+        let mut response = Response::empty(201)
+            .with_header("Location", format!("/v2/{name}/manifests/{digest}"))
+            .with_header("Docker-Content-Digest", digest.as_str())
+            .with_header("Content-Length", "0");
+        if let Some(subject) = &manifest.subject {
+            response = response.with_header("OCI-Subject", subject.digest.as_str());
+        }
+        for tag in &tags {
+            response = response.with_header("OCI-Tag", tag.as_str());
+        }
+        Ok(response)
+    }
+
+    pub(super) async fn delete_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Response, Error> {
+        self.check_delete_enabled()?;
+        let unknown = || {
+            Error::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in {name}"))
+        };
+        match reference {
+            Reference::Tag(tag) => {
+                if self.read_link(&layout::tag_current(name, tag)).await?.is_none() {
+                    return Err(unknown());
+                }
+                self.storage.delete_all(&layout::tag(name, tag)).await.map_err(internal)?;
+            }
+            Reference::Digest(digest) => {
+                if self.read_link(&layout::revision_link(name, digest)).await?.is_none() {
+                    return Err(unknown());
+                }
+                // Forget it as a referrer of its subject.
+                if let Ok((_, bytes)) = self
+                    .storage
+                    .read_small(&layout::blob_data(digest), STORED_MANIFEST_LIMIT)
+                    .await
+                {
+                    if let Ok(manifest) = Manifest::parse(&bytes, None) {
+                        if let Some(subject) = manifest.subject {
+                            self.storage
+                                .delete(&layout::referrer(name, &subject.digest, digest))
+                                .await
+                                .map_err(internal)?;
+                        }
+                    }
+                }
+                // Tags that point at it go too, as with registry:2.
+                for tag in self.tag_names(name).await? {
+                    if self.read_link(&layout::tag_current(name, &tag)).await?.as_ref() == Some(digest) {
+                        self.storage.delete_all(&layout::tag(name, &tag)).await.map_err(internal)?;
+                    }
+                }
+                self.storage
+                    .delete(&layout::revision_link(name, digest))
+                    .await
+                    .map_err(internal)?;
+            }
+        }
+        Ok(Response::empty(202).with_header("Content-Length", "0"))
+    }
+
+    /// Every tag of a repository, in lexical order.
+    async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
+        let prefix = layout::tags(name);
+        let mut tags = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .storage
+                .list(&prefix, true, after.as_deref(), 1000)
+                .await
+                .map_err(internal)?;
+            after = page.prefixes.last().or(page.objects.last()).cloned();
+            tags.extend(
+                page.prefixes
+                    .iter()
+                    .filter_map(|p| p[prefix.len()..].trim_end_matches('/').parse::<Tag>().ok()),
+            );
+            if !page.truncated || after.is_none() {
+                break;
+            }
+        }
+        // Storage orders "v1-rc/" before "v1/"; tags order "v1" before "v1-rc".
+        tags.sort();
+        Ok(tags)
+    }
+
+    async fn repository_exists(&self, name: &RepositoryName) -> Result<bool, Error> {
+        let page = self
+            .storage
+            .list(&layout::repository(name), true, None, 1)
+            .await
+            .map_err(internal)?;
+        Ok(!page.objects.is_empty() || !page.prefixes.is_empty())
+    }
+
+    pub(super) async fn list_tags(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+    ) -> Result<Response, Error> {
+        let limit = page_size(head)?;
+        let last = query(head, "last");
+        let tags = self.tag_names(name).await?;
+        if tags.is_empty() && !self.repository_exists(name).await? {
+            return Err(Error::new(ErrorCode::NameUnknown, format!("repository {name} is not known")));
+        }
+        let names: Vec<String> = tags.into_iter().map(|t| t.as_str().to_owned()).collect();
+        let (page, next) = paginate(names, last.as_deref(), limit);
+        #[derive(Serialize)]
+        struct TagList<'a> {
+            name: &'a str,
+            tags: &'a [String],
+        }
+        let body = serde_json::to_vec(&TagList { name: name.as_str(), tags: &page })
+            .unwrap_or_default();
+        let mut response = Response::json(200, body);
+        if let (Some(next), Some(n)) = (next, limit) {
+            response = response.with_header(
+                "Link",
+                format!("</v2/{name}/tags/list?n={n}&last={}>; rel=\"next\"", percent_encode(&next)),
+            );
+        }
+        Ok(response)
+    }
+
+    pub(super) async fn catalog(&self, head: &RequestHead) -> Result<Response, Error> {
+        let limit = page_size(head)?;
+        let last = query(head, "last");
+        let root = layout::repositories();
+        let mut repositories = Vec::new();
+        // A folder is a repository when it holds registry:2's `_manifests`, `_layers` or
+        // `_uploads`; other folders are namespaces to descend into.
+        let mut pending = vec![root.clone()];
+        while let Some(prefix) = pending.pop() {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .storage
+                    .list(&prefix, true, after.as_deref(), 1000)
+                    .await
+                    .map_err(internal)?;
+                after = page.prefixes.last().or(page.objects.last()).cloned();
+                for folder in &page.prefixes {
+                    let segment = folder[prefix.len()..].trim_end_matches('/');
+                    if segment.starts_with('_') {
+                        if prefix != root {
+                            repositories.push(prefix[root.len()..].trim_end_matches('/').to_owned());
+                        }
+                    } else {
+                        pending.push(folder.clone());
+                    }
+                }
+                if !page.truncated || after.is_none() {
+                    break;
+                }
+            }
+        }
+        repositories.sort();
+        repositories.dedup();
+        let (page, next) = paginate(repositories, last.as_deref(), limit);
+        let body = serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
+        let mut response = Response::json(200, body);
+        if let (Some(next), Some(n)) = (next, limit) {
+            response = response.with_header(
+                "Link",
+                format!("</v2/_catalog?n={n}&last={}>; rel=\"next\"", percent_encode(&next)),
+            );
+        }
+        Ok(response)
+    }
+
+    pub(super) async fn referrers(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        subject: &Digest,
+    ) -> Result<Response, Error> {
+        let filter = query(head, "artifactType").filter(|t| !t.is_empty());
+        let prefix = layout::referrers(name, subject);
+        let mut descriptors = Vec::new();
+        for key in self.storage.list_all(&prefix).await.map_err(internal)? {
+            let bytes = match self.storage.read_small(&key, 1024 * 1024).await {
+                Ok((_, bytes)) => bytes,
+                // Deleted between the listing and the read.
+                Err(StorageError::NotFound) => continue,
+                Err(e) => return Err(internal(e)),
+            };
+            let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else { continue };
+            if filter.as_ref().is_none_or(|f| descriptor.artifact_type.as_ref() == Some(f)) {
+                descriptors.push(descriptor);
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        });
+        let body = Bytes::from(serde_json::to_vec(&index).unwrap_or_default());
+        let mut response = Response::empty(200).with_full_body(OCI_INDEX, body);
+        if filter.is_some() {
+            response = response.with_header("OCI-Filters-Applied", "artifactType");
+        }
+        Ok(response)
+    }
+}
+
+/// Cuts a sorted list after `last`, to at most `limit` entries; returns the page and, when
+/// more follow, the last entry of the page (the next request's `last`).
+fn paginate(items: Vec<String>, last: Option<&str>, limit: Option<usize>) -> (Vec<String>, Option<String>) {
+    let mut items: Vec<String> = match last {
+        Some(last) => items.into_iter().filter(|item| item.as_str() > last).collect(),
+        None => items,
+    };
+    match limit {
+        Some(limit) if items.len() > limit => {
+            items.truncate(limit);
+            let next = items.last().cloned();
+            (items, next)
+        }
+        _ => (items, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paginate;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pagination() {
+        let all = strings(&["a", "b", "c", "d"]);
+        assert_eq!(paginate(all.clone(), None, None), (all.clone(), None));
+        assert_eq!(paginate(all.clone(), None, Some(2)), (strings(&["a", "b"]), Some("b".into())));
+        assert_eq!(paginate(all.clone(), Some("b"), Some(2)), (strings(&["c", "d"]), None));
+        assert_eq!(paginate(all.clone(), Some("d"), Some(2)), (vec![], None));
+        assert_eq!(paginate(all, None, Some(0)).0, Vec::<String>::new());
+    }
+}

@@ -1,0 +1,251 @@
+//! The driver: `Registry<S>` is the only code that awaits storage. It parses the request with
+//! the pure modules, reads and writes through [`Storage`], and makes no protocol decision the
+//! pure layer could make instead.
+//!
+//! # Drive rule
+//!
+//! A host calls [`Registry::handle`] once per HTTP request with the request head and its body
+//! as a stream of chunks, then writes the [`Response`]'s status and headers and streams its
+//! body. Memory per request is bounded by one upload part (see [`Options::part_size`]).
+
+mod blobs;
+mod manifests;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::access::{AccessPolicy, Action, AllowAll, Decision};
+use crate::digest::Digest;
+use crate::error::{Error, ErrorCode};
+use crate::reference::RepositoryName;
+use crate::request::{Method, RequestBody, RequestHead};
+use crate::response::Response;
+use crate::routes::Route;
+use crate::storage::{Storage, StorageError, StorageExt};
+
+/// Produces upload session ids; the host supplies randomness.
+pub type IdSource = Arc<dyn Fn() -> String + Send + Sync>;
+/// Tells the time in seconds since the Unix epoch; the host supplies the clock.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How a registry behaves. Build with [`Options::new`] and adjust fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Largest manifest accepted, in bytes; larger ones get 413.
+    pub manifest_limit: usize,
+    /// Upload part size: the most of one upload held in memory at once.
+    pub part_size: usize,
+    /// Whether `?mount=<digest>` without `from` links any blob the registry already has.
+    pub automatic_mount: bool,
+    /// Whether DELETE is allowed (registry:2's `delete.enabled`); if not, 405.
+    pub delete_enabled: bool,
+    /// Whether an image manifest's config and layers must exist before it is accepted.
+    pub require_manifest_blobs: bool,
+    /// The access hook.
+    pub access: Arc<dyn AccessPolicy>,
+    /// Upload id source.
+    pub ids: IdSource,
+    /// Clock.
+    pub clock: Clock,
+}
+
+impl Options {
+    /// Defaults, with the host's id source and clock.
+    pub fn new(ids: IdSource, clock: Clock) -> Self {
+        Self {
+            manifest_limit: crate::manifest::DEFAULT_MANIFEST_LIMIT,
+            part_size: 8 * 1024 * 1024,
+            automatic_mount: true,
+            delete_enabled: true,
+            require_manifest_blobs: true,
+            access: Arc::new(AllowAll),
+            ids,
+            clock,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("manifest_limit", &self.manifest_limit)
+            .field("part_size", &self.part_size)
+            .field("automatic_mount", &self.automatic_mount)
+            .field("delete_enabled", &self.delete_enabled)
+            .field("require_manifest_blobs", &self.require_manifest_blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An OCI registry over a storage backend.
+#[derive(Debug)]
+pub struct Registry<S> {
+    storage: S,
+    options: Options,
+}
+
+impl<S: Storage> Registry<S> {
+    /// A registry over `storage`.
+    pub fn new(storage: S, options: Options) -> Self {
+        Self { storage, options }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Answers one request. Never fails: every error becomes a spec error response.
+    pub async fn handle(&self, head: RequestHead, body: RequestBody) -> Response {
+        let is_head = head.method == Method::Head;
+        let response = match self.dispatch(&head, body).await {
+            Ok(response) => response,
+            Err(error) => Response::error(&error),
+        };
+        if is_head { response.without_body() } else { response }
+    }
+
+    async fn dispatch(&self, head: &RequestHead, body: RequestBody) -> Result<Response, Error> {
+        let route = Route::parse(&head.path)?;
+        let method = head.method;
+        if !route.allows(method) {
+            return Err(Error::new(
+                ErrorCode::Unsupported,
+                format!("{method} is not supported on this endpoint"),
+            ));
+        }
+        let action = match method {
+            Method::Get | Method::Head => Action::Pull,
+            Method::Delete => Action::Delete,
+            _ => Action::Push,
+        };
+        self.authorize(head, route.repository(), action)?;
+        match route {
+            Route::ApiVersion => Ok(Response::json(200, b"{}".to_vec())),
+            Route::Catalog => self.catalog(head).await,
+            Route::Tags { name } => self.list_tags(head, &name).await,
+            Route::Referrers { name, digest } => self.referrers(head, &name, &digest).await,
+            Route::Manifest { name, reference } => match method {
+                Method::Put => self.put_manifest(head, &name, &reference, body).await,
+                Method::Delete => self.delete_manifest(&name, &reference).await,
+                _ => self.get_manifest(&name, &reference).await,
+            },
+            Route::Blob { name, digest } => match method {
+                Method::Delete => self.delete_blob(&name, &digest).await,
+                _ => self.get_blob(head, &name, &digest).await,
+            },
+            Route::StartUpload { name } => self.start_upload(head, &name, body).await,
+            Route::Upload { name, id } => match method {
+                Method::Patch => self.patch_upload(head, &name, &id, body).await,
+                Method::Put => self.finish_upload(head, &name, &id, body).await,
+                Method::Delete => self.cancel_upload(&name, &id).await,
+                _ => self.upload_status(&name, &id).await,
+            },
+        }
+    }
+
+    fn authorize(
+        &self,
+        head: &RequestHead,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> Result<(), Error> {
+        match self.options.access.check(head, repository, action) {
+            Decision::Allow => Ok(()),
+            Decision::Unauthorized { challenge } => Err(Error::new(
+                ErrorCode::Unauthorized,
+                format!("authentication required to {action}"),
+            )
+            .with_detail(serde_json::json!({ "challenge": challenge }))),
+            Decision::Denied => Err(Error::new(
+                ErrorCode::Denied,
+                format!("not allowed to {action} here"),
+            )),
+            Decision::Unsupported => Err(Error::new(
+                ErrorCode::Unsupported,
+                format!("this registry does not allow {action}"),
+            )),
+        }
+    }
+
+    /// Reads a `link` file: the digest it holds, or `None` when there is no link.
+    async fn read_link(&self, key: &str) -> Result<Option<Digest>, Error> {
+        match self.storage.read_small(key, 1024).await {
+            Ok((_, bytes)) => {
+                let text = std::str::from_utf8(&bytes).unwrap_or("").trim();
+                let digest = text.parse().map_err(|_| {
+                    internal(StorageError::backend(format!("link {key} holds no digest")))
+                })?;
+                Ok(Some(digest))
+            }
+            Err(StorageError::NotFound) => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn write_link(&self, key: &str, digest: &Digest) -> Result<(), Error> {
+        self.storage
+            .put(key, Bytes::copy_from_slice(digest.as_str().as_bytes()), crate::storage::PutMode::Overwrite)
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+}
+
+/// A storage failure, reported as the registry's own fault.
+pub(crate) fn internal(error: StorageError) -> Error {
+    Error::new(ErrorCode::Unknown, format!("storage failure: {error}"))
+}
+
+/// Reads a whole small body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(mut body: RequestBody, limit: usize) -> Result<Bytes, Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(body_error)?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!("body exceeds the {limit}-byte limit"),
+            )
+            .with_status(413));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+pub(crate) fn body_error(error: crate::request::BodyError) -> Error {
+    Error::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("request body could not be read: {error}"),
+    )
+}
+
+/// Parses the `n` of a paginated request.
+pub(crate) fn page_size(head: &RequestHead) -> Result<Option<usize>, Error> {
+    let Some((_, n)) = head.query_pairs().into_iter().find(|(k, _)| k == "n") else {
+        return Ok(None);
+    };
+    n.parse().map(Some).map_err(|_| {
+        Error::new(
+            ErrorCode::PaginationNumberInvalid,
+            format!("n={n:?} is not a non-negative integer"),
+        )
+    })
+}
+
+/// The value of a query parameter.
+pub(crate) fn query(head: &RequestHead, name: &str) -> Option<String> {
+    head.query_pairs()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,278 @@
+//! The blob-upload state machine, as a record that lives in storage between requests.
+//!
+//! ```text
+//!   start ──► Open{offset: 0} ──append(start == offset)──► Open{offset + n} ──finish(digest)──► done
+//!                  │    ▲                                       │
+//!                  │    └──────append(start != offset): 416 ────┘
+//!                  └──────────────cancel──────────────────────────────────────────────────► gone
+//! ```
+//!
+//! The record holds everything the next request needs, whichever process takes it: the
+//! offset, the serialized hash midstate, and the parts written so far. Finishing therefore
+//! never re-reads the blob: the digest is the midstate's, and the parts are published as they
+//! are. A request changes the record only by compare-and-swap, so of two writers racing at
+//! one offset exactly one wins; the other is told the current range (416).
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, ErrorCode};
+use crate::range::ContentRange;
+
+/// The record of an open upload session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadSession {
+    /// Bytes received so far.
+    pub offset: u64,
+    /// The hash midstate after `offset` bytes ([`Hasher::save`]).
+    pub hash_state: String,
+    /// The storage parts upload, once the first part is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_upload: Option<String>,
+    /// Part ids, in order.
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// When the session started (seconds since the Unix epoch, from the host's clock).
+    pub started_at: u64,
+}
+
+impl UploadSession {
+    /// A new session hashing with `algorithm`.
+    pub fn start(algorithm: Algorithm, now: u64) -> Self {
+        Self {
+            offset: 0,
+            hash_state: Hasher::new(algorithm).save(),
+            parts_upload: None,
+            parts: Vec::new(),
+            started_at: now,
+        }
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes).map_err(|_| {
+            Error::new(ErrorCode::BlobUploadUnknown, "upload session record is unreadable")
+        })
+    }
+
+    /// Encodes the record for storage.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The restored hasher.
+    pub fn hasher(&self) -> Result<Hasher, Error> {
+        Hasher::restore(&self.hash_state).map_err(|e| {
+            Error::new(ErrorCode::BlobUploadInvalid, e.to_string()).with_status(400)
+        })
+    }
+
+    /// The `Range` header value that reports progress: `0-<last byte>`. An empty session
+    /// reports `0-0`, as registry:2 does, since clients parse both ends as numbers.
+    pub fn range(&self) -> String {
+        format!("0-{}", self.offset.saturating_sub(1))
+    }
+
+    /// Checks a chunk's `Content-Range` (if any) against the offset. A chunk without one is
+    /// appended ("streamed" upload, as docker sends). Returns the number of bytes the chunk
+    /// must carry, when the range says.
+    pub fn check_chunk(&self, content_range: Option<&str>) -> Result<Option<u64>, Error> {
+        let Some(text) = content_range else {
+            return Ok(None);
+        };
+        let range: ContentRange = text.parse().map_err(|e: crate::range::RangeError| {
+            Error::new(ErrorCode::RangeInvalid, format!("Content-Range {text:?}: {e}"))
+        })?;
+        if range.start != self.offset {
+            return Err(self.out_of_order());
+        }
+        Ok(Some(range.len()))
+    }
+
+    /// The 416 a chunk that does not start at the current offset receives.
+    pub fn out_of_order(&self) -> Error {
+        Error::new(
+            ErrorCode::RangeInvalid,
+            format!(
+                "chunk must start at byte {}: GET the upload for its current Range",
+                self.offset
+            ),
+        )
+    }
+
+    /// Switches the algorithm of a session that has received nothing yet, so a client that
+    /// names a sha512 digest at the end of a one-shot upload gets it verified.
+    pub fn adopt_algorithm(&mut self, algorithm: Algorithm) -> Result<(), Error> {
+        let hasher = self.hasher()?;
+        if hasher.algorithm() == algorithm {
+            return Ok(());
+        }
+        if self.offset > 0 {
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!(
+                    "this upload is hashed with {}; to push a {algorithm} blob in chunks, start \
+                     it with ?digest-algorithm={algorithm}",
+                    hasher.algorithm()
+                ),
+            ));
+        }
+        self.hash_state = Hasher::new(algorithm).save();
+        Ok(())
+    }
+
+    /// Verifies the finished upload against the client's digest.
+    pub fn verify(&self, expected: &Digest) -> Result<(), Error> {
+        let actual = self.hasher()?.finish();
+        if &actual != expected {
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!("uploaded content has digest {actual}, not {expected}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Hashes a chunk's bytes as they arrive and cuts them into parts of `part_size` bytes, so
+/// that at most one part is held in memory.
+#[derive(Debug)]
+pub struct PartWriter {
+    hasher: Hasher,
+    part_size: usize,
+    pending: BytesMut,
+    received: u64,
+}
+
+impl PartWriter {
+    /// Continues `hasher` with parts of `part_size` bytes.
+    pub fn new(hasher: Hasher, part_size: usize) -> Self {
+        Self {
+            hasher,
+            part_size: part_size.max(1),
+            pending: BytesMut::new(),
+            received: 0,
+        }
+    }
+
+    /// Feeds bytes; returns a part each time one fills up.
+    pub fn push(&mut self, mut bytes: Bytes) -> Vec<Bytes> {
+        self.hasher.update(&bytes);
+        self.received += bytes.len() as u64;
+        let mut full = Vec::new();
+        while !bytes.is_empty() {
+            if self.pending.is_empty() && bytes.len() >= self.part_size {
+                // A whole part in hand: pass it on without copying.
+                full.push(bytes.split_to(self.part_size));
+                continue;
+            }
+            let room = self.part_size - self.pending.len();
+            let take = room.min(bytes.len());
+            self.pending.extend_from_slice(&bytes.split_to(take));
+            if self.pending.len() == self.part_size {
+                full.push(self.pending.split().freeze());
+            }
+        }
+        full
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Ends the chunk: the hasher, and the last (short) part if any bytes are pending.
+    pub fn finish(self) -> (Hasher, Option<Bytes>) {
+        let rest = (!self.pending.is_empty()).then(|| self.pending.freeze());
+        (self.hasher, rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn range_header_and_order() {
+        let mut session = UploadSession::start(Algorithm::Sha256, 7);
+        assert_eq!(session.range(), "0-0");
+        assert_eq!(session.check_chunk(None).unwrap(), None);
+        assert_eq!(session.check_chunk(Some("0-9")).unwrap(), Some(10));
+        session.offset = 10;
+        assert_eq!(session.range(), "0-9");
+        let error = session.check_chunk(Some("0-9")).unwrap_err();
+        assert_eq!((error.code(), error.status()), (ErrorCode::RangeInvalid, 416));
+        assert_eq!(session.check_chunk(Some("10-19")).unwrap(), Some(10));
+        assert_eq!(session.check_chunk(Some("x")).unwrap_err().status(), 416);
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let session = UploadSession::start(Algorithm::Sha512, 1);
+        assert_eq!(UploadSession::decode(&session.encode()).unwrap(), session);
+        assert_eq!(UploadSession::decode(b"{").unwrap_err().code(), ErrorCode::BlobUploadUnknown);
+    }
+
+    #[test]
+    fn adopts_algorithm_only_when_empty() {
+        let mut session = UploadSession::start(Algorithm::Sha256, 0);
+        session.adopt_algorithm(Algorithm::Sha512).unwrap();
+        assert_eq!(session.hasher().unwrap().algorithm(), Algorithm::Sha512);
+        session.offset = 1;
+        assert_eq!(
+            session.adopt_algorithm(Algorithm::Sha256).unwrap_err().code(),
+            ErrorCode::DigestInvalid
+        );
+    }
+
+    /// A transcript: three chunks, each resumed from the stored record, verify at the end.
+    #[test]
+    fn chunked_transcript_verifies() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut session = UploadSession::start(Algorithm::Sha256, 0);
+        let mut stored = Vec::new();
+        for chunk in data.chunks(40) {
+            let end = session.offset + chunk.len() as u64 - 1;
+            let expected = session.check_chunk(Some(&format!("{}-{end}", session.offset))).unwrap();
+            let mut writer = PartWriter::new(session.hasher().unwrap(), 16);
+            for part in writer.push(Bytes::copy_from_slice(chunk)) {
+                stored.extend_from_slice(&part);
+            }
+            assert_eq!(Some(writer.received()), expected);
+            let received = writer.received();
+            let (hasher, rest) = writer.finish();
+            stored.extend_from_slice(&rest.unwrap_or_default());
+            session.offset += received;
+            session.hash_state = hasher.save();
+            session = UploadSession::decode(&session.encode()).unwrap();
+        }
+        assert_eq!(stored, data);
+        session.verify(&Algorithm::Sha256.digest(&data)).unwrap();
+        let wrong = session.verify(&Algorithm::Sha256.digest(b"other")).unwrap_err();
+        assert_eq!(wrong.code(), ErrorCode::DigestInvalid);
+    }
+
+    proptest! {
+        #[test]
+        fn parts_reassemble(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..10), part_size in 1usize..40) {
+            let mut writer = PartWriter::new(Hasher::new(Algorithm::Sha256), part_size);
+            let mut out = Vec::new();
+            for chunk in &chunks {
+                for part in writer.push(Bytes::from(chunk.clone())) {
+                    prop_assert_eq!(part.len(), part_size);
+                    out.extend_from_slice(&part);
+                }
+            }
+            let (hasher, rest) = writer.finish();
+            if let Some(rest) = rest {
+                prop_assert!(rest.len() < part_size);
+                out.extend_from_slice(&rest);
+            }
+            let all: Vec<u8> = chunks.concat();
+            prop_assert_eq!(&out, &all);
+            prop_assert_eq!(hasher.finish(), Algorithm::Sha256.digest(&all));
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Configuration: command-line flags, each with an environment variable, over an optional
+//! TOML file, over defaults. A flag beats its variable, which beats the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// berth: an OCI container registry.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the registry.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML file with any of the settings below (flags and variables override it).
+    #[arg(long, short, env = "BERTH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, env = "BERTH_ADDR")]
+    pub(crate) addr: Option<SocketAddr>,
+    /// Directory of the filesystem storage (a registry:2 root works as it is) [default: ./berth-data].
+    #[arg(long, env = "BERTH_ROOT")]
+    pub(crate) root: Option<PathBuf>,
+    /// Refuse pushes and deletes (405).
+    #[arg(long, env = "BERTH_READ_ONLY")]
+    pub(crate) read_only: bool,
+    /// Refuse deletes (405), as registry:2 does unless `delete.enabled`.
+    #[arg(long, env = "BERTH_NO_DELETE")]
+    pub(crate) no_delete: bool,
+    /// Whether `?mount=` without `from` links a blob the registry already has [default: true].
+    #[arg(long, env = "BERTH_AUTOMATIC_MOUNT")]
+    pub(crate) automatic_mount: Option<bool>,
+    /// Largest manifest accepted, in bytes [default: 4194304].
+    #[arg(long, env = "BERTH_MANIFEST_LIMIT")]
+    pub(crate) manifest_limit: Option<usize>,
+    /// Upload part size in bytes: the most of one upload held in memory [default: 8388608].
+    #[arg(long, env = "BERTH_PART_SIZE")]
+    pub(crate) part_size: Option<usize>,
+    /// Log filter, e.g. `info` or `berth=debug` [default: info].
+    #[arg(long, env = "BERTH_LOG")]
+    pub(crate) log: Option<String>,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// The TOML file's shape: every key optional, named as the flags are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    addr: Option<SocketAddr>,
+    root: Option<PathBuf>,
+    read_only: Option<bool>,
+    no_delete: Option<bool>,
+    automatic_mount: Option<bool>,
+    manifest_limit: Option<usize>,
+    part_size: Option<usize>,
+    log: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// Settings after merging.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) addr: SocketAddr,
+    pub(crate) root: PathBuf,
+    pub(crate) read_only: bool,
+    pub(crate) delete_enabled: bool,
+    pub(crate) automatic_mount: bool,
+    pub(crate) manifest_limit: usize,
+    pub(crate) part_size: usize,
+    pub(crate) log: String,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ServeArgs {
+    pub(crate) fn settings(self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("TLS needs both a certificate (tls-cert) and a key (tls-key)".into()),
+        };
+        let part_size = self.part_size.or(file.part_size).unwrap_or(8 * 1024 * 1024);
+        if part_size == 0 {
+            return Err("part-size must be at least 1 byte".into());
+        }
+        Ok(Settings {
+            addr: self
+                .addr
+                .or(file.addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5000))),
+            root: self.root.or(file.root).unwrap_or_else(|| PathBuf::from("berth-data")),
+            read_only: self.read_only || file.read_only.unwrap_or(false),
+            delete_enabled: !(self.no_delete || file.no_delete.unwrap_or(false)),
+            automatic_mount: self.automatic_mount.or(file.automatic_mount).unwrap_or(true),
+            manifest_limit: self
+                .manifest_limit
+                .or(file.manifest_limit)
+                .unwrap_or(berth::DEFAULT_MANIFEST_LIMIT),
+            part_size,
+            log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
+            tls,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("berth-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("berth.toml");
+        std::fs::write(&file, "addr = \"127.0.0.1:6000\"\nroot = \"/srv/r\"\nno-delete = true\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            root: Some("/flag".into()),
+            ..ServeArgs::default()
+        };
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.addr.port(), 6000);
+        assert_eq!(settings.root, PathBuf::from("/flag"));
+        assert!(!settings.delete_enabled);
+        assert!(settings.automatic_mount);
+        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+        let args = ServeArgs { config: Some(file), ..ServeArgs::default() };
+        assert!(args.settings().unwrap_err().contains("unknown field"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
