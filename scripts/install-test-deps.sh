@@ -43,7 +43,7 @@ command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)";
 [ -x "$tools/bin/oras" ] || { log "go install oras"; go install "oras.land/oras/cmd/oras@$ORAS_VERSION"; }
 [ -x "$tools/bin/regctl" ] || { log "go install regctl"; go install "github.com/regclient/regclient/cmd/regctl@$REGCTL_VERSION"; }
 
-build_conformance() { # <commit> <output name>
+build_conformance() { # <version> <output name> <test|build>
   local out="$tools/bin/$2"
   [ -x "$out" ] && return 0
   log "building conformance suite $2"
@@ -51,9 +51,13 @@ build_conformance() { # <commit> <output name>
   rm -rf "$dir" && mkdir -p "$dir"
   (cd "$dir" && go mod init local/conformance >/dev/null 2>&1 \
     && go get "github.com/opencontainers/distribution-spec/conformance@$1" \
-    && go test -c -o "$out" github.com/opencontainers/distribution-spec/conformance)
+    && if [ "$3" = test ]; then
+         go test -c -o "$out" github.com/opencontainers/distribution-spec/conformance
+       else # the redesigned suite is a main package
+         go build -o "$out" github.com/opencontainers/distribution-spec/conformance
+       fi)
 }
-build_conformance "$CONFORMANCE_V1" conformance-v1.test
-build_conformance "$CONFORMANCE_NEXT" conformance-next.test
+build_conformance "$CONFORMANCE_V1" conformance-v1.test test
+build_conformance "$CONFORMANCE_NEXT" conformance-next build
 
 log "tools ready in $tools/bin"

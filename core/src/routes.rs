@@ -86,8 +86,9 @@ impl UploadId {
 }
 
 impl Route {
-    /// Finds the route for a (percent-encoded) path.
-    pub fn parse(path: &str) -> Result<Self, Error> {
+    /// Finds the route for a (percent-encoded) path. The method matters only for the error
+    /// an invalid tag gets: reading one is a miss (404), pushing one is invalid (400).
+    pub fn parse(method: Method, path: &str) -> Result<Self, Error> {
         let path = percent_decode(path);
         let rest = path
             .strip_prefix("/v2/")
@@ -144,9 +145,13 @@ impl Route {
                         crate::reference::ReferenceError::Digest(e) => {
                             Error::new(ErrorCode::DigestInvalid, e.to_string())
                         }
-                        crate::reference::ReferenceError::Tag(e) => {
+                        crate::reference::ReferenceError::Tag(e) if method == Method::Put => {
                             Error::new(ErrorCode::ManifestInvalid, e.to_string())
                         }
+                        crate::reference::ReferenceError::Tag(e) => Error::new(
+                            ErrorCode::ManifestUnknown,
+                            format!("no manifest can have this tag: {e}"),
+                        ),
                     })?;
                     return Ok(Self::Manifest { name, reference });
                 }
@@ -223,54 +228,58 @@ mod tests {
 
     #[test]
     fn routes_from_the_right() {
-        assert_eq!(Route::parse("/v2/").unwrap(), Route::ApiVersion);
-        assert_eq!(Route::parse("/v2").unwrap(), Route::ApiVersion);
-        assert_eq!(Route::parse("/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(Route::parse(Method::Get, "/v2/").unwrap(), Route::ApiVersion);
+        assert_eq!(Route::parse(Method::Get, "/v2").unwrap(), Route::ApiVersion);
+        assert_eq!(Route::parse(Method::Get, "/v2/_catalog").unwrap(), Route::Catalog);
         assert_eq!(
-            Route::parse("/v2/a/tags/list/tags/list").unwrap(),
+            Route::parse(Method::Get, "/v2/a/tags/list/tags/list").unwrap(),
             Route::Tags { name: name("a/tags/list") }
         );
         assert_eq!(
-            Route::parse("/v2/blobs/uploads/blobs/uploads/").unwrap(),
+            Route::parse(Method::Get, "/v2/blobs/uploads/blobs/uploads/").unwrap(),
             Route::StartUpload { name: name("blobs/uploads") }
         );
         assert_eq!(
-            Route::parse("/v2/a/blobs/uploads").unwrap(),
+            Route::parse(Method::Get, "/v2/a/blobs/uploads").unwrap(),
             Route::StartUpload { name: name("a") }
         );
         assert_eq!(
-            Route::parse("/v2/a/blobs/uploads/abc-1").unwrap(),
+            Route::parse(Method::Get, "/v2/a/blobs/uploads/abc-1").unwrap(),
             Route::Upload { name: name("a"), id: UploadId::parse("abc-1").unwrap() }
         );
         assert!(matches!(
-            Route::parse(&format!("/v2/x/manifests/blobs/{D}")).unwrap(),
+            Route::parse(Method::Get, &format!("/v2/x/manifests/blobs/{D}")).unwrap(),
             Route::Blob { name, .. } if name.as_str() == "x/manifests"
         ));
         assert!(matches!(
-            Route::parse(&format!("/v2/x/blobs/manifests/{}", D.replace(':', "%3A"))).unwrap(),
+            Route::parse(Method::Get, &format!("/v2/x/blobs/manifests/{}", D.replace(':', "%3A"))).unwrap(),
             Route::Manifest { name, reference: Reference::Digest(_) } if name.as_str() == "x/blobs"
         ));
         assert!(matches!(
-            Route::parse(&format!("/v2/r/referrers/{D}")).unwrap(),
+            Route::parse(Method::Get, &format!("/v2/r/referrers/{D}")).unwrap(),
             Route::Referrers { .. }
         ));
     }
 
     #[test]
     fn bad_paths_get_spec_codes() {
-        let code = |path: &str| Route::parse(path).unwrap_err().code();
+        let code = |path: &str| Route::parse(Method::Get, path).unwrap_err().code();
         assert_eq!(code("/v2/A/tags/list"), ErrorCode::NameInvalid);
         assert_eq!(code("/v2/a/blobs/sha256:xyz"), ErrorCode::DigestInvalid);
-        assert_eq!(code("/v2/a/manifests/-bad"), ErrorCode::ManifestInvalid);
+        assert_eq!(code("/v2/a/manifests/-bad"), ErrorCode::ManifestUnknown);
+        assert_eq!(
+            Route::parse(Method::Put, "/v2/a/manifests/-bad").unwrap_err().code(),
+            ErrorCode::ManifestInvalid
+        );
         assert_eq!(code("/v2/a/blobs/uploads/bad.id"), ErrorCode::BlobUploadUnknown);
-        assert_eq!(Route::parse("/v1/").unwrap_err().status(), 404);
-        assert_eq!(Route::parse("/v2/a").unwrap_err().status(), 404);
+        assert_eq!(Route::parse(Method::Get, "/v1/").unwrap_err().status(), 404);
+        assert_eq!(Route::parse(Method::Get, "/v2/a").unwrap_err().status(), 404);
     }
 
     proptest! {
         #[test]
         fn arbitrary_paths_never_panic(path in "/v2/[a-z/:%0-9_.-]{0,60}") {
-            let _ = Route::parse(&path);
+            let _ = Route::parse(Method::Get, &path);
         }
     }
 }

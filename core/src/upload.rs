@@ -101,25 +101,18 @@ impl UploadSession {
         )
     }
 
-    /// Switches the algorithm of a session that has received nothing yet, so a client that
-    /// names a sha512 digest at the end of a one-shot upload gets it verified.
-    pub fn adopt_algorithm(&mut self, algorithm: Algorithm) -> Result<(), Error> {
-        let hasher = self.hasher()?;
-        if hasher.algorithm() == algorithm {
-            return Ok(());
+    /// Makes the session hash with `algorithm` if it can: when it already does, or when it
+    /// has received nothing yet (a client that names a sha512 digest only at the end of a
+    /// one-shot upload). Returns false when bytes were already hashed with another algorithm.
+    pub fn adopt_algorithm(&mut self, algorithm: Algorithm) -> Result<bool, Error> {
+        if self.hasher()?.algorithm() == algorithm {
+            return Ok(true);
         }
         if self.offset > 0 {
-            return Err(Error::new(
-                ErrorCode::DigestInvalid,
-                format!(
-                    "this upload is hashed with {}; to push a {algorithm} blob in chunks, start \
-                     it with ?digest-algorithm={algorithm}",
-                    hasher.algorithm()
-                ),
-            ));
+            return Ok(false);
         }
         self.hash_state = Hasher::new(algorithm).save();
-        Ok(())
+        Ok(true)
     }
 
     /// Verifies the finished upload against the client's digest.
@@ -218,13 +211,11 @@ mod tests {
     #[test]
     fn adopts_algorithm_only_when_empty() {
         let mut session = UploadSession::start(Algorithm::Sha256, 0);
-        session.adopt_algorithm(Algorithm::Sha512).unwrap();
+        assert!(session.adopt_algorithm(Algorithm::Sha512).unwrap());
         assert_eq!(session.hasher().unwrap().algorithm(), Algorithm::Sha512);
         session.offset = 1;
-        assert_eq!(
-            session.adopt_algorithm(Algorithm::Sha256).unwrap_err().code(),
-            ErrorCode::DigestInvalid
-        );
+        assert!(!session.adopt_algorithm(Algorithm::Sha256).unwrap());
+        assert!(session.adopt_algorithm(Algorithm::Sha512).unwrap());
     }
 
     /// A transcript: three chunks, each resumed from the stored record, verify at the end.

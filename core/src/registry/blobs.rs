@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorCode};
 use crate::layout;
 use crate::range::ByteRange;
 use crate::reference::RepositoryName;
-use crate::request::{Method, RequestBody, RequestHead};
+use crate::request::{BodyError, Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
 use crate::routes::UploadId;
 use crate::storage::{ObjectMeta, PutMode, Storage, StorageError, StorageExt};
@@ -38,18 +38,23 @@ impl<S: Storage> Registry<S> {
             Err(StorageError::NotFound) => return Err(unknown()),
             Err(e) => return Err(internal(e)),
         };
-        let span = match head.header("Range").map(str::parse::<ByteRange>) {
-            // A Range that does not parse is ignored, as RFC 9110 §14.2 allows.
-            None | Some(Err(_)) => None,
-            Some(Ok(range)) => match range.resolve(size) {
-                Some(span) => Some(span),
-                None => {
-                    return Ok(Response::error(&Error::new(
-                        ErrorCode::RangeInvalid,
-                        format!("range not satisfiable: the blob has {size} bytes"),
-                    ))
-                    .with_header("Content-Range", format!("bytes */{size}")));
+        let unsatisfiable = |why: String| {
+            Response::error(&Error::new(ErrorCode::RangeInvalid, why))
+                .with_header("Content-Range", format!("bytes */{size}"))
+        };
+        let span = match head.header("Range") {
+            None => None,
+            // Other units are ignored, as RFC 9110 §14.2 allows; a malformed byte range
+            // (an inverted one, say) is refused like an unsatisfiable one.
+            Some(text) if !text.trim_start().starts_with("bytes=") => None,
+            Some(text) => match text.parse::<ByteRange>().map(|range| range.resolve(size)) {
+                Ok(Some(span)) => Some(span),
+                Ok(None) => {
+                    return Ok(unsatisfiable(format!(
+                        "range {text:?} not satisfiable: the blob has {size} bytes"
+                    )));
                 }
+                Err(e) => return Ok(unsatisfiable(format!("range {text:?}: {e}"))),
             },
         };
         let (status, length) = match &span {
@@ -225,14 +230,18 @@ impl<S: Storage> Registry<S> {
             Ok(expected) => expected,
             Err(error) => return Ok(range_error(&error, name, id, &session)),
         };
-        session.adopt_algorithm(digest.algorithm())?;
+        let hashed_as_named = session.adopt_algorithm(digest.algorithm())?;
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
             self.discard_new_parts(&before, &session).await;
             return Err(error);
         }
-        let finished = self.finish(name, &digest, &session).await;
+        let finished = if hashed_as_named {
+            self.finish(name, &digest, &session).await
+        } else {
+            self.finish_rehashed(name, &digest, &session, &staging).await
+        };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
         self.storage
@@ -392,6 +401,40 @@ impl<S: Storage> Registry<S> {
             self.discard(session).await;
             return Err(error);
         }
+        self.publish(digest, session).await?;
+        self.write_link(&layout::layer_link(name, digest), digest).await
+    }
+
+    /// Finishes an upload that was hashed with another algorithm than the digest it is
+    /// finished with (a chunked sha512 push that did not say `?digest-algorithm=sha512`): the
+    /// content is published under the digest it was hashed with, then read back once and
+    /// rewritten under the named digest. The only path that re-reads a blob.
+    async fn finish_rehashed(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        session: &UploadSession,
+        staging: &str,
+    ) -> Result<(), Error> {
+        let interim = session.hasher()?.finish();
+        self.publish(&interim, session).await?;
+        let (_, stream) = self
+            .storage
+            .get(&layout::blob_data(&interim), None)
+            .await
+            .map_err(internal)?;
+        let body: RequestBody = Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
+        let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
+        if let Err(error) = self.receive(&mut rehashed, staging, body, None).await {
+            self.discard(&rehashed).await;
+            return Err(error);
+        }
+        self.finish(name, digest, &rehashed).await
+    }
+
+    /// Publishes a verified session's parts as the blob `digest` (or drops them when the
+    /// registry already has that content).
+    async fn publish(&self, digest: &Digest, session: &UploadSession) -> Result<(), Error> {
         let target = layout::blob_data(digest);
         if self.blob_exists(digest).await? {
             self.discard(session).await;
@@ -415,7 +458,7 @@ impl<S: Storage> Registry<S> {
                 Err(e) => return Err(internal(e)),
             }
         }
-        self.write_link(&layout::layer_link(name, digest), digest).await
+        Ok(())
     }
 
     /// Drops a session's parts (best effort: an abandoned parts upload is also purged later).

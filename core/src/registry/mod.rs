@@ -114,8 +114,8 @@ impl<S: Storage> Registry<S> {
     }
 
     async fn dispatch(&self, head: &RequestHead, body: RequestBody) -> Result<Response, Error> {
-        let route = Route::parse(&head.path)?;
         let method = head.method;
+        let route = Route::parse(method, &head.path)?;
         if !route.allows(method) {
             return Err(Error::new(
                 ErrorCode::Unsupported,
