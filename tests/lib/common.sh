@@ -1,0 +1,85 @@
+# Shared helpers for the shell test suites: start/stop servers on free ports, count checks.
+# Source it; each suite then calls `check NAME COMMAND...` and ends with `summary`.
+
+TESTS_PASSED=${TESTS_PASSED:-0}
+TESTS_FAILED=${TESTS_FAILED:-0}
+FAILED_NAMES=()
+SERVER_PIDS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# A TCP port nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [SECONDS]: waits until URL answers at all.
+wait_http() {
+  local url=$1 deadline=$((SECONDS + ${2:-20}))
+  until curl -s -o /dev/null "$url"; do
+    [ $SECONDS -lt $deadline ] || { echo "no answer from $url" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+# start_berth BINARY ROOT [FLAGS...]: starts `berth serve` on a free port; sets BERTH_ADDR.
+start_berth() {
+  local binary=$1 root=$2; shift 2
+  local port; port=$(free_port)
+  BERTH_ADDR=127.0.0.1:$port
+  "$binary" serve --addr "$BERTH_ADDR" --root "$root" --log warn "$@" >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  BERTH_PID=$!
+  SERVER_PIDS+=("$BERTH_PID")
+  wait_http "http://$BERTH_ADDR/v2/"
+}
+
+# stop_server PID: graceful stop, then wait for the process to go.
+stop_server() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+stop_all_servers() {
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  SERVER_PIDS=()
+}
+
+# check NAME COMMAND...: runs COMMAND, counts and reports the outcome. Output goes to the log
+# unless the check fails, when its last lines are shown.
+check() {
+  local name=$1; shift
+  local out; out=$(mktemp)
+  if "$@" >"$out" 2>&1; then
+    TESTS_PASSED=$((TESTS_PASSED + 1))
+    printf '  ok    %s\n' "$name"
+  else
+    TESTS_FAILED=$((TESTS_FAILED + 1))
+    FAILED_NAMES+=("$name")
+    printf '  FAIL  %s\n' "$name"
+    tail -n 20 "$out" | sed 's/^/        /'
+  fi
+  [ -n "${TEST_LOG:-}" ] && { echo "--- $name"; cat "$out"; } >>"$TEST_LOG"
+  rm -f "$out"
+}
+
+# equal A B: succeeds when the two strings are equal, else says how they differ.
+equal() {
+  [ "$1" = "$2" ] || { printf 'expected %q\n     got %q\n' "$2" "$1"; return 1; }
+}
+
+# contains HAYSTACK NEEDLE
+contains() {
+  case "$1" in *"$2"*) return 0 ;; esac
+  printf 'expected to find %q in:\n%s\n' "$2" "$1"; return 1
+}
+
+summary() {
+  local suite=$1
+  if [ ${#FAILED_NAMES[@]} -gt 0 ]; then
+    printf '%s: failed checks:\n' "$suite"
+    printf '  - %s\n' "${FAILED_NAMES[@]}"
+  fi
+  printf '%s: %d passed, %d failed\n' "$suite" "$TESTS_PASSED" "$TESTS_FAILED"
+  [ "$TESTS_FAILED" -eq 0 ]
+}
