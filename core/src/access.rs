@@ -46,8 +46,12 @@ pub enum Decision {
 /// Decides whether a request may act on a repository (`None` for the catalog and `/v2/`).
 pub trait AccessPolicy: Send + Sync {
     /// The decision for one operation.
-    fn check(&self, request: &RequestHead, repository: Option<&RepositoryName>, action: Action)
-    -> Decision;
+    fn check(
+        &self,
+        request: &RequestHead,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> Decision;
 }
 
 /// Allows everything: the default.
@@ -77,7 +81,12 @@ impl<F> AccessPolicy for F
 where
     F: Fn(&RequestHead, Option<&RepositoryName>, Action) -> Decision + Send + Sync,
 {
-    fn check(&self, request: &RequestHead, repository: Option<&RepositoryName>, action: Action) -> Decision {
+    fn check(
+        &self,
+        request: &RequestHead,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> Decision {
         self(request, repository, action)
     }
 }

@@ -170,9 +170,11 @@ impl<'de> serde::Deserialize<'de> for Digest {
 
 fn is_algorithm_grammar(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && name.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// An incremental hasher whose midstate can be saved and restored, so that a different process
@@ -246,7 +248,8 @@ impl Hasher {
     /// Restores a midstate written by [`Hasher::save`].
     pub fn restore(saved: &str) -> Result<Self, MidstateError> {
         let mut fields = saved.splitn(3, ':');
-        let (Some(format), Some(algorithm), Some(hex)) = (fields.next(), fields.next(), fields.next())
+        let (Some(format), Some(algorithm), Some(hex)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(MidstateError);
         };
@@ -270,7 +273,9 @@ impl Hasher {
 
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hasher").field("algorithm", &self.algorithm()).finish()
+        f.debug_struct("Hasher")
+            .field("algorithm", &self.algorithm())
+            .finish()
     }
 }
 
@@ -322,7 +327,11 @@ mod tests {
             "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85g",
         ] {
-            assert_eq!(bad.parse::<Digest>(), Err(DigestError::Malformed), "{bad:?}");
+            assert_eq!(
+                bad.parse::<Digest>(),
+                Err(DigestError::Malformed),
+                "{bad:?}"
+            );
         }
         assert_eq!(
             "md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>(),
@@ -344,9 +353,18 @@ mod tests {
 
     #[test]
     fn refuses_foreign_midstate() {
-        assert_eq!(Hasher::restore("sha2-0.10:sha256:00").unwrap_err(), MidstateError);
-        assert_eq!(Hasher::restore("sha2-0.11:sha256:zz").unwrap_err(), MidstateError);
-        assert_eq!(Hasher::restore("sha2-0.11:sha256:00").unwrap_err(), MidstateError);
+        assert_eq!(
+            Hasher::restore("sha2-0.10:sha256:00").unwrap_err(),
+            MidstateError
+        );
+        assert_eq!(
+            Hasher::restore("sha2-0.11:sha256:zz").unwrap_err(),
+            MidstateError
+        );
+        assert_eq!(
+            Hasher::restore("sha2-0.11:sha256:00").unwrap_err(),
+            MidstateError
+        );
     }
 
     proptest! {

@@ -12,7 +12,11 @@ const ROOT: &str = "docker/registry/v2";
 /// `blobs/<alg>/<first two hex>/<hex>/data`: content shared by every repository.
 pub(crate) fn blob_data(digest: &Digest) -> String {
     let hex = digest.hex();
-    format!("{ROOT}/blobs/{}/{}/{hex}/data", digest.algorithm(), &hex[..2])
+    format!(
+        "{ROOT}/blobs/{}/{}/{hex}/data",
+        digest.algorithm(),
+        &hex[..2]
+    )
 }
 
 /// The prefix below which every repository lives.
@@ -106,9 +110,10 @@ mod tests {
 
     #[test]
     fn matches_registry2_paths() {
-        let digest: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
+        let digest: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse()
+                .unwrap();
         let name: RepositoryName = "library/alpine".parse().unwrap();
         let latest: Tag = "latest".parse().unwrap();
         assert_eq!(

@@ -48,7 +48,9 @@ pub use manifest::{
     ManifestKind, OCI_INDEX, OCI_MANIFEST,
 };
 pub use range::{ByteRange, ContentRange, RangeError};
-pub use reference::{MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
+pub use reference::{
+    MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError,
+};
 pub use registry::{Clock, IdSource, Options, Registry};
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};

@@ -93,20 +93,23 @@ impl Manifest {
     /// Parses a manifest sent with `content_type` (the request's header, if any).
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, Error> {
         let invalid = |why: String| Error::new(ErrorCode::ManifestInvalid, why);
-        let document: Document = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("manifest is not valid JSON of the expected shape: {e}")))?;
+        let document: Document = serde_json::from_slice(bytes).map_err(|e| {
+            invalid(format!(
+                "manifest is not valid JSON of the expected shape: {e}"
+            ))
+        })?;
         if document.schema_version != Some(2) {
             return Err(invalid("manifest schemaVersion must be 2".into()));
         }
         let header_type = content_type
             .map(|t| t.split(';').next().unwrap_or(t).trim())
             .filter(|t| !t.is_empty());
-        if let (Some(declared), Some(header)) = (&document.media_type, header_type) {
-            if declared != header {
-                return Err(invalid(format!(
-                    "Content-Type {header} does not match the manifest's mediaType {declared}"
-                )));
-            }
+        if let (Some(declared), Some(header)) = (&document.media_type, header_type)
+            && declared != header
+        {
+            return Err(invalid(format!(
+                "Content-Type {header} does not match the manifest's mediaType {declared}"
+            )));
         }
         let media_type = document
             .media_type
@@ -212,7 +215,9 @@ mod tests {
 
     #[test]
     fn reads_subject_and_artifact_type() {
-        let bytes = image(&format!(r#","artifactType":"application/x-sig","subject":{CONFIG},"unknown":[1]"#));
+        let bytes = image(&format!(
+            r#","artifactType":"application/x-sig","subject":{CONFIG},"unknown":[1]"#
+        ));
         let manifest = Manifest::parse(bytes.as_bytes(), None).unwrap();
         assert_eq!(manifest.artifact_type.as_deref(), Some("application/x-sig"));
         assert!(manifest.subject.is_some());
@@ -224,7 +229,10 @@ mod tests {
         let manifest = Manifest::parse(bytes.as_bytes(), Some(OCI_INDEX)).unwrap();
         assert_eq!(manifest.kind, ManifestKind::Index);
         assert_eq!(manifest.required_blobs().count(), 0);
-        assert_eq!(stored_media_type(bytes.as_bytes()).as_deref(), Some(OCI_INDEX));
+        assert_eq!(
+            stored_media_type(bytes.as_bytes()).as_deref(),
+            Some(OCI_INDEX)
+        );
     }
 
     #[test]

@@ -45,8 +45,7 @@ impl FromStr for RepositoryName {
     type Err = NameError;
 
     fn from_str(text: &str) -> Result<Self, NameError> {
-        if text.is_empty() || text.len() > MAX_NAME_LEN || !text.split('/').all(is_path_component)
-        {
+        if text.is_empty() || text.len() > MAX_NAME_LEN || !text.split('/').all(is_path_component) {
             return Err(NameError);
         }
         Ok(Self(text.to_owned()))
@@ -73,7 +72,13 @@ fn is_path_component(component: &str) -> bool {
         // One separator: '.', '_', '__' or one or more '-'.
         match bytes[i] {
             b'.' => i += 1,
-            b'_' => i += if bytes.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'_' => {
+                i += if bytes.get(i + 1) == Some(&b'_') {
+                    2
+                } else {
+                    1
+                }
+            }
             b'-' => {
                 while bytes.get(i) == Some(&b'-') {
                     i += 1;
@@ -130,8 +135,14 @@ impl FromStr for Tag {
         let valid = !bytes.is_empty()
             && bytes.len() <= 128
             && word(bytes[0])
-            && bytes[1..].iter().all(|&b| word(b) || b == b'.' || b == b'-');
-        if valid { Ok(Self(text.to_owned())) } else { Err(TagError) }
+            && bytes[1..]
+                .iter()
+                .all(|&b| word(b) || b == b'.' || b == b'-');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(TagError)
+        }
     }
 }
 
@@ -182,7 +193,9 @@ impl FromStr for Reference {
     fn from_str(text: &str) -> Result<Self, ReferenceError> {
         // A tag cannot contain ':', so the colon decides which grammar applies.
         if text.contains(':') {
-            text.parse().map(Self::Digest).map_err(ReferenceError::Digest)
+            text.parse()
+                .map(Self::Digest)
+                .map_err(ReferenceError::Digest)
         } else {
             text.parse().map(Self::Tag).map_err(ReferenceError::Tag)
         }
@@ -205,13 +218,25 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["a", "library/alpine", "a.b_c__d---e/f0", "blobs/manifests/tags", "x/uploads"] {
+        for good in [
+            "a",
+            "library/alpine",
+            "a.b_c__d---e/f0",
+            "blobs/manifests/tags",
+            "x/uploads",
+        ] {
             assert!(good.parse::<RepositoryName>().is_ok(), "{good}");
         }
-        for bad in ["", "A", "a/", "/a", "a//b", "a_", "a___b", "a..b", "-a", "a.-b", "a b", "ä"] {
+        for bad in [
+            "", "A", "a/", "/a", "a//b", "a_", "a___b", "a..b", "-a", "a.-b", "a b", "ä",
+        ] {
             assert_eq!(bad.parse::<RepositoryName>(), Err(NameError), "{bad}");
         }
-        assert!("a".repeat(MAX_NAME_LEN + 1).parse::<RepositoryName>().is_err());
+        assert!(
+            "a".repeat(MAX_NAME_LEN + 1)
+                .parse::<RepositoryName>()
+                .is_err()
+        );
     }
 
     #[test]
@@ -231,7 +256,10 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse(),
             Ok(Reference::Digest(_))
         ));
-        assert!(matches!("sha256:zz".parse::<Reference>(), Err(ReferenceError::Digest(_))));
+        assert!(matches!(
+            "sha256:zz".parse::<Reference>(),
+            Err(ReferenceError::Digest(_))
+        ));
     }
 
     proptest! {

@@ -75,7 +75,9 @@ impl UploadId {
     pub fn parse(text: &str) -> Option<Self> {
         let valid = !text.is_empty()
             && text.len() <= 128
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         valid.then(|| Self(text.to_owned()))
     }
 
@@ -102,33 +104,42 @@ impl Route {
         }
         let segments: Vec<&str> = rest.split('/').collect();
         let n = segments.len();
-        let name_before = |count: usize| -> Option<&[&str]> {
-            (n > count).then(|| &segments[..n - count])
-        };
+        let name_before =
+            |count: usize| -> Option<&[&str]> { (n > count).then(|| &segments[..n - count]) };
         let at = |i_from_end: usize| n.checked_sub(i_from_end).map(|i| segments[i]);
 
-        if at(2) == Some("tags") && at(1) == Some("list") {
-            if let Some(name) = name_before(2) {
-                return Ok(Self::Tags { name: parse_name(name)? });
-            }
+        if at(2) == Some("tags")
+            && at(1) == Some("list")
+            && let Some(name) = name_before(2)
+        {
+            return Ok(Self::Tags {
+                name: parse_name(name)?,
+            });
         }
-        if at(3) == Some("blobs") && at(2) == Some("uploads") {
-            if let Some(name) = name_before(3) {
-                let name = parse_name(name)?;
-                let id = segments[n - 1];
-                if id.is_empty() {
-                    return Ok(Self::StartUpload { name });
-                }
-                let id = UploadId::parse(id).ok_or_else(|| {
-                    Error::new(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
-                })?;
-                return Ok(Self::Upload { name, id });
+        if at(3) == Some("blobs")
+            && at(2) == Some("uploads")
+            && let Some(name) = name_before(3)
+        {
+            let name = parse_name(name)?;
+            let id = segments[n - 1];
+            if id.is_empty() {
+                return Ok(Self::StartUpload { name });
             }
+            let id = UploadId::parse(id).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::BlobUploadUnknown,
+                    "blob upload unknown to registry",
+                )
+            })?;
+            return Ok(Self::Upload { name, id });
         }
-        if at(2) == Some("blobs") && at(1) == Some("uploads") {
-            if let Some(name) = name_before(2) {
-                return Ok(Self::StartUpload { name: parse_name(name)? });
-            }
+        if at(2) == Some("blobs")
+            && at(1) == Some("uploads")
+            && let Some(name) = name_before(2)
+        {
+            return Ok(Self::StartUpload {
+                name: parse_name(name)?,
+            });
         }
         if let (Some(kind), Some(name)) = (at(2), name_before(2)) {
             let last = segments[n - 1];
@@ -211,8 +222,9 @@ fn parse_name(segments: &[&str]) -> Result<RepositoryName, Error> {
 }
 
 fn parse_digest(text: &str) -> Result<Digest, Error> {
-    text.parse()
-        .map_err(|e: crate::digest::DigestError| Error::new(ErrorCode::DigestInvalid, e.to_string()))
+    text.parse().map_err(|e: crate::digest::DigestError| {
+        Error::new(ErrorCode::DigestInvalid, e.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -228,16 +240,26 @@ mod tests {
 
     #[test]
     fn routes_from_the_right() {
-        assert_eq!(Route::parse(Method::Get, "/v2/").unwrap(), Route::ApiVersion);
+        assert_eq!(
+            Route::parse(Method::Get, "/v2/").unwrap(),
+            Route::ApiVersion
+        );
         assert_eq!(Route::parse(Method::Get, "/v2").unwrap(), Route::ApiVersion);
-        assert_eq!(Route::parse(Method::Get, "/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(
+            Route::parse(Method::Get, "/v2/_catalog").unwrap(),
+            Route::Catalog
+        );
         assert_eq!(
             Route::parse(Method::Get, "/v2/a/tags/list/tags/list").unwrap(),
-            Route::Tags { name: name("a/tags/list") }
+            Route::Tags {
+                name: name("a/tags/list")
+            }
         );
         assert_eq!(
             Route::parse(Method::Get, "/v2/blobs/uploads/blobs/uploads/").unwrap(),
-            Route::StartUpload { name: name("blobs/uploads") }
+            Route::StartUpload {
+                name: name("blobs/uploads")
+            }
         );
         assert_eq!(
             Route::parse(Method::Get, "/v2/a/blobs/uploads").unwrap(),
@@ -245,7 +267,10 @@ mod tests {
         );
         assert_eq!(
             Route::parse(Method::Get, "/v2/a/blobs/uploads/abc-1").unwrap(),
-            Route::Upload { name: name("a"), id: UploadId::parse("abc-1").unwrap() }
+            Route::Upload {
+                name: name("a"),
+                id: UploadId::parse("abc-1").unwrap()
+            }
         );
         assert!(matches!(
             Route::parse(Method::Get, &format!("/v2/x/manifests/blobs/{D}")).unwrap(),
@@ -268,12 +293,20 @@ mod tests {
         assert_eq!(code("/v2/a/blobs/sha256:xyz"), ErrorCode::DigestInvalid);
         assert_eq!(code("/v2/a/manifests/-bad"), ErrorCode::ManifestUnknown);
         assert_eq!(
-            Route::parse(Method::Put, "/v2/a/manifests/-bad").unwrap_err().code(),
+            Route::parse(Method::Put, "/v2/a/manifests/-bad")
+                .unwrap_err()
+                .code(),
             ErrorCode::ManifestInvalid
         );
-        assert_eq!(code("/v2/a/blobs/uploads/bad.id"), ErrorCode::BlobUploadUnknown);
+        assert_eq!(
+            code("/v2/a/blobs/uploads/bad.id"),
+            ErrorCode::BlobUploadUnknown
+        );
         assert_eq!(Route::parse(Method::Get, "/v1/").unwrap_err().status(), 404);
-        assert_eq!(Route::parse(Method::Get, "/v2/a").unwrap_err().status(), 404);
+        assert_eq!(
+            Route::parse(Method::Get, "/v2/a").unwrap_err().status(),
+            404
+        );
     }
 
     proptest! {

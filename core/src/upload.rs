@@ -52,7 +52,10 @@ impl UploadSession {
     /// Decodes a stored record.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(bytes).map_err(|_| {
-            Error::new(ErrorCode::BlobUploadUnknown, "upload session record is unreadable")
+            Error::new(
+                ErrorCode::BlobUploadUnknown,
+                "upload session record is unreadable",
+            )
         })
     }
 
@@ -63,9 +66,8 @@ impl UploadSession {
 
     /// The restored hasher.
     pub fn hasher(&self) -> Result<Hasher, Error> {
-        Hasher::restore(&self.hash_state).map_err(|e| {
-            Error::new(ErrorCode::BlobUploadInvalid, e.to_string()).with_status(400)
-        })
+        Hasher::restore(&self.hash_state)
+            .map_err(|e| Error::new(ErrorCode::BlobUploadInvalid, e.to_string()).with_status(400))
     }
 
     /// The `Range` header value that reports progress: `0-<last byte>`. An empty session
@@ -82,7 +84,10 @@ impl UploadSession {
             return Ok(None);
         };
         let range: ContentRange = text.parse().map_err(|e: crate::range::RangeError| {
-            Error::new(ErrorCode::RangeInvalid, format!("Content-Range {text:?}: {e}"))
+            Error::new(
+                ErrorCode::RangeInvalid,
+                format!("Content-Range {text:?}: {e}"),
+            )
         })?;
         if range.start != self.offset {
             return Err(self.out_of_order());
@@ -196,7 +201,10 @@ mod tests {
         session.offset = 10;
         assert_eq!(session.range(), "0-9");
         let error = session.check_chunk(Some("0-9")).unwrap_err();
-        assert_eq!((error.code(), error.status()), (ErrorCode::RangeInvalid, 416));
+        assert_eq!(
+            (error.code(), error.status()),
+            (ErrorCode::RangeInvalid, 416)
+        );
         assert_eq!(session.check_chunk(Some("10-19")).unwrap(), Some(10));
         assert_eq!(session.check_chunk(Some("x")).unwrap_err().status(), 416);
     }
@@ -205,7 +213,10 @@ mod tests {
     fn record_round_trips() {
         let session = UploadSession::start(Algorithm::Sha512, 1);
         assert_eq!(UploadSession::decode(&session.encode()).unwrap(), session);
-        assert_eq!(UploadSession::decode(b"{").unwrap_err().code(), ErrorCode::BlobUploadUnknown);
+        assert_eq!(
+            UploadSession::decode(b"{").unwrap_err().code(),
+            ErrorCode::BlobUploadUnknown
+        );
     }
 
     #[test]
@@ -226,7 +237,9 @@ mod tests {
         let mut stored = Vec::new();
         for chunk in data.chunks(40) {
             let end = session.offset + chunk.len() as u64 - 1;
-            let expected = session.check_chunk(Some(&format!("{}-{end}", session.offset))).unwrap();
+            let expected = session
+                .check_chunk(Some(&format!("{}-{end}", session.offset)))
+                .unwrap();
             let mut writer = PartWriter::new(session.hasher().unwrap(), 16);
             for part in writer.push(Bytes::copy_from_slice(chunk)) {
                 stored.extend_from_slice(&part);
@@ -241,7 +254,9 @@ mod tests {
         }
         assert_eq!(stored, data);
         session.verify(&Algorithm::Sha256.digest(&data)).unwrap();
-        let wrong = session.verify(&Algorithm::Sha256.digest(b"other")).unwrap_err();
+        let wrong = session
+            .verify(&Algorithm::Sha256.digest(b"other"))
+            .unwrap_err();
         assert_eq!(wrong.code(), ErrorCode::DigestInvalid);
     }
 

@@ -26,9 +26,20 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
     ) -> Result<Response, Error> {
         // Manifests are blobs too; registry:2 links them as revisions, not layers.
-        let linked = self.read_link(&layout::layer_link(name, digest)).await?.is_some()
-            || self.read_link(&layout::revision_link(name, digest)).await?.is_some();
-        let unknown = || Error::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in {name}"));
+        let linked = self
+            .read_link(&layout::layer_link(name, digest))
+            .await?
+            .is_some()
+            || self
+                .read_link(&layout::revision_link(name, digest))
+                .await?
+                .is_some();
+        let unknown = || {
+            Error::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in {name}"),
+            )
+        };
         if !linked {
             return Err(unknown());
         }
@@ -93,7 +104,10 @@ impl<S: Storage> Registry<S> {
         self.check_delete_enabled()?;
         let link = layout::layer_link(name, digest);
         if self.read_link(&link).await?.is_none() {
-            return Err(Error::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in {name}")));
+            return Err(Error::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in {name}"),
+            ));
         }
         // Unlinking removes the blob from the repository; the content stays for other
         // repositories until a garbage collection, as with registry:2.
@@ -105,7 +119,10 @@ impl<S: Storage> Registry<S> {
         if self.options.delete_enabled {
             Ok(())
         } else {
-            Err(Error::new(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+            Err(Error::new(
+                ErrorCode::Unsupported,
+                "deletes are disabled on this registry",
+            ))
         }
     }
 
@@ -117,15 +134,20 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         if let Some(mount) = query(head, "mount") {
             // A mount that cannot be done falls back to a new session (spec: end-11).
-            if let Ok(digest) = mount.parse::<Digest>() {
-                if self.try_mount(head, name, &digest, query(head, "from")).await? {
-                    return Ok(created(name, &digest));
-                }
+            if let Ok(digest) = mount.parse::<Digest>()
+                && self
+                    .try_mount(head, name, &digest, query(head, "from"))
+                    .await?
+            {
+                return Ok(created(name, &digest));
             }
         }
         let now = (self.options.clock)();
         let id = UploadId::parse(&(self.options.ids)()).ok_or_else(|| {
-            Error::new(ErrorCode::Unknown, "the host's upload id source produced an invalid id")
+            Error::new(
+                ErrorCode::Unknown,
+                "the host's upload id source produced an invalid id",
+            )
         })?;
         if let Some(digest) = query(head, "digest") {
             let digest = parse_digest(&digest)?;
@@ -141,13 +163,20 @@ impl<S: Storage> Registry<S> {
         }
         let algorithm = match query(head, "digest-algorithm") {
             Some(algorithm) => Algorithm::parse(&algorithm).map_err(|e| {
-                Error::new(ErrorCode::DigestInvalid, format!("digest-algorithm {algorithm:?}: {e}"))
+                Error::new(
+                    ErrorCode::DigestInvalid,
+                    format!("digest-algorithm {algorithm:?}: {e}"),
+                )
             })?,
             None => Algorithm::Sha256,
         };
         let session = UploadSession::start(algorithm, now);
         self.storage
-            .put(&layout::upload_session(name, &id), session.encode(), PutMode::Create)
+            .put(
+                &layout::upload_session(name, &id),
+                session.encode(),
+                PutMode::Create,
+            )
             .await
             .map_err(internal)?;
         let mut response = in_progress(202, name, &id, &session);
@@ -174,13 +203,16 @@ impl<S: Storage> Registry<S> {
                 if self.authorize(head, Some(&source), Action::Pull).is_err() {
                     return Ok(false);
                 }
-                self.read_link(&layout::layer_link(&source, digest)).await?.is_some()
+                self.read_link(&layout::layer_link(&source, digest))
+                    .await?
+                    .is_some()
                     && self.blob_exists(digest).await?
             }
             None => self.options.automatic_mount && self.blob_exists(digest).await?,
         };
         if available {
-            self.write_link(&layout::layer_link(name, digest), digest).await?;
+            self.write_link(&layout::layer_link(name, digest), digest)
+                .await?;
         }
         Ok(available)
     }
@@ -210,7 +242,8 @@ impl<S: Storage> Registry<S> {
             self.discard_new_parts(&before, &session).await;
             return Err(error);
         }
-        self.save_session(name, id, &meta, &before, &session).await?;
+        self.save_session(name, id, &meta, &before, &session)
+            .await?;
         Ok(in_progress(202, name, id, &session))
     }
 
@@ -222,7 +255,10 @@ impl<S: Storage> Registry<S> {
         body: RequestBody,
     ) -> Result<Response, Error> {
         let digest = query(head, "digest").ok_or_else(|| {
-            Error::new(ErrorCode::DigestInvalid, "finish an upload with PUT ?digest=<digest>")
+            Error::new(
+                ErrorCode::DigestInvalid,
+                "finish an upload with PUT ?digest=<digest>",
+            )
         })?;
         let digest = parse_digest(&digest)?;
         let (_, mut session) = self.load_session(name, id).await?;
@@ -240,7 +276,8 @@ impl<S: Storage> Registry<S> {
         let finished = if hashed_as_named {
             self.finish(name, &digest, &session).await
         } else {
-            self.finish_rehashed(name, &digest, &session, &staging).await
+            self.finish_rehashed(name, &digest, &session, &staging)
+                .await
         };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
@@ -343,16 +380,16 @@ impl<S: Storage> Registry<S> {
                 self.write_part(session, staging, part).await?;
             }
         }
-        if let Some(expected) = expected {
-            if writer.received() != expected {
-                return Err(Error::new(
-                    ErrorCode::SizeInvalid,
-                    format!(
-                        "the body has {} bytes, not the {expected} its headers announce",
-                        writer.received()
-                    ),
-                ));
-            }
+        if let Some(expected) = expected
+            && writer.received() != expected
+        {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "the body has {} bytes, not the {expected} its headers announce",
+                    writer.received()
+                ),
+            ));
         }
         let received = writer.received();
         let (hasher, rest) = writer.finish();
@@ -402,7 +439,8 @@ impl<S: Storage> Registry<S> {
             return Err(error);
         }
         self.publish(digest, session).await?;
-        self.write_link(&layout::layer_link(name, digest), digest).await
+        self.write_link(&layout::layer_link(name, digest), digest)
+            .await
     }
 
     /// Finishes an upload that was hashed with another algorithm than the digest it is
@@ -423,7 +461,8 @@ impl<S: Storage> Registry<S> {
             .get(&layout::blob_data(&interim), None)
             .await
             .map_err(internal)?;
-        let body: RequestBody = Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
+        let body: RequestBody =
+            Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
         if let Err(error) = self.receive(&mut rehashed, staging, body, None).await {
             self.discard(&rehashed).await;
@@ -443,7 +482,11 @@ impl<S: Storage> Registry<S> {
                 Some(upload) => upload.clone(),
                 None => self.storage.create_parts(&target).await.map_err(internal)?,
             };
-            match self.storage.complete_parts(&upload, &session.parts, &target).await {
+            match self
+                .storage
+                .complete_parts(&upload, &session.parts, &target)
+                .await
+            {
                 Ok(()) => {}
                 // Someone else published the same content meanwhile: ours is redundant.
                 Err(StorageError::AlreadyExists) => {
@@ -477,19 +520,26 @@ impl<S: Storage> Registry<S> {
 }
 
 fn parse_digest(text: &str) -> Result<Digest, Error> {
-    text.parse()
-        .map_err(|e: crate::digest::DigestError| Error::new(ErrorCode::DigestInvalid, format!("{text:?}: {e}")))
+    text.parse().map_err(|e: crate::digest::DigestError| {
+        Error::new(ErrorCode::DigestInvalid, format!("{text:?}: {e}"))
+    })
 }
 
 fn content_length(head: &RequestHead) -> Option<u64> {
-    head.header("Content-Length").and_then(|v| v.trim().parse().ok())
+    head.header("Content-Length")
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn upload_location(name: &RepositoryName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{}", id.as_str())
 }
 
-fn in_progress(status: u16, name: &RepositoryName, id: &UploadId, session: &UploadSession) -> Response {
+fn in_progress(
+    status: u16,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Response {
     Response::empty(status)
         .with_header("Location", upload_location(name, id))
         .with_header("Range", session.range())
@@ -497,7 +547,12 @@ fn in_progress(status: u16, name: &RepositoryName, id: &UploadId, session: &Uplo
         .with_header("Content-Length", "0")
 }
 
-fn range_error(error: &Error, name: &RepositoryName, id: &UploadId, session: &UploadSession) -> Response {
+fn range_error(
+    error: &Error,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Response {
     Response::error(error)
         .with_header("Location", upload_location(name, id))
         .with_header("Range", session.range())

@@ -18,7 +18,11 @@ const STORED_MANIFEST_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl<S: Storage> Registry<S> {
     /// The digest a reference names in `name`, if the repository has it.
-    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<Option<Digest>, Error> {
+    async fn resolve(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, Error> {
         match reference {
             Reference::Tag(tag) => self.read_link(&layout::tag_current(name, tag)).await,
             Reference::Digest(digest) => Ok(self
@@ -34,7 +38,10 @@ impl<S: Storage> Registry<S> {
         reference: &Reference,
     ) -> Result<Response, Error> {
         let unknown = || {
-            Error::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in {name}"))
+            Error::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in {name}"),
+            )
         };
         let digest = self.resolve(name, reference).await?.ok_or_else(unknown)?;
         let bytes = match self
@@ -63,8 +70,11 @@ impl<S: Storage> Registry<S> {
         let limit = self.options.manifest_limit;
         let bytes = read_body(body, limit).await.map_err(|e| {
             if e.status() == 413 {
-                Error::new(ErrorCode::SizeInvalid, format!("manifest exceeds the {limit}-byte limit"))
-                    .with_status(413)
+                Error::new(
+                    ErrorCode::SizeInvalid,
+                    format!("manifest exceeds the {limit}-byte limit"),
+                )
+                .with_status(413)
             } else {
                 e
             }
@@ -96,10 +106,17 @@ impl<S: Storage> Registry<S> {
         }
         if self.options.require_manifest_blobs {
             for blob in manifest.required_blobs() {
-                if self.read_link(&layout::layer_link(name, &blob.digest)).await?.is_none() {
+                if self
+                    .read_link(&layout::layer_link(name, &blob.digest))
+                    .await?
+                    .is_none()
+                {
                     return Err(Error::new(
                         ErrorCode::ManifestBlobUnknown,
-                        format!("blob {} is not in {name}: push it before the manifest", blob.digest),
+                        format!(
+                            "blob {} is not in {name}: push it before the manifest",
+                            blob.digest
+                        ),
                     )
                     .with_detail(serde_json::json!({ "digest": blob.digest })));
                 }
@@ -107,7 +124,11 @@ impl<S: Storage> Registry<S> {
         }
 
         let data_key = layout::blob_data(&digest);
-        match self.storage.put(&data_key, bytes.clone(), PutMode::Create).await {
+        match self
+            .storage
+            .put(&data_key, bytes.clone(), PutMode::Create)
+            .await
+        {
             Ok(_) | Err(StorageError::AlreadyExists) => {}
             Err(e) => return Err(internal(e)),
         }
@@ -122,17 +143,27 @@ impl<S: Storage> Registry<S> {
                 extra: Default::default(),
             };
             let entry = serde_json::to_vec(&descriptor).map_err(|e| {
-                Error::new(ErrorCode::Unknown, format!("cannot encode a descriptor: {e}"))
+                Error::new(
+                    ErrorCode::Unknown,
+                    format!("cannot encode a descriptor: {e}"),
+                )
             })?;
             self.storage
-                .put(&layout::referrer(name, &subject.digest, &digest), entry.into(), PutMode::Overwrite)
+                .put(
+                    &layout::referrer(name, &subject.digest, &digest),
+                    entry.into(),
+                    PutMode::Overwrite,
+                )
                 .await
                 .map_err(internal)?;
         }
-        self.write_link(&layout::revision_link(name, &digest), &digest).await?;
+        self.write_link(&layout::revision_link(name, &digest), &digest)
+            .await?;
         for tag in &tags {
-            self.write_link(&layout::tag_index(name, tag, &digest), &digest).await?;
-            self.write_link(&layout::tag_current(name, tag), &digest).await?;
+            self.write_link(&layout::tag_index(name, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current(name, tag), &digest)
+                .await?;
         }
 
         let mut response = Response::empty(201)
@@ -155,17 +186,31 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         self.check_delete_enabled()?;
         let unknown = || {
-            Error::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in {name}"))
+            Error::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in {name}"),
+            )
         };
         match reference {
             Reference::Tag(tag) => {
-                if self.read_link(&layout::tag_current(name, tag)).await?.is_none() {
+                if self
+                    .read_link(&layout::tag_current(name, tag))
+                    .await?
+                    .is_none()
+                {
                     return Err(unknown());
                 }
-                self.storage.delete_all(&layout::tag(name, tag)).await.map_err(internal)?;
+                self.storage
+                    .delete_all(&layout::tag(name, tag))
+                    .await
+                    .map_err(internal)?;
             }
             Reference::Digest(digest) => {
-                if self.read_link(&layout::revision_link(name, digest)).await?.is_none() {
+                if self
+                    .read_link(&layout::revision_link(name, digest))
+                    .await?
+                    .is_none()
+                {
                     return Err(unknown());
                 }
                 // Forget it as a referrer of its subject.
@@ -173,20 +218,26 @@ impl<S: Storage> Registry<S> {
                     .storage
                     .read_small(&layout::blob_data(digest), STORED_MANIFEST_LIMIT)
                     .await
+                    && let Ok(manifest) = Manifest::parse(&bytes, None)
+                    && let Some(subject) = manifest.subject
                 {
-                    if let Ok(manifest) = Manifest::parse(&bytes, None) {
-                        if let Some(subject) = manifest.subject {
-                            self.storage
-                                .delete(&layout::referrer(name, &subject.digest, digest))
-                                .await
-                                .map_err(internal)?;
-                        }
-                    }
+                    self.storage
+                        .delete(&layout::referrer(name, &subject.digest, digest))
+                        .await
+                        .map_err(internal)?;
                 }
                 // Tags that point at it go too, as with registry:2.
                 for tag in self.tag_names(name).await? {
-                    if self.read_link(&layout::tag_current(name, &tag)).await?.as_ref() == Some(digest) {
-                        self.storage.delete_all(&layout::tag(name, &tag)).await.map_err(internal)?;
+                    if self
+                        .read_link(&layout::tag_current(name, &tag))
+                        .await?
+                        .as_ref()
+                        == Some(digest)
+                    {
+                        self.storage
+                            .delete_all(&layout::tag(name, &tag))
+                            .await
+                            .map_err(internal)?;
                     }
                 }
                 self.storage
@@ -242,7 +293,10 @@ impl<S: Storage> Registry<S> {
         let last = query(head, "last");
         let tags = self.tag_names(name).await?;
         if tags.is_empty() && !self.repository_exists(name).await? {
-            return Err(Error::new(ErrorCode::NameUnknown, format!("repository {name} is not known")));
+            return Err(Error::new(
+                ErrorCode::NameUnknown,
+                format!("repository {name} is not known"),
+            ));
         }
         let names: Vec<String> = tags.into_iter().map(|t| t.as_str().to_owned()).collect();
         let (page, next) = paginate(names, last.as_deref(), limit);
@@ -251,13 +305,19 @@ impl<S: Storage> Registry<S> {
             name: &'a str,
             tags: &'a [String],
         }
-        let body = serde_json::to_vec(&TagList { name: name.as_str(), tags: &page })
-            .unwrap_or_default();
+        let body = serde_json::to_vec(&TagList {
+            name: name.as_str(),
+            tags: &page,
+        })
+        .unwrap_or_default();
         let mut response = Response::json(200, body);
         if let (Some(next), Some(n)) = (next, limit) {
             response = response.with_header(
                 "Link",
-                format!("</v2/{name}/tags/list?n={n}&last={}>; rel=\"next\"", percent_encode(&next)),
+                format!(
+                    "</v2/{name}/tags/list?n={n}&last={}>; rel=\"next\"",
+                    percent_encode(&next)
+                ),
             );
         }
         Ok(response)
@@ -284,7 +344,8 @@ impl<S: Storage> Registry<S> {
                     let segment = folder[prefix.len()..].trim_end_matches('/');
                     if segment.starts_with('_') {
                         if prefix != root {
-                            repositories.push(prefix[root.len()..].trim_end_matches('/').to_owned());
+                            repositories
+                                .push(prefix[root.len()..].trim_end_matches('/').to_owned());
                         }
                     } else {
                         pending.push(folder.clone());
@@ -298,12 +359,16 @@ impl<S: Storage> Registry<S> {
         repositories.sort();
         repositories.dedup();
         let (page, next) = paginate(repositories, last.as_deref(), limit);
-        let body = serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
         let mut response = Response::json(200, body);
         if let (Some(next), Some(n)) = (next, limit) {
             response = response.with_header(
                 "Link",
-                format!("</v2/_catalog?n={n}&last={}>; rel=\"next\"", percent_encode(&next)),
+                format!(
+                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                    percent_encode(&next)
+                ),
             );
         }
         Ok(response)
@@ -325,8 +390,13 @@ impl<S: Storage> Registry<S> {
                 Err(StorageError::NotFound) => continue,
                 Err(e) => return Err(internal(e)),
             };
-            let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else { continue };
-            if filter.as_ref().is_none_or(|f| descriptor.artifact_type.as_ref() == Some(f)) {
+            let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else {
+                continue;
+            };
+            if filter
+                .as_ref()
+                .is_none_or(|f| descriptor.artifact_type.as_ref() == Some(f))
+            {
                 descriptors.push(descriptor);
             }
         }
@@ -346,9 +416,16 @@ impl<S: Storage> Registry<S> {
 
 /// Cuts a sorted list after `last`, to at most `limit` entries; returns the page and, when
 /// more follow, the last entry of the page (the next request's `last`).
-fn paginate(items: Vec<String>, last: Option<&str>, limit: Option<usize>) -> (Vec<String>, Option<String>) {
+fn paginate(
+    items: Vec<String>,
+    last: Option<&str>,
+    limit: Option<usize>,
+) -> (Vec<String>, Option<String>) {
     let mut items: Vec<String> = match last {
-        Some(last) => items.into_iter().filter(|item| item.as_str() > last).collect(),
+        Some(last) => items
+            .into_iter()
+            .filter(|item| item.as_str() > last)
+            .collect(),
         None => items,
     };
     match limit {
@@ -373,8 +450,14 @@ mod tests {
     fn pagination() {
         let all = strings(&["a", "b", "c", "d"]);
         assert_eq!(paginate(all.clone(), None, None), (all.clone(), None));
-        assert_eq!(paginate(all.clone(), None, Some(2)), (strings(&["a", "b"]), Some("b".into())));
-        assert_eq!(paginate(all.clone(), Some("b"), Some(2)), (strings(&["c", "d"]), None));
+        assert_eq!(
+            paginate(all.clone(), None, Some(2)),
+            (strings(&["a", "b"]), Some("b".into()))
+        );
+        assert_eq!(
+            paginate(all.clone(), Some("b"), Some(2)),
+            (strings(&["c", "d"]), None)
+        );
         assert_eq!(paginate(all.clone(), Some("d"), Some(2)), (vec![], None));
         assert_eq!(paginate(all, None, Some(0)).0, Vec::<String>::new());
     }

@@ -110,7 +110,11 @@ impl<S: Storage> Registry<S> {
             Ok(response) => response,
             Err(error) => Response::error(&error),
         };
-        if is_head { response.without_body() } else { response }
+        if is_head {
+            response.without_body()
+        } else {
+            response
+        }
     }
 
     async fn dispatch(&self, head: &RequestHead, body: RequestBody) -> Result<Response, Error> {
@@ -193,7 +197,11 @@ impl<S: Storage> Registry<S> {
 
     async fn write_link(&self, key: &str, digest: &Digest) -> Result<(), Error> {
         self.storage
-            .put(key, Bytes::copy_from_slice(digest.as_str().as_bytes()), crate::storage::PutMode::Overwrite)
+            .put(
+                key,
+                Bytes::copy_from_slice(digest.as_str().as_bytes()),
+                crate::storage::PutMode::Overwrite,
+            )
             .await
             .map(drop)
             .map_err(internal)

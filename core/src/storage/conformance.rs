@@ -50,17 +50,30 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) {
     let (meta, body) = storage.get(key, None).await.unwrap();
     assert_eq!(meta, written, "get reports what put reported");
     assert_eq!(collect(body).await, "hello", "get returns what was put");
-    assert_eq!(storage.head(key).await.unwrap(), written, "head reports what put reported");
+    assert_eq!(
+        storage.head(key).await.unwrap(),
+        written,
+        "head reports what put reported"
+    );
 
     let empty = "conformance/basic/empty";
-    storage.put(empty, Bytes::new(), PutMode::Overwrite).await.unwrap();
+    storage
+        .put(empty, Bytes::new(), PutMode::Overwrite)
+        .await
+        .unwrap();
     let (meta, body) = storage.get(empty, None).await.unwrap();
     assert_eq!(meta.size, 0, "an empty object has size 0");
-    assert!(collect(body).await.is_empty(), "an empty object reads as no bytes");
+    assert!(
+        collect(body).await.is_empty(),
+        "an empty object reads as no bytes"
+    );
 
     storage.delete(key).await.unwrap();
     assert!(!storage.exists(key).await.unwrap(), "a deleted key is gone");
-    storage.delete(key).await.expect("deleting a missing key is not an error");
+    storage
+        .delete(key)
+        .await
+        .expect("deleting a missing key is not an error");
 }
 
 async fn conditional_puts<S: Storage + ?Sized>(storage: &S) {
@@ -71,19 +84,34 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) {
         .expect("create on a free key succeeds");
     assert!(
         matches!(
-            storage.put(key, Bytes::from_static(b"other"), PutMode::Create).await,
+            storage
+                .put(key, Bytes::from_static(b"other"), PutMode::Create)
+                .await,
             Err(StorageError::AlreadyExists)
         ),
         "create on a taken key fails with AlreadyExists"
     );
     let second = storage
-        .put(key, Bytes::from_static(b"v2"), PutMode::Update(first.version.clone()))
+        .put(
+            key,
+            Bytes::from_static(b"v2"),
+            PutMode::Update(first.version.clone()),
+        )
         .await
         .expect("update with the current version succeeds");
-    assert_ne!(first.version, second.version, "a replaced object has a new version");
+    assert_ne!(
+        first.version, second.version,
+        "a replaced object has a new version"
+    );
     assert!(
         matches!(
-            storage.put(key, Bytes::from_static(b"lost"), PutMode::Update(first.version)).await,
+            storage
+                .put(
+                    key,
+                    Bytes::from_static(b"lost"),
+                    PutMode::Update(first.version)
+                )
+                .await,
             Err(StorageError::PreconditionFailed)
         ),
         "update with a stale version fails with PreconditionFailed"
@@ -91,14 +119,22 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) {
     assert!(
         matches!(
             storage
-                .put("conformance/cas/missing", Bytes::new(), PutMode::Update(second.version.clone()))
+                .put(
+                    "conformance/cas/missing",
+                    Bytes::new(),
+                    PutMode::Update(second.version.clone())
+                )
                 .await,
             Err(StorageError::PreconditionFailed | StorageError::NotFound)
         ),
         "update of a missing key fails"
     );
     let (_, body) = storage.get(key, None).await.unwrap();
-    assert_eq!(collect(body).await, "v2", "a failed conditional put changes nothing");
+    assert_eq!(
+        collect(body).await,
+        "v2",
+        "a failed conditional put changes nothing"
+    );
 }
 
 async fn ranged_reads<S: Storage + ?Sized>(storage: &S) {
@@ -107,9 +143,17 @@ async fn ranged_reads<S: Storage + ?Sized>(storage: &S) {
         .put(key, Bytes::from_static(b"0123456789"), PutMode::Overwrite)
         .await
         .unwrap();
-    for (range, expected) in [(0..10, "0123456789"), (2..5, "234"), (9..10, "9"), (3..3, "")] {
+    for (range, expected) in [
+        (0..10, "0123456789"),
+        (2..5, "234"),
+        (9..10, "9"),
+        (3..3, ""),
+    ] {
         let (meta, body) = storage.get(key, Some(range.clone())).await.unwrap();
-        assert_eq!(meta.size, 10, "a ranged get reports the whole object's size");
+        assert_eq!(
+            meta.size, 10,
+            "a ranged get reports the whole object's size"
+        );
         assert_eq!(collect(body).await, expected, "range {range:?}");
     }
 }
@@ -124,13 +168,27 @@ async fn listing<S: Storage + ?Sized>(storage: &S) {
         "conformance/listing-not-below",
     ];
     for key in keys {
-        storage.put(key, Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+        storage
+            .put(key, Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
     }
     let all = storage.list_all("conformance/list/").await.unwrap();
-    assert_eq!(all, keys[..5].to_vec(), "listing is recursive, ordered and prefix-bound");
+    assert_eq!(
+        all,
+        keys[..5].to_vec(),
+        "listing is recursive, ordered and prefix-bound"
+    );
 
-    let page = storage.list("conformance/list/", true, None, 100).await.unwrap();
-    assert_eq!(page.objects, ["conformance/list/a", "conformance/list/c"], "delimited objects");
+    let page = storage
+        .list("conformance/list/", true, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.objects,
+        ["conformance/list/a", "conformance/list/c"],
+        "delimited objects"
+    );
     assert_eq!(
         page.prefixes,
         ["conformance/list/b/", "conformance/list/d/"],
@@ -138,18 +196,39 @@ async fn listing<S: Storage + ?Sized>(storage: &S) {
     );
     assert!(!page.truncated, "a complete listing is not truncated");
 
-    let first = storage.list("conformance/list/", true, None, 2).await.unwrap();
+    let first = storage
+        .list("conformance/list/", true, None, 2)
+        .await
+        .unwrap();
     assert!(first.truncated, "a listing cut at the limit says so");
-    assert_eq!(first.objects.len() + first.prefixes.len(), 2, "limit is honoured");
+    assert_eq!(
+        first.objects.len() + first.prefixes.len(),
+        2,
+        "limit is honoured"
+    );
     let rest = storage
         .list("conformance/list/", true, Some("conformance/list/b/"), 100)
         .await
         .unwrap();
-    assert_eq!(rest.objects, ["conformance/list/c"], "start_after skips the folded prefix");
-    assert_eq!(rest.prefixes, ["conformance/list/d/"], "start_after continues the listing");
+    assert_eq!(
+        rest.objects,
+        ["conformance/list/c"],
+        "start_after skips the folded prefix"
+    );
+    assert_eq!(
+        rest.prefixes,
+        ["conformance/list/d/"],
+        "start_after continues the listing"
+    );
 
-    let none = storage.list("conformance/nothing/", true, None, 10).await.unwrap();
-    assert!(none.objects.is_empty() && none.prefixes.is_empty(), "an empty prefix lists nothing");
+    let none = storage
+        .list("conformance/nothing/", true, None, 10)
+        .await
+        .unwrap();
+    assert!(
+        none.objects.is_empty() && none.prefixes.is_empty(),
+        "an empty prefix lists nothing"
+    );
 }
 
 async fn parts<S: Storage + ?Sized>(storage: &S) {
@@ -158,24 +237,41 @@ async fn parts<S: Storage + ?Sized>(storage: &S) {
 
     // Two writers send part 1 of the same upload; both ids stay valid and distinct.
     let target = "conformance/parts/blob";
-    let upload = storage.create_parts("conformance/parts/staging").await.unwrap();
+    let upload = storage
+        .create_parts("conformance/parts/staging")
+        .await
+        .unwrap();
     let one = storage.put_part(&upload, 1, part(b'a', min)).await.unwrap();
     let rival = storage.put_part(&upload, 1, part(b'z', min)).await.unwrap();
     assert_ne!(one, rival, "part ids are unique per write");
     let two = storage.put_part(&upload, 2, part(b'b', 3)).await.unwrap();
-    assert!(!storage.exists(target).await.unwrap(), "parts are invisible before completion");
+    assert!(
+        !storage.exists(target).await.unwrap(),
+        "parts are invisible before completion"
+    );
     storage
         .complete_parts(&upload, &[one, two], target)
         .await
         .expect("complete publishes the parts");
     let (meta, body) = storage.get(target, None).await.unwrap();
-    assert_eq!(meta.size as usize, min + 3, "a completed object has the parts' total size");
+    assert_eq!(
+        meta.size as usize,
+        min + 3,
+        "a completed object has the parts' total size"
+    );
     let mut expected = vec![b'a'; min];
     expected.extend_from_slice(b"bbb");
-    assert_eq!(collect(body).await, expected, "parts are joined in the order given");
+    assert_eq!(
+        collect(body).await,
+        expected,
+        "parts are joined in the order given"
+    );
 
     // Completing onto an existing target publishes nothing.
-    let again = storage.create_parts("conformance/parts/staging2").await.unwrap();
+    let again = storage
+        .create_parts("conformance/parts/staging2")
+        .await
+        .unwrap();
     let other = storage.put_part(&again, 1, part(b'q', 1)).await.unwrap();
     assert!(
         matches!(
@@ -184,17 +280,37 @@ async fn parts<S: Storage + ?Sized>(storage: &S) {
         ),
         "completing onto an existing object fails with AlreadyExists"
     );
-    assert_eq!(storage.head(target).await.unwrap().size as usize, min + 3, "target unchanged");
+    assert_eq!(
+        storage.head(target).await.unwrap().size as usize,
+        min + 3,
+        "target unchanged"
+    );
     storage.abort_parts(&again).await.unwrap();
 
     // No parts at all publishes an empty object.
-    let empty = storage.create_parts("conformance/parts/staging3").await.unwrap();
-    storage.complete_parts(&empty, &[], "conformance/parts/empty").await.unwrap();
-    assert_eq!(storage.head("conformance/parts/empty").await.unwrap().size, 0, "empty parts upload");
+    let empty = storage
+        .create_parts("conformance/parts/staging3")
+        .await
+        .unwrap();
+    storage
+        .complete_parts(&empty, &[], "conformance/parts/empty")
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.head("conformance/parts/empty").await.unwrap().size,
+        0,
+        "empty parts upload"
+    );
 
     // An aborted upload leaves nothing behind.
-    let aborted = storage.create_parts("conformance/parts/staging4").await.unwrap();
+    let aborted = storage
+        .create_parts("conformance/parts/staging4")
+        .await
+        .unwrap();
     storage.put_part(&aborted, 1, part(b'x', 2)).await.unwrap();
     storage.abort_parts(&aborted).await.unwrap();
-    assert!(!storage.exists("conformance/parts/aborted").await.unwrap(), "abort publishes nothing");
+    assert!(
+        !storage.exists("conformance/parts/aborted").await.unwrap(),
+        "abort publishes nothing"
+    );
 }

@@ -80,7 +80,13 @@ fn io_error(error: io::Error) -> StorageError {
 
 fn version_of(meta: &fs::Metadata) -> String {
     // A write always publishes a new inode, and the change time records when.
-    format!("{:x}-{:x}.{:x}-{:x}", meta.ino(), meta.ctime(), meta.ctime_nsec(), meta.size())
+    format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.size()
+    )
 }
 
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
@@ -94,7 +100,9 @@ impl Inner {
     fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         let relative = Path::new(key);
         let safe = !key.is_empty()
-            && relative.components().all(|c| matches!(c, Component::Normal(_)))
+            && relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
             && !key.starts_with(".berth");
         if !safe {
             return Err(StorageError::backend(format!("unsafe storage key {key:?}")));
@@ -157,7 +165,11 @@ impl Inner {
     }
 
     fn parts_dir(&self, upload: &str) -> Result<PathBuf, StorageError> {
-        if upload.is_empty() || !upload.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if upload.is_empty()
+            || !upload
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(StorageError::NotFound);
         }
         Ok(self.root.join(".berth/parts").join(upload))
@@ -171,7 +183,11 @@ impl Inner {
         limit: usize,
     ) -> Result<ListPage, StorageError> {
         let base = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
-        let dir = if base.is_empty() { self.root.clone() } else { self.path(base.trim_end_matches('/'))? };
+        let dir = if base.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(base.trim_end_matches('/'))?
+        };
         let mut entries = Vec::new();
         let mut pending = vec![(dir, base.to_owned())];
         while let Some((dir, key_prefix)) = pending.pop() {
@@ -182,7 +198,9 @@ impl Inner {
             };
             for entry in read {
                 let entry = entry.map_err(io_error)?;
-                let Ok(name) = entry.file_name().into_string() else { continue };
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
                 if key_prefix.is_empty() && name == ".berth" {
                     continue;
                 }
@@ -234,9 +252,8 @@ impl Storage for FsStorage {
             })
             .await?;
         let remaining = span.end - span.start;
-        let stream = futures_util::stream::unfold(
-            (Some(file), remaining),
-            |(file, remaining)| async move {
+        let stream =
+            futures_util::stream::unfold((Some(file), remaining), |(file, remaining)| async move {
                 let mut file = file?;
                 if remaining == 0 {
                     return None;
@@ -261,8 +278,7 @@ impl Storage for FsStorage {
                     Ok(Err(e)) => Some((Err(io_error(e)), (None, 0))),
                     Err(e) => Some((Err(StorageError::backend(e)), (None, 0))),
                 }
-            },
-        );
+            });
         Ok((meta, Box::pin(stream)))
     }
 
@@ -336,8 +352,10 @@ impl Storage for FsStorage {
     ) -> Result<ListPage, StorageError> {
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
-        self.blocking(move |inner| inner.list_sync(&prefix, delimiter, start_after.as_deref(), limit))
-            .await
+        self.blocking(move |inner| {
+            inner.list_sync(&prefix, delimiter, start_after.as_deref(), limit)
+        })
+        .await
     }
 
     async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
@@ -349,7 +367,12 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError> {
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
         let upload = upload.to_owned();
         self.blocking(move |inner| {
             let dir = inner.parts_dir(&upload)?;
@@ -394,9 +417,22 @@ impl Storage for FsStorage {
             }
             if let [only] = parts.as_slice() {
                 // One part is already a complete, fsynced file: publish it without a copy.
-                fs::hard_link(dir.join(only), inner.root.join(".berth/tmp").join(format!("{upload}-{only}")))
-                    .map_err(io_error)?;
-                inner.publish(&inner.root.join(".berth/tmp").join(format!("{upload}-{only}")), &target, false)?;
+                fs::hard_link(
+                    dir.join(only),
+                    inner
+                        .root
+                        .join(".berth/tmp")
+                        .join(format!("{upload}-{only}")),
+                )
+                .map_err(io_error)?;
+                inner.publish(
+                    &inner
+                        .root
+                        .join(".berth/tmp")
+                        .join(format!("{upload}-{only}")),
+                    &target,
+                    false,
+                )?;
             } else {
                 let temp = inner.root.join(".berth/tmp").join(inner.unique());
                 let mut out = File::create(&temp).map_err(io_error)?;
@@ -416,10 +452,12 @@ impl Storage for FsStorage {
 
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         let upload = upload.to_owned();
-        self.blocking(move |inner| match fs::remove_dir_all(inner.parts_dir(&upload)?) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(e)),
-            _ => Ok(()),
-        })
+        self.blocking(
+            move |inner| match fs::remove_dir_all(inner.parts_dir(&upload)?) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(e)),
+                _ => Ok(()),
+            },
+        )
         .await
     }
 }
@@ -452,7 +490,13 @@ mod tests {
         let storage = FsStorage::new(&root).unwrap();
         for key in ["../x", "/etc/passwd", "a/../../b", "", ".berth/cas.lock"] {
             assert!(storage.head(key).await.is_err(), "{key}");
-            assert!(storage.put(key, Bytes::new(), PutMode::Overwrite).await.is_err(), "{key}");
+            assert!(
+                storage
+                    .put(key, Bytes::new(), PutMode::Overwrite)
+                    .await
+                    .is_err(),
+                "{key}"
+            );
         }
         fs::remove_dir_all(root).unwrap();
     }
@@ -461,13 +505,19 @@ mod tests {
     async fn concurrent_compare_and_swap_has_one_winner() {
         let root = temp_root("cas");
         let storage = FsStorage::new(&root).unwrap();
-        let base = storage.put("k", Bytes::from_static(b"0"), PutMode::Create).await.unwrap();
+        let base = storage
+            .put("k", Bytes::from_static(b"0"), PutMode::Create)
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..8u8 {
             let storage = storage.clone();
             let version = base.version.clone();
             tasks.push(tokio::spawn(async move {
-                storage.put("k", Bytes::from(vec![i]), PutMode::Update(version)).await.is_ok()
+                storage
+                    .put("k", Bytes::from(vec![i]), PutMode::Update(version))
+                    .await
+                    .is_ok()
             }));
         }
         let mut winners = 0;

@@ -33,7 +33,9 @@ impl MemoryStorage {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated (each update is a
         // single insert or remove), so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -59,7 +61,12 @@ impl Storage for MemoryStorage {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
-        let (data, version) = self.lock().objects.get(key).cloned().ok_or(StorageError::NotFound)?;
+        let (data, version) = self
+            .lock()
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or(StorageError::NotFound)?;
         let meta = meta(&data, version);
         let body = match range {
             Some(range) => {
@@ -84,9 +91,7 @@ impl Storage for MemoryStorage {
         match (&mode, state.objects.get(key)) {
             (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
             (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
-            (PutMode::Update(expected), Some((_, version)))
-                if *expected != version.to_string() =>
-            {
+            (PutMode::Update(expected), Some((_, version))) if *expected != version.to_string() => {
                 return Err(StorageError::PreconditionFailed);
             }
             _ => {}
@@ -126,10 +131,18 @@ impl Storage for MemoryStorage {
         Ok(id)
     }
 
-    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError> {
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
         let mut state = self.lock();
         let part_id = format!("{number}-{}", state.next());
-        let parts = state.uploads.get_mut(upload).ok_or(StorageError::NotFound)?;
+        let parts = state
+            .uploads
+            .get_mut(upload)
+            .ok_or(StorageError::NotFound)?;
         parts.insert(part_id.clone(), data);
         Ok(part_id)
     }
@@ -151,7 +164,9 @@ impl Storage for MemoryStorage {
         }
         state.uploads.remove(upload);
         let version = state.next();
-        state.objects.insert(target.to_owned(), (data.freeze(), version));
+        state
+            .objects
+            .insert(target.to_owned(), (data.freeze(), version));
         Ok(())
     }
 

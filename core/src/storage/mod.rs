@@ -173,7 +173,12 @@ pub trait Storage: MaybeSend + Sync + 'static {
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError>;
 
     /// Stores part `number` (from 1) of a parts upload, returning its unique part id.
-    async fn put_part(&self, upload: &str, number: u32, data: Bytes) -> Result<String, StorageError>;
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, StorageError>;
 
     /// Publishes the parts, in order, as the object `target`; fails with
     /// [`StorageError::AlreadyExists`] (and publishes nothing) when `target` exists.
@@ -206,7 +211,9 @@ pub trait StorageExt: Storage {
             let chunk = chunk?;
             buffer.extend_from_slice(&chunk);
             if buffer.len() as u64 > limit {
-                return Err(StorageError::backend(format!("object {key} grew past {limit} bytes")));
+                return Err(StorageError::backend(format!(
+                    "object {key} grew past {limit} bytes"
+                )));
             }
         }
         Ok((meta, buffer.freeze()))
@@ -278,10 +285,8 @@ pub(crate) fn page_of(
 /// Splits `key` (which starts with `prefix`) for a delimited listing: the key itself, or the
 /// folded prefix up to and including the next `/`.
 pub(crate) fn fold(prefix: &str, key: &str, delimiter: bool) -> (String, bool) {
-    if delimiter {
-        if let Some(slash) = key[prefix.len()..].find('/') {
-            return (key[..prefix.len() + slash + 1].to_owned(), true);
-        }
+    if delimiter && let Some(slash) = key[prefix.len()..].find('/') {
+        return (key[..prefix.len() + slash + 1].to_owned(), true);
     }
     (key.to_owned(), false)
 }

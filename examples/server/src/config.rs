@@ -94,7 +94,10 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => return Err("TLS needs both a certificate (tls-cert) and a key (tls-key)".into()),
@@ -108,10 +111,16 @@ impl ServeArgs {
                 .addr
                 .or(file.addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5000))),
-            root: self.root.or(file.root).unwrap_or_else(|| PathBuf::from("berth-data")),
+            root: self
+                .root
+                .or(file.root)
+                .unwrap_or_else(|| PathBuf::from("berth-data")),
             read_only: self.read_only || file.read_only.unwrap_or(false),
             delete_enabled: !(self.no_delete || file.no_delete.unwrap_or(false)),
-            automatic_mount: self.automatic_mount.or(file.automatic_mount).unwrap_or(true),
+            automatic_mount: self
+                .automatic_mount
+                .or(file.automatic_mount)
+                .unwrap_or(true),
             manifest_limit: self
                 .manifest_limit
                 .or(file.manifest_limit)
@@ -138,7 +147,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("berth.toml");
-        std::fs::write(&file, "addr = \"127.0.0.1:6000\"\nroot = \"/srv/r\"\nno-delete = true\n").unwrap();
+        std::fs::write(
+            &file,
+            "addr = \"127.0.0.1:6000\"\nroot = \"/srv/r\"\nno-delete = true\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(file.clone()),
             root: Some("/flag".into()),
@@ -150,7 +163,10 @@ mod tests {
         assert!(!settings.delete_enabled);
         assert!(settings.automatic_mount);
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();
-        let args = ServeArgs { config: Some(file), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
         assert!(args.settings().unwrap_err().contains("unknown field"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -28,7 +28,9 @@ pub(crate) async fn serve<S: Storage>(
         headers: parts
             .headers
             .iter()
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
             .collect(),
     };
     // Only data frames carry the body; trailers are of no interest to a registry.
@@ -50,12 +52,15 @@ pub(crate) async fn serve<S: Storage>(
     }
     let body = match response.body {
         Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        Body::Full(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+        Body::Full(bytes) => Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
         Body::Stream(stream) => BodyExt::boxed_unsync(StreamBody::new(stream.map_ok(Frame::data))),
     };
     Ok(builder.body(body).unwrap_or_else(|e| {
         tracing::error!(error = %e, "response headers were not valid HTTP");
-        let mut fallback = hyper::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+        let mut fallback =
+            hyper::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
         *fallback.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         fallback
     }))

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every test of berth on a fresh Debian machine, installing what the tests need:
+# lints, unit/property/transcript tests, then one release build of `berth` that the
+# conformance suites, the real clients and the registry:2 compatibility checks all run against.
+#
+#   scripts/test.sh            everything
+#   BERTH_SKIP_INSTALL=1 ...   assume the tools are already installed
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export BERTH_TOOLS=${BERTH_TOOLS:-$root/.tools}
+logs=$root/target/test-logs
+mkdir -p "$logs"
+started=$SECONDS
+failures=()
+passed_total=0
+failed_total=0
+
+step() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+# count SUITE_OUTPUT: adds a suite's closing "N passed, N failed" to the totals.
+count() {
+  local line; line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+  local p f
+  p=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+  passed_total=$((passed_total + ${p:-0})); failed_total=$((failed_total + ${f:-0}))
+}
+
+if [ "${BERTH_SKIP_INSTALL:-0}" != 1 ]; then
+  step "install test dependencies"
+  command -v cargo >/dev/null || {
+    echo "Rust is required: install it with rustup (https://rustup.rs), then rerun." >&2; exit 1; }
+  scripts/install-test-deps.sh || { echo "installing test dependencies failed" >&2; exit 1; }
+fi
+
+step "format, lints, docs"
+cargo fmt --all --check || failures+=("cargo fmt")
+cargo clippy --workspace --all-targets --locked -- -D warnings || failures+=("cargo clippy")
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked || failures+=("cargo doc")
+
+step "unit, property, transcript and concurrency tests"
+cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("cargo test")
+sum_field() { grep -E '^test result:' "$logs/cargo-test.out" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }
+cargo_passed=$(sum_field passed)
+cargo_failed=$(sum_field failed)
+passed_total=$((passed_total + ${cargo_passed:-0})); failed_total=$((failed_total + ${cargo_failed:-0}))
+
+step "build berth once (release)"
+if cargo build --release --locked -p berth-server; then
+  binary=$root/target/release/berth
+  for suite in conformance clients registry2; do
+    step "$suite"
+    TEST_LOG=$logs/$suite.log "tests/$suite.sh" "$binary" 2>&1 | tee "$logs/$suite.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("$suite")
+    count "$logs/$suite.out"
+  done
+else
+  failures+=("release build")
+fi
+
+step "summary ($((SECONDS - started)) s; logs in target/test-logs)"
+if [ ${#failures[@]} -gt 0 ]; then
+  printf 'failed: %s\n' "${failures[@]}"
+  [ "$failed_total" -gt 0 ] || failed_total=${#failures[@]}
+fi
+echo "total: $passed_total passed, $failed_total failed"
+[ ${#failures[@]} -eq 0 ]
