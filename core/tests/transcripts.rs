@@ -27,7 +27,11 @@ fn transcripts() -> Vec<(String, Value)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("readable transcript");
-            let name = path.file_stem().expect("a file name").to_string_lossy().into_owned();
+            let name = path
+                .file_stem()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned();
             (name, serde_json::from_str(&text).expect("valid JSON"))
         })
         .collect()
@@ -81,7 +85,8 @@ async fn replay<S: Storage>(registry: &Registry<S>, name: &str, transcript: &Val
             text.as_bytes().to_vec()
         } else if let Some(repeat) = request.get("body_repeat") {
             let unit = repeat["text"].as_str().expect("text");
-            unit.repeat(repeat["count"].as_u64().expect("count") as usize).into_bytes()
+            unit.repeat(repeat["count"].as_u64().expect("count") as usize)
+                .into_bytes()
         } else {
             Vec::new()
         };
@@ -116,25 +121,47 @@ async fn replay<S: Storage>(registry: &Registry<S>, name: &str, transcript: &Val
                 if value == "*" {
                     assert!(got.is_some(), "{context}: header {name} missing");
                 } else {
-                    assert_eq!(got.as_deref(), Some(value.as_str()), "{context}: header {name}");
+                    assert_eq!(
+                        got.as_deref(),
+                        Some(value.as_str()),
+                        "{context}: header {name}"
+                    );
                 }
             }
         }
         for name in expected["absent_headers"].as_array().into_iter().flatten() {
             let name = name.as_str().expect("header name");
-            assert_eq!(header(name), None, "{context}: header {name} should be absent");
+            assert_eq!(
+                header(name),
+                None,
+                "{context}: header {name} should be absent"
+            );
         }
         if let Some(code) = expected["error"].as_str() {
             let json: Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("{context}: error body {text:?}: {e}"));
-            assert_eq!(json["errors"][0]["code"], code, "{context}: error code ({text})");
-            assert!(json["errors"][0]["message"].is_string(), "{context}: error message");
-            assert_eq!(header("Content-Type").as_deref(), Some("application/json"), "{context}");
+            assert_eq!(
+                json["errors"][0]["code"], code,
+                "{context}: error code ({text})"
+            );
+            assert!(
+                json["errors"][0]["message"].is_string(),
+                "{context}: error message"
+            );
+            assert_eq!(
+                header("Content-Type").as_deref(),
+                Some("application/json"),
+                "{context}"
+            );
         }
         if method == Method::Head {
             assert!(bytes.is_empty(), "{context}: HEAD has no body");
         } else if let Some(length) = header("Content-Length") {
-            assert_eq!(length, bytes.len().to_string(), "{context}: Content-Length matches the body");
+            assert_eq!(
+                length,
+                bytes.len().to_string(),
+                "{context}: Content-Length matches the body"
+            );
         }
         if let Some(want) = expected["body"].as_str() {
             assert_eq!(text, want, "{context}: body");
@@ -172,7 +199,9 @@ async fn transcripts_over_filesystem_storage() {
         replay(&registry, &name, &transcript).await;
         // A finished or cancelled upload leaves no parts or temporary files behind.
         for scratch in [".berth/tmp", ".berth/parts"] {
-            let left: Vec<_> = std::fs::read_dir(root.join(scratch)).expect("scratch dir").collect();
+            let left: Vec<_> = std::fs::read_dir(root.join(scratch))
+                .expect("scratch dir")
+                .collect();
             assert!(left.is_empty(), "{name}: {scratch} not empty: {left:?}");
         }
     }

@@ -242,9 +242,13 @@ impl<S: Storage> Registry<S> {
             self.discard_new_parts(&before, &session).await;
             return Err(error);
         }
-        self.save_session(name, id, &meta, &before, &session)
-            .await?;
-        Ok(in_progress(202, name, id, &session))
+        match self
+            .save_session(name, id, &meta, &before, &session)
+            .await?
+        {
+            None => Ok(in_progress(202, name, id, &session)),
+            Some(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
+        }
     }
 
     pub(super) async fn finish_upload(
@@ -331,7 +335,9 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Stores the advanced record, unless another request advanced it first.
+    /// Stores the advanced record, unless another request advanced it first; then this
+    /// request's parts are dropped and the record as the other request left it is returned.
+    #[must_use = "a lost race must reach the client as a 416"]
     async fn save_session(
         &self,
         name: &RepositoryName,
@@ -339,18 +345,18 @@ impl<S: Storage> Registry<S> {
         read: &ObjectMeta,
         before: &UploadSession,
         after: &UploadSession,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<UploadSession>, Error> {
         let key = layout::upload_session(name, id);
         match self
             .storage
             .put(&key, after.encode(), PutMode::Update(read.version.clone()))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
                 self.discard_new_parts(before, after).await;
                 let (_, current) = self.load_session(name, id).await?;
-                Err(current.out_of_order())
+                Ok(Some(current))
             }
             Err(e) => Err(internal(e)),
         }

@@ -79,14 +79,27 @@ fn io_error(error: io::Error) -> StorageError {
 }
 
 fn version_of(meta: &fs::Metadata) -> String {
-    // A write always publishes a new inode, and the change time records when.
+    // Inode numbers are reused and file times are coarse, so neither alone tells two writes
+    // apart; `stamp` makes every replacement's mtime later than the one it replaced.
     format!(
         "{:x}-{:x}.{:x}-{:x}",
         meta.ino(),
-        meta.ctime(),
-        meta.ctime_nsec(),
+        meta.mtime(),
+        meta.mtime_nsec(),
         meta.size()
     )
+}
+
+/// Gives the file about to replace `target` a modification time strictly after the target's,
+/// so the version of a replaced object always changes (see `version_of`).
+fn stamp(temp: &Path, target: &Path) -> io::Result<()> {
+    let mut time = SystemTime::now();
+    if let Ok(current) = fs::metadata(target).and_then(|meta| meta.modified())
+        && current >= time
+    {
+        time = current + std::time::Duration::from_nanos(1);
+    }
+    File::options().write(true).open(temp)?.set_modified(time)
 }
 
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
@@ -299,7 +312,10 @@ impl Storage for FsStorage {
         self.blocking(move |inner| {
             let temp = inner.write_temp(&data).map_err(io_error)?;
             match mode {
-                PutMode::Overwrite => inner.publish(&temp, &target, true)?,
+                PutMode::Overwrite => {
+                    stamp(&temp, &target).map_err(io_error)?;
+                    inner.publish(&temp, &target, true)?;
+                }
                 PutMode::Create => inner.publish(&temp, &target, false)?,
                 PutMode::Update(expected) => {
                     let lock = File::options()
@@ -318,6 +334,7 @@ impl Storage for FsStorage {
                         let _ = fs::remove_file(&temp);
                         return Err(StorageError::PreconditionFailed);
                     }
+                    stamp(&temp, &target).map_err(io_error)?;
                     inner.publish(&temp, &target, true)?;
                     drop(lock);
                 }

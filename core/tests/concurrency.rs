@@ -1,0 +1,370 @@
+//! Concurrent writers lose nothing: many pushes of one blob, one tag, one upload session, and
+//! many referrers of one subject, racing on a multi-threaded runtime over the filesystem
+//! storage; and an upload taken over by a second registry instance on the same root.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth::{
+    Algorithm, Body, FsStorage, Method, Options, Registry, RequestHead, Response, empty_body,
+    full_body,
+};
+use futures_util::StreamExt;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn root(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("berth-concurrency-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn registry(root: &PathBuf, instance: &'static str) -> Arc<Registry<FsStorage>> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(move || format!("{instance}-{}", counter.fetch_add(1, Ordering::Relaxed)));
+    let mut options = Options::new(ids, Arc::new(|| 0));
+    options.part_size = 1024;
+    Arc::new(Registry::new(FsStorage::new(root).expect("root"), options))
+}
+
+async fn send(
+    registry: &Registry<FsStorage>,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (Response, Vec<u8>) {
+    let mut head = RequestHead::from_target(method, target);
+    for (name, value) in headers {
+        head = head.with_header(*name, *value);
+    }
+    let mut response = registry
+        .handle(
+            head,
+            if body.is_empty() {
+                empty_body()
+            } else {
+                full_body(body)
+            },
+        )
+        .await;
+    let body = std::mem::replace(&mut response.body, Body::Empty);
+    let bytes = match body {
+        Body::Empty => Vec::new(),
+        Body::Full(bytes) => bytes.to_vec(),
+        Body::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.expect("chunk"));
+            }
+            out
+        }
+    };
+    (response, bytes)
+}
+
+fn blob(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn push_blob(registry: &Registry<FsStorage>, repo: &str, data: &[u8]) -> String {
+    let digest = Algorithm::Sha256.digest(data).to_string();
+    let (response, _) = send(
+        registry,
+        Method::Post,
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        &[],
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 201);
+    digest
+}
+
+fn manifest(
+    config: &str,
+    config_len: usize,
+    annotation: &str,
+    subject: Option<(&str, usize)>,
+) -> Vec<u8> {
+    let subject = subject.map_or(String::new(), |(digest, size)| {
+        format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{size}}}"#)
+    });
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.{annotation}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[],"annotations":{{"n":"{annotation}"}}{subject}}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_of_one_blob_all_succeed() {
+    let root = root("blob");
+    let registry = registry(&root, "a");
+    let data = blob(7, 100_000);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let registry = Arc::clone(&registry);
+            let data = data.clone();
+            tokio::spawn(
+                async move { push_blob(&registry, &format!("repo{}", i % 4), &data).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let digest = Algorithm::Sha256.digest(&data);
+    for i in 0..4 {
+        let (response, body) = send(
+            &registry,
+            Method::Get,
+            &format!("/v2/repo{i}/blobs/{digest}"),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(body, data);
+    }
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_chunks_at_one_offset_have_one_winner() {
+    let root = root("session");
+    let registry = registry(&root, "a");
+    let (response, _) = send(&registry, Method::Post, "/v2/r/blobs/uploads/", &[], vec![]).await;
+    let location = response.header("Location").expect("location").to_owned();
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let registry = Arc::clone(&registry);
+            let location = location.clone();
+            tokio::spawn(async move {
+                let (response, _) = send(
+                    &registry,
+                    Method::Patch,
+                    &location,
+                    &[("Content-Range", "0-4999")],
+                    blob(i, 5000),
+                )
+                .await;
+                (
+                    i,
+                    response.status,
+                    response.header("Range").map(str::to_owned),
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (seed, status, range) = task.await.expect("task");
+        assert_eq!(
+            range.as_deref(),
+            Some("0-4999"),
+            "every answer reports the range"
+        );
+        match status {
+            202 => winners.push(seed),
+            416 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one chunk wins");
+    let data = blob(winners[0], 5000);
+    let digest = Algorithm::Sha256.digest(&data);
+    let (response, _) = send(
+        &registry,
+        Method::Put,
+        &format!("{location}?digest={digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(response.status, 201, "the winner's bytes are the blob");
+    let (_, body) = send(
+        &registry,
+        Method::Get,
+        &format!("/v2/r/blobs/{digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(body, data);
+    assert_eq!(
+        std::fs::read_dir(root.join(".berth/parts"))
+            .expect("parts")
+            .count(),
+        0,
+        "losers' parts are gone"
+    );
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_of_one_tag_keep_every_manifest() {
+    let root = root("tag");
+    let registry = registry(&root, "a");
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = push_blob(&registry, "r", config).await;
+    let manifests: Vec<Vec<u8>> = (0..16)
+        .map(|i| manifest(&config_digest, config.len(), &i.to_string(), None))
+        .collect();
+    let tasks: Vec<_> = manifests
+        .iter()
+        .cloned()
+        .map(|body| {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                send(
+                    &registry,
+                    Method::Put,
+                    "/v2/r/manifests/latest",
+                    &[("Content-Type", OCI_MANIFEST)],
+                    body,
+                )
+                .await
+                .0
+                .status
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 201);
+    }
+    let (_, latest) = send(
+        &registry,
+        Method::Get,
+        "/v2/r/manifests/latest",
+        &[],
+        vec![],
+    )
+    .await;
+    assert!(
+        manifests.contains(&latest),
+        "the tag names one of the pushed manifests, whole"
+    );
+    for body in &manifests {
+        let digest = Algorithm::Sha256.digest(body);
+        let (response, got) = send(
+            &registry,
+            Method::Get,
+            &format!("/v2/r/manifests/{digest}"),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(&got, body);
+    }
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_referrers_of_one_subject_are_all_listed() {
+    let root = root("referrers");
+    let registry = registry(&root, "a");
+    let config = b"{}";
+    let config_digest = push_blob(&registry, "r", config).await;
+    let subject = manifest(&config_digest, config.len(), "subject", None);
+    let subject_digest = Algorithm::Sha256.digest(&subject).to_string();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let registry = Arc::clone(&registry);
+            let body = manifest(
+                &config_digest,
+                config.len(),
+                &format!("sig{i}"),
+                Some((&subject_digest, subject.len())),
+            );
+            tokio::spawn(async move {
+                let digest = Algorithm::Sha256.digest(&body);
+                send(
+                    &registry,
+                    Method::Put,
+                    &format!("/v2/r/manifests/{digest}"),
+                    &[("Content-Type", OCI_MANIFEST)],
+                    body,
+                )
+                .await
+                .0
+                .status
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 201);
+    }
+    let (_, body) = send(
+        &registry,
+        Method::Get,
+        &format!("/v2/r/referrers/{subject_digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    let index: serde_json::Value = serde_json::from_slice(&body).expect("index");
+    assert_eq!(
+        index["manifests"].as_array().expect("manifests").len(),
+        32,
+        "no referrer lost"
+    );
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_continues_on_another_instance() {
+    let root = root("handover");
+    let first = registry(&root, "first");
+    let second = registry(&root, "second");
+    let data = blob(3, 10_000);
+    let (response, _) = send(&first, Method::Post, "/v2/r/blobs/uploads/", &[], vec![]).await;
+    let location = response.header("Location").expect("location").to_owned();
+    let (response, _) = send(
+        &first,
+        Method::Patch,
+        &location,
+        &[("Content-Range", "0-3999")],
+        data[..4000].to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 202);
+    drop(first);
+    let (response, _) = send(&second, Method::Get, &location, &[], vec![]).await;
+    assert_eq!(
+        (response.status, response.header("Range")),
+        (204, Some("0-3999"))
+    );
+    let (response, _) = send(
+        &second,
+        Method::Patch,
+        &location,
+        &[("Content-Range", "4000-9999")],
+        data[4000..].to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 202);
+    let digest = Algorithm::Sha256.digest(&data);
+    let (response, _) = send(
+        &second,
+        Method::Put,
+        &format!("{location}?digest={digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(response.status, 201);
+    let (_, body) = send(
+        &second,
+        Method::Get,
+        &format!("/v2/r/blobs/{digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(body, data);
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
