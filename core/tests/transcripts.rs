@@ -207,3 +207,13 @@ async fn transcripts_over_filesystem_storage() {
     }
     let _ = std::fs::remove_dir_all(base);
 }
+
+#[cfg(feature = "object-store")]
+#[tokio::test]
+async fn transcripts_over_object_store_in_memory() {
+    for (name, transcript) in transcripts() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let registry = Registry::new(berth::storage::ObjectStoreStorage::new(store), options());
+        replay(&registry, &name, &transcript).await;
+    }
+}

@@ -37,10 +37,14 @@ pub mod conformance;
 #[cfg(feature = "fs")]
 mod fs;
 mod memory;
+#[cfg(feature = "object-store")]
+mod object_store;
 
 #[cfg(feature = "fs")]
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
+#[cfg(feature = "object-store")]
+pub use object_store::ObjectStoreStorage;
 
 /// `Send` on native targets, nothing on wasm, where JavaScript futures are not `Send`.
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,0 +1,288 @@
+//! A backend over any [`object_store::ObjectStore`]: S3 (and R2, MinIO…), GCS, Azure with the
+//! cloud features, and object_store's own in-memory store.
+//!
+//! Conditional puts map onto object_store's `PutMode` (ETag compare-and-swap on S3). Parts
+//! are ordinary objects below `berth/parts/<upload>/`, named uniquely per write, and
+//! `complete_parts` joins them into the target with a streaming multipart upload (a single
+//! part is copied server-side). object_store's `LocalFileSystem` cannot host a registry:
+//! it does not implement `PutMode::Update`, which upload sessions need; use
+//! [`FsStorage`](super::FsStorage) for a local disk.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ::object_store::path::Path;
+use ::object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, UpdateVersion, WriteMultipart,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{
+    ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, StorageExt, fold, page_of,
+};
+
+/// Where parts live until their upload completes.
+const PARTS_PREFIX: &str = "berth/parts/";
+/// Parts uploaded at once while joining, each of object_store's default 5 MiB chunk size.
+const JOIN_CONCURRENCY: usize = 4;
+
+/// Storage in an object store.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreStorage {
+    store: Arc<dyn ObjectStore>,
+    counter: Arc<AtomicU64>,
+}
+
+impl ObjectStoreStorage {
+    /// Storage over `store`.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A name no other write of any process will choose.
+    fn unique(&self) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{nanos:x}-{}-{n}", std::process::id())
+    }
+
+    fn parts_prefix(upload: &str) -> Result<String, StorageError> {
+        if upload.is_empty()
+            || !upload
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(StorageError::NotFound);
+        }
+        Ok(format!("{PARTS_PREFIX}{upload}/"))
+    }
+}
+
+fn path(key: &str) -> Result<Path, StorageError> {
+    Path::parse(key).map_err(StorageError::backend)
+}
+
+fn error(error: ::object_store::Error) -> StorageError {
+    match error {
+        ::object_store::Error::NotFound { .. } => StorageError::NotFound,
+        ::object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists,
+        ::object_store::Error::Precondition { .. } => StorageError::PreconditionFailed,
+        ::object_store::Error::NotImplemented { .. } => {
+            StorageError::Unsupported("this operation on this object store")
+        }
+        other => StorageError::backend(other),
+    }
+}
+
+/// Versions carry both the ETag and the object version, since stores use either for CAS.
+fn version(e_tag: Option<&str>, version: Option<&str>) -> String {
+    format!(
+        "{}\n{}",
+        e_tag.unwrap_or_default(),
+        version.unwrap_or_default()
+    )
+}
+
+fn update_version(text: &str) -> UpdateVersion {
+    let (e_tag, version) = text.split_once('\n').unwrap_or((text, ""));
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    UpdateVersion {
+        e_tag: some(e_tag),
+        version: some(version),
+    }
+}
+
+fn meta(meta: &::object_store::ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        size: meta.size,
+        version: version(meta.e_tag.as_deref(), meta.version.as_deref()),
+    }
+}
+
+#[async_trait]
+impl Storage for ObjectStoreStorage {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        let location = path(key)?;
+        if range.as_ref().is_some_and(|r| r.start >= r.end) {
+            // object_store refuses empty ranges; the answer is no bytes.
+            let found = self.store.head(&location).await.map_err(error)?;
+            return Ok((meta(&found), Box::pin(futures_util::stream::empty())));
+        }
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&location, options)
+            .await
+            .map_err(error)?;
+        let found = meta(&result.meta);
+        Ok((found, Box::pin(result.into_stream().map_err(error))))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        Ok(meta(&self.store.head(&path(key)?).await.map_err(error)?))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        let size = data.len() as u64;
+        let mode = match mode {
+            PutMode::Overwrite => ::object_store::PutMode::Overwrite,
+            PutMode::Create => ::object_store::PutMode::Create,
+            PutMode::Update(version) => ::object_store::PutMode::Update(update_version(&version)),
+        };
+        let result = self
+            .store
+            .put_opts(&path(key)?, data.into(), PutOptions::from(mode))
+            .await
+            .map_err(error)?;
+        Ok(ObjectMeta {
+            size,
+            version: version(result.e_tag.as_deref(), result.version.as_deref()),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&path(key)?).await {
+            Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        // object_store lists whole path segments: list the folder, then filter by prefix.
+        let folder = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+        let folder_path = (!folder.is_empty())
+            .then(|| path(folder.trim_end_matches('/')))
+            .transpose()?;
+        let mut entries = Vec::new();
+        if delimiter {
+            let listing = self
+                .store
+                .list_with_delimiter(folder_path.as_ref())
+                .await
+                .map_err(error)?;
+            for object in listing.objects {
+                let key = object.location.to_string();
+                if key.starts_with(prefix) {
+                    entries.push((key, false));
+                }
+            }
+            for common in listing.common_prefixes {
+                let key = format!("{common}/");
+                if key.starts_with(prefix) {
+                    entries.push((key, true));
+                }
+            }
+        } else {
+            let mut stream = self.store.list(folder_path.as_ref());
+            while let Some(object) = stream.next().await {
+                let key = object.map_err(error)?.location.to_string();
+                if key.starts_with(prefix) {
+                    entries.push(fold(prefix, &key, false));
+                }
+            }
+        }
+        Ok(page_of(entries, start_after, limit))
+    }
+
+    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
+        Ok(self.unique())
+    }
+
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
+        let part = format!("{number:05}-{}", self.unique());
+        let key = format!("{}{part}", Self::parts_prefix(upload)?);
+        self.put(&key, data, PutMode::Create).await?;
+        Ok(part)
+    }
+
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        let prefix = Self::parts_prefix(upload)?;
+        if self.exists(target).await? {
+            return Err(StorageError::AlreadyExists);
+        }
+        let target_path = path(target)?;
+        match parts {
+            [] => {
+                self.put(target, Bytes::new(), PutMode::Create).await?;
+            }
+            [only] => {
+                let source = path(&format!("{prefix}{only}"))?;
+                self.store
+                    .copy(&source, &target_path)
+                    .await
+                    .map_err(error)?;
+            }
+            _ => {
+                let upload = self
+                    .store
+                    .put_multipart(&target_path)
+                    .await
+                    .map_err(error)?;
+                let mut writer = WriteMultipart::new(upload);
+                for part in parts {
+                    let (_, mut stream) = self.get(&format!("{prefix}{part}"), None).await?;
+                    while let Some(chunk) = stream.next().await {
+                        writer
+                            .wait_for_capacity(JOIN_CONCURRENCY)
+                            .await
+                            .map_err(error)?;
+                        writer.put(chunk?);
+                    }
+                }
+                writer.finish().await.map_err(error)?;
+            }
+        }
+        self.delete_all(&prefix).await
+    }
+
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.delete_all(&Self::parts_prefix(upload)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_memory_object_store_passes_the_conformance_suite() {
+        let storage = ObjectStoreStorage::new(Arc::new(::object_store::memory::InMemory::new()));
+        crate::storage::conformance::run(&storage).await;
+        assert!(
+            storage.list_all(PARTS_PREFIX).await.unwrap().is_empty(),
+            "no parts left behind"
+        );
+    }
+}
