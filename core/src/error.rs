@@ -148,6 +148,11 @@ impl Error {
         &self.message
     }
 
+    /// The free-form detail, if any.
+    pub fn detail(&self) -> Option<&serde_json::Value> {
+        self.detail.as_ref()
+    }
+
     /// The JSON body: `{"errors":[{"code":…,"message":…,"detail":…}]}`.
     pub fn to_json(&self) -> Vec<u8> {
         #[derive(Serialize)]

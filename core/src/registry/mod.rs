@@ -108,7 +108,7 @@ impl<S: Storage> Registry<S> {
         let is_head = head.method == Method::Head;
         let response = match self.dispatch(&head, body).await {
             Ok(response) => response,
-            Err(error) => Response::error(&error),
+            Err(error) => error_response(&error),
         };
         if is_head {
             response.without_body()
@@ -205,6 +205,21 @@ impl<S: Storage> Registry<S> {
             .await
             .map(drop)
             .map_err(internal)
+    }
+}
+
+/// The response for an error: its JSON body, and for a 401 the challenge the access hook gave
+/// (`WWW-Authenticate`), which clients need to find the token service.
+fn error_response(error: &Error) -> Response {
+    let response = Response::error(error);
+    match (
+        error.code(),
+        error.detail().and_then(|d| d["challenge"].as_str()),
+    ) {
+        (ErrorCode::Unauthorized, Some(challenge)) => {
+            response.with_header("WWW-Authenticate", challenge)
+        }
+        _ => response,
     }
 }
 
