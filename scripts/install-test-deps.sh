@@ -28,7 +28,8 @@ debian_packages=()
 command -v skopeo >/dev/null || debian_packages+=(skopeo)
 command -v docker-registry >/dev/null || debian_packages+=(docker-registry)
 command -v curl >/dev/null || debian_packages+=(curl)
-command -v jq >/dev/null || debian_packages+=(jq)
+command -v openssl >/dev/null || debian_packages+=(openssl)
+command -v python3 >/dev/null || debian_packages+=(python3)
 if [ ${#debian_packages[@]} -gt 0 ]; then
   log "apt-get install ${debian_packages[*]}"
   as_root apt-get update -qq

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The `berth serve` binary itself: configuration by TOML file and environment, read-only mode,
+# TLS with rustls (pushed to and pulled from by skopeo), graceful shutdown, clear start-up errors.
+#   tests/server.sh BERTH_BINARY
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib/common.sh"
+binary=$(realpath "$1")
+work=$(mktemp -d /tmp/berth-server.XXXXXX)
+trap 'stop_all_servers; rm -rf "$work"' EXIT
+cd "$work"
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+toml_and_environment() {
+  local port; port=$(free_port)
+  cat >berth.toml <<TOML
+addr = "127.0.0.1:$port"
+root = "$work/toml-root"
+no-delete = true
+manifest-limit = 1000
+TOML
+  BERTH_LOG=warn "$binary" serve --config berth.toml >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/v2/" || return 1
+  local big; big=$(head -c 2000 /dev/zero | tr '\0' ' ')
+  equal "$(status -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data "{$big}" "http://127.0.0.1:$port/v2/r/manifests/x")" 413 &&
+  equal "$(status -X DELETE "http://127.0.0.1:$port/v2/r/manifests/x")" 405 &&
+  [ -d "$work/toml-root/.berth" ] || return 1
+  stop_server "$pid"
+  # An environment variable overrides the file.
+  BERTH_MANIFEST_LIMIT=5000 BERTH_LOG=warn "$binary" serve --config berth.toml >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  pid=$!
+  SERVER_PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/v2/" || return 1
+  equal "$(status -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data "{$big}" "http://127.0.0.1:$port/v2/r/manifests/x")" 400
+}
+check "TOML config file, overridden by environment variables" toml_and_environment
+
+start_up_errors() {
+  local out
+  out=$("$binary" serve --config /nonexistent.toml 2>&1); [ $? -eq 2 ] && contains "$out" "cannot read config file" || return 1
+  echo 'colour = "blue"' >bad.toml
+  out=$("$binary" serve --config bad.toml 2>&1); [ $? -eq 2 ] && contains "$out" "unknown field" || return 1
+  out=$("$binary" serve --tls-cert x.pem 2>&1); [ $? -ne 0 ] && contains "$out" "tls-key"
+}
+check "start-up errors say what is wrong" start_up_errors
+
+read_only() {
+  start_berth "$binary" "$work/ro-root" --read-only || return 1
+  equal "$(status "http://$BERTH_ADDR/v2/")" 200 &&
+  equal "$(status -X POST "http://$BERTH_ADDR/v2/r/blobs/uploads/")" 405 &&
+  contains "$(curl -s -X POST "http://$BERTH_ADDR/v2/r/blobs/uploads/")" '"code":"UNSUPPORTED"'
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "--read-only refuses pushes with 405 UNSUPPORTED" read_only
+
+tls() {
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null || return 1
+  local port; port=$(free_port)
+  "$binary" serve --addr "127.0.0.1:$port" --root "$work/tls-root" --tls-cert cert.pem --tls-key key.pem \
+    --log warn >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  local deadline=$((SECONDS + 20))
+  until curl -s --cacert cert.pem -o /dev/null "https://127.0.0.1:$port/v2/"; do
+    [ $SECONDS -lt $deadline ] || return 1; sleep 0.1
+  done
+  equal "$(curl -s --cacert cert.pem -o /dev/null -w '%{http_code} %{http_version}' "https://127.0.0.1:$port/v2/")" "200 2" &&
+  python3 "$here/lib/make_oci_layout.py" image v1 >/dev/null &&
+  skopeo copy --dest-tls-verify=false oci:image:v1 "docker://127.0.0.1:$port/tls/image:v1" &&
+  skopeo copy --src-tls-verify=false "docker://127.0.0.1:$port/tls/image:v1" oci:pulled:v1 &&
+  equal "$(python3 -c 'import json; print(json.load(open("pulled/index.json"))["manifests"][0]["digest"])')" \
+        "$(python3 -c 'import json; print(json.load(open("image/index.json"))["manifests"][0]["digest"])')"
+  local ok=$?; stop_server "$pid"; return $ok
+}
+check "TLS (rustls, HTTP/2 by ALPN): skopeo pushes and pulls over HTTPS" tls
+
+graceful_shutdown() {
+  start_berth "$binary" "$work/graceful-root" || return 1
+  head -c 6000000 /dev/urandom >blob.bin
+  local digest=sha256:$(sha256sum blob.bin | cut -d' ' -f1)
+  # A slow push is in flight when SIGTERM arrives: it completes, then the server exits 0.
+  curl -s -o /dev/null -w '%{http_code}' --limit-rate 3M -X POST --data-binary @blob.bin \
+    "http://$BERTH_ADDR/v2/r/blobs/uploads/?digest=$digest" >code.txt &
+  local client=$!
+  sleep 0.7
+  kill -TERM "$BERTH_PID"
+  wait "$client"
+  wait "$BERTH_PID"; local exit_code=$?
+  equal "$(cat code.txt)" 201 && equal "$exit_code" 0 &&
+  [ -f "$work/graceful-root/docker/registry/v2/blobs/sha256/${digest:7:2}/${digest#sha256:}/data" ] &&
+  ! curl -s -o /dev/null "http://$BERTH_ADDR/v2/"
+}
+check "SIGTERM lets an in-flight push finish, then exits 0" graceful_shutdown
+
+summary server
