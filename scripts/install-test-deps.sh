@@ -38,6 +38,15 @@ if [ ${#debian_packages[@]} -gt 0 ]; then
   as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
+# moto: a real S3 API on loopback for the S3 tests.
+if [ ! -x "$tools/moto-venv/bin/moto_server" ]; then
+  log "pip install moto[s3] (into $tools/moto-venv)"
+  python3 -m venv "$tools/moto-venv" 2>/dev/null || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$tools/moto-venv"; }
+  "$tools/moto-venv/bin/pip" install -q 'moto[s3]==5.2.5' flask flask-cors
+fi
+
 command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)"; exit 1; }
 
 [ -x "$tools/bin/crane" ] || { log "go install crane"; go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }

@@ -52,7 +52,8 @@ async fn read_only_refuses_pushes_and_deletes_with_405() {
 
 #[tokio::test]
 async fn the_hook_sees_repository_and_action() {
-    let seen: Arc<Mutex<Vec<(Option<String>, Action)>>> = Arc::default();
+    type Seen = Vec<(Option<String>, Action)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let log = Arc::clone(&seen);
     let hook = move |_: &RequestHead, repository: Option<&RepositoryName>, action: Action| {
         log.lock()

@@ -22,12 +22,27 @@ wait_http() {
   done
 }
 
+# storage_flags ROOT: the storage flags for a root. With BERTH_S3_ENDPOINT set, the root names
+# a bucket on that S3 endpoint (created on first use), so a restart on the same root finds
+# the same data.
+storage_flags() {
+  if [ -z "${BERTH_S3_ENDPOINT:-}" ]; then
+    printf '%s\n' --root "$1"
+    return
+  fi
+  local bucket="berth-$(printf '%s' "$1" | sha256sum | cut -c1-24)"
+  curl -s -o /dev/null -X PUT "$BERTH_S3_ENDPOINT/$bucket"
+  printf '%s\n' --storage s3 --s3-bucket "$bucket" --s3-endpoint "$BERTH_S3_ENDPOINT" \
+    --s3-allow-http --s3-path-style
+}
+
 # start_berth BINARY ROOT [FLAGS...]: starts `berth serve` on a free port; sets BERTH_ADDR.
 start_berth() {
   local binary=$1 root=$2; shift 2
   local port; port=$(free_port)
+  local storage; mapfile -t storage < <(storage_flags "$root")
   BERTH_ADDR=127.0.0.1:$port
-  "$binary" serve --addr "$BERTH_ADDR" --root "$root" --log warn "$@" >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  "$binary" serve --addr "$BERTH_ADDR" "${storage[@]}" --log warn "$@" >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
   BERTH_PID=$!
   SERVER_PIDS+=("$BERTH_PID")
   wait_http "http://$BERTH_ADDR/v2/"

@@ -29,9 +29,27 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000].
     #[arg(long, env = "BERTH_ADDR")]
     pub(crate) addr: Option<SocketAddr>,
+    /// Storage backend: `fs` (a directory) or `s3` (a bucket) [default: fs].
+    #[arg(long, env = "BERTH_STORAGE")]
+    pub(crate) storage: Option<StorageKind>,
     /// Directory of the filesystem storage (a registry:2 root works as it is) [default: ./berth-data].
     #[arg(long, env = "BERTH_ROOT")]
     pub(crate) root: Option<PathBuf>,
+    /// S3 bucket (with --storage s3).
+    #[arg(long, env = "BERTH_S3_BUCKET")]
+    pub(crate) s3_bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible services (R2, MinIO, …) [default: AWS].
+    #[arg(long, env = "BERTH_S3_ENDPOINT")]
+    pub(crate) s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "BERTH_S3_REGION")]
+    pub(crate) s3_region: Option<String>,
+    /// Allow a plain-HTTP S3 endpoint.
+    #[arg(long, env = "BERTH_S3_ALLOW_HTTP")]
+    pub(crate) s3_allow_http: bool,
+    /// Address buckets by path (`endpoint/bucket`) rather than virtual host (`bucket.endpoint`).
+    #[arg(long, env = "BERTH_S3_PATH_STYLE")]
+    pub(crate) s3_path_style: bool,
     /// Refuse pushes and deletes (405).
     #[arg(long, env = "BERTH_READ_ONLY")]
     pub(crate) read_only: bool,
@@ -58,12 +76,28 @@ pub(crate) struct ServeArgs {
     pub(crate) tls_key: Option<PathBuf>,
 }
 
+/// Where the registry keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StorageKind {
+    /// A directory on a local filesystem.
+    Fs,
+    /// An S3 (or S3-compatible) bucket; credentials come from the usual AWS_* variables.
+    S3,
+}
+
 /// The TOML file's shape: every key optional, named as the flags are.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     addr: Option<SocketAddr>,
+    storage: Option<StorageKind>,
     root: Option<PathBuf>,
+    s3_bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_allow_http: Option<bool>,
+    s3_path_style: Option<bool>,
     read_only: Option<bool>,
     no_delete: Option<bool>,
     automatic_mount: Option<bool>,
@@ -74,11 +108,28 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
 }
 
+/// S3 settings after merging.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Settings {
+    pub(crate) bucket: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) allow_http: bool,
+    pub(crate) path_style: bool,
+}
+
+/// The storage after merging.
+#[derive(Debug, Clone)]
+pub(crate) enum StorageSettings {
+    Fs(PathBuf),
+    S3(S3Settings),
+}
+
 /// Settings after merging.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) addr: SocketAddr,
-    pub(crate) root: PathBuf,
+    pub(crate) storage: StorageSettings,
     pub(crate) read_only: bool,
     pub(crate) delete_enabled: bool,
     pub(crate) automatic_mount: bool,
@@ -111,10 +162,23 @@ impl ServeArgs {
                 .addr
                 .or(file.addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5000))),
-            root: self
-                .root
-                .or(file.root)
-                .unwrap_or_else(|| PathBuf::from("berth-data")),
+            storage: match self.storage.or(file.storage).unwrap_or(StorageKind::Fs) {
+                StorageKind::Fs => StorageSettings::Fs(
+                    self.root
+                        .or(file.root)
+                        .unwrap_or_else(|| PathBuf::from("berth-data")),
+                ),
+                StorageKind::S3 => StorageSettings::S3(S3Settings {
+                    bucket: self
+                        .s3_bucket
+                        .or(file.s3_bucket)
+                        .ok_or("S3 storage needs a bucket (s3-bucket)")?,
+                    endpoint: self.s3_endpoint.or(file.s3_endpoint),
+                    region: self.s3_region.or(file.s3_region),
+                    allow_http: self.s3_allow_http || file.s3_allow_http.unwrap_or(false),
+                    path_style: self.s3_path_style || file.s3_path_style.unwrap_or(false),
+                }),
+            },
             read_only: self.read_only || file.read_only.unwrap_or(false),
             delete_enabled: !(self.no_delete || file.no_delete.unwrap_or(false)),
             automatic_mount: self
@@ -159,7 +223,9 @@ mod tests {
         };
         let settings = args.settings().unwrap();
         assert_eq!(settings.addr.port(), 6000);
-        assert_eq!(settings.root, PathBuf::from("/flag"));
+        assert!(
+            matches!(&settings.storage, StorageSettings::Fs(root) if root == &PathBuf::from("/flag"))
+        );
         assert!(!settings.delete_enabled);
         assert!(settings.automatic_mount);
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();

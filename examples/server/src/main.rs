@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth::storage::{ObjectStoreStorage, Storage};
 use berth::{FsStorage, Options, ReadOnly, Registry};
 use clap::Parser;
 use hyper::service::service_fn;
@@ -19,7 +20,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Cli, Command, Settings};
+use crate::config::{Cli, Command, S3Settings, Settings, StorageSettings};
 
 /// How long open connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -97,9 +98,46 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
+    use object_store::aws::AmazonS3Builder;
+    // Credentials, session tokens and the like come from the usual AWS_* variables.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&s3.bucket)
+        .with_allow_http(s3.allow_http)
+        .with_virtual_hosted_style_request(!s3.path_style);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &s3.region {
+        builder = builder.with_region(region);
+    } else if std::env::var_os("AWS_REGION").is_none()
+        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    let store = builder.build().map_err(|e| format!("S3 storage: {e}"))?;
+    Ok(ObjectStoreStorage::new(Arc::new(store)))
+}
+
 async fn serve(settings: Settings) -> Result<(), String> {
-    let storage = FsStorage::new(&settings.root)
-        .map_err(|e| format!("cannot use storage root {}: {e}", settings.root.display()))?;
+    match &settings.storage {
+        StorageSettings::Fs(root) => {
+            let storage = FsStorage::new(root)
+                .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
+            run(storage, format!("fs:{}", root.display()), settings).await
+        }
+        StorageSettings::S3(s3) => {
+            let storage = s3_storage(s3)?;
+            run(storage, format!("s3:{}", s3.bucket), settings).await
+        }
+    }
+}
+
+async fn run<S: Storage>(
+    storage: S,
+    description: String,
+    settings: Settings,
+) -> Result<(), String> {
     let mut options = Options::new(Arc::new(upload_id), Arc::new(unix_now));
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
@@ -119,7 +157,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         addr = %local,
-        root = %settings.root.display(),
+        storage = %description,
         tls = tls.is_some(),
         read_only = settings.read_only,
         "berth is serving"

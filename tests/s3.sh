@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# berth on a real S3 API: moto's S3 server on loopback, reached through object_store's S3
+# client. The conformance suites, the real clients and the crash tests run against it.
+#   tests/s3.sh BERTH_BINARY
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib/common.sh"
+binary=$(realpath "$1")
+tools=${BERTH_TOOLS:-$here/../.tools}
+work=$(mktemp -d /tmp/berth-s3.XXXXXX)
+port=$(free_port)
+"$tools/moto-venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+moto=$!
+trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$work"' EXIT
+wait_http "http://127.0.0.1:$port/" 30 || { echo "moto did not start"; cat "$work/moto.log"; exit 1; }
+
+export BERTH_S3_ENDPOINT=http://127.0.0.1:$port
+export AWS_ACCESS_KEY_ID=berth-test AWS_SECRET_ACCESS_KEY=berth-test AWS_REGION=us-east-1
+status=0
+for suite in conformance clients durability; do
+  log "$suite on S3 (moto)"
+  "$here/$suite.sh" "$binary" 2>&1 | sed -u "s/^\\(\\S*\\): \\([0-9]* passed, [0-9]* failed\\)$/\\1-s3: \\2/" | tee "$work/$suite.out"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$work/$suite.out" | tail -1)
+  TESTS_PASSED=$((TESTS_PASSED + $(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")))
+  TESTS_FAILED=$((TESTS_FAILED + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
+done
+summary s3
