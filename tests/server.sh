@@ -95,4 +95,20 @@ graceful_shutdown() {
 }
 check "SIGTERM lets an in-flight push finish, then exits 0" graceful_shutdown
 
+purge_command() {
+  start_berth "$binary" "$work/purge-root" || return 1
+  local location
+  location=$(curl -s -D - -o /dev/null -X POST "http://$BERTH_ADDR/v2/r/blobs/uploads/" | tr -d '\r' | sed -n 's/^location: //Ip')
+  equal "$(status -X PATCH --data-binary 'abandoned bytes' "http://$BERTH_ADDR$location")" 202 || return 1
+  stop_server "$BERTH_PID"
+  contains "$("$binary" purge-uploads --root "$work/purge-root" --upload-expiry 1h)" "purged 0 upload sessions" &&
+  sleep 2 &&
+  contains "$("$binary" purge-uploads --root "$work/purge-root" --upload-expiry 1s)" "purged 1 upload sessions" &&
+  equal "$(ls "$work/purge-root/.berth/parts" | wc -l)" 0 || return 1
+  start_berth "$binary" "$work/purge-root" || return 1
+  equal "$(status "http://$BERTH_ADDR$location")" 404
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "berth purge-uploads removes sessions older than the expiry, with their parts" purge_command
+
 summary server

@@ -84,6 +84,17 @@ pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())
 }
 
+/// The index of open upload sessions, ordered by start time, so that expiry reads only the
+/// sessions it purges.
+pub(crate) fn upload_index() -> &'static str {
+    "berth/uploads/"
+}
+
+/// One session's entry in the index; it holds the repository name.
+pub(crate) fn upload_index_entry(started_at: u64, id: &UploadId) -> String {
+    format!("berth/uploads/{started_at:016}-{}", id.as_str())
+}
+
 /// The referrers of one subject: one object per referrer, so concurrent pushes of referrers
 /// of the same subject never contend for one key.
 pub(crate) fn referrers(name: &RepositoryName, subject: &Digest) -> String {

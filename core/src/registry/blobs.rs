@@ -1,5 +1,6 @@
 //! Blobs and uploads: end-2, end-4 (a, b, c), end-5, end-6, end-10, end-11, end-13, end-14.
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{Registry, body_error, internal, query};
@@ -154,7 +155,10 @@ impl<S: Storage> Registry<S> {
             let mut session = UploadSession::start(digest.algorithm(), now);
             let staging = layout::upload_staging(name, &id);
             let expected = content_length(head);
-            if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+            if let Err(error) = self
+                .receive(&mut session, &staging, body, expected, None)
+                .await
+            {
                 self.discard(&session).await;
                 return Err(error);
             }
@@ -179,10 +183,21 @@ impl<S: Storage> Registry<S> {
             )
             .await
             .map_err(internal)?;
+        self.storage
+            .put(
+                &layout::upload_index_entry(now, &id),
+                Bytes::copy_from_slice(name.as_str().as_bytes()),
+                PutMode::Overwrite,
+            )
+            .await
+            .map_err(internal)?;
         let mut response = in_progress(202, name, &id, &session);
         let min = self.storage.min_part_size();
         if min > 0 {
             response = response.with_header("OCI-Chunk-Min-Length", min.to_string());
+        }
+        if let Some(max) = self.options.chunk_max_length {
+            response = response.with_header("OCI-Chunk-Max-Length", max.to_string());
         }
         Ok(response)
     }
@@ -236,9 +251,18 @@ impl<S: Storage> Registry<S> {
             Ok(expected) => expected,
             Err(error) => return Ok(range_error(&error, name, id, &session)),
         };
+        let max = self.options.chunk_max_length;
+        if let (Some(max), Some(len)) = (max, expected.or(content_length(head)))
+            && len > max
+        {
+            return Err(chunk_too_large(max));
+        }
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
-        if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+        let received = self
+            .receive(&mut session, &staging, body, expected, max)
+            .await;
+        if let Err(error) = received {
             self.discard_new_parts(&before, &session).await;
             return Err(error);
         }
@@ -273,7 +297,16 @@ impl<S: Storage> Registry<S> {
         let hashed_as_named = session.adopt_algorithm(digest.algorithm())?;
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
-        if let Err(error) = self.receive(&mut session, &staging, body, expected).await {
+        if let Err(error) = self
+            .receive(
+                &mut session,
+                &staging,
+                body,
+                expected,
+                self.options.chunk_max_length,
+            )
+            .await
+        {
             self.discard_new_parts(&before, &session).await;
             return Err(error);
         }
@@ -285,10 +318,7 @@ impl<S: Storage> Registry<S> {
         };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
-        self.storage
-            .delete(&layout::upload_session(name, id))
-            .await
-            .map_err(internal)?;
+        self.end_session(name, id, &session).await?;
         finished?;
         Ok(created(name, &digest))
     }
@@ -300,11 +330,74 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         let (_, session) = self.load_session(name, id).await?;
         self.discard(&session).await;
+        self.end_session(name, id, &session).await?;
+        Ok(Response::empty(204).with_header("Content-Length", "0"))
+    }
+
+    /// Removes a session's record and its expiry index entry.
+    async fn end_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        session: &UploadSession,
+    ) -> Result<(), Error> {
         self.storage
             .delete(&layout::upload_session(name, id))
             .await
             .map_err(internal)?;
-        Ok(Response::empty(204).with_header("Content-Length", "0"))
+        self.storage
+            .delete(&layout::upload_index_entry(session.started_at, id))
+            .await
+            .map_err(internal)
+    }
+
+    /// Purges upload sessions that started more than `max_age` seconds ago (by the host's
+    /// clock): their parts are discarded and their records removed. Reads only the index
+    /// entries of the sessions it purges, plus one.
+    pub async fn purge_uploads(&self, max_age: u64) -> Result<usize, Error> {
+        let cutoff = (self.options.clock)().saturating_sub(max_age);
+        let mut purged = 0;
+        loop {
+            let page = self
+                .storage
+                .list(layout::upload_index(), false, None, 100)
+                .await
+                .map_err(internal)?;
+            if page.objects.is_empty() {
+                return Ok(purged);
+            }
+            for key in &page.objects {
+                let entry = &key[layout::upload_index().len()..];
+                let Some((started, id)) = entry.split_once('-') else {
+                    self.storage.delete(key).await.map_err(internal)?;
+                    continue;
+                };
+                match started.parse::<u64>() {
+                    Ok(started) if started >= cutoff => return Ok(purged),
+                    _ => {}
+                }
+                let repository = match self.storage.read_small(key, 1024).await {
+                    Ok((_, bytes)) => String::from_utf8_lossy(&bytes)
+                        .parse::<RepositoryName>()
+                        .ok(),
+                    Err(StorageError::NotFound) => None,
+                    Err(e) => return Err(internal(e)),
+                };
+                if let (Some(name), Some(id)) = (repository, UploadId::parse(id)) {
+                    match self.load_session(&name, &id).await {
+                        Ok((_, session)) => self.discard(&session).await,
+                        Err(e) if e.code() == ErrorCode::BlobUploadUnknown => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.storage
+                        .delete(&layout::upload_session(&name, &id))
+                        .await
+                        .map_err(internal)?;
+                }
+                self.storage.delete(key).await.map_err(internal)?;
+                purged += 1;
+            }
+        }
     }
 
     pub(super) async fn upload_status(
@@ -362,13 +455,15 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Streams a request body into parts, advancing `session` (in memory only).
+    /// Streams a request body into parts, advancing `session` (in memory only). A body longer
+    /// than `expected` (its announced length) or than `max` (a chunk limit) is refused.
     async fn receive(
         &self,
         session: &mut UploadSession,
         staging: &str,
         mut body: RequestBody,
         expected: Option<u64>,
+        max: Option<u64>,
     ) -> Result<(), Error> {
         let mut writer = PartWriter::new(session.hasher()?, self.options.part_size);
         let too_long = |expected: u64| {
@@ -381,6 +476,11 @@ impl<S: Storage> Registry<S> {
             let chunk = chunk.map_err(body_error)?;
             if expected.is_some_and(|e| writer.received() + chunk.len() as u64 > e) {
                 return Err(too_long(expected.unwrap_or_default()));
+            }
+            if let Some(max) = max
+                && writer.received() + chunk.len() as u64 > max
+            {
+                return Err(chunk_too_large(max));
             }
             for part in writer.push(chunk) {
                 self.write_part(session, staging, part).await?;
@@ -411,7 +511,7 @@ impl<S: Storage> Registry<S> {
         &self,
         session: &mut UploadSession,
         staging: &str,
-        data: bytes::Bytes,
+        data: Bytes,
     ) -> Result<(), Error> {
         let upload = match &session.parts_upload {
             Some(upload) => upload.clone(),
@@ -470,7 +570,7 @@ impl<S: Storage> Registry<S> {
         let body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
-        if let Err(error) = self.receive(&mut rehashed, staging, body, None).await {
+        if let Err(error) = self.receive(&mut rehashed, staging, body, None, None).await {
             self.discard(&rehashed).await;
             return Err(error);
         }
@@ -523,6 +623,14 @@ impl<S: Storage> Registry<S> {
             self.discard(after).await;
         }
     }
+}
+
+fn chunk_too_large(max: u64) -> Error {
+    Error::new(
+        ErrorCode::SizeInvalid,
+        format!("chunks may be at most {max} bytes (OCI-Chunk-Max-Length): send smaller ones"),
+    )
+    .with_status(413)
 }
 
 fn parse_digest(text: &str) -> Result<Digest, Error> {

@@ -44,6 +44,9 @@ pub struct Options {
     pub delete_enabled: bool,
     /// Whether an image manifest's config and layers must exist before it is accepted.
     pub require_manifest_blobs: bool,
+    /// The largest chunk a PATCH may carry, advertised as `OCI-Chunk-Max-Length`, for hosts
+    /// whose platform limits request bodies; larger chunks get 413.
+    pub chunk_max_length: Option<u64>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
     /// Upload id source.
@@ -61,6 +64,7 @@ impl Options {
             automatic_mount: true,
             delete_enabled: true,
             require_manifest_blobs: true,
+            chunk_max_length: None,
             access: Arc::new(AllowAll),
             ids,
             clock,
@@ -76,6 +80,7 @@ impl std::fmt::Debug for Options {
             .field("automatic_mount", &self.automatic_mount)
             .field("delete_enabled", &self.delete_enabled)
             .field("require_manifest_blobs", &self.require_manifest_blobs)
+            .field("chunk_max_length", &self.chunk_max_length)
             .finish_non_exhaustive()
     }
 }

@@ -197,6 +197,71 @@ pub trait Storage: MaybeSend + Sync + 'static {
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError>;
 }
 
+/// Shared storage is storage: `Arc<dyn Storage>` lets a host choose its backend at run time.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        (**self).get(key, range).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        (**self).head(key).await
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        (**self).put(key, data, mode).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        (**self).delete(key).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        (**self).list(prefix, delimiter, start_after, limit).await
+    }
+
+    fn min_part_size(&self) -> u64 {
+        (**self).min_part_size()
+    }
+
+    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+        (**self).create_parts(staging_key).await
+    }
+
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, StorageError> {
+        (**self).put_part(upload, number, data).await
+    }
+
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        (**self).complete_parts(upload, parts, target).await
+    }
+
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        (**self).abort_parts(upload).await
+    }
+}
+
 /// Conveniences over any [`Storage`].
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]

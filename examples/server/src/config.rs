@@ -19,6 +19,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Purge upload sessions older than the expiry once, then exit (`serve` also does this
+    /// periodically).
+    PurgeUploads(ServeArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -65,6 +68,12 @@ pub(crate) struct ServeArgs {
     /// Upload part size in bytes: the most of one upload held in memory [default: 8388608].
     #[arg(long, env = "BERTH_PART_SIZE")]
     pub(crate) part_size: Option<usize>,
+    /// Largest chunk a PATCH may carry, advertised as OCI-Chunk-Max-Length (for proxies with body limits).
+    #[arg(long, env = "BERTH_CHUNK_MAX_LENGTH")]
+    pub(crate) chunk_max_length: Option<u64>,
+    /// Age after which abandoned upload sessions are purged: `7d`, `12h`, `30m`, `90s`; `0` keeps them [default: 7d].
+    #[arg(long, env = "BERTH_UPLOAD_EXPIRY")]
+    pub(crate) upload_expiry: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -103,6 +112,8 @@ struct FileConfig {
     automatic_mount: Option<bool>,
     manifest_limit: Option<usize>,
     part_size: Option<usize>,
+    chunk_max_length: Option<u64>,
+    upload_expiry: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -135,6 +146,9 @@ pub(crate) struct Settings {
     pub(crate) automatic_mount: bool,
     pub(crate) manifest_limit: usize,
     pub(crate) part_size: usize,
+    pub(crate) chunk_max_length: Option<u64>,
+    /// Seconds; 0 keeps sessions forever.
+    pub(crate) upload_expiry: u64,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -190,10 +204,42 @@ impl ServeArgs {
                 .or(file.manifest_limit)
                 .unwrap_or(berth::DEFAULT_MANIFEST_LIMIT),
             part_size,
+            chunk_max_length: self.chunk_max_length.or(file.chunk_max_length),
+            upload_expiry: parse_age(
+                self.upload_expiry
+                    .or(file.upload_expiry)
+                    .as_deref()
+                    .unwrap_or("7d"),
+            )?,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })
     }
+}
+
+/// Parses an age such as `7d`, `12h`, `30m`, `90s` or `3600` (seconds) into seconds.
+fn parse_age(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "upload-expiry {text:?}: use a number with s, m, h or d"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("upload-expiry {text:?}: use a number with s, m, h or d"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -205,6 +251,17 @@ fn read_file(path: &Path) -> Result<FileConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("7d"), Ok(604_800));
+        assert_eq!(parse_age("12h"), Ok(43_200));
+        assert_eq!(parse_age("90"), Ok(90));
+        assert_eq!(parse_age("0"), Ok(0));
+        assert!(parse_age("7w").is_err());
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {

@@ -27,7 +27,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let (args, purge_only) = match cli.command {
+        Command::Serve(args) => (args, false),
+        Command::PurgeUploads(args) => (args, true),
+    };
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(message) => {
@@ -53,7 +56,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    let work = async move {
+        let (storage, description) = open_storage(&settings)?;
+        let registry = Arc::new(Registry::new(storage, registry_options(&settings)));
+        if purge_only {
+            let purged = registry
+                .purge_uploads(settings.upload_expiry)
+                .await
+                .map_err(|e| format!("purging uploads: {e}"))?;
+            println!(
+                "purged {purged} upload sessions older than {} s",
+                settings.upload_expiry
+            );
+            Ok(())
+        } else {
+            serve(registry, description, settings).await
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -119,34 +139,56 @@ fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
     Ok(ObjectStoreStorage::new(Arc::new(store)))
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
+/// The storage the settings name, and a description for the log.
+fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), String> {
     match &settings.storage {
         StorageSettings::Fs(root) => {
             let storage = FsStorage::new(root)
                 .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
-            run(storage, format!("fs:{}", root.display()), settings).await
+            Ok((Arc::new(storage), format!("fs:{}", root.display())))
         }
-        StorageSettings::S3(s3) => {
-            let storage = s3_storage(s3)?;
-            run(storage, format!("s3:{}", s3.bucket), settings).await
-        }
+        StorageSettings::S3(s3) => Ok((Arc::new(s3_storage(s3)?), format!("s3:{}", s3.bucket))),
     }
 }
 
-async fn run<S: Storage>(
-    storage: S,
-    description: String,
-    settings: Settings,
-) -> Result<(), String> {
+fn registry_options(settings: &Settings) -> Options {
     let mut options = Options::new(Arc::new(upload_id), Arc::new(unix_now));
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
     options.automatic_mount = settings.automatic_mount;
     options.delete_enabled = settings.delete_enabled;
+    options.chunk_max_length = settings.chunk_max_length;
     if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }
-    let registry = Arc::new(Registry::new(storage, options));
+    options
+}
+
+/// Purges expired upload sessions now and then, for as long as the server runs.
+fn spawn_upload_purger(registry: Arc<Registry<Arc<dyn Storage>>>, expiry: u64) {
+    if expiry == 0 {
+        return;
+    }
+    let every = Duration::from_secs((expiry / 4).clamp(10, 3600));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match registry.purge_uploads(expiry).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged expired upload sessions"),
+                Err(e) => tracing::warn!(error = %e, "purging expired upload sessions failed"),
+            }
+        }
+    });
+}
+
+async fn serve(
+    registry: Arc<Registry<Arc<dyn Storage>>>,
+    description: String,
+    settings: Settings,
+) -> Result<(), String> {
+    spawn_upload_purger(Arc::clone(&registry), settings.upload_expiry);
     let tls = match &settings.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
