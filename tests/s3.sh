@@ -17,7 +17,7 @@ wait_http "http://127.0.0.1:$port/" 30 || { echo "moto did not start"; cat "$wor
 export BERTH_S3_ENDPOINT=http://127.0.0.1:$port
 export AWS_ACCESS_KEY_ID=berth-test AWS_SECRET_ACCESS_KEY=berth-test AWS_REGION=us-east-1
 status=0
-for suite in conformance clients durability scaleout; do
+for suite in conformance clients durability scaleout memory; do
   log "$suite on S3 (moto)"
   "$here/$suite.sh" "$binary" 2>&1 | sed -u "s/^\\(\\S*\\): \\([0-9]* passed, [0-9]* failed\\)$/\\1-s3: \\2/" | tee "$work/$suite.out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

@@ -13,12 +13,13 @@
 //! are. A request changes the record only by compare-and-swap, so of two writers racing at
 //! one offset exactly one wins; the other is told the current range (416).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, ErrorCode};
 use crate::range::ContentRange;
+use crate::storage::Chunks;
 
 /// The record of an open upload session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,13 +134,15 @@ impl UploadSession {
     }
 }
 
-/// Hashes a chunk's bytes as they arrive and cuts them into parts of `part_size` bytes, so
-/// that at most one part is held in memory.
+/// Hashes a chunk's bytes as they arrive and gathers them into parts of `part_size` bytes, so
+/// that at most one part is held in memory. Bytes are never copied: a part is the received
+/// chunks themselves, split where a part ends.
 #[derive(Debug)]
 pub struct PartWriter {
     hasher: Hasher,
     part_size: usize,
-    pending: BytesMut,
+    pending: Chunks,
+    pending_len: usize,
     received: u64,
 }
 
@@ -149,27 +152,24 @@ impl PartWriter {
         Self {
             hasher,
             part_size: part_size.max(1),
-            pending: BytesMut::new(),
+            pending: Vec::new(),
+            pending_len: 0,
             received: 0,
         }
     }
 
     /// Feeds bytes; returns a part each time one fills up.
-    pub fn push(&mut self, mut bytes: Bytes) -> Vec<Bytes> {
+    pub fn push(&mut self, mut bytes: Bytes) -> Vec<Chunks> {
         self.hasher.update(&bytes);
         self.received += bytes.len() as u64;
         let mut full = Vec::new();
         while !bytes.is_empty() {
-            if self.pending.is_empty() && bytes.len() >= self.part_size {
-                // A whole part in hand: pass it on without copying.
-                full.push(bytes.split_to(self.part_size));
-                continue;
-            }
-            let room = self.part_size - self.pending.len();
-            let take = room.min(bytes.len());
-            self.pending.extend_from_slice(&bytes.split_to(take));
-            if self.pending.len() == self.part_size {
-                full.push(self.pending.split().freeze());
+            let take = (self.part_size - self.pending_len).min(bytes.len());
+            self.pending.push(bytes.split_to(take));
+            self.pending_len += take;
+            if self.pending_len == self.part_size {
+                full.push(std::mem::take(&mut self.pending));
+                self.pending_len = 0;
             }
         }
         full
@@ -181,8 +181,8 @@ impl PartWriter {
     }
 
     /// Ends the chunk: the hasher, and the last (short) part if any bytes are pending.
-    pub fn finish(self) -> (Hasher, Option<Bytes>) {
-        let rest = (!self.pending.is_empty()).then(|| self.pending.freeze());
+    pub fn finish(self) -> (Hasher, Option<Chunks>) {
+        let rest = (self.pending_len > 0).then_some(self.pending);
         (self.hasher, rest)
     }
 }
@@ -242,12 +242,12 @@ mod tests {
                 .unwrap();
             let mut writer = PartWriter::new(session.hasher().unwrap(), 16);
             for part in writer.push(Bytes::copy_from_slice(chunk)) {
-                stored.extend_from_slice(&part);
+                stored.extend_from_slice(&part.concat());
             }
             assert_eq!(Some(writer.received()), expected);
             let received = writer.received();
             let (hasher, rest) = writer.finish();
-            stored.extend_from_slice(&rest.unwrap_or_default());
+            stored.extend_from_slice(&rest.unwrap_or_default().concat());
             session.offset += received;
             session.hash_state = hasher.save();
             session = UploadSession::decode(&session.encode()).unwrap();
@@ -267,13 +267,15 @@ mod tests {
             let mut out = Vec::new();
             for chunk in &chunks {
                 for part in writer.push(Bytes::from(chunk.clone())) {
+                    let part = part.concat();
                     prop_assert_eq!(part.len(), part_size);
                     out.extend_from_slice(&part);
                 }
             }
             let (hasher, rest) = writer.finish();
             if let Some(rest) = rest {
-                prop_assert!(rest.len() < part_size);
+                let rest = rest.concat();
+                prop_assert!(!rest.is_empty() && rest.len() < part_size);
                 out.extend_from_slice(&rest);
             }
             let all: Vec<u8> = chunks.concat();

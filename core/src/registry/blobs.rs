@@ -13,7 +13,7 @@ use crate::reference::RepositoryName;
 use crate::request::{BodyError, Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
 use crate::routes::UploadId;
-use crate::storage::{ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
 use crate::upload::{PartWriter, UploadSession};
 
 /// Upload session records are tiny; anything larger is not one of ours.
@@ -511,7 +511,7 @@ impl<S: Storage> Registry<S> {
         &self,
         session: &mut UploadSession,
         staging: &str,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<(), Error> {
         let upload = match &session.parts_upload {
             Some(upload) => upload.clone(),

@@ -233,7 +233,12 @@ async fn listing<S: Storage + ?Sized>(storage: &S) {
 
 async fn parts<S: Storage + ?Sized>(storage: &S) {
     let min = usize::try_from(storage.min_part_size()).unwrap().max(1);
-    let part = |byte: u8, len: usize| Bytes::from(vec![byte; len]);
+    // A part arrives as several chunks.
+    let part = |byte: u8, len: usize| {
+        let whole = vec![byte; len];
+        let (head, tail) = whole.split_at(len / 2);
+        vec![Bytes::copy_from_slice(head), Bytes::copy_from_slice(tail)]
+    };
 
     // Two writers send part 1 of the same upload; both ids stay valid and distinct.
     let target = "conformance/parts/blob";

@@ -21,11 +21,35 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 
-use super::{ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of};
+use super::{
+    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
+};
 
-/// Size of the chunks a read streams.
-const READ_CHUNK: usize = 512 * 1024;
+/// Size of the chunks a read streams. Kept below glibc's initial mmap threshold (128 KiB):
+/// larger buffers raise it, after which freed buffers stay resident in per-thread arenas.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks read per trip to the blocking pool.
+const READ_BATCH: usize = 8;
+
+/// Reads up to `READ_BATCH` chunks of at most `remaining` bytes in all.
+fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64), StorageError> {
+    let mut chunks = Vec::with_capacity(READ_BATCH);
+    let mut read = 0u64;
+    while chunks.len() < READ_BATCH && read < remaining {
+        let want = usize::try_from((remaining - read).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+        let mut buffer = vec![0; want];
+        let n = file.read(&mut buffer).map_err(io_error)?;
+        if n == 0 {
+            return Err(StorageError::backend("object shrank while being read"));
+        }
+        buffer.truncate(n);
+        read += n as u64;
+        chunks.push(Bytes::from(buffer));
+    }
+    Ok((file, chunks, read))
+}
 
 /// Storage in a directory on a local filesystem.
 #[derive(Debug, Clone)]
@@ -265,33 +289,23 @@ impl Storage for FsStorage {
             })
             .await?;
         let remaining = span.end - span.start;
-        let stream =
+        let batches =
             futures_util::stream::unfold((Some(file), remaining), |(file, remaining)| async move {
-                let mut file = file?;
+                let file = file?;
                 if remaining == 0 {
                     return None;
                 }
-                let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buffer = vec![0; want];
-                    let n = file.read(&mut buffer)?;
-                    buffer.truncate(n);
-                    Ok::<_, io::Error>((file, buffer))
-                })
-                .await;
-                match read {
-                    Ok(Ok((_, buffer))) if buffer.is_empty() => Some((
-                        Err(StorageError::backend("object shrank while being read")),
-                        (None, 0),
-                    )),
-                    Ok(Ok((file, buffer))) => {
-                        let left = remaining - buffer.len() as u64;
-                        Some((Ok(Bytes::from(buffer)), (Some(file), left)))
+                let read = tokio::task::spawn_blocking(move || read_batch(file, remaining)).await;
+                Some(match read {
+                    Ok(Ok((file, chunks, read))) => {
+                        let results: Vec<_> = chunks.into_iter().map(Ok).collect();
+                        (results, (Some(file), remaining - read))
                     }
-                    Ok(Err(e)) => Some((Err(io_error(e)), (None, 0))),
-                    Err(e) => Some((Err(StorageError::backend(e)), (None, 0))),
-                }
+                    Ok(Err(e)) => (vec![Err(e)], (None, 0)),
+                    Err(e) => (vec![Err(StorageError::backend(e))], (None, 0)),
+                })
             });
+        let stream = batches.flat_map(futures_util::stream::iter);
         Ok((meta, Box::pin(stream)))
     }
 
@@ -388,7 +402,7 @@ impl Storage for FsStorage {
         &self,
         upload: &str,
         number: u32,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<String, StorageError> {
         let upload = upload.to_owned();
         self.blocking(move |inner| {
@@ -402,7 +416,9 @@ impl Storage for FsStorage {
                 .create_new(true)
                 .open(dir.join(&part))
                 .map_err(io_error)?;
-            file.write_all(&data).map_err(io_error)?;
+            for chunk in &data {
+                file.write_all(chunk).map_err(io_error)?;
+            }
             // The session record will name this part; it must survive a crash first.
             file.sync_all().map_err(io_error)?;
             Ok(part)

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of};
+use super::{
+    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
+};
 
 /// Storage held in process memory. Cloning is not offered: share it with `Arc`.
 #[derive(Debug, Default)]
@@ -135,8 +137,9 @@ impl Storage for MemoryStorage {
         &self,
         upload: &str,
         number: u32,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<String, StorageError> {
+        let data = data.concat().into();
         let mut state = self.lock();
         let part_id = format!("{number}-{}", state.next());
         let parts = state

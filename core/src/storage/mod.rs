@@ -64,6 +64,10 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + S
 #[cfg(target_arch = "wasm32")]
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>>>>;
 
+/// A part's bytes, as the chunks they arrived in: parts are passed on without being copied
+/// into one buffer (a copy that would also keep a part-sized allocation per thread resident).
+pub type Chunks = Vec<Bytes>;
+
 /// What a backend reports of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -181,7 +185,7 @@ pub trait Storage: MaybeSend + Sync + 'static {
         &self,
         upload: &str,
         number: u32,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<String, StorageError>;
 
     /// Publishes the parts, in order, as the object `target`; fails with
@@ -243,7 +247,7 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         &self,
         upload: &str,
         number: u32,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<String, StorageError> {
         (**self).put_part(upload, number, data).await
     }

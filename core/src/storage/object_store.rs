@@ -15,14 +15,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::object_store::path::Path;
 use ::object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, UpdateVersion, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, UpdateVersion,
+    WriteMultipart,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, ListPage, ObjectMeta, PutMode, Storage, StorageError, StorageExt, fold, page_of,
+    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, StorageExt, fold,
+    page_of,
 };
 
 /// Where parts live until their upload completes.
@@ -214,11 +216,16 @@ impl Storage for ObjectStoreStorage {
         &self,
         upload: &str,
         number: u32,
-        data: Bytes,
+        data: Chunks,
     ) -> Result<String, StorageError> {
         let part = format!("{number:05}-{}", self.unique());
         let key = format!("{}{part}", Self::parts_prefix(upload)?);
-        self.put(&key, data, PutMode::Create).await?;
+        let payload: PutPayload = data.into_iter().collect();
+        let options = PutOptions::from(::object_store::PutMode::Create);
+        self.store
+            .put_opts(&path(&key)?, payload, options)
+            .await
+            .map_err(error)?;
         Ok(part)
     }
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Pushes a file as a blob in chunks (POST, PATCH with Content-Range, PUT ?digest=), then
+pulls it back and checks its digest. Prints the digest.
+
+    push_chunked.py http://127.0.0.1:5000 REPO FILE CHUNK_BYTES
+"""
+import hashlib
+import http.client
+import sys
+import urllib.parse
+
+
+def main():
+    base, repo, path, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    host = urllib.parse.urlparse(base).netloc
+    connection = http.client.HTTPConnection(host, timeout=600)
+
+    def request(method, target, body=None, headers=None):
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        return response, data
+
+    response, _ = request("POST", f"/v2/{repo}/blobs/uploads/")
+    assert response.status == 202, response.status
+    location = response.getheader("Location")
+    digest = hashlib.sha256()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            digest.update(data)
+            headers = {"Content-Range": f"{offset}-{offset + len(data) - 1}",
+                       "Content-Type": "application/octet-stream"}
+            response, body = request("PATCH", location, data, headers)
+            assert response.status == 202, (response.status, body)
+            location = response.getheader("Location")
+            offset += len(data)
+    name = "sha256:" + digest.hexdigest()
+    response, body = request("PUT", f"{location}?digest={name}")
+    assert response.status == 201, (response.status, body)
+
+    connection.request("GET", f"/v2/{repo}/blobs/{name}")
+    response = connection.getresponse()
+    assert response.status == 200, response.status
+    pulled = hashlib.sha256()
+    while True:
+        data = response.read(1 << 20)
+        if not data:
+            break
+        pulled.update(data)
+    assert "sha256:" + pulled.hexdigest() == name, "pulled content differs"
+    print(name)
+
+
+if __name__ == "__main__":
+    main()
