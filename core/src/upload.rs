@@ -34,6 +34,10 @@ pub struct UploadSession {
     /// Part ids, in order.
     #[serde(default)]
     pub parts: Vec<String>,
+    /// Received bytes not yet in a part, kept as an object of their own: on storage with a
+    /// minimum part size (S3's 5 MiB), a chunk's remainder waits there for the next chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<StagedTail>,
     /// When the session started (seconds since the Unix epoch, from the host's clock).
     pub started_at: u64,
 }
@@ -46,6 +50,7 @@ impl UploadSession {
             hash_state: Hasher::new(algorithm).save(),
             parts_upload: None,
             parts: Vec::new(),
+            tail: None,
             started_at: now,
         }
     }
@@ -134,6 +139,15 @@ impl UploadSession {
     }
 }
 
+/// Bytes of an upload staged outside its parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedTail {
+    /// The object holding them.
+    pub key: String,
+    /// How many bytes.
+    pub len: u64,
+}
+
 /// Hashes a chunk's bytes as they arrive and gathers them into parts of `part_size` bytes, so
 /// that at most one part is held in memory. Bytes are never copied: a part is the received
 /// chunks themselves, split where a part ends.
@@ -158,13 +172,24 @@ impl PartWriter {
         }
     }
 
+    /// Puts back bytes received (and hashed) earlier, ahead of what is pushed next: a staged
+    /// tail. They are not hashed again nor counted as received.
+    pub fn preload(&mut self, bytes: Bytes) {
+        self.pending_len += bytes.len();
+        self.pending.push(bytes);
+    }
+
     /// Feeds bytes; returns a part each time one fills up.
     pub fn push(&mut self, mut bytes: Bytes) -> Vec<Chunks> {
         self.hasher.update(&bytes);
         self.received += bytes.len() as u64;
         let mut full = Vec::new();
         while !bytes.is_empty() {
-            let take = (self.part_size - self.pending_len).min(bytes.len());
+            let take = self
+                .part_size
+                .saturating_sub(self.pending_len)
+                .min(bytes.len())
+                .max(1);
             self.pending.push(bytes.split_to(take));
             self.pending_len += take;
             if self.pending_len == self.part_size {

@@ -14,7 +14,7 @@ use crate::request::{BodyError, Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
 use crate::routes::UploadId;
 use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
-use crate::upload::{PartWriter, UploadSession};
+use crate::upload::{PartWriter, StagedTail, UploadSession};
 
 /// Upload session records are tiny; anything larger is not one of ours.
 const SESSION_RECORD_LIMIT: u64 = 1024 * 1024;
@@ -156,7 +156,7 @@ impl<S: Storage> Registry<S> {
             let staging = layout::upload_staging(name, &id);
             let expected = content_length(head);
             if let Err(error) = self
-                .receive(&mut session, &staging, body, expected, None)
+                .receive(&mut session, &staging, body, expected, None, true)
                 .await
             {
                 self.discard(&session).await;
@@ -260,17 +260,23 @@ impl<S: Storage> Registry<S> {
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         let received = self
-            .receive(&mut session, &staging, body, expected, max)
+            .receive(&mut session, &staging, body, expected, max, false)
             .await;
-        if let Err(error) = received {
-            self.discard_new_parts(&before, &session).await;
-            return Err(error);
-        }
+        let obsolete_tail = match received {
+            Ok(obsolete) => obsolete,
+            Err(error) => {
+                self.discard_new_parts(&before, &session).await;
+                return Err(error);
+            }
+        };
         match self
             .save_session(name, id, &meta, &before, &session)
             .await?
         {
-            None => Ok(in_progress(202, name, id, &session)),
+            None => {
+                self.delete_quietly(obsolete_tail).await;
+                Ok(in_progress(202, name, id, &session))
+            }
             Some(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
         }
     }
@@ -297,19 +303,23 @@ impl<S: Storage> Registry<S> {
         let hashed_as_named = session.adopt_algorithm(digest.algorithm())?;
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
-        if let Err(error) = self
+        let received = self
             .receive(
                 &mut session,
                 &staging,
                 body,
                 expected,
                 self.options.chunk_max_length,
+                true,
             )
-            .await
-        {
-            self.discard_new_parts(&before, &session).await;
-            return Err(error);
-        }
+            .await;
+        let obsolete_tail = match received {
+            Ok(obsolete) => obsolete,
+            Err(error) => {
+                self.discard_new_parts(&before, &session).await;
+                return Err(error);
+            }
+        };
         let finished = if hashed_as_named {
             self.finish(name, &digest, &session).await
         } else {
@@ -319,6 +329,7 @@ impl<S: Storage> Registry<S> {
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
         self.end_session(name, id, &session).await?;
+        self.delete_quietly(obsolete_tail).await;
         finished?;
         Ok(created(name, &digest))
     }
@@ -456,7 +467,11 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Streams a request body into parts, advancing `session` (in memory only). A body longer
-    /// than `expected` (its announced length) or than `max` (a chunk limit) is refused.
+    /// than `expected` (its announced length) or than `max` (a chunk limit) is refused. When
+    /// the body is not the `last` of the upload and the storage has a minimum part size, the
+    /// remainder is staged as the session's tail rather than written as a short part. Returns
+    /// the key of a tail the session no longer needs, for the caller to delete once the
+    /// advanced record is stored.
     async fn receive(
         &self,
         session: &mut UploadSession,
@@ -464,8 +479,18 @@ impl<S: Storage> Registry<S> {
         mut body: RequestBody,
         expected: Option<u64>,
         max: Option<u64>,
-    ) -> Result<(), Error> {
-        let mut writer = PartWriter::new(session.hasher()?, self.options.part_size);
+        last: bool,
+    ) -> Result<Option<String>, Error> {
+        let part_size = self.part_size();
+        let mut writer = PartWriter::new(session.hasher()?, part_size);
+        if let Some(tail) = &session.tail {
+            let (_, bytes) = self
+                .storage
+                .read_small(&tail.key, part_size as u64)
+                .await
+                .map_err(internal)?;
+            writer.preload(bytes);
+        }
         let too_long = |expected: u64| {
             Error::new(
                 ErrorCode::SizeInvalid,
@@ -499,12 +524,37 @@ impl<S: Storage> Registry<S> {
         }
         let received = writer.received();
         let (hasher, rest) = writer.finish();
+        let obsolete = session.tail.take().map(|tail| tail.key);
         if let Some(rest) = rest {
-            self.write_part(session, staging, rest).await?;
+            if last || self.storage.min_part_size() == 0 {
+                self.write_part(session, staging, rest).await?;
+            } else {
+                let data = Bytes::from(rest.concat());
+                let key = format!(
+                    "{staging}.tail-{}-{}",
+                    session.offset + received,
+                    (self.options.ids)()
+                );
+                self.storage
+                    .put(&key, data.clone(), PutMode::Overwrite)
+                    .await
+                    .map_err(internal)?;
+                session.tail = Some(StagedTail {
+                    key,
+                    len: data.len() as u64,
+                });
+            }
         }
         session.offset += received;
         session.hash_state = hasher.save();
-        Ok(())
+        Ok(obsolete)
+    }
+
+    /// The size of every part but an upload's last: the configured size, raised to the
+    /// storage's minimum.
+    fn part_size(&self) -> usize {
+        let min = usize::try_from(self.storage.min_part_size()).unwrap_or(usize::MAX);
+        self.options.part_size.max(min).max(1)
     }
 
     async fn write_part(
@@ -570,7 +620,10 @@ impl<S: Storage> Registry<S> {
         let body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
-        if let Err(error) = self.receive(&mut rehashed, staging, body, None, None).await {
+        if let Err(error) = self
+            .receive(&mut rehashed, staging, body, None, None, true)
+            .await
+        {
             self.discard(&rehashed).await;
             return Err(error);
         }
@@ -615,12 +668,28 @@ impl<S: Storage> Registry<S> {
         if let Some(upload) = &session.parts_upload {
             let _ = self.storage.abort_parts(upload).await;
         }
+        self.delete_quietly(session.tail.as_ref().map(|t| t.key.clone()))
+            .await;
     }
 
-    /// Drops a parts upload this request created but could not record.
+    /// Drops what this request wrote but could not record: a parts upload it created, a tail
+    /// it staged.
     async fn discard_new_parts(&self, before: &UploadSession, after: &UploadSession) {
-        if before.parts_upload.is_none() {
-            self.discard(after).await;
+        if before.parts_upload.is_none()
+            && let Some(upload) = &after.parts_upload
+        {
+            let _ = self.storage.abort_parts(upload).await;
+        }
+        if after.tail != before.tail {
+            self.delete_quietly(after.tail.as_ref().map(|t| t.key.clone()))
+                .await;
+        }
+    }
+
+    /// Deletes an object nothing refers to any more; failing leaves only garbage.
+    async fn delete_quietly(&self, key: Option<String>) {
+        if let Some(key) = key {
+            let _ = self.storage.delete(&key).await;
         }
     }
 }

@@ -16,6 +16,7 @@ use super::{
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
+    min_part_size: u64,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +31,15 @@ impl MemoryStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that, like S3, refuses to complete parts uploads whose parts (but the
+    /// last) are smaller than `min` bytes: for testing what object stores require.
+    pub fn with_min_part_size(min: u64) -> Self {
+        Self {
+            min_part_size: min,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -126,6 +136,10 @@ impl Storage for MemoryStorage {
         Ok(page_of(entries, start_after, limit))
     }
 
+    fn min_part_size(&self) -> u64 {
+        self.min_part_size
+    }
+
     async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
         let mut state = self.lock();
         let id = format!("upload-{}", state.next());
@@ -162,8 +176,17 @@ impl Storage for MemoryStorage {
         }
         let stored = state.uploads.get(upload).ok_or(StorageError::NotFound)?;
         let mut data = BytesMut::new();
-        for part in parts {
-            data.extend_from_slice(stored.get(part).ok_or(StorageError::NotFound)?);
+        for (i, part) in parts.iter().enumerate() {
+            let bytes = stored.get(part).ok_or(StorageError::NotFound)?;
+            if i + 1 < parts.len() && (bytes.len() as u64) < self.min_part_size {
+                return Err(StorageError::backend(format!(
+                    "part {} has {} bytes, less than the minimum {}",
+                    i + 1,
+                    bytes.len(),
+                    self.min_part_size
+                )));
+            }
+            data.extend_from_slice(bytes);
         }
         state.uploads.remove(upload);
         let version = state.next();
@@ -186,5 +209,6 @@ mod tests {
     #[tokio::test]
     async fn passes_the_conformance_suite() {
         crate::storage::conformance::run(&MemoryStorage::new()).await;
+        crate::storage::conformance::run(&MemoryStorage::with_min_part_size(5)).await;
     }
 }
