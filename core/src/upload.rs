@@ -40,6 +40,19 @@ pub struct UploadSession {
     pub tail: Option<StagedTail>,
     /// When the session started (seconds since the Unix epoch, from the host's clock).
     pub started_at: u64,
+    /// The request writing parts now, on storage whose parts are positional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterClaim>,
+}
+
+/// A request's claim on a session while it writes parts, so that no other request writes
+/// parts under the same numbers meanwhile. It lapses at `until`, should its request die.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterClaim {
+    /// Who claims it.
+    pub token: String,
+    /// Until when (seconds since the Unix epoch).
+    pub until: u64,
 }
 
 impl UploadSession {
@@ -52,6 +65,7 @@ impl UploadSession {
             parts: Vec::new(),
             tail: None,
             started_at: now,
+            writer: None,
         }
     }
 
@@ -99,6 +113,23 @@ impl UploadSession {
             return Err(self.out_of_order());
         }
         Ok(Some(range.len()))
+    }
+
+    /// Whether another request is writing parts to this session at `now`.
+    pub fn is_claimed(&self, now: u64) -> bool {
+        self.writer.as_ref().is_some_and(|claim| claim.until > now)
+    }
+
+    /// The 416 a request receives while another one writes to the session.
+    pub fn busy(&self) -> Error {
+        Error::new(
+            ErrorCode::RangeInvalid,
+            format!(
+                "another request is writing to this upload; it has {} bytes: GET it for the \
+                 current Range and retry",
+                self.offset
+            ),
+        )
     }
 
     /// The 416 a chunk that does not start at the current offset receives.

@@ -368,3 +368,99 @@ async fn an_upload_continues_on_another_instance() {
     assert_eq!(body, data);
     std::fs::remove_dir_all(root).expect("cleanup");
 }
+
+/// With positional parts (native multipart), racing chunks must not overwrite each other's
+/// parts: the session is claimed, one request writes, the others get 416.
+#[cfg(feature = "object-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_chunks_with_positional_parts_keep_the_winners_bytes() {
+    use berth::storage::ObjectStoreStorage;
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let counter = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(move || format!("n-{}", counter.fetch_add(1, Ordering::Relaxed)));
+    let registry = Arc::new(Registry::new(
+        ObjectStoreStorage::with_multipart(store.clone(), store),
+        Options::new(ids, Arc::new(|| 0)),
+    ));
+    let part = 5 * 1024 * 1024;
+    let send = |registry: Arc<Registry<ObjectStoreStorage>>,
+                method,
+                target: String,
+                headers: Vec<(&'static str, String)>,
+                body: Vec<u8>| async move {
+        let mut head = RequestHead::from_target(method, &target);
+        for (name, value) in headers {
+            head = head.with_header(name, value);
+        }
+        let body = if body.is_empty() {
+            empty_body()
+        } else {
+            full_body(body)
+        };
+        registry.handle(head, body).await
+    };
+    let started = send(
+        Arc::clone(&registry),
+        Method::Post,
+        "/v2/r/blobs/uploads/".into(),
+        vec![],
+        vec![],
+    )
+    .await;
+    let location = started.header("Location").expect("location").to_owned();
+    let tasks: Vec<_> = (0..6u8)
+        .map(|i| {
+            let registry = Arc::clone(&registry);
+            let location = location.clone();
+            tokio::spawn(async move {
+                let range = format!("0-{}", part + 99);
+                let response = send(
+                    registry,
+                    Method::Patch,
+                    location,
+                    vec![("Content-Range", range)],
+                    blob(i, part + 100),
+                )
+                .await;
+                (i, response.status)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (seed, status) = task.await.expect("task");
+        assert!(status == 202 || status == 416, "status {status}");
+        if status == 202 {
+            winners.push(seed);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one chunk wins");
+    let data = blob(winners[0], part + 100);
+    let digest = Algorithm::Sha256.digest(&data);
+    let finished = send(
+        Arc::clone(&registry),
+        Method::Put,
+        format!("{location}?digest={digest}"),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(finished.status, 201, "the winner's parts are intact");
+    let mut pulled = send(
+        Arc::clone(&registry),
+        Method::Get,
+        format!("/v2/r/blobs/{digest}"),
+        vec![],
+        vec![],
+    )
+    .await;
+    let body = std::mem::replace(&mut pulled.body, Body::Empty);
+    let Body::Stream(mut stream) = body else {
+        panic!("a blob streams")
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(bytes, data);
+}

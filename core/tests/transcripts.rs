@@ -240,3 +240,16 @@ async fn transcripts_over_object_store_in_memory() {
         replay(&registry, &name, &transcript).await;
     }
 }
+
+/// Native multipart uploads (positional parts, 5 MiB minimum): sessions are claimed while a
+/// request writes, remainders are staged as tails.
+#[cfg(feature = "object-store")]
+#[tokio::test]
+async fn transcripts_over_object_store_native_multipart() {
+    for (name, transcript) in transcripts() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let storage = berth::storage::ObjectStoreStorage::with_multipart(store.clone(), store);
+        let registry = Registry::new(storage, options());
+        replay(&registry, &name, &transcript).await;
+    }
+}

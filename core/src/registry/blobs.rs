@@ -14,7 +14,7 @@ use crate::request::{BodyError, Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
 use crate::routes::UploadId;
 use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
-use crate::upload::{PartWriter, StagedTail, UploadSession};
+use crate::upload::{PartWriter, StagedTail, UploadSession, WriterClaim};
 
 /// Upload session records are tiny; anything larger is not one of ours.
 const SESSION_RECORD_LIMIT: u64 = 1024 * 1024;
@@ -131,7 +131,7 @@ impl<S: Storage> Registry<S> {
         &self,
         head: &RequestHead,
         name: &RepositoryName,
-        body: RequestBody,
+        body: &mut RequestBody,
     ) -> Result<Response, Error> {
         if let Some(mount) = query(head, "mount") {
             // A mount that cannot be done falls back to a new session (spec: end-11).
@@ -162,7 +162,7 @@ impl<S: Storage> Registry<S> {
                 self.discard(&session).await;
                 return Err(error);
             }
-            self.finish(name, &digest, &session).await?;
+            self.finish(name, &digest, &session, &staging).await?;
             return Ok(created(name, &digest));
         }
         let algorithm = match query(head, "digest-algorithm") {
@@ -244,7 +244,7 @@ impl<S: Storage> Registry<S> {
         head: &RequestHead,
         name: &RepositoryName,
         id: &UploadId,
-        body: RequestBody,
+        body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let (meta, mut session) = self.load_session(name, id).await?;
         let expected = match session.check_chunk(head.header("Content-Range")) {
@@ -257,6 +257,10 @@ impl<S: Storage> Registry<S> {
         {
             return Err(chunk_too_large(max));
         }
+        let meta = match self.claim(name, id, meta, &mut session).await? {
+            Ok(meta) => meta,
+            Err(busy) => return Ok(busy),
+        };
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         let received = self
@@ -266,9 +270,11 @@ impl<S: Storage> Registry<S> {
             Ok(obsolete) => obsolete,
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
+                self.release(name, id, &meta, &before).await;
                 return Err(error);
             }
         };
+        session.writer = None;
         match self
             .save_session(name, id, &meta, &before, &session)
             .await?
@@ -286,7 +292,7 @@ impl<S: Storage> Registry<S> {
         head: &RequestHead,
         name: &RepositoryName,
         id: &UploadId,
-        body: RequestBody,
+        body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let digest = query(head, "digest").ok_or_else(|| {
             Error::new(
@@ -295,10 +301,14 @@ impl<S: Storage> Registry<S> {
             )
         })?;
         let digest = parse_digest(&digest)?;
-        let (_, mut session) = self.load_session(name, id).await?;
+        let (meta, mut session) = self.load_session(name, id).await?;
         let expected = match session.check_chunk(head.header("Content-Range")) {
             Ok(expected) => expected,
             Err(error) => return Ok(range_error(&error, name, id, &session)),
+        };
+        let meta = match self.claim(name, id, meta, &mut session).await? {
+            Ok(meta) => meta,
+            Err(busy) => return Ok(busy),
         };
         let hashed_as_named = session.adopt_algorithm(digest.algorithm())?;
         let before = session.clone();
@@ -317,11 +327,12 @@ impl<S: Storage> Registry<S> {
             Ok(obsolete) => obsolete,
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
+                self.release(name, id, &meta, &before).await;
                 return Err(error);
             }
         };
         let finished = if hashed_as_named {
-            self.finish(name, &digest, &session).await
+            self.finish(name, &digest, &session, &staging).await
         } else {
             self.finish_rehashed(name, &digest, &session, &staging)
                 .await
@@ -343,6 +354,72 @@ impl<S: Storage> Registry<S> {
         self.discard(&session).await;
         self.end_session(name, id, &session).await?;
         Ok(Response::empty(204).with_header("Content-Length", "0"))
+    }
+
+    /// On storage whose parts are positional, claims the session for this request before it
+    /// writes parts, by compare-and-swap: of two requests, one writes and the other gets 416.
+    /// Returns the record's new version, or the response for a session that is busy.
+    async fn claim(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        read: ObjectMeta,
+        session: &mut UploadSession,
+    ) -> Result<Result<ObjectMeta, Response>, Error> {
+        if !self.storage.positional_parts() {
+            return Ok(Ok(read));
+        }
+        let now = (self.options.clock)();
+        if session.is_claimed(now) {
+            return Ok(Err(range_error(&session.busy(), name, id, session)));
+        }
+        session.writer = Some(WriterClaim {
+            token: (self.options.ids)(),
+            until: now.saturating_add(self.options.upload_lease),
+        });
+        let key = layout::upload_session(name, id);
+        match self
+            .storage
+            .put(&key, session.encode(), PutMode::Update(read.version))
+            .await
+        {
+            Ok(claimed) => Ok(Ok(claimed)),
+            Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
+                let (_, current) = self.load_session(name, id).await?;
+                let error = if current.is_claimed(now) {
+                    current.busy()
+                } else {
+                    current.out_of_order()
+                };
+                Ok(Err(range_error(&error, name, id, &current)))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Gives up a claim after a failed request, leaving the session as it was (best effort:
+    /// a claim also lapses by itself).
+    async fn release(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        claimed: &ObjectMeta,
+        before: &UploadSession,
+    ) {
+        if before.writer.is_none() {
+            return;
+        }
+        let mut released = before.clone();
+        released.writer = None;
+        let key = layout::upload_session(name, id);
+        let _ = self
+            .storage
+            .put(
+                &key,
+                released.encode(),
+                PutMode::Update(claimed.version.clone()),
+            )
+            .await;
     }
 
     /// Removes a session's record and its expiry index entry.
@@ -476,7 +553,7 @@ impl<S: Storage> Registry<S> {
         &self,
         session: &mut UploadSession,
         staging: &str,
-        mut body: RequestBody,
+        body: &mut RequestBody,
         expected: Option<u64>,
         max: Option<u64>,
         last: bool,
@@ -589,12 +666,13 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         digest: &Digest,
         session: &UploadSession,
+        staging: &str,
     ) -> Result<(), Error> {
         if let Err(error) = session.verify(digest) {
             self.discard(session).await;
             return Err(error);
         }
-        self.publish(digest, session).await?;
+        self.publish(digest, session, staging).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await
     }
@@ -611,35 +689,40 @@ impl<S: Storage> Registry<S> {
         staging: &str,
     ) -> Result<(), Error> {
         let interim = session.hasher()?.finish();
-        self.publish(&interim, session).await?;
+        self.publish(&interim, session, staging).await?;
         let (_, stream) = self
             .storage
             .get(&layout::blob_data(&interim), None)
             .await
             .map_err(internal)?;
-        let body: RequestBody =
+        let mut body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
         if let Err(error) = self
-            .receive(&mut rehashed, staging, body, None, None, true)
+            .receive(&mut rehashed, staging, &mut body, None, None, true)
             .await
         {
             self.discard(&rehashed).await;
             return Err(error);
         }
-        self.finish(name, digest, &rehashed).await
+        self.finish(name, digest, &rehashed, staging).await
     }
 
     /// Publishes a verified session's parts as the blob `digest` (or drops them when the
     /// registry already has that content).
-    async fn publish(&self, digest: &Digest, session: &UploadSession) -> Result<(), Error> {
+    async fn publish(
+        &self,
+        digest: &Digest,
+        session: &UploadSession,
+        staging: &str,
+    ) -> Result<(), Error> {
         let target = layout::blob_data(digest);
         if self.blob_exists(digest).await? {
             self.discard(session).await;
         } else {
             let upload = match &session.parts_upload {
                 Some(upload) => upload.clone(),
-                None => self.storage.create_parts(&target).await.map_err(internal)?,
+                None => self.storage.create_parts(staging).await.map_err(internal)?,
             };
             match self
                 .storage

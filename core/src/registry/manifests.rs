@@ -65,7 +65,7 @@ impl<S: Storage> Registry<S> {
         head: &RequestHead,
         name: &RepositoryName,
         reference: &Reference,
-        body: RequestBody,
+        body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let limit = self.options.manifest_limit;
         let bytes = read_body(body, limit).await.map_err(|e| {

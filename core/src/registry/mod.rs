@@ -44,6 +44,9 @@ pub struct Options {
     pub delete_enabled: bool,
     /// Whether an image manifest's config and layers must exist before it is accepted.
     pub require_manifest_blobs: bool,
+    /// How long (seconds) a request may hold an upload session while it writes parts, on
+    /// storage whose parts are positional; a request that dies frees it after this long.
+    pub upload_lease: u64,
     /// The largest chunk a PATCH may carry, advertised as `OCI-Chunk-Max-Length`, for hosts
     /// whose platform limits request bodies; larger chunks get 413.
     pub chunk_max_length: Option<u64>,
@@ -65,6 +68,7 @@ impl Options {
             delete_enabled: true,
             require_manifest_blobs: true,
             chunk_max_length: None,
+            upload_lease: 15 * 60,
             access: Arc::new(AllowAll),
             ids,
             clock,
@@ -81,6 +85,7 @@ impl std::fmt::Debug for Options {
             .field("delete_enabled", &self.delete_enabled)
             .field("require_manifest_blobs", &self.require_manifest_blobs)
             .field("chunk_max_length", &self.chunk_max_length)
+            .field("upload_lease", &self.upload_lease)
             .finish_non_exhaustive()
     }
 }
@@ -109,12 +114,13 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Answers one request. Never fails: every error becomes a spec error response.
-    pub async fn handle(&self, head: RequestHead, body: RequestBody) -> Response {
+    pub async fn handle(&self, head: RequestHead, mut body: RequestBody) -> Response {
         let is_head = head.method == Method::Head;
-        let response = match self.dispatch(&head, body).await {
+        let response = match self.dispatch(&head, &mut body).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
+        drain(body).await;
         if is_head {
             response.without_body()
         } else {
@@ -122,7 +128,11 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    async fn dispatch(&self, head: &RequestHead, body: RequestBody) -> Result<Response, Error> {
+    async fn dispatch(
+        &self,
+        head: &RequestHead,
+        body: &mut RequestBody,
+    ) -> Result<Response, Error> {
         let method = head.method;
         let route = Route::parse(method, &head.path)?;
         if !route.allows(method) {
@@ -234,7 +244,22 @@ pub(crate) fn internal(error: StorageError) -> Error {
 }
 
 /// Reads a whole small body, refusing more than `limit` bytes with 413.
-pub(crate) async fn read_body(mut body: RequestBody, limit: usize) -> Result<Bytes, Error> {
+/// How much of a request body that was answered before it was read (an out-of-order chunk,
+/// say) is read and dropped, so that the client, still sending, gets to read the answer.
+/// Past this the connection is dropped instead.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+async fn drain(mut body: RequestBody) {
+    let mut drained = 0u64;
+    while drained <= DRAIN_LIMIT {
+        match body.next().await {
+            Some(Ok(chunk)) => drained += chunk.len() as u64,
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+pub(crate) async fn read_body(body: &mut RequestBody, limit: usize) -> Result<Bytes, Error> {
     let mut buffer = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(body_error)?;

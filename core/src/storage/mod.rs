@@ -17,7 +17,8 @@
 //! - **Listing.** [`Storage::list`] returns keys in lexical order after `start_after`; with a
 //!   delimiter, keys below the next `/` are folded into one prefix ending in `/`.
 //! - **Parts.** A large object is written as parts (`create_parts`, `put_part`,
-//!   `complete_parts`, `abort_parts`). Part ids are unique even when two writers send the same
+//!   `complete_parts`, `abort_parts`). Unless the backend declares
+//!   [`Storage::positional_parts`], part ids are unique even when two writers send the same
 //!   part number, so a writer that loses a compare-and-swap never damages the winner's parts.
 //!   Nothing written as parts is visible until `complete_parts` publishes it.
 //! - **Deletes** are idempotent: deleting a missing key is not an error.
@@ -177,6 +178,13 @@ pub trait Storage: MaybeSend + Sync + 'static {
         0
     }
 
+    /// Whether a part written again under the same number replaces the earlier one, as in
+    /// the native multipart uploads of S3, GCS, Azure and R2. The registry then lets one
+    /// request at a time write a session's parts (it claims the session first).
+    fn positional_parts(&self) -> bool {
+        false
+    }
+
     /// Begins a parts upload; `staging_key` names where the backend may keep it.
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError>;
 
@@ -237,6 +245,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn min_part_size(&self) -> u64 {
         (**self).min_part_size()
+    }
+
+    fn positional_parts(&self) -> bool {
+        (**self).positional_parts()
     }
 
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {

@@ -1,10 +1,16 @@
 //! A backend over any [`object_store::ObjectStore`]: S3 (and R2, MinIO…), GCS, Azure with the
 //! cloud features, and object_store's own in-memory store.
 //!
-//! Conditional puts map onto object_store's `PutMode` (ETag compare-and-swap on S3). Parts
-//! are ordinary objects below `berth/parts/<upload>/`, named uniquely per write, and
-//! `complete_parts` joins them into the target with a streaming multipart upload (a single
-//! part is copied server-side). object_store's `LocalFileSystem` cannot host a registry:
+//! Conditional puts map onto object_store's `PutMode` (ETag compare-and-swap on S3).
+//!
+//! Parts come in two kinds. Given a [`MultipartStore`] ([`ObjectStoreStorage::with_multipart`]),
+//! they are the store's native multipart upload at the session's staging key: completing it
+//! publishes the staging object without moving a byte through berth, and a server-side copy
+//! places it at the content address (objects over 5 GiB, which S3 will not copy in one
+//! request, are streamed across instead). Native parts are positional and at least 5 MiB.
+//! Without one ([`ObjectStoreStorage::new`]), parts are ordinary objects below
+//! `berth/parts/<upload>/`, named uniquely per write, and `complete_parts` joins them with a
+//! streaming multipart upload. object_store's `LocalFileSystem` cannot host a registry:
 //! it does not implement `PutMode::Update`, which upload sessions need; use
 //! [`FsStorage`](super::FsStorage) for a local disk.
 
@@ -13,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ::object_store::multipart::{MultipartStore, PartId};
 use ::object_store::path::Path;
 use ::object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, UpdateVersion,
@@ -27,24 +34,48 @@ use super::{
     page_of,
 };
 
-/// Where parts live until their upload completes.
+/// Where parts live until their upload completes (parts kept as objects).
 const PARTS_PREFIX: &str = "berth/parts/";
+/// S3's smallest part but the last (`AmazonS3` documents the same bound).
+const NATIVE_MIN_PART: u64 = 5 * 1024 * 1024;
+/// The largest object S3 copies in one request.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Parts uploaded at once while joining, each of object_store's default 5 MiB chunk size.
 const JOIN_CONCURRENCY: usize = 4;
 
 /// Storage in an object store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
     counter: Arc<AtomicU64>,
 }
 
+impl std::fmt::Debug for ObjectStoreStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreStorage")
+            .field("store", &self.store)
+            .field("native_multipart", &self.multipart.is_some())
+            .finish()
+    }
+}
+
 impl ObjectStoreStorage {
-    /// Storage over `store`.
+    /// Storage over `store`, with parts kept as objects.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
+            multipart: None,
             counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Storage over `store` whose parts are the native multipart uploads of `multipart`
+    /// (usually the same store: S3, GCS and Azure implement both traits).
+    pub fn with_multipart(store: Arc<dyn ObjectStore>, multipart: Arc<dyn MultipartStore>) -> Self {
+        Self {
+            multipart: Some(multipart),
+            ..Self::new(store)
         }
     }
 
@@ -67,6 +98,13 @@ impl ObjectStoreStorage {
         }
         Ok(format!("{PARTS_PREFIX}{upload}/"))
     }
+}
+
+/// A native multipart upload: the staging key it writes and the store's id for it, kept in
+/// one string as `<staging key>\n<id>` (keys cannot hold a newline).
+fn native_upload(upload: &str) -> Result<(Path, String), StorageError> {
+    let (staging, id) = upload.split_once('\n').ok_or(StorageError::NotFound)?;
+    Ok((path(staging)?, id.to_owned()))
 }
 
 fn path(key: &str) -> Result<Path, StorageError> {
@@ -208,8 +246,29 @@ impl Storage for ObjectStoreStorage {
         Ok(page_of(entries, start_after, limit))
     }
 
-    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
-        Ok(self.unique())
+    fn min_part_size(&self) -> u64 {
+        if self.multipart.is_some() {
+            NATIVE_MIN_PART
+        } else {
+            0
+        }
+    }
+
+    fn positional_parts(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+        match &self.multipart {
+            Some(multipart) => {
+                let id = multipart
+                    .create_multipart(&path(staging_key)?)
+                    .await
+                    .map_err(error)?;
+                Ok(format!("{staging_key}\n{id}"))
+            }
+            None => Ok(self.unique()),
+        }
     }
 
     async fn put_part(
@@ -218,6 +277,16 @@ impl Storage for ObjectStoreStorage {
         number: u32,
         data: Chunks,
     ) -> Result<String, StorageError> {
+        if let Some(multipart) = &self.multipart {
+            let (staging, id) = native_upload(upload)?;
+            let index = usize::try_from(number.saturating_sub(1)).unwrap_or(usize::MAX);
+            let payload: PutPayload = data.into_iter().collect();
+            let part = multipart
+                .put_part(&staging, &id, index, payload)
+                .await
+                .map_err(error)?;
+            return Ok(part.content_id);
+        }
         let part = format!("{number:05}-{}", self.unique());
         let key = format!("{}{part}", Self::parts_prefix(upload)?);
         let payload: PutPayload = data.into_iter().collect();
@@ -235,6 +304,11 @@ impl Storage for ObjectStoreStorage {
         parts: &[String],
         target: &str,
     ) -> Result<(), StorageError> {
+        if let Some(multipart) = &self.multipart {
+            return self
+                .complete_native(multipart.as_ref(), upload, parts, target)
+                .await;
+        }
         let prefix = Self::parts_prefix(upload)?;
         if self.exists(target).await? {
             return Err(StorageError::AlreadyExists);
@@ -275,7 +349,78 @@ impl Storage for ObjectStoreStorage {
     }
 
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        if let Some(multipart) = &self.multipart {
+            let (staging, id) = native_upload(upload)?;
+            return match multipart.abort_multipart(&staging, &id).await {
+                Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(error(e)),
+            };
+        }
         self.delete_all(&Self::parts_prefix(upload)?).await
+    }
+}
+
+impl ObjectStoreStorage {
+    /// Completes a native multipart upload at its staging key, then places the object at
+    /// `target`: a server-side copy, or for objects S3 will not copy at once, a stream.
+    async fn complete_native(
+        &self,
+        multipart: &dyn MultipartStore,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        let (staging, id) = native_upload(upload)?;
+        if self.exists(target).await? {
+            return Err(StorageError::AlreadyExists);
+        }
+        let mut ids: Vec<PartId> = parts
+            .iter()
+            .map(|content_id| PartId {
+                content_id: content_id.clone(),
+            })
+            .collect();
+        if ids.is_empty() {
+            // A multipart upload needs a part; the empty blob is one empty part.
+            ids.push(
+                multipart
+                    .put_part(&staging, &id, 0, PutPayload::default())
+                    .await
+                    .map_err(error)?,
+            );
+        }
+        multipart
+            .complete_multipart(&staging, &id, ids)
+            .await
+            .map_err(error)?;
+        let size = self.store.head(&staging).await.map_err(error)?.size;
+        let target_path = path(target)?;
+        if size <= MAX_SINGLE_COPY {
+            self.store
+                .copy(&staging, &target_path)
+                .await
+                .map_err(error)?;
+        } else {
+            let upload = self
+                .store
+                .put_multipart(&target_path)
+                .await
+                .map_err(error)?;
+            let mut writer = WriteMultipart::new(upload);
+            let mut stream = self.store.get(&staging).await.map_err(error)?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                writer
+                    .wait_for_capacity(JOIN_CONCURRENCY)
+                    .await
+                    .map_err(error)?;
+                writer.put(chunk.map_err(error)?);
+            }
+            writer.finish().await.map_err(error)?;
+        }
+        match self.store.delete(&staging).await {
+            Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(error(e)),
+        }
     }
 }
 
@@ -291,5 +436,15 @@ mod tests {
             storage.list_all(PARTS_PREFIX).await.unwrap().is_empty(),
             "no parts left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn native_multipart_passes_the_conformance_suite() {
+        let store = Arc::new(::object_store::memory::InMemory::new());
+        let storage = ObjectStoreStorage::with_multipart(store.clone(), store);
+        assert!(storage.positional_parts());
+        crate::storage::conformance::run(&storage).await;
+        let left = storage.list_all("conformance/").await.unwrap();
+        assert!(left.is_empty(), "no staging objects left behind: {left:?}");
     }
 }

@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     /// Age after which abandoned upload sessions are purged: `7d`, `12h`, `30m`, `90s`; `0` keeps them [default: 7d].
     #[arg(long, env = "BERTH_UPLOAD_EXPIRY")]
     pub(crate) upload_expiry: Option<String>,
+    /// How long a request may hold an upload session while writing parts to S3 (it frees it
+    /// when done; a request that dies frees it after this long): `15m`, `30s` [default: 15m].
+    #[arg(long, env = "BERTH_UPLOAD_LEASE")]
+    pub(crate) upload_lease: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -114,6 +118,7 @@ struct FileConfig {
     part_size: Option<usize>,
     chunk_max_length: Option<u64>,
     upload_expiry: Option<String>,
+    upload_lease: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -149,6 +154,8 @@ pub(crate) struct Settings {
     pub(crate) chunk_max_length: Option<u64>,
     /// Seconds; 0 keeps sessions forever.
     pub(crate) upload_expiry: u64,
+    /// Seconds.
+    pub(crate) upload_lease: u64,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -211,6 +218,12 @@ impl ServeArgs {
                     .as_deref()
                     .unwrap_or("7d"),
             )?,
+            upload_lease: parse_age(
+                self.upload_lease
+                    .or(file.upload_lease)
+                    .as_deref()
+                    .unwrap_or("15m"),
+            )?,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })
@@ -239,7 +252,7 @@ fn parse_age(text: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("upload-expiry {text:?}: use a number with s, m, h or d"))
+        .ok_or_else(|| format!("{text:?}: use a number with s, m, h or d"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
