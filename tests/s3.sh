@@ -11,7 +11,7 @@ work=$(mktemp -d /tmp/berth-s3.XXXXXX)
 port=$(free_port)
 "$tools/moto-venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$work"' EXIT
+trap 'stop_all_servers; kill $moto 2>/dev/null; wait $moto 2>/dev/null; rm -rf "$work"' EXIT
 wait_http "http://127.0.0.1:$port/" 30 || { echo "moto did not start"; cat "$work/moto.log"; exit 1; }
 
 export BERTH_S3_ENDPOINT=http://127.0.0.1:$port
@@ -27,4 +27,24 @@ for suite in conformance clients durability scaleout memory; do
   TESTS_PASSED=$((TESTS_PASSED + $(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")))
   TESTS_FAILED=$((TESTS_FAILED + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
 done
+blob_redirect() {
+  start_berth "$binary" "$work/redirect" --blob-redirect 10m || return 1
+  local addr=$BERTH_ADDR digest
+  digest=sha256:$(printf 'redirected' | sha256sum | cut -d' ' -f1)
+  equal "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary redirected "http://$addr/v2/r/blobs/uploads/?digest=$digest")" 201 &&
+  equal "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/v2/r/blobs/$digest")" 307 &&
+  contains "$(curl -s -D - -o /dev/null "http://$addr/v2/r/blobs/$digest" | tr -d '\r' | sed -n 's/^location: //Ip')" "X-Amz-Signature=" &&
+  equal "$(curl -sL "http://$addr/v2/r/blobs/$digest")" redirected &&
+  equal "$(curl -s -o /dev/null -w '%{http_code}' -I "http://$addr/v2/r/blobs/$digest")" 200 &&
+  equal "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/v2/r/blobs/sha256:$(printf x | sha256sum | cut -d' ' -f1)")" 404 || return 1
+  cd "$work" && python3 "$here/lib/make_oci_layout.py" image v1 >/dev/null &&
+  skopeo copy --dest-tls-verify=false oci:image:v1 "docker://$addr/redirect/image:v1" &&
+  skopeo copy --src-tls-verify=false "docker://$addr/redirect/image:v1" oci:pulled:v1 &&
+  equal "$(python3 -c 'import json; print(json.load(open("pulled/index.json"))["manifests"][0]["digest"])')" \
+        "$(python3 -c 'import json; print(json.load(open("image/index.json"))["manifests"][0]["digest"])')"
+}
+log "presigned redirects on S3 (moto)"
+check "--blob-redirect: blob GETs answer 307 to a presigned URL; skopeo pulls through it" blob_redirect
+stop_all_servers
+
 summary s3

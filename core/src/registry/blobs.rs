@@ -50,6 +50,20 @@ impl<S: Storage> Registry<S> {
             Err(StorageError::NotFound) => return Err(unknown()),
             Err(e) => return Err(internal(e)),
         };
+        // Redirect only to content known to exist, so a miss is still the spec's 404.
+        if head.method == Method::Get
+            && let Some(expires_in) = self.options.blob_redirect
+            && let Some(url) = self
+                .storage
+                .presigned_get(&key, expires_in)
+                .await
+                .map_err(internal)?
+        {
+            return Ok(Response::empty(307)
+                .with_header("Location", url)
+                .with_header("Docker-Content-Digest", digest.as_str())
+                .with_header("Content-Length", "0"));
+        }
         let unsatisfiable = |why: String| {
             Response::error(&Error::new(ErrorCode::RangeInvalid, why))
                 .with_header("Content-Range", format!("bytes */{size}"))

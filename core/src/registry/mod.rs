@@ -47,6 +47,10 @@ pub struct Options {
     /// How long (seconds) a request may hold an upload session while it writes parts, on
     /// storage whose parts are positional; a request that dies frees it after this long.
     pub upload_lease: u64,
+    /// When set, a blob GET is answered with a 307 redirect to a URL the storage signs for
+    /// this many seconds (S3 presigned URLs), so blob bytes bypass the registry. Off by
+    /// default; storage that cannot sign is served directly.
+    pub blob_redirect: Option<u64>,
     /// The largest chunk a PATCH may carry, advertised as `OCI-Chunk-Max-Length`, for hosts
     /// whose platform limits request bodies; larger chunks get 413.
     pub chunk_max_length: Option<u64>,
@@ -68,6 +72,7 @@ impl Options {
             delete_enabled: true,
             require_manifest_blobs: true,
             chunk_max_length: None,
+            blob_redirect: None,
             upload_lease: 15 * 60,
             access: Arc::new(AllowAll),
             ids,
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Options {
             .field("require_manifest_blobs", &self.require_manifest_blobs)
             .field("chunk_max_length", &self.chunk_max_length)
             .field("upload_lease", &self.upload_lease)
+            .field("blob_redirect", &self.blob_redirect)
             .finish_non_exhaustive()
     }
 }

@@ -185,6 +185,16 @@ pub trait Storage: MaybeSend + Sync + 'static {
         false
     }
 
+    /// A URL from which a client may GET the object directly for `expires_in` seconds, when
+    /// the backend can sign one (an S3 presigned URL); `None` otherwise.
+    async fn presigned_get(
+        &self,
+        _key: &str,
+        _expires_in: u64,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     /// Begins a parts upload; `staging_key` names where the backend may keep it.
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError>;
 
@@ -249,6 +259,14 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn positional_parts(&self) -> bool {
         (**self).positional_parts()
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: u64,
+    ) -> Result<Option<String>, StorageError> {
+        (**self).presigned_get(key, expires_in).await
     }
 
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {

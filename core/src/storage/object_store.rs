@@ -48,6 +48,8 @@ const JOIN_CONCURRENCY: usize = 4;
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
     multipart: Option<Arc<dyn MultipartStore>>,
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    signer: Option<Arc<dyn ::object_store::signer::Signer>>,
     counter: Arc<AtomicU64>,
 }
 
@@ -66,8 +68,18 @@ impl ObjectStoreStorage {
         Self {
             store,
             multipart: None,
+            #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+            signer: None,
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Signs URLs with `signer` (usually the store itself), so that blob GETs may be
+    /// redirected to the store ([`Storage::presigned_get`]).
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    pub fn with_signer(mut self, signer: Arc<dyn ::object_store::signer::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Storage over `store` whose parts are the native multipart uploads of `multipart`
@@ -256,6 +268,26 @@ impl Storage for ObjectStoreStorage {
 
     fn positional_parts(&self) -> bool {
         self.multipart.is_some()
+    }
+
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: u64,
+    ) -> Result<Option<String>, StorageError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(
+                ::object_store::signer::Method::GET,
+                &path(key)?,
+                std::time::Duration::from_secs(expires_in),
+            )
+            .await
+            .map_err(error)?;
+        Ok(Some(url.to_string()))
     }
 
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {

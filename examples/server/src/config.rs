@@ -78,6 +78,10 @@ pub(crate) struct ServeArgs {
     /// when done; a request that dies frees it after this long): `15m`, `30s` [default: 15m].
     #[arg(long, env = "BERTH_UPLOAD_LEASE")]
     pub(crate) upload_lease: Option<String>,
+    /// Answer blob GETs with a 307 to a presigned S3 URL valid this long (`15m`), so blob
+    /// bytes bypass berth [default: off].
+    #[arg(long, env = "BERTH_BLOB_REDIRECT")]
+    pub(crate) blob_redirect: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -119,6 +123,7 @@ struct FileConfig {
     chunk_max_length: Option<u64>,
     upload_expiry: Option<String>,
     upload_lease: Option<String>,
+    blob_redirect: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -156,6 +161,8 @@ pub(crate) struct Settings {
     pub(crate) upload_expiry: u64,
     /// Seconds.
     pub(crate) upload_lease: u64,
+    /// Seconds a presigned blob URL lives; `None` serves blobs directly.
+    pub(crate) blob_redirect: Option<u64>,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -224,6 +231,11 @@ impl ServeArgs {
                     .as_deref()
                     .unwrap_or("15m"),
             )?,
+            blob_redirect: self
+                .blob_redirect
+                .or(file.blob_redirect)
+                .map(|age| parse_age(&age))
+                .transpose()?,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })

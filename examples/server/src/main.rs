@@ -137,7 +137,7 @@ fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
     }
     let store = Arc::new(builder.build().map_err(|e| format!("S3 storage: {e}"))?);
     // Uploads use S3's own multipart uploads: finishing one moves no byte through berth.
-    Ok(ObjectStoreStorage::with_multipart(store.clone(), store))
+    Ok(ObjectStoreStorage::with_multipart(store.clone(), store.clone()).with_signer(store))
 }
 
 /// The storage the settings name, and a description for the log.
@@ -160,6 +160,7 @@ fn registry_options(settings: &Settings) -> Options {
     options.delete_enabled = settings.delete_enabled;
     options.chunk_max_length = settings.chunk_max_length;
     options.upload_lease = settings.upload_lease;
+    options.blob_redirect = settings.blob_redirect;
     if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }
