@@ -47,6 +47,12 @@ if [ ! -x "$tools/moto-venv/bin/moto_server" ]; then
   "$tools/moto-venv/bin/pip" install -q 'moto[s3]==5.2.5' flask flask-cors
 fi
 
+# s3s-fs: a disk-backed S3 server for the 6 GiB blob test (moto keeps objects in memory).
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+  log "cargo install s3s-fs"
+  cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$tools"
+fi
+
 command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)"; exit 1; }
 
 [ -x "$tools/bin/crane" ] || { log "go install crane"; go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }

@@ -48,7 +48,7 @@ passed_total=$((passed_total + ${cargo_passed:-0})); failed_total=$((failed_tota
 step "build berth once (release)"
 if cargo build --release --locked -p berth-server; then
   binary=$root/target/release/berth
-  for suite in transcripts conformance clients registry2 durability scaleout memory server s3; do
+  for suite in transcripts conformance clients registry2 durability scaleout memory server s3 big-blob; do
     step "$suite"
     TEST_LOG=$logs/$suite.log "tests/$suite.sh" "$binary" 2>&1 | tee "$logs/$suite.out"
     [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("$suite")

@@ -16,6 +16,20 @@ use crate::routes::UploadId;
 use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
 use crate::upload::{PartWriter, StagedTail, UploadSession, WriterClaim};
 
+/// A chunk taken into a session, not yet recorded.
+struct Written {
+    /// The record's version (after the claim, if one was taken).
+    meta: ObjectMeta,
+    /// The session as the record holds it.
+    before: UploadSession,
+    /// The session advanced by the chunk.
+    session: UploadSession,
+    /// A staged tail the advanced session no longer needs.
+    obsolete_tail: Option<String>,
+    /// Whether the session hashes with the algorithm of the digest that finishes it.
+    hashed_as_named: bool,
+}
+
 /// Upload session records are tiny; anything larger is not one of ours.
 const SESSION_RECORD_LIMIT: u64 = 1024 * 1024;
 
@@ -260,34 +274,17 @@ impl<S: Storage> Registry<S> {
         id: &UploadId,
         body: &mut RequestBody,
     ) -> Result<Response, Error> {
-        let (meta, mut session) = self.load_session(name, id).await?;
-        let expected = match session.check_chunk(head.header("Content-Range")) {
-            Ok(expected) => expected,
-            Err(error) => return Ok(range_error(&error, name, id, &session)),
+        let written = match self.write_chunk(head, name, id, body, None).await? {
+            Ok(written) => written,
+            Err(refused) => return Ok(refused),
         };
-        let max = self.options.chunk_max_length;
-        if let (Some(max), Some(len)) = (max, expected.or(content_length(head)))
-            && len > max
-        {
-            return Err(chunk_too_large(max));
-        }
-        let meta = match self.claim(name, id, meta, &mut session).await? {
-            Ok(meta) => meta,
-            Err(busy) => return Ok(busy),
-        };
-        let before = session.clone();
-        let staging = layout::upload_staging(name, id);
-        let received = self
-            .receive(&mut session, &staging, body, expected, max, false)
-            .await;
-        let obsolete_tail = match received {
-            Ok(obsolete) => obsolete,
-            Err(error) => {
-                self.discard_new_parts(&before, &session).await;
-                self.release(name, id, &meta, &before).await;
-                return Err(error);
-            }
-        };
+        let Written {
+            meta,
+            before,
+            mut session,
+            obsolete_tail,
+            ..
+        } = written;
         session.writer = None;
         match self
             .save_session(name, id, &meta, &before, &session)
@@ -315,16 +312,59 @@ impl<S: Storage> Registry<S> {
             )
         })?;
         let digest = parse_digest(&digest)?;
+        let written = match self
+            .write_chunk(head, name, id, body, Some(&digest))
+            .await?
+        {
+            Ok(written) => written,
+            Err(refused) => return Ok(refused),
+        };
+        let staging = layout::upload_staging(name, id);
+        let session = &written.session;
+        let finished = if written.hashed_as_named {
+            self.finish(name, &digest, session, &staging).await
+        } else {
+            self.finish_rehashed(name, &digest, session, &staging).await
+        };
+        // Finished or failed, the session is over: a digest mismatch cannot be repaired by
+        // sending more bytes, and registry:2 also ends the session.
+        self.end_session(name, id, session).await?;
+        self.delete_quietly(written.obsolete_tail).await;
+        finished?;
+        Ok(created(name, &digest))
+    }
+
+    /// Takes a chunk into an open session (a PATCH, or the PUT that ends the upload when
+    /// `finish` names the digest): loads the record, checks the chunk's range and size,
+    /// claims the session where parts are positional, and streams the body into parts.
+    /// The advanced session is returned unsaved, or the response that refuses the chunk.
+    async fn write_chunk(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: &mut RequestBody,
+        finish: Option<&Digest>,
+    ) -> Result<Result<Written, Response>, Error> {
         let (meta, mut session) = self.load_session(name, id).await?;
         let expected = match session.check_chunk(head.header("Content-Range")) {
             Ok(expected) => expected,
-            Err(error) => return Ok(range_error(&error, name, id, &session)),
+            Err(error) => return Ok(Err(range_error(&error, name, id, &session))),
+        };
+        let max = self.options.chunk_max_length;
+        if let (Some(max), Some(len)) = (max, expected.or(content_length(head)))
+            && len > max
+        {
+            return Err(chunk_too_large(max));
+        }
+        let hashed_as_named = match finish {
+            Some(digest) => session.adopt_algorithm(digest.algorithm())?,
+            None => true,
         };
         let meta = match self.claim(name, id, meta, &mut session).await? {
             Ok(meta) => meta,
-            Err(busy) => return Ok(busy),
+            Err(busy) => return Ok(Err(busy)),
         };
-        let hashed_as_named = session.adopt_algorithm(digest.algorithm())?;
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         let received = self
@@ -333,30 +373,24 @@ impl<S: Storage> Registry<S> {
                 &staging,
                 body,
                 expected,
-                self.options.chunk_max_length,
-                true,
+                max,
+                finish.is_some(),
             )
             .await;
-        let obsolete_tail = match received {
-            Ok(obsolete) => obsolete,
+        match received {
+            Ok(obsolete_tail) => Ok(Ok(Written {
+                meta,
+                before,
+                session,
+                obsolete_tail,
+                hashed_as_named,
+            })),
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
                 self.release(name, id, &meta, &before).await;
-                return Err(error);
+                Err(error)
             }
-        };
-        let finished = if hashed_as_named {
-            self.finish(name, &digest, &session, &staging).await
-        } else {
-            self.finish_rehashed(name, &digest, &session, &staging)
-                .await
-        };
-        // Finished or failed, the session is over: a digest mismatch cannot be repaired by
-        // sending more bytes, and registry:2 also ends the session.
-        self.end_session(name, id, &session).await?;
-        self.delete_quietly(obsolete_tail).await;
-        finished?;
-        Ok(created(name, &digest))
+        }
     }
 
     pub(super) async fn cancel_upload(

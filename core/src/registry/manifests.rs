@@ -249,27 +249,37 @@ impl<S: Storage> Registry<S> {
         Ok(Response::empty(202).with_header("Content-Length", "0"))
     }
 
-    /// Every tag of a repository, in lexical order.
-    async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
-        let prefix = layout::tags(name);
-        let mut tags = Vec::new();
+    /// The names of the folders directly below `prefix` (without the prefix or the `/`),
+    /// following every page of the listing.
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let mut folders = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .storage
-                .list(&prefix, true, after.as_deref(), 1000)
+                .list(prefix, true, after.as_deref(), 1000)
                 .await
                 .map_err(internal)?;
             after = page.prefixes.last().or(page.objects.last()).cloned();
-            tags.extend(
+            folders.extend(
                 page.prefixes
                     .iter()
-                    .filter_map(|p| p[prefix.len()..].trim_end_matches('/').parse::<Tag>().ok()),
+                    .map(|p| p[prefix.len()..].trim_end_matches('/').to_owned()),
             );
             if !page.truncated || after.is_none() {
-                break;
+                return Ok(folders);
             }
         }
+    }
+
+    /// Every tag of a repository, in lexical order.
+    async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
+        let mut tags: Vec<Tag> = self
+            .folders(&layout::tags(name))
+            .await?
+            .iter()
+            .filter_map(|folder| folder.parse().ok())
+            .collect();
         // Storage orders "v1-rc/" before "v1/"; tags order "v1" before "v1-rc".
         tags.sort();
         Ok(tags)
@@ -332,27 +342,11 @@ impl<S: Storage> Registry<S> {
         // `_uploads`; other folders are namespaces to descend into.
         let mut pending = vec![root.clone()];
         while let Some(prefix) = pending.pop() {
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .storage
-                    .list(&prefix, true, after.as_deref(), 1000)
-                    .await
-                    .map_err(internal)?;
-                after = page.prefixes.last().or(page.objects.last()).cloned();
-                for folder in &page.prefixes {
-                    let segment = folder[prefix.len()..].trim_end_matches('/');
-                    if segment.starts_with('_') {
-                        if prefix != root {
-                            repositories
-                                .push(prefix[root.len()..].trim_end_matches('/').to_owned());
-                        }
-                    } else {
-                        pending.push(folder.clone());
-                    }
-                }
-                if !page.truncated || after.is_none() {
-                    break;
+            for segment in self.folders(&prefix).await? {
+                if !segment.starts_with('_') {
+                    pending.push(format!("{prefix}{segment}/"));
+                } else if prefix != root {
+                    repositories.push(prefix[root.len()..].trim_end_matches('/').to_owned());
                 }
             }
         }
