@@ -95,6 +95,39 @@ pub(crate) fn upload_index_entry(started_at: u64, id: &UploadId) -> String {
     format!("berth/uploads/{started_at:016}-{}", id.as_str())
 }
 
+/// The index of a repository's tags: one object per tag, named by the tag, holding its
+/// digest, so a page of the tag list costs one listing of that page.
+pub(crate) fn tag_index_folder(name: &RepositoryName) -> String {
+    format!("berth/tags/{name}/_tags/")
+}
+
+/// One tag's entry in the index.
+pub(crate) fn tag_index_entry(name: &RepositoryName, tag: &Tag) -> String {
+    format!("berth/tags/{name}/_tags/{tag}")
+}
+
+/// Present once the tag index of a repository is complete (tags registry:2 wrote included).
+pub(crate) fn tag_index_complete(name: &RepositoryName) -> String {
+    format!("berth/tags/{name}/_complete")
+}
+
+/// The catalog index: one object per repository.
+pub(crate) fn catalog_index() -> &'static str {
+    "berth/catalog/"
+}
+
+/// A repository's catalog entry. The `!` ends the name: it sorts below every character a
+/// name may hold, so entries list in the order of the names ("a" before "a-b" before "a/b"),
+/// and no entry is a folder of another's.
+pub(crate) fn catalog_entry(name: &RepositoryName) -> String {
+    format!("berth/catalog/{name}!")
+}
+
+/// Present once the catalog index is complete (repositories registry:2 made included).
+pub(crate) fn catalog_complete() -> &'static str {
+    "berth/catalog-complete"
+}
+
 /// The referrers of one subject: one object per referrer, so concurrent pushes of referrers
 /// of the same subject never contend for one key.
 pub(crate) fn referrers(name: &RepositoryName, subject: &Digest) -> String {

@@ -256,6 +256,7 @@ impl<S: Storage> Registry<S> {
         if available {
             self.write_link(&layout::layer_link(name, digest), digest)
                 .await?;
+            self.register_repository(name).await?;
         }
         Ok(available)
     }
@@ -722,7 +723,8 @@ impl<S: Storage> Registry<S> {
         }
         self.publish(digest, session, staging).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
-            .await
+            .await?;
+        self.register_repository(name).await
     }
 
     /// Finishes an upload that was hashed with another algorithm than the digest it is

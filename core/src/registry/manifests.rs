@@ -164,7 +164,9 @@ impl<S: Storage> Registry<S> {
                 .await?;
             self.write_link(&layout::tag_current(name, tag), &digest)
                 .await?;
+            self.index_tag(name, tag, &digest).await?;
         }
+        self.register_repository(name).await?;
 
         let mut response = Response::empty(201)
             .with_header("Location", format!("/v2/{name}/manifests/{digest}"))
@@ -200,10 +202,7 @@ impl<S: Storage> Registry<S> {
                 {
                     return Err(unknown());
                 }
-                self.storage
-                    .delete_all(&layout::tag(name, tag))
-                    .await
-                    .map_err(internal)?;
+                self.delete_tag(name, tag).await?;
             }
             Reference::Digest(digest) => {
                 if self
@@ -234,10 +233,7 @@ impl<S: Storage> Registry<S> {
                         .as_ref()
                         == Some(digest)
                     {
-                        self.storage
-                            .delete_all(&layout::tag(name, &tag))
-                            .await
-                            .map_err(internal)?;
+                        self.delete_tag(name, &tag).await?;
                     }
                 }
                 self.storage
@@ -273,7 +269,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Every tag of a repository, in lexical order.
-    async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
+    pub(super) async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
         let mut tags: Vec<Tag> = self
             .folders(&layout::tags(name))
             .await?
@@ -301,15 +297,14 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         let limit = page_size(head)?;
         let last = query(head, "last");
-        let tags = self.tag_names(name).await?;
-        if tags.is_empty() && !self.repository_exists(name).await? {
+        let (page, truncated) = self.tags_page(name, last.as_deref(), limit).await?;
+        if page.is_empty() && last.is_none() && !self.repository_exists(name).await? {
             return Err(Error::new(
                 ErrorCode::NameUnknown,
                 format!("repository {name} is not known"),
             ));
         }
-        let names: Vec<String> = tags.into_iter().map(|t| t.as_str().to_owned()).collect();
-        let (page, next) = paginate(names, last.as_deref(), limit);
+        let next = page.last().filter(|_| truncated).cloned();
         #[derive(Serialize)]
         struct TagList<'a> {
             name: &'a str,
@@ -333,13 +328,11 @@ impl<S: Storage> Registry<S> {
         Ok(response)
     }
 
-    pub(super) async fn catalog(&self, head: &RequestHead) -> Result<Response, Error> {
-        let limit = page_size(head)?;
-        let last = query(head, "last");
+    /// Every repository, found by walking the registry:2 tree: a folder is a repository when
+    /// it holds `_manifests`, `_layers` or `_uploads`; other folders are namespaces.
+    pub(super) async fn walk_repositories(&self) -> Result<Vec<String>, Error> {
         let root = layout::repositories();
         let mut repositories = Vec::new();
-        // A folder is a repository when it holds registry:2's `_manifests`, `_layers` or
-        // `_uploads`; other folders are namespaces to descend into.
         let mut pending = vec![root.clone()];
         while let Some(prefix) = pending.pop() {
             for segment in self.folders(&prefix).await? {
@@ -352,7 +345,14 @@ impl<S: Storage> Registry<S> {
         }
         repositories.sort();
         repositories.dedup();
-        let (page, next) = paginate(repositories, last.as_deref(), limit);
+        Ok(repositories)
+    }
+
+    pub(super) async fn catalog(&self, head: &RequestHead) -> Result<Response, Error> {
+        let limit = page_size(head)?;
+        let last = query(head, "last");
+        let (page, truncated) = self.catalog_page(last.as_deref(), limit).await?;
+        let next = page.last().filter(|_| truncated).cloned();
         let body =
             serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
         let mut response = Response::json(200, body);
@@ -405,54 +405,5 @@ impl<S: Storage> Registry<S> {
             response = response.with_header("OCI-Filters-Applied", "artifactType");
         }
         Ok(response)
-    }
-}
-
-/// Cuts a sorted list after `last`, to at most `limit` entries; returns the page and, when
-/// more follow, the last entry of the page (the next request's `last`).
-fn paginate(
-    items: Vec<String>,
-    last: Option<&str>,
-    limit: Option<usize>,
-) -> (Vec<String>, Option<String>) {
-    let mut items: Vec<String> = match last {
-        Some(last) => items
-            .into_iter()
-            .filter(|item| item.as_str() > last)
-            .collect(),
-        None => items,
-    };
-    match limit {
-        Some(limit) if items.len() > limit => {
-            items.truncate(limit);
-            let next = items.last().cloned();
-            (items, next)
-        }
-        _ => (items, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::paginate;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn pagination() {
-        let all = strings(&["a", "b", "c", "d"]);
-        assert_eq!(paginate(all.clone(), None, None), (all.clone(), None));
-        assert_eq!(
-            paginate(all.clone(), None, Some(2)),
-            (strings(&["a", "b"]), Some("b".into()))
-        );
-        assert_eq!(
-            paginate(all.clone(), Some("b"), Some(2)),
-            (strings(&["c", "d"]), None)
-        );
-        assert_eq!(paginate(all.clone(), Some("d"), Some(2)), (vec![], None));
-        assert_eq!(paginate(all, None, Some(0)).0, Vec::<String>::new());
     }
 }

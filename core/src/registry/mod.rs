@@ -9,6 +9,7 @@
 //! body. Memory per request is bounded by one upload part (see [`Options::part_size`]).
 
 mod blobs;
+mod index;
 mod manifests;
 
 use std::sync::Arc;

@@ -221,6 +221,26 @@ async fn listing<S: Storage + ?Sized>(storage: &S) {
         "start_after continues the listing"
     );
 
+    let first = storage
+        .list("conformance/list/", false, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.objects,
+        ["conformance/list/a", "conformance/list/b/1"],
+        "a recursive listing pages in order"
+    );
+    assert!(first.truncated, "a recursive page cut at the limit says so");
+    let second = storage
+        .list("conformance/list/", false, Some("conformance/list/b/1"), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.objects,
+        ["conformance/list/b/2", "conformance/list/c"],
+        "start_after continues a recursive listing"
+    );
+
     let none = storage
         .list("conformance/nothing/", true, None, 10)
         .await

@@ -247,11 +247,22 @@ impl Storage for ObjectStoreStorage {
                 }
             }
         } else {
-            let mut stream = self.store.list(folder_path.as_ref());
+            // Object stores list in lexical order and can start after a key (S3's
+            // StartAfter), so a page costs what it holds, not what the prefix holds.
+            let mut stream = match start_after {
+                Some(after) => {
+                    let offset = Path::parse(after).map_err(StorageError::backend)?;
+                    self.store.list_with_offset(folder_path.as_ref(), &offset)
+                }
+                None => self.store.list(folder_path.as_ref()),
+            };
             while let Some(object) = stream.next().await {
                 let key = object.map_err(error)?.location.to_string();
                 if key.starts_with(prefix) {
                     entries.push(fold(prefix, &key, false));
+                    if entries.len() > limit {
+                        break;
+                    }
                 }
             }
         }

@@ -1,0 +1,171 @@
+//! Index keys for the tag list and the catalog, so that a page costs one listing of that page
+//! on an object store rather than a walk of the repository tree. registry:2 keeps no such
+//! index: for a root it wrote, the first listing builds the index from its folders once.
+
+use bytes::Bytes;
+
+use super::{Registry, internal};
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::layout;
+use crate::reference::{RepositoryName, Tag};
+use crate::storage::{ListPage, PutMode, Storage, StorageError, StorageExt};
+
+impl<S: Storage> Registry<S> {
+    /// Records a tag in the tag index.
+    pub(super) async fn index_tag(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        self.storage
+            .put(
+                &layout::tag_index_entry(name, tag),
+                Bytes::copy_from_slice(digest.as_str().as_bytes()),
+                PutMode::Overwrite,
+            )
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+
+    /// Removes a tag: its registry:2 folder and its index entry.
+    pub(super) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<(), Error> {
+        self.storage
+            .delete_all(&layout::tag(name, tag))
+            .await
+            .map_err(internal)?;
+        self.storage
+            .delete(&layout::tag_index_entry(name, tag))
+            .await
+            .map_err(internal)
+    }
+
+    /// Adds a repository to the catalog index, once.
+    pub(super) async fn register_repository(&self, name: &RepositoryName) -> Result<(), Error> {
+        let entry = layout::catalog_entry(name);
+        if self.storage.exists(&entry).await.map_err(internal)? {
+            return Ok(());
+        }
+        match self
+            .storage
+            .put(&entry, Bytes::new(), PutMode::Create)
+            .await
+        {
+            Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// One page of a repository's tags, after `last`, at most `limit` (all when `None`);
+    /// and whether more follow.
+    pub(super) async fn tags_page(
+        &self,
+        name: &RepositoryName,
+        last: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<String>, bool), Error> {
+        if !self
+            .storage
+            .exists(&layout::tag_index_complete(name))
+            .await
+            .map_err(internal)?
+        {
+            let tags = self.tag_names(name).await?;
+            for tag in &tags {
+                if let Some(digest) = self.read_link(&layout::tag_current(name, tag)).await? {
+                    self.index_tag(name, tag, &digest).await?;
+                }
+            }
+            // A repository without tags (or without existence) is cheap to look at again,
+            // and leaves no marker behind.
+            if !tags.is_empty() {
+                self.mark_complete(&layout::tag_index_complete(name))
+                    .await?;
+            }
+        }
+        let folder = layout::tag_index_folder(name);
+        let page = self
+            .index_page(&folder, last.map(|l| format!("{folder}{l}")), limit)
+            .await?;
+        let tags = page
+            .objects
+            .iter()
+            .map(|key| key[folder.len()..].to_owned())
+            .collect();
+        Ok((tags, page.truncated))
+    }
+
+    /// One page of the catalog, after `last`, at most `limit` (all when `None`); and whether
+    /// more follow.
+    pub(super) async fn catalog_page(
+        &self,
+        last: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<String>, bool), Error> {
+        if !self
+            .storage
+            .exists(layout::catalog_complete())
+            .await
+            .map_err(internal)?
+        {
+            for name in self.walk_repositories().await? {
+                if let Ok(name) = name.parse() {
+                    self.register_repository(&name).await?;
+                }
+            }
+            self.mark_complete(layout::catalog_complete()).await?;
+        }
+        let folder = layout::catalog_index();
+        // `last` is a name; its entry is the name with the `!` terminator.
+        let page = self
+            .index_page(folder, last.map(|l| format!("{folder}{l}!")), limit)
+            .await?;
+        let names = page
+            .objects
+            .iter()
+            .map(|key| key[folder.len()..].trim_end_matches('!').to_owned())
+            .collect();
+        Ok((names, page.truncated))
+    }
+
+    async fn index_page(
+        &self,
+        folder: &str,
+        start_after: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<ListPage, Error> {
+        match limit {
+            Some(limit) => self
+                .storage
+                .list(folder, false, start_after.as_deref(), limit)
+                .await
+                .map_err(internal),
+            None => {
+                let mut all = ListPage::default();
+                let mut after = start_after;
+                loop {
+                    let page = self
+                        .storage
+                        .list(folder, false, after.as_deref(), 1000)
+                        .await
+                        .map_err(internal)?;
+                    after = page.objects.last().cloned();
+                    all.objects.extend(page.objects);
+                    if !page.truncated || after.is_none() {
+                        return Ok(all);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mark_complete(&self, key: &str) -> Result<(), Error> {
+        self.storage
+            .put(key, Bytes::new(), PutMode::Overwrite)
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+}
