@@ -19,7 +19,14 @@ export AWS_ACCESS_KEY_ID=berth-test AWS_SECRET_ACCESS_KEY=berth-test AWS_REGION=
 # A request killed while it writes to S3 holds its upload for this long (see scaleout.sh).
 export BERTH_UPLOAD_LEASE=3s
 status=0
-for suite in conformance clients durability scaleout memory; do
+storage_suite() {
+  local storage; mapfile -t storage < <(storage_flags "$work/check")
+  "$binary" check-storage "${storage[@]}"
+}
+log "storage conformance suite on S3 (moto)"
+check "the storage conformance suite, through object_store's S3 client (native multipart)" storage_suite
+
+for suite in transcripts conformance clients durability scaleout memory; do
   log "$suite on S3 (moto)"
   "$here/$suite.sh" "$binary" 2>&1 | sed -u "s/^\\(\\S*\\): \\([0-9]* passed, [0-9]* failed\\)$/\\1-s3: \\2/" | tee "$work/$suite.out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

@@ -111,4 +111,10 @@ purge_command() {
 }
 check "berth purge-uploads removes sessions older than the expiry, with their parts" purge_command
 
+check_storage() {
+  contains "$("$binary" check-storage --root "$work/check-root")" "every check passed" &&
+  [ -z "$(ls "$work/check-root" | grep -v '^berth$')" ]
+}
+check "berth check-storage runs the storage conformance suite on a root and cleans up" check_storage
+
 summary server

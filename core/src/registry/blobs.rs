@@ -697,9 +697,19 @@ impl<S: Storage> Registry<S> {
                 upload
             }
         };
-        let number = u32::try_from(session.parts.len() + 1).map_err(|_| {
-            Error::new(ErrorCode::BlobUploadInvalid, "too many parts in one upload")
-        })?;
+        let number = u32::try_from(session.parts.len() + 1).unwrap_or(u32::MAX);
+        if self.storage.max_parts().is_some_and(|max| number > max) {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "this blob needs more than {} parts of {} bytes: the registry's part size \
+                     must grow to store it",
+                    number - 1,
+                    self.part_size()
+                ),
+            )
+            .with_status(413));
+        }
         let part = self
             .storage
             .put_part(&upload, number, data)

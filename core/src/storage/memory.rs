@@ -17,6 +17,7 @@ use super::{
 pub struct MemoryStorage {
     state: Mutex<State>,
     min_part_size: u64,
+    max_parts: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +32,14 @@ impl MemoryStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store, declaring (like S3) that an upload may have at most `max` parts.
+    pub fn with_max_parts(self, max: u32) -> Self {
+        Self {
+            max_parts: Some(max),
+            ..self
+        }
     }
 
     /// An empty store that, like S3, refuses to complete parts uploads whose parts (but the
@@ -138,6 +147,10 @@ impl Storage for MemoryStorage {
 
     fn min_part_size(&self) -> u64 {
         self.min_part_size
+    }
+
+    fn max_parts(&self) -> Option<u32> {
+        self.max_parts
     }
 
     async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {

@@ -178,6 +178,11 @@ pub trait Storage: MaybeSend + Sync + 'static {
         0
     }
 
+    /// The most parts one upload may have (S3 allows 10,000); `None` for no limit.
+    fn max_parts(&self) -> Option<u32> {
+        None
+    }
+
     /// Whether a part written again under the same number replaces the earlier one, as in
     /// the native multipart uploads of S3, GCS, Azure and R2. The registry then lets one
     /// request at a time write a session's parts (it claims the session first).
@@ -259,6 +264,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn positional_parts(&self) -> bool {
         (**self).positional_parts()
+    }
+
+    fn max_parts(&self) -> Option<u32> {
+        (**self).max_parts()
     }
 
     async fn presigned_get(

@@ -38,6 +38,8 @@ use super::{
 const PARTS_PREFIX: &str = "berth/parts/";
 /// S3's smallest part but the last (`AmazonS3` documents the same bound).
 const NATIVE_MIN_PART: u64 = 5 * 1024 * 1024;
+/// The most parts of one S3 multipart upload.
+const NATIVE_MAX_PARTS: u32 = 10_000;
 /// The largest object S3 copies in one request.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Parts uploaded at once while joining, each of object_store's default 5 MiB chunk size.
@@ -279,6 +281,10 @@ impl Storage for ObjectStoreStorage {
 
     fn positional_parts(&self) -> bool {
         self.multipart.is_some()
+    }
+
+    fn max_parts(&self) -> Option<u32> {
+        self.multipart.as_ref().map(|_| NATIVE_MAX_PARTS)
     }
 
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]

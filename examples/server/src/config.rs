@@ -22,6 +22,9 @@ pub(crate) enum Command {
     /// Purge upload sessions older than the expiry once, then exit (`serve` also does this
     /// periodically).
     PurgeUploads(ServeArgs),
+    /// Run the storage conformance suite against the configured storage (it writes and then
+    /// removes keys under `conformance/`): does this bucket or disk give berth what it needs?
+    CheckStorage(ServeArgs),
 }
 
 #[derive(Debug, Args, Default)]

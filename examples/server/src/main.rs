@@ -27,9 +27,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (args, purge_only) = match cli.command {
-        Command::Serve(args) => (args, false),
-        Command::PurgeUploads(args) => (args, true),
+    let (args, mode) = match cli.command {
+        Command::Serve(args) => (args, Mode::Serve),
+        Command::PurgeUploads(args) => (args, Mode::PurgeUploads),
+        Command::CheckStorage(args) => (args, Mode::CheckStorage),
     };
     let settings = match args.settings() {
         Ok(settings) => settings,
@@ -58,19 +59,24 @@ fn main() -> ExitCode {
     };
     let work = async move {
         let (storage, description) = open_storage(&settings)?;
-        let registry = Arc::new(Registry::new(storage, registry_options(&settings)));
-        if purge_only {
-            let purged = registry
-                .purge_uploads(settings.upload_expiry)
-                .await
-                .map_err(|e| format!("purging uploads: {e}"))?;
-            println!(
-                "purged {purged} upload sessions older than {} s",
-                settings.upload_expiry
-            );
-            Ok(())
-        } else {
-            serve(registry, description, settings).await
+        match mode {
+            Mode::CheckStorage => check_storage(storage, &description).await,
+            Mode::PurgeUploads => {
+                let registry = Registry::new(storage, registry_options(&settings));
+                let purged = registry
+                    .purge_uploads(settings.upload_expiry)
+                    .await
+                    .map_err(|e| format!("purging uploads: {e}"))?;
+                println!(
+                    "purged {purged} upload sessions older than {} s",
+                    settings.upload_expiry
+                );
+                Ok(())
+            }
+            Mode::Serve => {
+                let registry = Arc::new(Registry::new(storage, registry_options(&settings)));
+                serve(registry, description, settings).await
+            }
         }
     };
     match runtime.block_on(work) {
@@ -138,6 +144,38 @@ fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
     let store = Arc::new(builder.build().map_err(|e| format!("S3 storage: {e}"))?);
     // Uploads use S3's own multipart uploads: finishing one moves no byte through berth.
     Ok(ObjectStoreStorage::with_multipart(store.clone(), store.clone()).with_signer(store))
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Serve,
+    PurgeUploads,
+    CheckStorage,
+}
+
+/// Runs the storage conformance suite; its assertions panic, and the panic is the verdict.
+async fn check_storage(storage: Arc<dyn Storage>, description: &str) -> Result<(), String> {
+    let outcome =
+        tokio::spawn(async move { berth::storage::conformance::run(&*storage).await }).await;
+    match outcome {
+        Ok(()) => {
+            println!("storage conformance: every check passed ({description})");
+            Ok(())
+        }
+        Err(failure) => {
+            let reason = match failure.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "a check failed".to_owned()),
+                Err(e) => e.to_string(),
+            };
+
+            Err(format!("{description} does not meet the storage contract: {reason}"))
+        }
+    }
 }
 
 /// The storage the settings name, and a description for the log.

@@ -1,10 +1,12 @@
-//! Abandoned upload sessions are purged after a maximum age; chunk limits are advertised
-//! and enforced.
+//! Limits: abandoned upload sessions are purged after a maximum age; chunk limits are
+//! advertised and enforced; a blob that needs more parts than the storage allows is refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth::{FsStorage, Method, Options, Registry, RequestHead, Response, empty_body, full_body};
+use berth::{
+    Body, FsStorage, Method, Options, Registry, RequestHead, Response, empty_body, full_body,
+};
 
 async fn send(
     registry: &Registry<FsStorage>,
@@ -144,4 +146,32 @@ async fn chunk_max_length_is_advertised_and_enforced() {
     .await;
     assert_eq!((fits.status, fits.header("Range")), (202, Some("0-9")));
     std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+#[tokio::test]
+async fn a_blob_needing_more_parts_than_the_storage_allows_is_refused() {
+    let mut options = Options::new(Arc::new(|| "s".to_owned()), Arc::new(|| 0));
+    options.part_size = 4;
+    let registry = Registry::new(berth::MemoryStorage::new().with_max_parts(3), options);
+    let head = RequestHead::from_target(Method::Post, "/v2/r/blobs/uploads/");
+    let started = registry.handle(head, empty_body()).await;
+    let location = started.header("Location").expect("location").to_owned();
+    let fits = registry
+        .handle(
+            RequestHead::from_target(Method::Patch, &location),
+            full_body(&b"123456789012"[..]),
+        )
+        .await;
+    assert_eq!(fits.status, 202, "three parts of four bytes fit");
+    let refused = registry
+        .handle(
+            RequestHead::from_target(Method::Patch, &location),
+            full_body(&b"x"[..]),
+        )
+        .await;
+    assert_eq!(refused.status, 413, "a fourth part does not");
+    let Body::Full(body) = refused.body else {
+        panic!("an error body")
+    };
+    assert!(String::from_utf8_lossy(&body).contains("part size"));
 }
