@@ -11,6 +11,7 @@
 mod blobs;
 mod index;
 mod manifests;
+mod uploads;
 
 use std::sync::Arc;
 

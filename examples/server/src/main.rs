@@ -173,7 +173,9 @@ async fn check_storage(storage: Arc<dyn Storage>, description: &str) -> Result<(
                 Err(e) => e.to_string(),
             };
 
-            Err(format!("{description} does not meet the storage contract: {reason}"))
+            Err(format!(
+                "{description} does not meet the storage contract: {reason}"
+            ))
         }
     }
 }

@@ -1,0 +1,641 @@
+//! Upload sessions: end-5 (PATCH), end-6 (the finishing PUT), end-13 (status), end-14
+//! (cancel), and their expiry. The state machine is `crate::upload`; this is its driver.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::blobs::{content_length, created, parse_digest};
+use super::{Registry, body_error, internal, query};
+use crate::digest::Digest;
+use crate::error::{Error, ErrorCode};
+use crate::layout;
+use crate::reference::RepositoryName;
+use crate::request::{BodyError, RequestBody, RequestHead};
+use crate::response::Response;
+use crate::routes::UploadId;
+use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::upload::{PartWriter, StagedTail, UploadSession, WriterClaim};
+
+/// A chunk taken into a session, not yet recorded.
+struct Written {
+    /// The record's version (after the claim, if one was taken).
+    meta: ObjectMeta,
+    /// The session as the record holds it.
+    before: UploadSession,
+    /// The session advanced by the chunk.
+    session: UploadSession,
+    /// A staged tail the advanced session no longer needs.
+    obsolete_tail: Option<String>,
+    /// Whether the session hashes with the algorithm of the digest that finishes it.
+    hashed_as_named: bool,
+}
+
+/// Upload session records are tiny; anything larger is not one of ours.
+const SESSION_RECORD_LIMIT: u64 = 1024 * 1024;
+
+impl<S: Storage> Registry<S> {
+    pub(super) async fn patch_upload(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: &mut RequestBody,
+    ) -> Result<Response, Error> {
+        let written = match self.write_chunk(head, name, id, body, None).await? {
+            Ok(written) => written,
+            Err(refused) => return Ok(refused),
+        };
+        let Written {
+            meta,
+            before,
+            mut session,
+            obsolete_tail,
+            ..
+        } = written;
+        session.writer = None;
+        match self
+            .save_session(name, id, &meta, &before, &session)
+            .await?
+        {
+            None => {
+                self.delete_quietly(obsolete_tail).await;
+                Ok(in_progress(202, name, id, &session))
+            }
+            Some(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
+        }
+    }
+
+    pub(super) async fn finish_upload(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: &mut RequestBody,
+    ) -> Result<Response, Error> {
+        let digest = query(head, "digest").ok_or_else(|| {
+            Error::new(
+                ErrorCode::DigestInvalid,
+                "finish an upload with PUT ?digest=<digest>",
+            )
+        })?;
+        let digest = parse_digest(&digest)?;
+        let written = match self
+            .write_chunk(head, name, id, body, Some(&digest))
+            .await?
+        {
+            Ok(written) => written,
+            Err(refused) => return Ok(refused),
+        };
+        let staging = layout::upload_staging(name, id);
+        let session = &written.session;
+        let finished = if written.hashed_as_named {
+            self.finish(name, &digest, session, &staging).await
+        } else {
+            self.finish_rehashed(name, &digest, session, &staging).await
+        };
+        // Finished or failed, the session is over: a digest mismatch cannot be repaired by
+        // sending more bytes, and registry:2 also ends the session.
+        self.end_session(name, id, session).await?;
+        self.delete_quietly(written.obsolete_tail).await;
+        finished?;
+        Ok(created(name, &digest))
+    }
+
+    /// Takes a chunk into an open session (a PATCH, or the PUT that ends the upload when
+    /// `finish` names the digest): loads the record, checks the chunk's range and size,
+    /// claims the session where parts are positional, and streams the body into parts.
+    /// The advanced session is returned unsaved, or the response that refuses the chunk.
+    async fn write_chunk(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+        body: &mut RequestBody,
+        finish: Option<&Digest>,
+    ) -> Result<Result<Written, Response>, Error> {
+        let (meta, mut session) = self.load_session(name, id).await?;
+        let expected = match session.check_chunk(head.header("Content-Range")) {
+            Ok(expected) => expected,
+            Err(error) => return Ok(Err(range_error(&error, name, id, &session))),
+        };
+        let max = self.options.chunk_max_length;
+        if let (Some(max), Some(len)) = (max, expected.or(content_length(head)))
+            && len > max
+        {
+            return Err(chunk_too_large(max));
+        }
+        let hashed_as_named = match finish {
+            Some(digest) => session.adopt_algorithm(digest.algorithm())?,
+            None => true,
+        };
+        let meta = match self.claim(name, id, meta, &mut session).await? {
+            Ok(meta) => meta,
+            Err(busy) => return Ok(Err(busy)),
+        };
+        let before = session.clone();
+        let staging = layout::upload_staging(name, id);
+        let received = self
+            .receive(
+                &mut session,
+                &staging,
+                body,
+                expected,
+                max,
+                finish.is_some(),
+            )
+            .await;
+        match received {
+            Ok(obsolete_tail) => Ok(Ok(Written {
+                meta,
+                before,
+                session,
+                obsolete_tail,
+                hashed_as_named,
+            })),
+            Err(error) => {
+                self.discard_new_parts(&before, &session).await;
+                self.release(name, id, &meta, &before).await;
+                Err(error)
+            }
+        }
+    }
+
+    pub(super) async fn cancel_upload(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<Response, Error> {
+        let (_, session) = self.load_session(name, id).await?;
+        self.discard(&session).await;
+        self.end_session(name, id, &session).await?;
+        Ok(Response::empty(204).with_header("Content-Length", "0"))
+    }
+
+    /// On storage whose parts are positional, claims the session for this request before it
+    /// writes parts, by compare-and-swap: of two requests, one writes and the other gets 416.
+    /// Returns the record's new version, or the response for a session that is busy.
+    async fn claim(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        read: ObjectMeta,
+        session: &mut UploadSession,
+    ) -> Result<Result<ObjectMeta, Response>, Error> {
+        if !self.storage.positional_parts() {
+            return Ok(Ok(read));
+        }
+        let now = (self.options.clock)();
+        if session.is_claimed(now) {
+            return Ok(Err(range_error(&session.busy(), name, id, session)));
+        }
+        session.writer = Some(WriterClaim {
+            token: (self.options.ids)(),
+            until: now.saturating_add(self.options.upload_lease),
+        });
+        let key = layout::upload_session(name, id);
+        match self
+            .storage
+            .put(&key, session.encode(), PutMode::Update(read.version))
+            .await
+        {
+            Ok(claimed) => Ok(Ok(claimed)),
+            Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
+                let (_, current) = self.load_session(name, id).await?;
+                let error = if current.is_claimed(now) {
+                    current.busy()
+                } else {
+                    current.out_of_order()
+                };
+                Ok(Err(range_error(&error, name, id, &current)))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Gives up a claim after a failed request, leaving the session as it was (best effort:
+    /// a claim also lapses by itself).
+    async fn release(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        claimed: &ObjectMeta,
+        before: &UploadSession,
+    ) {
+        if before.writer.is_none() {
+            return;
+        }
+        let mut released = before.clone();
+        released.writer = None;
+        let key = layout::upload_session(name, id);
+        let _ = self
+            .storage
+            .put(
+                &key,
+                released.encode(),
+                PutMode::Update(claimed.version.clone()),
+            )
+            .await;
+    }
+
+    /// Removes a session's record and its expiry index entry.
+    async fn end_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        session: &UploadSession,
+    ) -> Result<(), Error> {
+        self.storage
+            .delete(&layout::upload_session(name, id))
+            .await
+            .map_err(internal)?;
+        self.storage
+            .delete(&layout::upload_index_entry(session.started_at, id))
+            .await
+            .map_err(internal)
+    }
+
+    /// Purges upload sessions that started more than `max_age` seconds ago (by the host's
+    /// clock): their parts are discarded and their records removed. Reads only the index
+    /// entries of the sessions it purges, plus one.
+    pub async fn purge_uploads(&self, max_age: u64) -> Result<usize, Error> {
+        let cutoff = (self.options.clock)().saturating_sub(max_age);
+        let mut purged = 0;
+        loop {
+            let page = self
+                .storage
+                .list(layout::upload_index(), false, None, 100)
+                .await
+                .map_err(internal)?;
+            if page.objects.is_empty() {
+                return Ok(purged);
+            }
+            for key in &page.objects {
+                let entry = &key[layout::upload_index().len()..];
+                let Some((started, id)) = entry.split_once('-') else {
+                    self.storage.delete(key).await.map_err(internal)?;
+                    continue;
+                };
+                match started.parse::<u64>() {
+                    Ok(started) if started >= cutoff => return Ok(purged),
+                    _ => {}
+                }
+                let repository = match self.storage.read_small(key, 1024).await {
+                    Ok((_, bytes)) => String::from_utf8_lossy(&bytes)
+                        .parse::<RepositoryName>()
+                        .ok(),
+                    Err(StorageError::NotFound) => None,
+                    Err(e) => return Err(internal(e)),
+                };
+                if let (Some(name), Some(id)) = (repository, UploadId::parse(id)) {
+                    match self.load_session(&name, &id).await {
+                        Ok((_, session)) => self.discard(&session).await,
+                        Err(e) if e.code() == ErrorCode::BlobUploadUnknown => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.storage
+                        .delete(&layout::upload_session(&name, &id))
+                        .await
+                        .map_err(internal)?;
+                }
+                self.storage.delete(key).await.map_err(internal)?;
+                purged += 1;
+            }
+        }
+    }
+
+    pub(super) async fn upload_status(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<Response, Error> {
+        let (_, session) = self.load_session(name, id).await?;
+        Ok(in_progress(204, name, id, &session))
+    }
+
+    async fn load_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<(ObjectMeta, UploadSession), Error> {
+        match self
+            .storage
+            .read_small(&layout::upload_session(name, id), SESSION_RECORD_LIMIT)
+            .await
+        {
+            Ok((meta, bytes)) => Ok((meta, UploadSession::decode(&bytes)?)),
+            Err(StorageError::NotFound) => Err(Error::new(
+                ErrorCode::BlobUploadUnknown,
+                format!("upload {} is not open in {name}", id.as_str()),
+            )),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Stores the advanced record, unless another request advanced it first; then this
+    /// request's parts are dropped and the record as the other request left it is returned.
+    #[must_use = "a lost race must reach the client as a 416"]
+    async fn save_session(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        read: &ObjectMeta,
+        before: &UploadSession,
+        after: &UploadSession,
+    ) -> Result<Option<UploadSession>, Error> {
+        let key = layout::upload_session(name, id);
+        match self
+            .storage
+            .put(&key, after.encode(), PutMode::Update(read.version.clone()))
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
+                self.discard_new_parts(before, after).await;
+                let (_, current) = self.load_session(name, id).await?;
+                Ok(Some(current))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Streams a request body into parts, advancing `session` (in memory only). A body longer
+    /// than `expected` (its announced length) or than `max` (a chunk limit) is refused. When
+    /// the body is not the `last` of the upload and the storage has a minimum part size, the
+    /// remainder is staged as the session's tail rather than written as a short part. Returns
+    /// the key of a tail the session no longer needs, for the caller to delete once the
+    /// advanced record is stored.
+    pub(super) async fn receive(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        body: &mut RequestBody,
+        expected: Option<u64>,
+        max: Option<u64>,
+        last: bool,
+    ) -> Result<Option<String>, Error> {
+        let part_size = self.part_size();
+        let mut writer = PartWriter::new(session.hasher()?, part_size);
+        if let Some(tail) = &session.tail {
+            let (_, bytes) = self
+                .storage
+                .read_small(&tail.key, part_size as u64)
+                .await
+                .map_err(internal)?;
+            writer.preload(bytes);
+        }
+        let too_long = |expected: u64| {
+            Error::new(
+                ErrorCode::SizeInvalid,
+                format!("the body is longer than the {expected} bytes its headers announce"),
+            )
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            if expected.is_some_and(|e| writer.received() + chunk.len() as u64 > e) {
+                return Err(too_long(expected.unwrap_or_default()));
+            }
+            if let Some(max) = max
+                && writer.received() + chunk.len() as u64 > max
+            {
+                return Err(chunk_too_large(max));
+            }
+            for part in writer.push(chunk) {
+                self.write_part(session, staging, part).await?;
+            }
+        }
+        if let Some(expected) = expected
+            && writer.received() != expected
+        {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "the body has {} bytes, not the {expected} its headers announce",
+                    writer.received()
+                ),
+            ));
+        }
+        let received = writer.received();
+        let (hasher, rest) = writer.finish();
+        let obsolete = session.tail.take().map(|tail| tail.key);
+        if let Some(rest) = rest {
+            if last || self.storage.min_part_size() == 0 {
+                self.write_part(session, staging, rest).await?;
+            } else {
+                let data = Bytes::from(rest.concat());
+                let key = format!(
+                    "{staging}.tail-{}-{}",
+                    session.offset + received,
+                    (self.options.ids)()
+                );
+                self.storage
+                    .put(&key, data.clone(), PutMode::Overwrite)
+                    .await
+                    .map_err(internal)?;
+                session.tail = Some(StagedTail {
+                    key,
+                    len: data.len() as u64,
+                });
+            }
+        }
+        session.offset += received;
+        session.hash_state = hasher.save();
+        Ok(obsolete)
+    }
+
+    /// The size of every part but an upload's last: the configured size, raised to the
+    /// storage's minimum.
+    fn part_size(&self) -> usize {
+        let min = usize::try_from(self.storage.min_part_size()).unwrap_or(usize::MAX);
+        self.options.part_size.max(min).max(1)
+    }
+
+    async fn write_part(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        data: Chunks,
+    ) -> Result<(), Error> {
+        let upload = match &session.parts_upload {
+            Some(upload) => upload.clone(),
+            None => {
+                let upload = self.storage.create_parts(staging).await.map_err(internal)?;
+                session.parts_upload = Some(upload.clone());
+                upload
+            }
+        };
+        let number = u32::try_from(session.parts.len() + 1).unwrap_or(u32::MAX);
+        if self.storage.max_parts().is_some_and(|max| number > max) {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "this blob needs more than {} parts of {} bytes: the registry's part size \
+                     must grow to store it",
+                    number - 1,
+                    self.part_size()
+                ),
+            )
+            .with_status(413));
+        }
+        let part = self
+            .storage
+            .put_part(&upload, number, data)
+            .await
+            .map_err(internal)?;
+        session.parts.push(part);
+        Ok(())
+    }
+
+    /// Verifies the digest, publishes the content, and links it into the repository.
+    pub(super) async fn finish(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        session: &UploadSession,
+        staging: &str,
+    ) -> Result<(), Error> {
+        if let Err(error) = session.verify(digest) {
+            self.discard(session).await;
+            return Err(error);
+        }
+        self.publish(digest, session, staging).await?;
+        self.write_link(&layout::layer_link(name, digest), digest)
+            .await?;
+        self.register_repository(name).await
+    }
+
+    /// Finishes an upload that was hashed with another algorithm than the digest it is
+    /// finished with (a chunked sha512 push that did not say `?digest-algorithm=sha512`): the
+    /// content is published under the digest it was hashed with, then read back once and
+    /// rewritten under the named digest. The only path that re-reads a blob.
+    async fn finish_rehashed(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        session: &UploadSession,
+        staging: &str,
+    ) -> Result<(), Error> {
+        let interim = session.hasher()?.finish();
+        self.publish(&interim, session, staging).await?;
+        let (_, stream) = self
+            .storage
+            .get(&layout::blob_data(&interim), None)
+            .await
+            .map_err(internal)?;
+        let mut body: RequestBody =
+            Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
+        let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
+        if let Err(error) = self
+            .receive(&mut rehashed, staging, &mut body, None, None, true)
+            .await
+        {
+            self.discard(&rehashed).await;
+            return Err(error);
+        }
+        self.finish(name, digest, &rehashed, staging).await
+    }
+
+    /// Publishes a verified session's parts as the blob `digest` (or drops them when the
+    /// registry already has that content).
+    async fn publish(
+        &self,
+        digest: &Digest,
+        session: &UploadSession,
+        staging: &str,
+    ) -> Result<(), Error> {
+        let target = layout::blob_data(digest);
+        if self.blob_exists(digest).await? {
+            self.discard(session).await;
+        } else {
+            let upload = match &session.parts_upload {
+                Some(upload) => upload.clone(),
+                None => self.storage.create_parts(staging).await.map_err(internal)?,
+            };
+            match self
+                .storage
+                .complete_parts(&upload, &session.parts, &target)
+                .await
+            {
+                Ok(()) => {}
+                // Someone else published the same content meanwhile: ours is redundant.
+                Err(StorageError::AlreadyExists) => {
+                    let _ = self.storage.abort_parts(&upload).await;
+                }
+                Err(StorageError::NotFound) => {
+                    return Err(Error::new(
+                        ErrorCode::BlobUploadUnknown,
+                        "the upload's parts are gone: it was cancelled or finished elsewhere",
+                    ));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a session's parts (best effort: an abandoned parts upload is also purged later).
+    pub(super) async fn discard(&self, session: &UploadSession) {
+        if let Some(upload) = &session.parts_upload {
+            let _ = self.storage.abort_parts(upload).await;
+        }
+        self.delete_quietly(session.tail.as_ref().map(|t| t.key.clone()))
+            .await;
+    }
+
+    /// Drops what this request wrote but could not record: a parts upload it created, a tail
+    /// it staged.
+    async fn discard_new_parts(&self, before: &UploadSession, after: &UploadSession) {
+        if before.parts_upload.is_none()
+            && let Some(upload) = &after.parts_upload
+        {
+            let _ = self.storage.abort_parts(upload).await;
+        }
+        if after.tail != before.tail {
+            self.delete_quietly(after.tail.as_ref().map(|t| t.key.clone()))
+                .await;
+        }
+    }
+
+    /// Deletes an object nothing refers to any more; failing leaves only garbage.
+    async fn delete_quietly(&self, key: Option<String>) {
+        if let Some(key) = key {
+            let _ = self.storage.delete(&key).await;
+        }
+    }
+}
+
+fn chunk_too_large(max: u64) -> Error {
+    Error::new(
+        ErrorCode::SizeInvalid,
+        format!("chunks may be at most {max} bytes (OCI-Chunk-Max-Length): send smaller ones"),
+    )
+    .with_status(413)
+}
+
+fn upload_location(name: &RepositoryName, id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{}", id.as_str())
+}
+
+pub(super) fn in_progress(
+    status: u16,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Response {
+    Response::empty(status)
+        .with_header("Location", upload_location(name, id))
+        .with_header("Range", session.range())
+        .with_header("Docker-Upload-UUID", id.as_str())
+        .with_header("Content-Length", "0")
+}
+
+fn range_error(
+    error: &Error,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Response {
+    Response::error(error)
+        .with_header("Location", upload_location(name, id))
+        .with_header("Range", session.range())
+        .with_header("Docker-Upload-UUID", id.as_str())
+}
