@@ -621,11 +621,7 @@ pub(super) fn in_progress(
     id: &UploadId,
     session: &UploadSession,
 ) -> Response {
-    Response::empty(status)
-        .with_header("Location", upload_location(name, id))
-        .with_header("Range", session.range())
-        .with_header("Docker-Upload-UUID", id.as_str())
-        .with_header("Content-Length", "0")
+    with_progress(Response::empty(status), name, id, session).with_header("Content-Length", "0")
 }
 
 fn range_error(
@@ -634,7 +630,17 @@ fn range_error(
     id: &UploadId,
     session: &UploadSession,
 ) -> Response {
-    Response::error(error)
+    with_progress(Response::error(error), name, id, session)
+}
+
+/// The headers that tell a client where an upload stands.
+fn with_progress(
+    response: Response,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Response {
+    response
         .with_header("Location", upload_location(name, id))
         .with_header("Range", session.range())
         .with_header("Docker-Upload-UUID", id.as_str())
