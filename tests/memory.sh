@@ -17,7 +17,7 @@ peak_rss_for_push() {
   python3 "$here/lib/push_chunked.py" "http://$BERTH_ADDR" memory/big "$work/blob.bin" $((16 * 1024 * 1024)) || return 1
   local peak; peak=$(awk '/VmHWM/ {print $2}' "/proc/$BERTH_PID/status")
   stop_server "$BERTH_PID"
-  echo "peak RSS of berth serve ($(storage_flags x | sed -n 2p)) during a 1 GiB chunked push and pull: $peak KiB (limit $limit_kib KiB)"
+  echo "peak RSS of berth serve ($([ -n "${BERTH_S3_ENDPOINT:-}" ] && echo s3 || echo fs)) during a 1 GiB chunked push and pull: $peak KiB (limit $limit_kib KiB)"
   echo "peak RSS: $peak KiB"
   [ "$peak" -lt "$limit_kib" ]
 }
