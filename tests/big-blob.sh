@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Slow: a 6 GiB blob pushed in 64 MiB chunks to S3 storage, past S3's 5 GiB limits on a single
-# PUT and a single copy, then pulled back and verified. The S3 server is s3s-fs (disk-backed;
+# PUT and a single copy (it reaches its content address by server-side part copies), then
+# pulled back and verified. The S3 server is s3s-fs (disk-backed;
 # moto would hold every byte in memory three times over). CI runs it once per run.
 #   tests/big-blob.sh BERTH_BINARY     (BERTH_BIG_BLOB_MIB, default 6144)
 set -uo pipefail

@@ -50,6 +50,20 @@ blob_redirect() {
   equal "$(python3 -c 'import json; print(json.load(open("pulled/index.json"))["manifests"][0]["digest"])')" \
         "$(python3 -c 'import json; print(json.load(open("image/index.json"))["manifests"][0]["digest"])')"
 }
+part_copy() {
+  # With the single-copy limit lowered to 8 MiB, a 40 MiB blob reaches its content address by
+  # server-side part copies (UploadPartCopy), as a blob over 5 GiB does on S3.
+  start_berth "$binary" "$work/part-copy" --s3-max-single-copy 8388608 || return 1
+  head -c $((40 * 1024 * 1024 + 12345)) /dev/urandom >"$work/forty.bin"
+  python3 "$here/lib/push_chunked.py" "http://$BERTH_ADDR" copy/blob "$work/forty.bin" $((16 * 1024 * 1024)) || return 1
+  local copies
+  copies=$(grep -c 'PUT /berth-[0-9a-f]*/docker/registry/v2/blobs/.*partNumber=.*x-amz-copy-source' "$work/moto.log")
+  echo "server-side part copies: $copies"
+  [ "$copies" -ge 5 ]
+}
+log "server-side part copies on S3 (moto)"
+check "past the single-copy limit, a blob is assembled by server-side part copies" part_copy
+
 log "presigned redirects on S3 (moto)"
 check "--blob-redirect: blob GETs answer 307 to a presigned URL; skopeo pulls through it" blob_redirect
 stop_all_servers

@@ -7,7 +7,8 @@
 //! they are the store's native multipart upload at the session's staging key: completing it
 //! publishes the staging object without moving a byte through berth, and a server-side copy
 //! places it at the content address (objects over 5 GiB, which S3 will not copy in one
-//! request, are streamed across instead). Native parts are positional and at least 5 MiB.
+//! request, by UploadPartCopy when [`ObjectStoreStorage::with_part_copy`] is set, else by
+//! streaming them across). Native parts are positional and at least 5 MiB.
 //! Without one ([`ObjectStoreStorage::new`]), parts are ordinary objects below
 //! `berth/parts/<upload>/`, named uniquely per write, and `complete_parts` joins them with a
 //! streaming multipart upload. object_store's `LocalFileSystem` cannot host a registry:
@@ -52,7 +53,21 @@ pub struct ObjectStoreStorage {
     multipart: Option<Arc<dyn MultipartStore>>,
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     signer: Option<Arc<dyn ::object_store::signer::Signer>>,
+    #[cfg(feature = "s3")]
+    part_copy: Option<PartCopy>,
+    /// Objects up to this size are copied in one request; larger ones part by part.
+    max_single_copy: u64,
     counter: Arc<AtomicU64>,
+}
+
+/// What S3's UploadPartCopy needs, which object_store does not offer: a signer for the
+/// requests, the bucket they name as the copy source, and a client to send them.
+#[cfg(feature = "s3")]
+#[derive(Clone)]
+struct PartCopy {
+    signer: Arc<dyn ::object_store::signer::Signer>,
+    bucket: String,
+    client: reqwest::Client,
 }
 
 impl std::fmt::Debug for ObjectStoreStorage {
@@ -72,8 +87,35 @@ impl ObjectStoreStorage {
             multipart: None,
             #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
             signer: None,
+            #[cfg(feature = "s3")]
+            part_copy: None,
+            max_single_copy: MAX_SINGLE_COPY,
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Lets a completed upload larger than S3's single-copy limit be copied to its content
+    /// address part by part, server-side (UploadPartCopy, signed by `signer` for objects in
+    /// `bucket`), rather than streamed through berth.
+    #[cfg(feature = "s3")]
+    pub fn with_part_copy(
+        mut self,
+        signer: Arc<dyn ::object_store::signer::Signer>,
+        bucket: impl Into<String>,
+    ) -> Self {
+        self.part_copy = Some(PartCopy {
+            signer,
+            bucket: bucket.into(),
+            client: reqwest::Client::new(),
+        });
+        self
+    }
+
+    /// Lowers the size above which objects are copied part by part (S3's limit is 5 GiB),
+    /// so that tests can exercise the part copy with small blobs. At least 5 MiB.
+    pub fn with_max_single_copy(mut self, bytes: u64) -> Self {
+        self.max_single_copy = bytes.clamp(NATIVE_MIN_PART, MAX_SINGLE_COPY);
+        self
     }
 
     /// Signs URLs with `signer` (usually the store itself), so that blob GETs may be
@@ -119,6 +161,20 @@ impl ObjectStoreStorage {
 fn native_upload(upload: &str) -> Result<(Path, String), StorageError> {
     let (staging, id) = upload.split_once('\n').ok_or(StorageError::NotFound)?;
     Ok((path(staging)?, id.to_owned()))
+}
+
+/// A key as it appears in an `x-amz-copy-source` header: each segment percent-encoded.
+#[cfg(feature = "s3")]
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn path(key: &str) -> Result<Path, StorageError> {
@@ -410,6 +466,113 @@ impl Storage for ObjectStoreStorage {
 }
 
 impl ObjectStoreStorage {
+    /// Copies `from` to `to` server-side in parts of at most the single-copy limit, when part
+    /// copies are configured (`None` when they are not).
+    #[cfg(feature = "s3")]
+    async fn copy_in_parts(
+        &self,
+        multipart: &dyn MultipartStore,
+        from: &Path,
+        to: &Path,
+        size: u64,
+    ) -> Option<Result<(), StorageError>> {
+        let copier = self.part_copy.as_ref()?;
+        let id = match multipart.create_multipart(to).await {
+            Ok(id) => id,
+            Err(e) => return Some(Err(error(e))),
+        };
+        let result = self.copy_parts(copier, from, to, &id, size).await;
+        match result {
+            Ok(parts) => Some(
+                multipart
+                    .complete_multipart(to, &id, parts)
+                    .await
+                    .map(drop)
+                    .map_err(error),
+            ),
+            Err(e) => {
+                let _ = multipart.abort_multipart(to, &id).await;
+                Some(Err(e))
+            }
+        }
+    }
+
+    #[cfg(not(feature = "s3"))]
+    async fn copy_in_parts(
+        &self,
+        _multipart: &dyn MultipartStore,
+        _from: &Path,
+        _to: &Path,
+        _size: u64,
+    ) -> Option<Result<(), StorageError>> {
+        None
+    }
+
+    /// Sends one UploadPartCopy per range of `from` and collects the parts' ETags.
+    #[cfg(feature = "s3")]
+    async fn copy_parts(
+        &self,
+        copier: &PartCopy,
+        from: &Path,
+        to: &Path,
+        upload_id: &str,
+        size: u64,
+    ) -> Result<Vec<PartId>, StorageError> {
+        use ::object_store::signer::{HeaderMap, HeaderValue, Method, SignedUrlOptions};
+        let source = format!("/{}/{}", copier.bucket, encode_key(from.as_ref()));
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < size {
+            let end = (start + self.max_single_copy).min(size);
+            let number = (parts.len() + 1).to_string();
+            let mut headers = HeaderMap::new();
+            let value = |text: &str| HeaderValue::from_str(text).map_err(StorageError::backend);
+            headers.insert("x-amz-copy-source", value(&source)?);
+            headers.insert(
+                "x-amz-copy-source-range",
+                value(&format!("bytes={start}-{}", end - 1))?,
+            );
+            let mut options = SignedUrlOptions::default()
+                .with_query([("partNumber", number.as_str()), ("uploadId", upload_id)]);
+            options.signed_headers = headers.clone();
+            let url = copier
+                .signer
+                .signed_url_opts(
+                    Method::PUT,
+                    to,
+                    std::time::Duration::from_secs(3600),
+                    &options,
+                )
+                .await
+                .map_err(error)?;
+            let response = copier
+                .client
+                .put(url)
+                .headers(headers)
+                .send()
+                .await
+                .map_err(StorageError::backend)?;
+            let status = response.status();
+            let body = response.text().await.map_err(StorageError::backend)?;
+            if !status.is_success() {
+                return Err(StorageError::backend(format!(
+                    "UploadPartCopy answered {status}: {body}"
+                )));
+            }
+            let e_tag = body
+                .split("<ETag>")
+                .nth(1)
+                .and_then(|rest| rest.split("</ETag>").next())
+                .ok_or_else(|| {
+                    StorageError::backend(format!("no ETag in UploadPartCopy answer: {body}"))
+                })?
+                .replace("&quot;", "\"");
+            parts.push(PartId { content_id: e_tag });
+            start = end;
+        }
+        Ok(parts)
+    }
+
     /// Completes a native multipart upload at its staging key, then places the object at
     /// `target`: a server-side copy, or for objects S3 will not copy at once, a stream.
     async fn complete_native(
@@ -444,11 +607,16 @@ impl ObjectStoreStorage {
             .map_err(error)?;
         let size = self.store.head(&staging).await.map_err(error)?.size;
         let target_path = path(target)?;
-        if size <= MAX_SINGLE_COPY {
+        if size <= self.max_single_copy {
             self.store
                 .copy(&staging, &target_path)
                 .await
                 .map_err(error)?;
+        } else if let Some(copied) = self
+            .copy_in_parts(multipart, &staging, &target_path, size)
+            .await
+        {
+            copied?;
         } else {
             let upload = self
                 .store

@@ -56,6 +56,10 @@ pub(crate) struct ServeArgs {
     /// Address buckets by path (`endpoint/bucket`) rather than virtual host (`bucket.endpoint`).
     #[arg(long, env = "BERTH_S3_PATH_STYLE")]
     pub(crate) s3_path_style: bool,
+    /// Objects above this many bytes are copied part by part (S3's limit, 5 GiB, by default;
+    /// lower it only to test the part copy with small blobs).
+    #[arg(long, env = "BERTH_S3_MAX_SINGLE_COPY", hide = true)]
+    pub(crate) s3_max_single_copy: Option<u64>,
     /// Refuse pushes and deletes (405).
     #[arg(long, env = "BERTH_READ_ONLY")]
     pub(crate) read_only: bool,
@@ -140,6 +144,7 @@ pub(crate) struct S3Settings {
     pub(crate) region: Option<String>,
     pub(crate) allow_http: bool,
     pub(crate) path_style: bool,
+    pub(crate) max_single_copy: Option<u64>,
 }
 
 /// The storage after merging.
@@ -208,6 +213,7 @@ impl ServeArgs {
                     region: self.s3_region.or(file.s3_region),
                     allow_http: self.s3_allow_http || file.s3_allow_http.unwrap_or(false),
                     path_style: self.s3_path_style || file.s3_path_style.unwrap_or(false),
+                    max_single_copy: self.s3_max_single_copy,
                 }),
             },
             read_only: self.read_only || file.read_only.unwrap_or(false),

@@ -143,7 +143,13 @@ fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
     }
     let store = Arc::new(builder.build().map_err(|e| format!("S3 storage: {e}"))?);
     // Uploads use S3's own multipart uploads: finishing one moves no byte through berth.
-    Ok(ObjectStoreStorage::with_multipart(store.clone(), store.clone()).with_signer(store))
+    let mut storage = ObjectStoreStorage::with_multipart(store.clone(), store.clone())
+        .with_signer(store.clone())
+        .with_part_copy(store, &s3.bucket);
+    if let Some(bytes) = s3.max_single_copy {
+        storage = storage.with_max_single_copy(bytes);
+    }
+    Ok(storage)
 }
 
 /// What the command line asked for.
