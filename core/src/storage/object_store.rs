@@ -431,23 +431,9 @@ impl Storage for ObjectStoreStorage {
                     .map_err(error)?;
             }
             _ => {
-                let upload = self
-                    .store
-                    .put_multipart(&target_path)
-                    .await
-                    .map_err(error)?;
-                let mut writer = WriteMultipart::new(upload);
-                for part in parts {
-                    let (_, mut stream) = self.get(&format!("{prefix}{part}"), None).await?;
-                    while let Some(chunk) = stream.next().await {
-                        writer
-                            .wait_for_capacity(JOIN_CONCURRENCY)
-                            .await
-                            .map_err(error)?;
-                        writer.put(chunk?);
-                    }
-                }
-                writer.finish().await.map_err(error)?;
+                let sources: Vec<String> =
+                    parts.iter().map(|part| format!("{prefix}{part}")).collect();
+                self.stream_into(&sources, &target_path).await?;
             }
         }
         self.delete_all(&prefix).await
@@ -466,6 +452,24 @@ impl Storage for ObjectStoreStorage {
 }
 
 impl ObjectStoreStorage {
+    /// Writes the objects `sources`, one after the other, as the object `target`, through a
+    /// streaming multipart upload: memory stays bounded by its few chunks in flight.
+    async fn stream_into(&self, sources: &[String], target: &Path) -> Result<(), StorageError> {
+        let upload = self.store.put_multipart(target).await.map_err(error)?;
+        let mut writer = WriteMultipart::new(upload);
+        for source in sources {
+            let (_, mut stream) = self.get(source, None).await?;
+            while let Some(chunk) = stream.next().await {
+                writer
+                    .wait_for_capacity(JOIN_CONCURRENCY)
+                    .await
+                    .map_err(error)?;
+                writer.put(chunk?);
+            }
+        }
+        writer.finish().await.map_err(error).map(drop)
+    }
+
     /// Copies `from` to `to` server-side in parts of at most the single-copy limit, when part
     /// copies are configured (`None` when they are not).
     #[cfg(feature = "s3")]
@@ -618,21 +622,8 @@ impl ObjectStoreStorage {
         {
             copied?;
         } else {
-            let upload = self
-                .store
-                .put_multipart(&target_path)
-                .await
-                .map_err(error)?;
-            let mut writer = WriteMultipart::new(upload);
-            let mut stream = self.store.get(&staging).await.map_err(error)?.into_stream();
-            while let Some(chunk) = stream.next().await {
-                writer
-                    .wait_for_capacity(JOIN_CONCURRENCY)
-                    .await
-                    .map_err(error)?;
-                writer.put(chunk.map_err(error)?);
-            }
-            writer.finish().await.map_err(error)?;
+            self.stream_into(&[staging.to_string()], &target_path)
+                .await?;
         }
         match self.store.delete(&staging).await {
             Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
