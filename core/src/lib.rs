@@ -38,6 +38,8 @@ mod request;
 mod response;
 mod routes;
 pub mod storage;
+#[cfg(feature = "system")]
+pub mod system;
 mod upload;
 
 pub use access::{AccessPolicy, Action, AllowAll, Decision, ReadOnly};

@@ -122,8 +122,11 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Answers one request. Never fails: every error becomes a spec error response.
-    pub async fn handle(&self, head: RequestHead, mut body: RequestBody) -> Response {
+    pub async fn handle(&self, head: RequestHead, body: RequestBody) -> Response {
         let is_head = head.method == Method::Head;
+        // Handlers and the drain below may both look for the end of the body; a fused
+        // stream answers `None` again rather than panic, whatever stream the host passed.
+        let mut body: RequestBody = Box::pin(body.fuse());
         let response = match self.dispatch(&head, &mut body).await {
             Ok(response) => response,
             Err(error) => error_response(&error),

@@ -40,12 +40,16 @@ mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
 mod object_store;
+#[cfg(feature = "s3")]
+mod s3;
 
 #[cfg(feature = "fs")]
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
 #[cfg(feature = "object-store")]
 pub use object_store::ObjectStoreStorage;
+#[cfg(feature = "s3")]
+pub use s3::S3Settings;
 
 /// `Send` on native targets, nothing on wasm, where JavaScript futures are not `Send`.
 #[cfg(not(target_arch = "wasm32"))]

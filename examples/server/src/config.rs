@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use berth::storage::S3Settings;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
@@ -136,17 +137,6 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
 }
 
-/// S3 settings after merging.
-#[derive(Debug, Clone)]
-pub(crate) struct S3Settings {
-    pub(crate) bucket: String,
-    pub(crate) endpoint: Option<String>,
-    pub(crate) region: Option<String>,
-    pub(crate) allow_http: bool,
-    pub(crate) path_style: bool,
-    pub(crate) max_single_copy: Option<u64>,
-}
-
 /// The storage after merging.
 #[derive(Debug, Clone)]
 pub(crate) enum StorageSettings {
@@ -204,17 +194,19 @@ impl ServeArgs {
                         .or(file.root)
                         .unwrap_or_else(|| PathBuf::from("berth-data")),
                 ),
-                StorageKind::S3 => StorageSettings::S3(S3Settings {
-                    bucket: self
-                        .s3_bucket
-                        .or(file.s3_bucket)
-                        .ok_or("S3 storage needs a bucket (s3-bucket)")?,
-                    endpoint: self.s3_endpoint.or(file.s3_endpoint),
-                    region: self.s3_region.or(file.s3_region),
-                    allow_http: self.s3_allow_http || file.s3_allow_http.unwrap_or(false),
-                    path_style: self.s3_path_style || file.s3_path_style.unwrap_or(false),
-                    max_single_copy: self.s3_max_single_copy,
-                }),
+                StorageKind::S3 => {
+                    let mut s3 = S3Settings::new(
+                        self.s3_bucket
+                            .or(file.s3_bucket)
+                            .ok_or("S3 storage needs a bucket (s3-bucket)")?,
+                    );
+                    s3.endpoint = self.s3_endpoint.or(file.s3_endpoint);
+                    s3.region = self.s3_region.or(file.s3_region);
+                    s3.allow_http = self.s3_allow_http || file.s3_allow_http.unwrap_or(false);
+                    s3.path_style = self.s3_path_style || file.s3_path_style.unwrap_or(false);
+                    s3.max_single_copy = self.s3_max_single_copy;
+                    StorageSettings::S3(s3)
+                }
             },
             read_only: self.read_only || file.read_only.unwrap_or(false),
             delete_enabled: !(self.no_delete || file.no_delete.unwrap_or(false)),

@@ -5,7 +5,7 @@ mod http;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth::storage::{ObjectStoreStorage, Storage};
 use berth::{FsStorage, Options, ReadOnly, Registry};
@@ -20,7 +20,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Cli, Command, S3Settings, Settings, StorageSettings};
+use crate::config::{Cli, Command, Settings, StorageSettings};
 
 /// How long open connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -89,24 +89,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn upload_id() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness a unique-enough id still comes from the time and a counter.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -122,34 +104,6 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
         .map_err(|e| format!("TLS certificate or key rejected: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn s3_storage(s3: &S3Settings) -> Result<ObjectStoreStorage, String> {
-    use object_store::aws::AmazonS3Builder;
-    // Credentials, session tokens and the like come from the usual AWS_* variables.
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(&s3.bucket)
-        .with_allow_http(s3.allow_http)
-        .with_virtual_hosted_style_request(!s3.path_style);
-    if let Some(endpoint) = &s3.endpoint {
-        builder = builder.with_endpoint(endpoint);
-    }
-    if let Some(region) = &s3.region {
-        builder = builder.with_region(region);
-    } else if std::env::var_os("AWS_REGION").is_none()
-        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-    {
-        builder = builder.with_region("us-east-1");
-    }
-    let store = Arc::new(builder.build().map_err(|e| format!("S3 storage: {e}"))?);
-    // Uploads use S3's own multipart uploads: finishing one moves no byte through berth.
-    let mut storage = ObjectStoreStorage::with_multipart(store.clone(), store.clone())
-        .with_signer(store.clone())
-        .with_part_copy(store, &s3.bucket);
-    if let Some(bytes) = s3.max_single_copy {
-        storage = storage.with_max_single_copy(bytes);
-    }
-    Ok(storage)
 }
 
 /// What the command line asked for.
@@ -194,12 +148,15 @@ fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), Strin
                 .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
             Ok((Arc::new(storage), format!("fs:{}", root.display())))
         }
-        StorageSettings::S3(s3) => Ok((Arc::new(s3_storage(s3)?), format!("s3:{}", s3.bucket))),
+        StorageSettings::S3(s3) => {
+            let storage = ObjectStoreStorage::s3(s3).map_err(|e| format!("S3 storage: {e}"))?;
+            Ok((Arc::new(storage), format!("s3:{}", s3.bucket)))
+        }
     }
 }
 
 fn registry_options(settings: &Settings) -> Options {
-    let mut options = Options::new(Arc::new(upload_id), Arc::new(unix_now));
+    let mut options = Options::system();
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
     options.automatic_mount = settings.automatic_mount;
