@@ -1,0 +1,349 @@
+//! `berth_config`: which storage a registry runs over and how it behaves, set up before the
+//! registry is created.
+
+use std::ffi::c_char;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth::storage::S3Settings;
+use berth::{MemoryStorage, Options, ReadOnly};
+
+use crate::callbacks::{CallbackStorage, berth_storage_vtable};
+use crate::result::{
+    Failure, berth_result, guard, guard_void, optional_str_arg, str_arg, write_out,
+};
+
+/// The storage a configuration names.
+#[derive(Debug, Clone)]
+pub(crate) enum StorageChoice {
+    Fs(PathBuf),
+    Memory(Arc<MemoryStorage>),
+    S3(S3Settings),
+    Callbacks(Arc<CallbackStorage>),
+}
+
+/// A registry's configuration: storage and options. Create with `berth_config_new`, adjust
+/// with the `berth_config_set_*` functions, pass to `berth_registry_new` (as often as you
+/// like), then release with `berth_config_free`.
+#[derive(Debug)]
+pub struct berth_config {
+    pub(crate) storage: Option<StorageChoice>,
+    pub(crate) options: Options,
+    pub(crate) worker_threads: usize,
+}
+
+impl berth_config {
+    /// The configuration behind a pointer the host passed.
+    ///
+    /// # Safety
+    /// `config` is NULL or a live `berth_config` from `berth_config_new`.
+    pub(crate) unsafe fn from_ptr<'a>(config: *const Self) -> Result<&'a Self, Failure> {
+        // SAFETY: forwarded from the caller.
+        unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))
+    }
+
+    unsafe fn from_mut_ptr<'a>(config: *mut Self) -> Result<&'a mut Self, Failure> {
+        // SAFETY: forwarded from the caller.
+        unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))
+    }
+}
+
+/// Creates a configuration with berth's defaults and no storage yet.
+///
+/// # Safety
+/// `out` is valid for a write of one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_new(out: *mut *mut berth_config) -> berth_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let config = Box::new(berth_config {
+            storage: None,
+            options: Options::system(),
+            worker_threads: 0,
+        });
+        // SAFETY: the caller promises `out` is valid.
+        unsafe { write_out(out, Box::into_raw(config), "out") }
+    })
+}
+
+/// Releases a configuration (NULL is fine). Registries made from it are not affected.
+///
+/// # Safety
+/// `config` is NULL or from `berth_config_new`, and not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_free(config: *mut berth_config) {
+    guard_void(|| {
+        if !config.is_null() {
+            // SAFETY: the caller hands back ownership of a pointer from `berth_config_new`.
+            drop(unsafe { Box::from_raw(config) });
+        }
+    });
+}
+
+/// Applies `change` to the configuration behind `config`.
+///
+/// # Safety
+/// `config` is NULL or a live `berth_config`.
+unsafe fn configure(
+    config: *mut berth_config,
+    change: impl FnOnce(&mut berth_config) -> Result<(), Failure>,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let config = unsafe { berth_config::from_mut_ptr(config) }?;
+        change(config)
+    })
+}
+
+/// Stores data in the directory `root` (created if missing), in registry:2's layout: a
+/// registry:2 root works as it is.
+///
+/// # Safety
+/// `config` is a live configuration; `root` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_fs(
+    config: *mut berth_config,
+    root: *const c_char,
+) -> berth_result {
+    // SAFETY: the caller's promises cover both pointers.
+    unsafe {
+        configure(config, |config| {
+            let root = str_arg(root, "root")?;
+            config.storage = Some(StorageChoice::Fs(PathBuf::from(root)));
+            Ok(())
+        })
+    }
+}
+
+/// Stores data in memory, lost when the last registry over it is freed (for tests).
+/// Registries made from one configuration share the memory.
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_memory(config: *mut berth_config) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.storage = Some(StorageChoice::Memory(Arc::new(MemoryStorage::new())));
+            Ok(())
+        })
+    }
+}
+
+/// Stores data in an S3 bucket (AWS, R2, MinIO, any S3-compatible service), with S3's own
+/// multipart uploads. `endpoint` and `region` may be NULL (AWS; `AWS_REGION`, else
+/// us-east-1). Credentials come from the usual `AWS_*` environment variables.
+///
+/// # Safety
+/// `config` is a live configuration; the strings are NUL-terminated or (where allowed) NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_s3(
+    config: *mut berth_config,
+    bucket: *const c_char,
+    endpoint: *const c_char,
+    region: *const c_char,
+    allow_http: bool,
+    path_style: bool,
+) -> berth_result {
+    // SAFETY: the caller's promises cover every pointer.
+    unsafe {
+        configure(config, |config| {
+            let mut s3 = S3Settings::new(str_arg(bucket, "bucket")?);
+            s3.endpoint = optional_str_arg(endpoint, "endpoint")?.map(str::to_owned);
+            s3.region = optional_str_arg(region, "region")?.map(str::to_owned);
+            s3.allow_http = allow_http;
+            s3.path_style = path_style;
+            config.storage = Some(StorageChoice::S3(s3));
+            Ok(())
+        })
+    }
+}
+
+/// Stores data through the host's callbacks. berth copies `vtable`; it passes `env` to
+/// every callback, and calls `finalizer(env)` (if not NULL) once no registry or
+/// configuration uses the storage any more — also when this call fails.
+///
+/// # Safety
+/// `config` is a live configuration; `vtable` points to a filled `berth_storage_vtable`;
+/// the callbacks are safe to call from several threads at once with `env`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_storage(
+    config: *mut berth_config,
+    vtable: *const berth_storage_vtable,
+    env: *mut std::ffi::c_void,
+    finalizer: Option<unsafe extern "C" fn(env: *mut std::ffi::c_void)>,
+) -> berth_result {
+    // Take ownership of `env` first, so that every path out runs the finalizer exactly once.
+    let storage = CallbackStorage::new(env, finalizer);
+    // SAFETY: the caller's promises cover `config` and `vtable`.
+    unsafe {
+        configure(config, move |config| {
+            let vtable = vtable.as_ref().ok_or_else(|| Failure::null("vtable"))?;
+            let storage = storage.with_vtable(vtable)?;
+            config.storage = Some(StorageChoice::Callbacks(Arc::new(storage)));
+            Ok(())
+        })
+    }
+}
+
+/// Refuses pushes and deletes (405) when `read_only` is true.
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_read_only(
+    config: *mut berth_config,
+    read_only: bool,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.access = if read_only {
+                Arc::new(ReadOnly)
+            } else {
+                Arc::new(berth::AllowAll)
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_delete_enabled(
+    config: *mut berth_config,
+    enabled: bool,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.delete_enabled = enabled;
+            Ok(())
+        })
+    }
+}
+
+/// Whether `?mount=<digest>` without `from` links a blob the registry already has
+/// (default true).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_automatic_mount(
+    config: *mut berth_config,
+    enabled: bool,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.automatic_mount = enabled;
+            Ok(())
+        })
+    }
+}
+
+/// Upload part size in bytes: the most of one upload held in memory (default 8 MiB; at
+/// least 1 byte).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_part_size(
+    config: *mut berth_config,
+    bytes: usize,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            if bytes == 0 {
+                return Err(Failure::new(
+                    berth_result::InvalidArgument,
+                    "the part size must be at least one byte",
+                ));
+            }
+            config.options.part_size = bytes;
+            Ok(())
+        })
+    }
+}
+
+/// The largest manifest accepted, in bytes (default 4 MiB); larger ones get 413.
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_manifest_limit(
+    config: *mut berth_config,
+    bytes: usize,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.manifest_limit = bytes;
+            Ok(())
+        })
+    }
+}
+
+/// The largest chunk a PATCH may carry, advertised as `OCI-Chunk-Max-Length`; 0 for no
+/// limit (the default).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_chunk_max_length(
+    config: *mut berth_config,
+    bytes: u64,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.chunk_max_length = (bytes > 0).then_some(bytes);
+            Ok(())
+        })
+    }
+}
+
+/// Answers blob GETs with a 307 to a URL the storage signs for `seconds` (S3 only); 0 turns
+/// redirects off (the default).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_blob_redirect(
+    config: *mut berth_config,
+    seconds: u64,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.blob_redirect = (seconds > 0).then_some(seconds);
+            Ok(())
+        })
+    }
+}
+
+/// How many worker threads each registry made from this configuration runs (0, the
+/// default, for one per core).
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_worker_threads(
+    config: *mut berth_config,
+    threads: usize,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.worker_threads = threads;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! `berth_registry`: a registry over the configured storage, with the worker threads that
+//! drive it; and `berth_check_storage`, the storage contract's test suite for hosts.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use berth::storage::ObjectStoreStorage;
+use berth::{FsStorage, Registry, Storage};
+use tokio::runtime::Runtime;
+
+use crate::config::{StorageChoice, berth_config};
+use crate::result::{Failure, berth_result, guard, guard_void, panic_message, write_out};
+
+/// The registry's driver and the runtime it runs on, shared with every exchange it starts
+/// so that a response body can outlive `berth_registry_free`.
+pub(crate) struct Inner {
+    pub(crate) runtime: Runtime,
+    pub(crate) registry: Arc<Registry<Arc<dyn Storage>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("options", self.registry.options())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry. Create with `berth_registry_new`; serve requests through `berth_exchange`s;
+/// release with `berth_registry_free`. Any number of threads may use one registry at once.
+#[derive(Debug)]
+pub struct berth_registry {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl berth_registry {
+    /// The registry behind a pointer the host passed.
+    ///
+    /// # Safety
+    /// `registry` is NULL or a live registry from `berth_registry_new`.
+    pub(crate) unsafe fn from_ptr<'a>(registry: *const Self) -> Result<&'a Self, Failure> {
+        // SAFETY: forwarded from the caller.
+        unsafe { registry.as_ref() }.ok_or_else(|| Failure::null("registry"))
+    }
+}
+
+fn open_storage(config: &berth_config) -> Result<Arc<dyn Storage>, Failure> {
+    let unavailable = |detail: String| Failure::new(berth_result::StorageUnavailable, detail);
+    match &config.storage {
+        None => Err(Failure::new(
+            berth_result::InvalidArgument,
+            "the configuration names no storage: call berth_config_set_fs, _set_s3, \
+             _set_memory or _set_storage first",
+        )),
+        Some(StorageChoice::Fs(root)) => FsStorage::new(root)
+            .map(|storage| Arc::new(storage) as Arc<dyn Storage>)
+            .map_err(|e| unavailable(format!("storage root {}: {e}", root.display()))),
+        Some(StorageChoice::Memory(storage)) => Ok(storage.clone()),
+        Some(StorageChoice::S3(s3)) => ObjectStoreStorage::s3(s3)
+            .map(|storage| Arc::new(storage) as Arc<dyn Storage>)
+            .map_err(|e| unavailable(format!("S3 bucket {}: {e}", s3.bucket))),
+        Some(StorageChoice::Callbacks(storage)) => Ok(storage.clone()),
+    }
+}
+
+fn runtime(worker_threads: usize) -> Result<Runtime, Failure> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("berth-worker");
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder
+        .build()
+        .map_err(|e| Failure::new(berth_result::RuntimeUnavailable, e.to_string()))
+}
+
+/// Creates a registry from a configuration (which stays the caller's).
+///
+/// # Safety
+/// `config` is a live configuration; `out` is valid for a write of one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_new(
+    config: *const berth_config,
+    out: *mut *mut berth_registry,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let config = unsafe { berth_config::from_ptr(config) }?;
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let runtime = runtime(config.worker_threads)?;
+        // Storage clients (S3's) may look for the runtime they will run on.
+        let storage = {
+            let _entered = runtime.enter();
+            open_storage(config)?
+        };
+        let registry = Arc::new(Registry::new(storage, config.options.clone()));
+        let handle = Box::new(berth_registry {
+            inner: Arc::new(Inner { runtime, registry }),
+        });
+        // SAFETY: checked non-NULL above; the caller promises it is valid.
+        unsafe { write_out(out, Box::into_raw(handle), "out") }
+    })
+}
+
+/// Releases a registry (NULL is fine). Exchanges still open keep what they need alive.
+///
+/// # Safety
+/// `registry` is NULL or from `berth_registry_new`, and not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_free(registry: *mut berth_registry) {
+    guard_void(|| {
+        if !registry.is_null() {
+            // SAFETY: the caller hands back ownership of a pointer from `berth_registry_new`.
+            drop(unsafe { Box::from_raw(registry) });
+        }
+    });
+}
+
+/// Removes upload sessions started more than `older_than` seconds ago, with everything
+/// they wrote, and sets `*out_purged` to how many there were. Call it now and then (daily,
+/// say) with an expiry such as 7 days.
+///
+/// # Safety
+/// `registry` is a live registry; `out_purged` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_purge_uploads(
+    registry: *const berth_registry,
+    older_than: u64,
+    out_purged: *mut u64,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let registry = unsafe { berth_registry::from_ptr(registry) }?;
+        let inner = &registry.inner;
+        let purged = inner
+            .runtime
+            .block_on(inner.registry.purge_uploads(older_than))
+            .map_err(|e| Failure::new(berth_result::StorageFailed, e.to_string()))?;
+        // SAFETY: the caller promises `out_purged` is valid.
+        unsafe { write_out(out_purged, purged as u64, "out_purged") }
+    })
+}
+
+/// Runs berth's storage contract suite against the configured storage — what a callback
+/// storage (or a bucket) must pass before a registry can trust it. It writes, then removes,
+/// keys under `conformance/`. Returns `BERTH_RESULT_CHECK_FAILED` with the failed check in
+/// `berth_last_error()`.
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_check_storage(config: *const berth_config) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let config = unsafe { berth_config::from_ptr(config) }?;
+        let runtime = runtime(config.worker_threads)?;
+        let storage = {
+            let _entered = runtime.enter();
+            open_storage(config)?
+        };
+        // The suite's checks are assertions: a failed one panics, and that is the verdict.
+        let verdict = catch_unwind(AssertUnwindSafe(|| {
+            runtime.block_on(berth::storage::conformance::run(&*storage));
+        }));
+        verdict.map_err(|panic| {
+            Failure::new(
+                berth_result::CheckFailed,
+                format!("storage contract: {}", panic_message(&*panic)),
+            )
+        })
+    })
+}
