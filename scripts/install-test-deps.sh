@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine:
-# Debian packages (skopeo, registry:2), Go clients (crane, oras, regctl) and the
-# two official OCI conformance suites, built as Go test binaries.
+# Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
+# valgrind), Python virtualenvs (moto; pytest, gunicorn and uvicorn for the Python package),
+# Go clients (crane, oras, regctl) and the two official OCI conformance suites.
 # Idempotent: a tool already in place is not fetched again.
 set -euo pipefail
 
@@ -30,6 +31,10 @@ command -v docker-registry >/dev/null || debian_packages+=(docker-registry)
 command -v curl >/dev/null || debian_packages+=(curl)
 command -v openssl >/dev/null || debian_packages+=(openssl)
 command -v python3 >/dev/null || debian_packages+=(python3)
+# The C host and the C tests of the C ABI.
+for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
+  dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
+done
 if [ ${#debian_packages[@]} -gt 0 ]; then
   log "apt-get install ${debian_packages[*]}"
   as_root apt-get update -qq
@@ -45,6 +50,14 @@ if [ ! -x "$tools/moto-venv/bin/moto_server" ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$tools/moto-venv"; }
   "$tools/moto-venv/bin/pip" install -q 'moto[s3]==5.2.5' flask flask-cors
+fi
+
+# The Python package's tests and the servers of its WSGI and ASGI hosts.
+if [ ! -x "$tools/py-venv/bin/uvicorn" ]; then
+  log "pip install pytest gunicorn uvicorn (into $tools/py-venv)"
+  python3 -m venv "$tools/py-venv"
+  "$tools/py-venv/bin/pip" install -q pytest==9.2.0 gunicorn==27.0.1 uvicorn==0.54.0 \
+    wheel==0.48.0 'setuptools>=64'
 fi
 
 # s3s-fs: a disk-backed S3 server for the 6 GiB blob test (moto keeps objects in memory).

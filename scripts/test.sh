@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of berth on a fresh Debian machine, installing what the tests need:
-# lints, unit/property/transcript tests, then one release build of `berth` that the
-# conformance suites, the real clients and the registry:2 compatibility checks all run against.
+# lints, unit/property/transcript tests, then one release build of `berth` and of the C ABI
+# library that the conformance suites, the real clients, the registry:2 compatibility
+# checks, the C tests and the C and Python hosts all run against.
 #
 #   scripts/test.sh            everything
 #   BERTH_SKIP_INSTALL=1 ...   assume the tools are already installed
@@ -45,14 +46,25 @@ cargo_passed=$(sum_field passed)
 cargo_failed=$(sum_field failed)
 passed_total=$((passed_total + ${cargo_passed:-0})); failed_total=$((failed_total + ${cargo_failed:-0}))
 
-step "build berth once (release)"
-if cargo build --release --locked -p berth-server; then
+step "build berth and its C ABI library once (release)"
+# suite NAME COMMAND...: runs one shell suite, adding its counts to the totals.
+suite() {
+  local name=$1; shift
+  step "$name"
+  TEST_LOG=$logs/$name.log "$@" 2>&1 | tee "$logs/$name.out"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("$name")
+  count "$logs/$name.out"
+}
+if cargo build --release --locked -p berth-server -p berth-ffi; then
   binary=$root/target/release/berth
-  for suite in transcripts conformance clients registry2 durability scaleout memory server s3 big-blob; do
-    step "$suite"
-    TEST_LOG=$logs/$suite.log "tests/$suite.sh" "$binary" 2>&1 | tee "$logs/$suite.out"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("$suite")
-    count "$logs/$suite.out"
+  for name in transcripts conformance clients registry2 durability scaleout memory server s3 big-blob; do
+    suite "$name" "tests/$name.sh" "$binary"
+  done
+  # The C ABI, the C host and the Python package, over the library built above.
+  suite ffi tests/ffi.sh "$root/target/release"
+  suite python tests/python.sh "$root/target/release"
+  for host in c c-memstore wsgi asgi; do
+    suite "hosts-$host" tests/hosts.sh "$host"
   done
 else
   failures+=("release build")

@@ -10,24 +10,12 @@ tools=${BERTH_TOOLS:-$here/../.tools}/bin
 work=$(mktemp -d /tmp/berth-conformance.XXXXXX)
 trap 'stop_all_servers; rm -rf "$work"' EXIT
 
-strip_colour() { sed 's/\x1b\[[0-9;]*m//g'; }
-
 # v1 MODE FLAGS...: one run of the Ginkgo suite; MODE is OCI_AUTOMATIC_CROSSMOUNT.
 v1() {
   local mode=$1; shift
-  local root=$work/v1-$mode report=$work/v1-$mode-report
-  mkdir -p "$report"
-  start_berth "$binary" "$root" "$@" || return 1
-  OCI_ROOT_URL=http://$BERTH_ADDR OCI_NAMESPACE=conformance/one \
-  OCI_CROSSMOUNT_NAMESPACE=conformance/two OCI_TEST_PULL=1 OCI_TEST_PUSH=1 \
-  OCI_TEST_CONTENT_DISCOVERY=1 OCI_TEST_CONTENT_MANAGEMENT=1 OCI_AUTOMATIC_CROSSMOUNT=$mode \
-  OCI_REPORT_DIR=$report "$tools/conformance-v1.test" >"$work/v1-$mode.out" 2>&1
-  local rc=$?
-  stop_server "$BERTH_PID"
-  local line; line=$(strip_colour <"$work/v1-$mode.out" | grep -E 'Passed \| [0-9]+ Failed' | tail -1)
-  echo "v1.1 suite, OCI_AUTOMATIC_CROSSMOUNT=$mode: $line"
-  strip_colour <"$work/v1-$mode.out" | grep -A3 '\[FAIL\]' | head -40
-  [ $rc -eq 0 ] && contains "$line" "75 Passed | 0 Failed"
+  start_berth "$binary" "$work/v1-$mode" "$@" || return 1
+  conformance_v1 "$BERTH_ADDR" "$mode" "$work/v1-$mode.out"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 
 next() {

@@ -60,6 +60,26 @@ stop_all_servers() {
   SERVER_PIDS=()
 }
 
+strip_colour() { sed 's/\x1b\[[0-9;]*m//g'; }
+
+# conformance_v1 ADDR MODE OUT: the official Ginkgo conformance suite of the v1.1 line
+# against the registry at ADDR, OCI_AUTOMATIC_CROSSMOUNT=MODE, its output kept in OUT.
+# Prints the suite's summary and failures; succeeds on 75 passed, 0 failed.
+conformance_v1() {
+  local addr=$1 mode=$2 out=$3
+  local report; report=$(mktemp -d)
+  OCI_ROOT_URL=http://$addr OCI_NAMESPACE=conformance/one \
+  OCI_CROSSMOUNT_NAMESPACE=conformance/two OCI_TEST_PULL=1 OCI_TEST_PUSH=1 \
+  OCI_TEST_CONTENT_DISCOVERY=1 OCI_TEST_CONTENT_MANAGEMENT=1 OCI_AUTOMATIC_CROSSMOUNT=$mode \
+  OCI_REPORT_DIR=$report "${BERTH_TOOLS:-$(dirname "${BASH_SOURCE[0]}")/../../.tools}/bin/conformance-v1.test" >"$out" 2>&1
+  local rc=$?
+  rm -rf "$report"
+  local line; line=$(strip_colour <"$out" | grep -E 'Passed \| [0-9]+ Failed' | tail -1)
+  echo "v1.1 suite, OCI_AUTOMATIC_CROSSMOUNT=$mode: $line"
+  strip_colour <"$out" | grep -A3 '\[FAIL\]' | head -40
+  [ $rc -eq 0 ] && contains "$line" "75 Passed | 0 Failed"
+}
+
 # check NAME COMMAND...: runs COMMAND, counts and reports the outcome. Output goes to the log
 # unless the check fails, when its last lines are shown.
 check() {

@@ -1,0 +1,48 @@
+"""A Registry from the environment, with the variables of ``berth serve``."""
+from __future__ import annotations
+
+import os
+
+from .registry import S3, Registry
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _number(name: str):
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def registry_from_env() -> Registry:
+    """``BERTH_STORAGE`` (fs, s3 or memory; default fs), ``BERTH_ROOT`` (default
+    ./berth-data), ``BERTH_S3_BUCKET``, ``BERTH_S3_ENDPOINT``, ``BERTH_S3_REGION``,
+    ``BERTH_S3_ALLOW_HTTP``, ``BERTH_S3_PATH_STYLE``, ``BERTH_READ_ONLY``,
+    ``BERTH_NO_DELETE``, ``BERTH_PART_SIZE``, ``BERTH_MANIFEST_LIMIT``,
+    ``BERTH_CHUNK_MAX_LENGTH``."""
+    storage = os.environ.get("BERTH_STORAGE", "fs")
+    options = dict(
+        read_only=_flag("BERTH_READ_ONLY"),
+        delete_enabled=not _flag("BERTH_NO_DELETE"),
+        part_size=_number("BERTH_PART_SIZE"),
+        manifest_limit=_number("BERTH_MANIFEST_LIMIT"),
+        chunk_max_length=_number("BERTH_CHUNK_MAX_LENGTH"),
+    )
+    if storage == "fs":
+        return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)
+    if storage == "memory":
+        return Registry(memory=True, **options)
+    if storage == "s3":
+        bucket = os.environ.get("BERTH_S3_BUCKET")
+        if not bucket:
+            raise ValueError("BERTH_STORAGE=s3 needs BERTH_S3_BUCKET")
+        s3 = S3(
+            bucket,
+            endpoint=os.environ.get("BERTH_S3_ENDPOINT"),
+            region=os.environ.get("BERTH_S3_REGION"),
+            allow_http=_flag("BERTH_S3_ALLOW_HTTP"),
+            path_style=_flag("BERTH_S3_PATH_STYLE"),
+        )
+        return Registry(s3=s3, **options)
+    raise ValueError(f"BERTH_STORAGE must be fs, s3 or memory, not {storage!r}")

@@ -1,0 +1,316 @@
+"""The registry: requests in, responses out, bodies streamed both ways."""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from os import PathLike, fspath
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
+
+from . import _native
+from ._native import check, lib, text
+from .errors import WrongStateError
+
+Headers = Union[Mapping[str, str], Sequence[Tuple[str, str]]]
+Body = Union[bytes, bytearray, memoryview, Iterable[bytes], None]
+
+#: How much of a request body is handed to berth per call when a body is given whole.
+WRITE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class S3:
+    """An S3 bucket (AWS, R2, MinIO, any S3-compatible service) to store data in.
+
+    Credentials come from the usual ``AWS_*`` environment variables.
+    """
+
+    bucket: str
+    endpoint: Optional[str] = None
+    region: Optional[str] = None
+    allow_http: bool = False
+    path_style: bool = False
+
+
+class _Config:
+    """A berth_config handle, freed when dropped."""
+
+    def __init__(self, path, s3, memory, options: dict) -> None:
+        handle = _native.Config()
+        check(lib.berth_config_new(ctypes.byref(handle)))
+        self.handle = handle
+        chosen = sum(x is not None and x is not False for x in (path, s3, memory))
+        if chosen != 1:
+            raise ValueError("give exactly one storage: path=..., s3=S3(...) or memory=True")
+        if path is not None:
+            check(lib.berth_config_set_fs(handle, text(fspath(path))))
+        elif s3 is not None:
+            check(
+                lib.berth_config_set_s3(
+                    handle,
+                    text(s3.bucket),
+                    text(s3.endpoint),
+                    text(s3.region),
+                    s3.allow_http,
+                    s3.path_style,
+                )
+            )
+        else:
+            check(lib.berth_config_set_memory(handle))
+        setters = {
+            "read_only": lib.berth_config_set_read_only,
+            "delete_enabled": lib.berth_config_set_delete_enabled,
+            "automatic_mount": lib.berth_config_set_automatic_mount,
+            "part_size": lib.berth_config_set_part_size,
+            "manifest_limit": lib.berth_config_set_manifest_limit,
+            "chunk_max_length": lib.berth_config_set_chunk_max_length,
+            "blob_redirect": lib.berth_config_set_blob_redirect,
+            "worker_threads": lib.berth_config_set_worker_threads,
+        }
+        for name, value in options.items():
+            if value is not None:
+                check(setters[name](handle, value))
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle is not None and lib is not None:
+            lib.berth_config_free(handle)
+
+
+class _Handle:
+    """Owns one handle of the C ABI, released once: by ``close()``, at the end of a ``with``
+    block, or when the object is collected."""
+
+    _handle: Optional[ctypes.c_void_p] = None
+
+    @staticmethod
+    def _free(handle: ctypes.c_void_p) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases the handle (again is fine)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            self._free(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # At interpreter exit the library may be gone before this object.
+        if self._handle is not None and lib is not None:
+            self.close()
+
+
+class Registry(_Handle):
+    """An OCI registry over a directory, an S3 bucket or memory.
+
+    >>> registry = Registry(memory=True)
+    >>> registry.handle("GET", "/v2/").status
+    200
+
+    One registry serves any number of threads at once; calls that wait for storage release
+    the GIL.
+
+    :param path: a directory to store data in (registry:2's layout; created if missing).
+    :param s3: an :class:`S3` bucket instead.
+    :param memory: store in memory instead (lost when the registry is dropped).
+    :param read_only: refuse pushes and deletes (405).
+    :param delete_enabled: allow DELETE (default True).
+    :param automatic_mount: let ``?mount=<digest>`` without ``from`` link a blob the
+        registry already has (default True).
+    :param part_size: the most of one upload held in memory, in bytes (default 8 MiB).
+    :param manifest_limit: the largest manifest accepted, in bytes (default 4 MiB).
+    :param chunk_max_length: the largest PATCH chunk accepted (default: no limit).
+    :param blob_redirect: answer blob GETs with redirects to URLs signed for this many
+        seconds (S3 only).
+    :param worker_threads: berth's worker threads (default: one per core).
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "PathLike[str]", None] = None,
+        *,
+        s3: Optional[S3] = None,
+        memory: bool = False,
+        read_only: Optional[bool] = None,
+        delete_enabled: Optional[bool] = None,
+        automatic_mount: Optional[bool] = None,
+        part_size: Optional[int] = None,
+        manifest_limit: Optional[int] = None,
+        chunk_max_length: Optional[int] = None,
+        blob_redirect: Optional[int] = None,
+        worker_threads: Optional[int] = None,
+    ) -> None:
+        self._config = _Config(
+            path,
+            s3,
+            memory or None,
+            {
+                "read_only": read_only,
+                "delete_enabled": delete_enabled,
+                "automatic_mount": automatic_mount,
+                "part_size": part_size,
+                "manifest_limit": manifest_limit,
+                "chunk_max_length": chunk_max_length,
+                "blob_redirect": blob_redirect,
+                "worker_threads": worker_threads,
+            },
+        )
+        handle = _native.Registry()
+        check(lib.berth_registry_new(self._config.handle, ctypes.byref(handle)))
+        self._handle = handle
+
+    _free = staticmethod(lib.berth_registry_free)
+
+    def check_storage(self) -> None:
+        """Runs berth's storage contract suite against this registry's storage (it writes,
+        then removes, keys under ``conformance/``); raises :class:`StorageCheckError` with
+        the failed check."""
+        check(lib.berth_check_storage(self._config.handle))
+
+    def start(
+        self,
+        method: str,
+        path: str,
+        query: Optional[str] = None,
+        headers: Headers = (),
+    ) -> "Exchange":
+        """Begins a request whose body you stream with :meth:`Exchange.write`.
+
+        :param path: the request path, still percent-encoded (``/v2/alpine/tags/list``).
+        :param query: the query string after ``?``, if any.
+        """
+        exchange = Exchange(self._live(), method, path, query)
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            exchange.add_header(name, value)
+        return exchange
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Headers = (),
+        body: Body = None,
+    ) -> "Response":
+        """Answers one request. ``target`` is the path with its query (``/v2/x/tags/list?n=5``);
+        ``body`` is bytes or an iterable of bytes chunks (streamed, never joined)."""
+        path, _, query = target.partition("?")
+        exchange = self.start(method, path, query or None, headers)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            view = memoryview(body)
+            for offset in range(0, len(view), WRITE_CHUNK):
+                exchange.write(view[offset : offset + WRITE_CHUNK])
+        elif body is not None:
+            for chunk in body:
+                exchange.write(chunk)
+        return exchange.finish()
+
+    def purge_uploads(self, older_than: int) -> int:
+        """Removes upload sessions started more than ``older_than`` seconds ago; returns how
+        many there were."""
+        purged = ctypes.c_uint64()
+        check(lib.berth_registry_purge_uploads(self._live(), older_than, ctypes.byref(purged)))
+        return purged.value
+
+    def _live(self) -> ctypes.c_void_p:
+        handle = self._handle
+        if handle is None:
+            raise WrongStateError("the registry is closed")
+        return handle
+
+
+class Exchange(_Handle):
+    """One request being sent: add headers, write the body, then :meth:`finish`."""
+
+    def __init__(self, registry: ctypes.c_void_p, method: str, path: str, query: Optional[str]):
+        handle = _native.Exchange()
+        check(lib.berth_exchange_new(registry, text(method), text(path), text(query), ctypes.byref(handle)))
+        self._handle = handle
+
+    _free = staticmethod(lib.berth_exchange_free)
+
+    def add_header(self, name: str, value: str) -> None:
+        """Adds a request header (before the body)."""
+        check(lib.berth_exchange_add_header(self._live(), text(name), text(value)))
+
+    def write(self, chunk: Union[bytes, bytearray, memoryview]) -> None:
+        """Passes the next chunk of the request body (may wait while storage catches up)."""
+        if not chunk:
+            return
+        data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        check(lib.berth_exchange_write(self._live(), data, len(data)))
+
+    def finish(self) -> "Response":
+        """Ends the body and returns the response (whose body is read lazily)."""
+        handle = self._live()
+        check(lib.berth_exchange_finish(handle))
+        self._handle = None  # the response owns it now
+        return Response(handle)
+
+    def _live(self) -> ctypes.c_void_p:
+        if self._handle is None:
+            raise WrongStateError("the exchange is finished")
+        return self._handle
+
+
+class Response(_Handle):
+    """A response: ``status``, ``headers`` and a body to iterate over in chunks (or
+    :meth:`read` whole, for small bodies)."""
+
+    _free = staticmethod(lib.berth_exchange_free)
+
+    def __init__(self, handle: ctypes.c_void_p) -> None:
+        self._handle = handle
+        status = ctypes.c_uint16()
+        check(lib.berth_exchange_status(handle, ctypes.byref(status)))
+        count = ctypes.c_size_t()
+        check(lib.berth_exchange_header_count(handle, ctypes.byref(count)))
+        headers = []
+        for index in range(count.value):
+            name, value = ctypes.c_char_p(), ctypes.c_char_p()
+            check(lib.berth_exchange_header(handle, index, ctypes.byref(name), ctypes.byref(value)))
+            headers.append(((name.value or b"").decode(), (value.value or b"").decode()))
+        #: The HTTP status.
+        self.status: int = status.value
+        #: Headers in order, as (name, value).
+        self.headers: list[tuple[str, str]] = headers
+
+    def header(self, name: str) -> Optional[str]:
+        """The first value of a header, by case-insensitive name."""
+        wanted = name.lower()
+        return next((v for n, v in self.headers if n.lower() == wanted), None)
+
+    def next_chunk(self) -> bytes:
+        """The next chunk of the body; ``b""`` once it has ended."""
+        if self._handle is None:
+            return b""
+        data, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(lib.berth_exchange_next_chunk(self._handle, ctypes.byref(data), ctypes.byref(length)))
+        if not length.value:
+            self.close()
+            return b""
+        return ctypes.string_at(data.value, length.value)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    def read(self) -> bytes:
+        """The whole body (for manifests and JSON; iterate for blobs)."""
+        return b"".join(self)
+
+    def json(self):
+        """The body parsed as JSON."""
+        import json
+
+        return json.loads(self.read())
+
+    def __repr__(self) -> str:
+        return f"<berth.Response {self.status}>"

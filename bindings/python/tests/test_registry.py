@@ -1,0 +1,148 @@
+"""The package over the C ABI: requests, streaming bodies, errors, threads."""
+import os
+import threading
+
+import pytest
+
+import berth
+from conftest import digest, image
+
+
+def test_version_and_ping(registry):
+    assert berth.__version__
+    response = registry.handle("GET", "/v2/")
+    assert response.status == 200
+    assert response.header("docker-distribution-api-version") == "registry/2.0"
+    assert response.json() == {}
+
+
+def test_monolithic_blob_round_trip(registry):
+    data = os.urandom(100_000)
+    response = registry.handle("POST", f"/v2/py/blob/blobs/uploads/?digest={digest(data)}", body=data)
+    assert response.status == 201
+    assert response.header("Location") == f"/v2/py/blob/blobs/{digest(data)}"
+    pulled = registry.handle("GET", f"/v2/py/blob/blobs/{digest(data)}")
+    assert pulled.status == 200 and pulled.read() == data
+    head = registry.handle("HEAD", f"/v2/py/blob/blobs/{digest(data)}")
+    assert head.header("Content-Length") == str(len(data)) and head.read() == b""
+
+
+def test_streamed_chunked_upload(registry):
+    """A 24 MiB blob in 8 MiB PATCHes, each body an iterator of 1 MiB chunks."""
+    blocks = [os.urandom(1 << 20) for _ in range(24)]
+    expected = digest(b"".join(blocks))
+    response = registry.handle("POST", "/v2/py/big/blobs/uploads/")
+    assert response.status == 202
+    location = response.header("Location")
+    for start in range(0, 24, 8):
+        part = blocks[start : start + 8]
+        first = start << 20
+        response = registry.handle(
+            "PATCH",
+            location,
+            headers=[("Content-Range", f"{first}-{first + (8 << 20) - 1}"), ("Content-Length", str(8 << 20))],
+            body=iter(part),
+        )
+        assert response.status == 202, response.read()
+        location = response.header("Location")
+    separator = "&" if "?" in location else "?"
+    assert registry.handle("PUT", f"{location}{separator}digest={expected}").status == 201
+    pulled = registry.handle("GET", f"/v2/py/big/blobs/{expected}")
+    chunks = list(pulled)
+    if registry.kind == "fs":  # memory storage holds each object as one chunk
+        assert max(map(len, chunks)) <= 1 << 20, "a blob on disk is streamed in small chunks"
+    assert digest(b"".join(chunks)) == expected
+
+
+def test_exchange_api_streams_a_body():
+    registry = berth.Registry(memory=True)
+    data = b"x" * 3_000_000
+    exchange = registry.start("POST", "/v2/py/ex/blobs/uploads/", f"digest={digest(data)}", {"Content-Length": str(len(data))})
+    for offset in range(0, len(data), 65536):
+        exchange.write(data[offset : offset + 65536])
+    response = exchange.finish()
+    assert response.status == 201
+    with pytest.raises(berth.WrongStateError):
+        exchange.write(b"more")
+
+
+def test_manifest_tags_and_catalog(registry):
+    manifest_digest = image(registry, "py/app", "v1")
+    image(registry, "py/app", "v2")
+    assert registry.handle("GET", "/v2/py/app/tags/list").json() == {"name": "py/app", "tags": ["v1", "v2"]}
+    assert registry.handle("GET", "/v2/py/app/tags/list?n=1").json()["tags"] == ["v1"]
+    assert "py/app" in registry.handle("GET", "/v2/_catalog").json()["repositories"]
+    got = registry.handle("GET", "/v2/py/app/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert got.status == 200 and got.header("Docker-Content-Digest") == manifest_digest
+
+
+def test_protocol_errors_are_responses_not_exceptions(registry):
+    response = registry.handle("GET", "/v2/py/x/blobs/sha256:nothex")
+    assert response.status == 400
+    assert response.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    response = registry.handle("GET", "/v2/py/x/manifests/missing")
+    assert response.status == 404 and response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_read_only_registry_refuses_pushes(tmp_path):
+    registry = berth.Registry(tmp_path, read_only=True)
+    response = registry.handle("POST", "/v2/py/ro/blobs/uploads/")
+    assert response.status in (401, 403, 405)
+    assert registry.handle("GET", "/v2/").status == 200
+
+
+def test_exceptions_map_result_codes(tmp_path):
+    with pytest.raises(berth.StorageUnavailableError) as caught:
+        berth.Registry("/proc/berth-cannot-be-here")
+    assert isinstance(caught.value, berth.StorageError)
+    assert isinstance(caught.value, berth.BerthError)
+    assert caught.value.code == 5 and "berth-cannot-be-here" in caught.value.detail
+    with pytest.raises(berth.InvalidArgumentError) as caught:
+        berth.Registry(tmp_path, part_size=0)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(ValueError):
+        berth.Registry()  # no storage
+    with pytest.raises(ValueError):
+        berth.Registry(tmp_path, memory=True)  # two storages
+    registry = berth.Registry(memory=True)
+    registry.close()
+    with pytest.raises(berth.WrongStateError):
+        registry.handle("GET", "/v2/")
+
+
+def test_check_storage_passes_on_builtin_storage(tmp_path):
+    berth.Registry(tmp_path).check_storage()
+    berth.Registry(memory=True).check_storage()
+
+
+def test_purge_uploads_keeps_fresh_sessions():
+    registry = berth.Registry(memory=True)
+    assert registry.handle("POST", "/v2/py/purge/blobs/uploads/").status == 202
+    assert registry.purge_uploads(3600) == 0
+
+
+def test_threads_share_one_registry(registry):
+    failures = []
+
+    def push(index):
+        for i in range(10):
+            data = f"thread {index} blob {i}".encode()
+            response = registry.handle("POST", f"/v2/py/t{index}/blobs/uploads/?digest={digest(data)}", body=data)
+            if response.status != 201 or registry.handle("GET", f"/v2/py/t{index}/blobs/{digest(data)}").read() != data:
+                failures.append((index, i))
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_response_outlives_registry_close():
+    registry = berth.Registry(memory=True)
+    data = os.urandom(10_000)
+    registry.handle("POST", f"/v2/py/keep/blobs/uploads/?digest={digest(data)}", body=data)
+    response = registry.handle("GET", f"/v2/py/keep/blobs/{digest(data)}")
+    registry.close()
+    assert response.read() == data

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# berth embedded by other hosts, held to the bar of `berth serve`: the C host (examples/c,
+# libmicrohttpd over the C ABI), the same with storage in C callbacks (memstore), and the
+# Python package's WSGI (gunicorn) and ASGI (uvicorn) hosts. Each runs the HTTP
+# transcripts, the OCI conformance suite v1.1, skopeo and crane round trips, and a large
+# chunked push and pull with its peak RSS.
+#   tests/hosts.sh c|c-memstore|wsgi|asgi
+# BERTH_C_SERVER (default examples/c/berth-c-server) and BERTH_PYTHON_VENV (default
+# $BERTH_TOOLS/py-venv, with the berth package installed) name what runs.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib/common.sh"
+host=$1
+tools=${BERTH_TOOLS:-$here/../.tools}
+export PATH=$tools/bin:$PATH
+c_server=$(realpath "${BERTH_C_SERVER:-$here/../examples/c/berth-c-server}")
+venv=${BERTH_PYTHON_VENV:-$tools/py-venv}
+work=$(mktemp -d /tmp/berth-hosts.XXXXXX)
+export HOME=$work/home
+mkdir -p "$HOME"
+trap 'stop_all_servers; rm -rf "$work"' EXIT
+
+# start_host ROOT [PART_SIZE]: starts the host on a free port; sets BERTH_ADDR, HOST_PID
+# (the process that serves, for its RSS) and BERTH_PID (the one to stop).
+start_host() {
+  local root=$1 part_size=${2:-}
+  local port; port=$(free_port)
+  BERTH_ADDR=127.0.0.1:$port
+  case $host in
+    c | c-memstore)
+      local storage=(--root "$root")
+      [ "$host" = c-memstore ] && storage=(--memstore)
+      "$c_server" --port "$port" "${storage[@]}" ${part_size:+--part-size "$part_size"} \
+        >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+      ;;
+    wsgi)
+      BERTH_ROOT=$root BERTH_PART_SIZE=$part_size "$venv/bin/gunicorn" -k gthread --threads 16 \
+        --timeout 600 --log-level warning -b "$BERTH_ADDR" 'berth.wsgi:create_app()' \
+        >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+      ;;
+    asgi)
+      BERTH_ROOT=$root BERTH_PART_SIZE=$part_size "$venv/bin/uvicorn" --factory \
+        berth.asgi:create_app --host 127.0.0.1 --port "$port" --log-level warning \
+        >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+      ;;
+    *) echo "unknown host $host" >&2; return 1 ;;
+  esac
+  BERTH_PID=$!
+  SERVER_PIDS+=("$BERTH_PID")
+  wait_http "http://$BERTH_ADDR/v2/" 30 || return 1
+  HOST_PID=$BERTH_PID
+  # gunicorn serves from a worker process, a child of the one started.
+  if [ "$host" = wsgi ]; then HOST_PID=$(pgrep -P "$BERTH_PID" | head -1); fi
+}
+
+replay() {
+  local transcript=$1 name; name=$(basename "$transcript" .json)
+  start_host "$work/transcript-$name" 4 || return 1
+  python3 "$here/lib/replay_transcript.py" "http://$BERTH_ADDR" "$transcript"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+
+conformance() {
+  start_host "$work/conformance" || return 1
+  conformance_v1 "$BERTH_ADDR" 1 "$work/v1.out"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+
+layout() { (cd "$work" && python3 "$here/lib/make_oci_layout.py" "$@"); }
+digest_of_layout() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/index.json"))["manifests"][0]["digest"])' "$1"; }
+
+skopeo_round_trip() {
+  local image=$1 ref=$BERTH_ADDR/skopeo/$1:v1
+  skopeo copy --all --dest-tls-verify=false "oci:$work/$image:v1" "docker://$ref" &&
+  skopeo copy --all --src-tls-verify=false "docker://$ref" "oci:$work/skopeo-$image:v1" &&
+  equal "$(digest_of_layout "$work/skopeo-$image")" "$(digest_of_layout "$work/$image")"
+}
+
+crane_round_trip() {
+  local image=$1 ref=$BERTH_ADDR/crane/$1:v1
+  crane push --insecure "$work/$image" "$ref" &&
+  equal "$(crane digest --insecure "$ref")" "$(digest_of_layout "$work/$image")" &&
+  crane validate --insecure --remote "$ref" &&
+  crane pull --insecure --format oci "$ref" "$work/crane-$image"
+}
+
+# big_push MIB LIMIT_MIB: a MIB MiB blob pushed in 16 MiB chunks and pulled back, with the
+# host's peak RSS under LIMIT_MIB.
+big_push() {
+  local mib=$1 limit=$2
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$work/big.bin"
+  start_host "$work/big" || return 1
+  python3 "$here/lib/push_chunked.py" "http://$BERTH_ADDR" hosts/big "$work/big.bin" $((16 * 1024 * 1024)) || return 1
+  local peak; peak=$(awk '/VmHWM/ {print $2}' "/proc/$HOST_PID/status")
+  stop_server "$BERTH_PID"; rm -f "$work/big.bin"
+  echo "peak RSS of the $host host during a $mib MiB chunked push and pull: $((peak / 1024)) MiB (limit $limit MiB)"
+  [ "$peak" -lt $((limit * 1024)) ]
+}
+
+log "the $host host"
+layout image v1 --layers 3 --size 300000 >/dev/null
+layout multi v1 --platforms linux/amd64,linux/arm64 >/dev/null
+case $host in
+  c | wsgi | asgi)
+    for transcript in "$here"/transcripts/*.json; do
+      check "$host host: HTTP transcript $(basename "$transcript" .json)" replay "$transcript"
+    done
+    ;;
+esac
+check "$host host: conformance v1.1: 75 passed, 0 failed" conformance
+start_host "$work/clients"
+check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
+check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi
+check "$host host: crane pushes, validates and pulls an image" crane_round_trip image
+check "$host host: crane pushes and validates a multi-arch index" crane_round_trip multi
+stop_server "$BERTH_PID"
+case $host in
+  c) check "$host host: a 2 GiB blob passes in bounded memory" big_push 2048 64 ;;
+  wsgi | asgi) check "$host host: a 1 GiB blob passes in bounded memory" big_push 1024 96 ;;
+esac
+summary "hosts-$host"
