@@ -24,6 +24,8 @@ TESTS_FAILED=$((TESTS_FAILED + $(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")))
 [ -n "$line" ] || { TESTS_FAILED=$((TESTS_FAILED + 1)); FAILED_NAMES+=("test_ffi did not finish"); }
 rm -f "$out"
 
+static_link() { "$here/c/test_ffi_static" 8 >/dev/null; }
+check "C tests linked to the static library (libberth_ffi.a)" static_link
 asan() { BERTH_TEST_NO_RSS_LIMIT=1 ASAN_OPTIONS=detect_leaks=1 "$here/c/test_ffi_asan" 32; }
 check "C tests under AddressSanitizer + UBSan: no errors, no leaks" asan
 under_valgrind() {
