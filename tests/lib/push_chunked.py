@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Pushes a file as a blob in chunks (POST, PATCH with Content-Range, PUT ?digest=), then
-pulls it back and checks its digest. Prints the digest.
+pulls it back and checks its digest. Prints the digest, then the push and pull rates
+(including the client's own hashing) on stderr.
 
     push_chunked.py http://127.0.0.1:5000 REPO FILE CHUNK_BYTES
 """
 import hashlib
 import http.client
 import sys
+import time
 import urllib.parse
 
 
@@ -21,6 +23,7 @@ def main():
         data = response.read()
         return response, data
 
+    started = time.monotonic()
     response, _ = request("POST", f"/v2/{repo}/blobs/uploads/")
     assert response.status == 202, response.status
     location = response.getheader("Location")
@@ -41,6 +44,7 @@ def main():
     name = "sha256:" + digest.hexdigest()
     response, body = request("PUT", f"{location}?digest={name}")
     assert response.status == 201, (response.status, body)
+    pushed = time.monotonic()
 
     connection.request("GET", f"/v2/{repo}/blobs/{name}")
     response = connection.getresponse()
@@ -52,7 +56,11 @@ def main():
             break
         pulled.update(data)
     assert "sha256:" + pulled.hexdigest() == name, "pulled content differs"
+    pulled_at = time.monotonic()
     print(name)
+    mb = offset / 1e6
+    print(f"push: {mb / (pushed - started):.0f} MB/s, pull: {mb / (pulled_at - pushed):.0f} MB/s "
+          f"({offset} bytes in {chunk}-byte chunks)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,19 @@ pub trait MaybeSend {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSend for T {}
 
+/// `Sync` on native targets, nothing on wasm, where storage holds JavaScript objects (and
+/// there is only one thread).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` on native targets, nothing on wasm, where storage holds JavaScript objects (and
+/// there is only one thread).
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSync for T {}
+
 /// An object's body, as a stream of chunks.
 #[cfg(not(target_arch = "wasm32"))]
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
@@ -151,7 +164,7 @@ impl std::error::Error for StorageError {
 /// The storage a [`crate::Registry`] runs over. See the module docs for the contract.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
-pub trait Storage: MaybeSend + Sync + 'static {
+pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// Reads an object, or the `range` of it (half-open, within its size).
     async fn get(
         &self,

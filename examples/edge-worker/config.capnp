@@ -1,0 +1,22 @@
+# workerd configuration that runs the registry worker locally on the in-memory store:
+#
+#   wasm/build.sh          # builds wasm/pkg, which the modules below embed
+#   workerd serve examples/edge-worker/config.capnp --socket-addr http=127.0.0.1:8080
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [(name = "registry", worker = .registryWorker)],
+  sockets = [(name = "http", address = "127.0.0.1:8080", http = (), service = "registry")],
+);
+
+const registryWorker :Workerd.Worker = (
+  modules = [
+    (name = "worker.js", esModule = embed "worker.js"),
+    (name = "berth-wasm/index.js", esModule = embed "../../wasm/pkg/index.js"),
+    (name = "berth-wasm/berth_wasm.js", esModule = embed "../../wasm/pkg/berth_wasm.js"),
+    (name = "berth-wasm/berth_wasm_bg.wasm", wasm = embed "../../wasm/pkg/berth_wasm_bg.wasm"),
+    (name = "berth-wasm/stores/memory.js", esModule = embed "../../wasm/pkg/stores/memory.js"),
+    (name = "berth-wasm/stores/browser.js", esModule = embed "../../wasm/pkg/stores/browser.js"),
+  ],
+  compatibilityDate = "2025-11-01",
+);

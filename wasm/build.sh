@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the npm package berth-wasm into wasm/pkg: the .wasm (size-optimised), wasm-bindgen's
+# ES module and TypeScript types, the JavaScript stores, package.json and README.
+#
+# The wasm32 target comes from rustup where it is installed (`rustup target add
+# wasm32-unknown-unknown`); otherwise from Debian's rustc-web, which builds std for wasm32
+# from source (installed here if missing). wasm-bindgen-cli is installed into
+# $BERTH_TOOLS/bin at the version the crate pins.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+tools=${BERTH_TOOLS:-$root/.tools}
+out=$here/pkg
+export CARGO_TARGET_DIR=$root/target/wasm
+WASM_BINDGEN_VERSION=0.2.130
+log() { printf '[wasm/build] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  log "building with rustup's wasm32 target"
+  cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p berth-wasm
+else
+  if ! /usr/bin/rustc --version 2>/dev/null | grep -q 'built from a source tarball' ||
+     [ ! -d /usr/lib/rustlib/src/rust/library ]; then
+    log "no wasm32 target in rustup: installing Debian's rustc-web to build one"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web rust-web-src lld-22 >/dev/null
+  fi
+  log "building with Debian's rustc-web and -Zbuild-std"
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --profile wasm-release \
+    --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -p berth-wasm
+fi
+wasm=$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/berth_wasm.wasm
+
+bindgen=$tools/bin/wasm-bindgen
+if ! "$bindgen" --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
+  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+  cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$tools"
+fi
+
+rm -rf "$out" && mkdir -p "$out/stores"
+"$bindgen" --target web --remove-name-section --remove-producers-section --out-dir "$out" "$wasm"
+cp "$here"/js/index.js "$here"/js/node.js "$here"/js/index.d.ts "$out/"
+cp "$here"/js/stores/*.js "$out/stores/"
+cp "$here/js/package.json" "$here/README.md" "$out/"
+
+size=$(stat -c %s "$out/berth_wasm_bg.wasm")
+gzipped=$(gzip -9 -c "$out/berth_wasm_bg.wasm" | wc -c)
+log "berth_wasm_bg.wasm: $size bytes ($((size / 1024)) KiB), gzip -9: $gzipped bytes ($((gzipped / 1024)) KiB)"
+echo "wasm size: $size bytes, gzip $gzipped bytes" >"$out/SIZE"

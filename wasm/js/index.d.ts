@@ -1,0 +1,81 @@
+// Types of berth-wasm. The Registry class and init functions are wasm-bindgen's
+// (berth_wasm.d.ts); the storage interface is the subset of the R2 bucket binding berth uses.
+export { default as init, initSync, Registry, RegistryError, checkStorage } from "./berth_wasm.js";
+
+export interface StoredObject {
+  key: string;
+  size: number;
+  etag: string;
+  version?: string;
+}
+
+export interface StoredObjectBody extends StoredObject {
+  body: ReadableStream<Uint8Array>;
+}
+
+export interface Conditional {
+  etagMatches?: string;
+  etagDoesNotMatch?: string;
+}
+
+export interface UploadedPart {
+  partNumber: number;
+  etag: string;
+}
+
+export interface MultipartUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  uploadPart(partNumber: number, value: Uint8Array | ArrayBuffer | ReadableStream | string): Promise<UploadedPart>;
+  complete(parts: UploadedPart[]): Promise<StoredObject>;
+  abort(): Promise<void>;
+}
+
+/** What `new Registry({ storage })` accepts: an R2 bucket binding, or one of the stores below. */
+export interface Bucket {
+  get(key: string, options?: { range?: { offset?: number; length?: number; suffix?: number } }): Promise<StoredObjectBody | null>;
+  head(key: string): Promise<StoredObject | null>;
+  put(key: string, value: Uint8Array | ArrayBuffer | ReadableStream | string | null, options?: { onlyIf?: Conditional }): Promise<StoredObject | null>;
+  delete(keys: string | string[]): Promise<void>;
+  list(options?: { prefix?: string; delimiter?: string; startAfter?: string; cursor?: string; limit?: number }): Promise<{
+    objects: StoredObject[];
+    delimitedPrefixes: string[];
+    truncated: boolean;
+    cursor?: string;
+  }>;
+  createMultipartUpload(key: string): Promise<MultipartUpload>;
+  resumeMultipartUpload(key: string, uploadId: string): MultipartUpload;
+}
+
+/** Objects in memory (tests, local runs, workerd without R2). */
+export declare class MemoryBucket implements Bucket {
+  constructor();
+  get: Bucket["get"]; head: Bucket["head"]; put: Bucket["put"]; delete: Bucket["delete"]; list: Bucket["list"];
+  createMultipartUpload: Bucket["createMultipartUpload"]; resumeMultipartUpload: Bucket["resumeMultipartUpload"];
+}
+
+/** Objects in the browser's IndexedDB database `name`. */
+export declare class BrowserBucket implements Bucket {
+  constructor(name?: string);
+  get: Bucket["get"]; head: Bucket["head"]; put: Bucket["put"]; delete: Bucket["delete"]; list: Bucket["list"];
+  createMultipartUpload: Bucket["createMultipartUpload"]; resumeMultipartUpload: Bucket["resumeMultipartUpload"];
+}
+
+/** Objects as files under a directory (Node only: import from "berth-wasm" in Node). */
+export declare class NodeFsBucket implements Bucket {
+  constructor(root: string);
+  get: Bucket["get"]; head: Bucket["head"]; put: Bucket["put"]; delete: Bucket["delete"]; list: Bucket["list"];
+  createMultipartUpload: Bucket["createMultipartUpload"]; resumeMultipartUpload: Bucket["resumeMultipartUpload"];
+}
+
+/** Options of `new Registry({ storage, ...options })`. */
+export interface RegistryOptions {
+  storage: Bucket;
+  partSize?: number;
+  minPartSize?: number;
+  readOnly?: boolean;
+  deleteEnabled?: boolean;
+  automaticMount?: boolean;
+  manifestLimit?: number;
+  chunkMaxLength?: number;
+}

@@ -1,0 +1,173 @@
+//! berth-wasm: berth compiled to WebAssembly for edge isolates (Cloudflare Workers /
+//! workerd), browsers and Node.
+//!
+//! JavaScript passes a storage shaped like the Workers R2 bucket binding (so an R2 binding
+//! works as it is) and calls `registry.fetch(request)` with standard Fetch API `Request`s;
+//! bodies stream through `ReadableStream`s both ways. Upload sessions, with their hash
+//! midstate, live in that storage, so consecutive requests may land on different isolates.
+//!
+//! Everything here is for `wasm32`; on other targets the crate is empty.
+#![cfg(target_arch = "wasm32")]
+
+mod error;
+mod http;
+mod storage;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use js_sys::{Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+pub use error::RegistryError;
+use storage::JsStorage;
+
+/// An OCI registry over a JavaScript storage.
+#[wasm_bindgen]
+pub struct Registry {
+    inner: Rc<berth::Registry<JsStorage>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// Reads an optional number option.
+fn number_option(options: &JsValue, name: &str) -> Result<Option<f64>, RegistryError> {
+    let value = Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    match value.as_f64() {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n)),
+        _ => Err(RegistryError::options(format!(
+            "option {name} must be a non-negative integer"
+        ))),
+    }
+}
+
+/// Reads an optional boolean option.
+fn bool_option(options: &JsValue, name: &str) -> Result<Option<bool>, RegistryError> {
+    let value = Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .as_bool()
+        .map(Some)
+        .ok_or_else(|| RegistryError::options(format!("option {name} must be a boolean")))
+}
+
+fn random_upload_id() -> String {
+    let mut bytes = [0u8; 16];
+    // crypto.getRandomValues exists in workerd, browsers, Deno and Node >= 19.
+    let filled = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
+        .ok()
+        .filter(|crypto| !crypto.is_undefined())
+        .and_then(|crypto| {
+            let array = js_sys::Uint8Array::new_with_length(16);
+            let get = Reflect::get(&crypto, &JsValue::from_str("getRandomValues")).ok()?;
+            let get: js_sys::Function = get.dyn_into().ok()?;
+            get.call1(&crypto, &array).ok()?;
+            array.copy_to(&mut bytes);
+            Some(())
+        });
+    if filled.is_none() {
+        for byte in &mut bytes {
+            *byte = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    (js_sys::Date::now() / 1000.0) as u64
+}
+
+#[wasm_bindgen]
+impl Registry {
+    /// `new Registry({ storage, ...options })`. `storage` is an R2-shaped bucket (an R2
+    /// binding, or one of the package's stores). Options: `partSize` (bytes held per upload
+    /// request, default 8 MiB), `minPartSize` (the storage's smallest multipart part, default
+    /// 5 MiB as on R2), `readOnly`, `deleteEnabled`, `automaticMount`, `manifestLimit`,
+    /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies).
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
+        if !options.is_object() {
+            return Err(RegistryError::options(
+                "new Registry({ storage, ...options }) needs an options object",
+            ));
+        }
+        let bucket = Reflect::get(options, &JsValue::from_str("storage")).unwrap_or_default();
+        let min_part_size = number_option(options, "minPartSize")?.map(|n| n as u64);
+        let storage = JsStorage::new(bucket, min_part_size)?;
+        let mut settings = berth::Options::new(Arc::new(random_upload_id), Arc::new(unix_now));
+        if let Some(n) = number_option(options, "partSize")? {
+            if n < 1.0 {
+                return Err(RegistryError::options("option partSize must be at least 1"));
+            }
+            settings.part_size = n as usize;
+        }
+        if let Some(n) = number_option(options, "manifestLimit")? {
+            settings.manifest_limit = n as usize;
+        }
+        if let Some(n) = number_option(options, "chunkMaxLength")? {
+            settings.chunk_max_length = Some(n as u64);
+        }
+        if let Some(read_only) = bool_option(options, "readOnly")?
+            && read_only
+        {
+            settings.access = Arc::new(berth::ReadOnly);
+        }
+        if let Some(enabled) = bool_option(options, "deleteEnabled")? {
+            settings.delete_enabled = enabled;
+        }
+        if let Some(enabled) = bool_option(options, "automaticMount")? {
+            settings.automatic_mount = enabled;
+        }
+        Ok(Registry {
+            inner: Rc::new(berth::Registry::new(storage, settings)),
+        })
+    }
+
+    /// Answers a Fetch API `Request` with a `Response`. Protocol errors are responses with
+    /// the OCI status and JSON error body; the promise rejects only when `request` is not a
+    /// request.
+    pub fn fetch(&self, request: JsValue) -> Promise {
+        let registry = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let (head, body) = http::request_parts(&request)?;
+            let response = registry.handle(head, body).await;
+            http::js_response(response)
+        })
+    }
+
+    /// Removes upload sessions started more than `olderThan` seconds ago; resolves to how
+    /// many there were.
+    #[wasm_bindgen(js_name = purgeUploads)]
+    pub fn purge_uploads(&self, older_than: f64) -> Promise {
+        let registry = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let purged = registry
+                .purge_uploads(older_than.max(0.0) as u64)
+                .await
+                .map_err(|e| RegistryError::storage(e.to_string()))?;
+            Ok(JsValue::from_f64(purged as f64))
+        })
+    }
+}
+
+/// Runs berth's storage contract suite against a JavaScript storage (it writes, then
+/// removes, keys under `conformance/`). A failed check traps the instance with its message,
+/// so call it in tests, not in a serving isolate.
+#[wasm_bindgen(js_name = checkStorage)]
+pub fn check_storage(storage: JsValue, min_part_size: Option<f64>) -> Promise {
+    future_to_promise(async move {
+        let storage = JsStorage::new(storage, min_part_size.map(|n| n as u64))?;
+        berth::storage::conformance::run(&storage).await;
+        Ok(JsValue::TRUE)
+    })
+}
