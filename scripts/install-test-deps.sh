@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine:
 # Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
-# valgrind), Python virtualenvs (moto; pytest, gunicorn and uvicorn for the Python package),
-# Go clients (crane, oras, regctl) and the two official OCI conformance suites.
+# valgrind, Chromium and chromedriver, and rustc-web for a wasm32 std where rustup has no
+# wasm32 target), Python virtualenvs (moto; pytest, gunicorn and uvicorn for the Python
+# package), wasm-bindgen-cli, the npm workerd (the Workers runtime), Go clients (crane, oras,
+# regctl) and the two official OCI conformance suites.
 # Idempotent: a tool already in place is not fetched again.
 set -euo pipefail
 
@@ -15,6 +17,8 @@ export GOFLAGS=-mod=mod
 CRANE_VERSION=v0.22.1
 ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.1
+WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen pin in wasm/Cargo.toml
+WORKERD_VERSION=1.20261117.1
 # The Go module proxy refuses the exact commits named in SPEC.md (a139cc4 = v1.1.1 and
 # 967efdc, "403 This module version is not available"); these are the nearest versions
 # it serves: the Ginkgo suite of the v1.1 line and a later commit of the redesigned suite.
@@ -35,6 +39,16 @@ command -v python3 >/dev/null || debian_packages+=(python3)
 for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
   dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
 done
+# The browser test of the WebAssembly build.
+for package in chromium chromium-driver; do
+  dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
+done
+# A wasm32 std: rustup cannot download targets here, Debian's rustc-web builds one.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  for package in rustc-web rust-web-src lld-22; do
+    dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
+  done
+fi
 if [ ${#debian_packages[@]} -gt 0 ]; then
   log "apt-get install ${debian_packages[*]}"
   as_root apt-get update -qq
@@ -58,6 +72,21 @@ if [ ! -x "$tools/py-venv/bin/uvicorn" ]; then
   python3 -m venv "$tools/py-venv"
   "$tools/py-venv/bin/pip" install -q pytest==9.2.0 gunicorn==27.0.1 uvicorn==0.54.0 \
     wheel==0.48.0 'setuptools>=64'
+fi
+
+# wasm-bindgen's CLI, at the crate's version (not --locked: a crate it locks is not served).
+if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
+  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+  cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$tools"
+fi
+
+# workerd, the Workers runtime, from npm (Node >= 20 runs the Node host and tests).
+command -v node >/dev/null || { log "Node.js >= 20 is required (https://nodejs.org)"; exit 1; }
+if [ ! -x "$tools/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd" ]; then
+  log "npm install workerd@$WORKERD_VERSION (into $tools/npm)"
+  mkdir -p "$tools/npm"
+  (cd "$tools/npm" && { [ -f package.json ] || echo '{"private": true}' >package.json; } &&
+    npm install --silent --no-audit --no-fund "workerd@$WORKERD_VERSION")
 fi
 
 # s3s-fs: a disk-backed S3 server for the 6 GiB blob test (moto keeps objects in memory).

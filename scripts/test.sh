@@ -2,7 +2,8 @@
 # Runs every test of berth on a fresh Debian machine, installing what the tests need:
 # lints, unit/property/transcript tests, then one release build of `berth` and of the C ABI
 # library that the conformance suites, the real clients, the registry:2 compatibility
-# checks, the C tests and the C and Python hosts all run against.
+# checks, the C tests and the C and Python hosts all run against; then one build of the
+# WebAssembly package that its tests and the Node and workerd hosts run against.
 #
 #   scripts/test.sh            everything
 #   BERTH_SKIP_INSTALL=1 ...   assume the tools are already installed
@@ -17,7 +18,7 @@ failures=()
 passed_total=0
 failed_total=0
 
-step() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m### %s\033[0m (at %d s)\n' "$*" "$((SECONDS - started))"; }
 # count SUITE_OUTPUT: adds a suite's closing "N passed, N failed" to the totals.
 count() {
   local line; line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
@@ -68,6 +69,16 @@ if cargo build --release --locked -p berth-server -p berth-ffi; then
   done
 else
   failures+=("release build")
+fi
+
+step "build the WebAssembly package once (wasm/pkg)"
+if wasm/build.sh; then
+  suite wasm tests/wasm.sh
+  for host in node workerd; do
+    suite "hosts-$host" tests/hosts.sh "$host"
+  done
+else
+  failures+=("wasm build")
 fi
 
 step "summary ($((SECONDS - started)) s; logs in target/test-logs)"

@@ -2,10 +2,8 @@
 # Builds the npm package berth-wasm into wasm/pkg: the .wasm (size-optimised), wasm-bindgen's
 # ES module and TypeScript types, the JavaScript stores, package.json and README.
 #
-# The wasm32 target comes from rustup where it is installed (`rustup target add
-# wasm32-unknown-unknown`); otherwise from Debian's rustc-web, which builds std for wasm32
-# from source (installed here if missing). wasm-bindgen-cli is installed into
-# $BERTH_TOOLS/bin at the version the crate pins.
+# The toolchain is rustup's wasm32 target or Debian's rustc-web (see cargo.sh);
+# wasm-bindgen-cli is installed into $BERTH_TOOLS/bin at the version the crate pins.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -14,22 +12,8 @@ out=$here/pkg
 export CARGO_TARGET_DIR=$root/target/wasm
 WASM_BINDGEN_VERSION=0.2.130
 log() { printf '[wasm/build] %s\n' "$*" >&2; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  log "building with rustup's wasm32 target"
-  cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p berth-wasm
-else
-  if ! /usr/bin/rustc --version 2>/dev/null | grep -q 'built from a source tarball' ||
-     [ ! -d /usr/lib/rustlib/src/rust/library ]; then
-    log "no wasm32 target in rustup: installing Debian's rustc-web to build one"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web rust-web-src lld-22 >/dev/null
-  fi
-  log "building with Debian's rustc-web and -Zbuild-std"
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --profile wasm-release \
-    --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -p berth-wasm
-fi
+"$here/cargo.sh" build --profile wasm-release -p berth-wasm
 wasm=$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/berth_wasm.wasm
 
 bindgen=$tools/bin/wasm-bindgen

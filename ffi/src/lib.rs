@@ -5,7 +5,7 @@
 //! The conventions follow rustls-ffi: opaque handles made by `berth_*_new` and released by
 //! `berth_*_free` (NULL accepted); numbered result codes with `berth_result_message` and a
 //! per-thread detail (`berth_last_error`); out-parameters written only on success; every
-//! entry point behind a panic boundary ([`result::guard`]) with its pointers checked; the
+//! entry point behind a panic boundary (`result::guard`) with its pointers checked; the
 //! host's `env` pointer first in every callback.
 //!
 //! A host serves a registry like this:

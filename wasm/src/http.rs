@@ -137,8 +137,9 @@ fn with_known_length(
 #[cfg(test)]
 mod tests {
     use super::split_url;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    #[wasm_bindgen_test]
     fn urls_split_into_encoded_path_and_query() {
         assert_eq!(
             split_url("https://r.example/v2/a%2Fb/tags/list?n=1&last=x"),

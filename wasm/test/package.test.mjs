@@ -1,0 +1,136 @@
+// The npm package as Node users meet it: `node --test wasm/test` after wasm/build.sh.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+
+import { checkStorage, MemoryBucket, NodeFsBucket, Registry, RegistryError } from "../pkg/node.js";
+
+const roots = [];
+function tempRoot() {
+  const root = mkdtempSync(join(tmpdir(), "berth-wasm-"));
+  roots.push(root);
+  return root;
+}
+after(() => roots.forEach((root) => rmSync(root, { recursive: true, force: true })));
+
+const digestOf = (bytes) => "sha256:" + createHash("sha256").update(bytes).digest("hex");
+const base = "http://registry.test";
+
+function send(registry, method, path, body, headers = {}) {
+  return registry.fetch(new Request(base + path, { method, body, headers, duplex: "half" }));
+}
+
+/** A ReadableStream of `count` chunks of `size` bytes, made as it is read. */
+function generated(count, size, seed) {
+  let made = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (made === count) return controller.close();
+      const chunk = new Uint8Array(size);
+      for (let i = 0; i < size; i += 4096) chunk[i] = (seed + made + i) & 255;
+      made += 1;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+test("NodeFsBucket meets berth's storage contract (any part size, and R2's 5 MiB)", async () => {
+  assert.equal(await checkStorage(new NodeFsBucket(tempRoot()), 0), true);
+  assert.equal(await checkStorage(new NodeFsBucket(tempRoot())), true);
+});
+
+test("MemoryBucket meets berth's storage contract", async () => {
+  assert.equal(await checkStorage(new MemoryBucket(), 0), true);
+});
+
+test("a blob pushed in one request is pulled back as a stream", async () => {
+  const registry = new Registry({ storage: new NodeFsBucket(tempRoot()), minPartSize: 0 });
+  const data = new Uint8Array(300_000).map((_, i) => (i * 7) & 255);
+  const digest = digestOf(data);
+  let response = await send(registry, "POST", `/v2/node/one/blobs/uploads/?digest=${digest}`, data);
+  assert.equal(response.status, 201);
+  response = await send(registry, "GET", `/v2/node/one/blobs/${digest}`);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-length"), String(data.length));
+  let chunks = 0;
+  const hash = createHash("sha256");
+  for await (const chunk of response.body) {
+    chunks += 1;
+    hash.update(chunk);
+  }
+  assert.ok(chunks > 1, "the body arrives in chunks");
+  assert.equal("sha256:" + hash.digest("hex"), digest);
+  response = await send(registry, "HEAD", `/v2/node/one/blobs/${digest}`);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-length"), String(data.length));
+});
+
+test("an upload continues on another Registry over the same bucket (stateless sessions)", async () => {
+  const storage = new NodeFsBucket(tempRoot());
+  // Each request on a fresh instance, as each request of a Worker may land on a new isolate.
+  const next = () => new Registry({ storage, partSize: 5 << 20, minPartSize: 5 << 20 });
+  let response = await send(next(), "POST", "/v2/node/many/blobs/uploads/");
+  assert.equal(response.status, 202);
+  let location = response.headers.get("location");
+  const hash = createHash("sha256");
+  const chunk = 6 << 20;
+  for (let i = 0; i < 3; i += 1) {
+    const body = new Uint8Array(chunk).fill(i + 1);
+    hash.update(body);
+    response = await send(next(), "PATCH", location, generatedFrom(body), {
+      "Content-Range": `${i * chunk}-${(i + 1) * chunk - 1}`,
+    });
+    assert.equal(response.status, 202, await response.text());
+    location = response.headers.get("location");
+  }
+  const digest = "sha256:" + hash.digest("hex");
+  response = await send(next(), "PUT", `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`);
+  assert.equal(response.status, 201, await response.text());
+  response = await send(next(), "GET", `/v2/node/many/blobs/${digest}`);
+  assert.equal(digestOf(new Uint8Array(await response.arrayBuffer())), digest);
+});
+
+function generatedFrom(bytes) {
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent) return controller.close();
+      sent = true;
+      for (let at = 0; at < bytes.length; at += 1 << 20) controller.enqueue(bytes.subarray(at, at + (1 << 20)));
+    },
+  });
+}
+
+test("a streamed 64 MiB chunk is hashed and stored without buffering the request", async () => {
+  const registry = new Registry({ storage: new NodeFsBucket(tempRoot()), minPartSize: 0 });
+  const reference = createHash("sha256");
+  for await (const chunk of generated(64, 1 << 20, 3)) reference.update(chunk);
+  const digest = "sha256:" + reference.digest("hex");
+  const response = await send(registry, "POST", `/v2/node/stream/blobs/uploads/?digest=${digest}`, generated(64, 1 << 20, 3));
+  assert.equal(response.status, 201, await response.text());
+});
+
+test("protocol errors are OCI responses; misuse throws RegistryError", async () => {
+  const registry = new Registry({ storage: new MemoryBucket() });
+  const response = await send(registry, "GET", "/v2/node/x/manifests/nope");
+  assert.equal(response.status, 404);
+  assert.equal((await response.json()).errors[0].code, "MANIFEST_UNKNOWN");
+  assert.throws(() => new Registry({ storage: {} }), (error) => error instanceof RegistryError && error.code === "INVALID_OPTIONS");
+  assert.throws(() => new Registry({ storage: new MemoryBucket(), partSize: -1 }), RegistryError);
+  await assert.rejects(registry.fetch("not a request"), (error) => error.code === "INVALID_REQUEST" && error.status === 400);
+});
+
+test("read-only registries refuse pushes", async () => {
+  const registry = new Registry({ storage: new MemoryBucket(), readOnly: true });
+  assert.equal((await send(registry, "POST", "/v2/node/ro/blobs/uploads/")).status, 405);
+  assert.equal((await send(registry, "GET", "/v2/")).status, 200);
+});
+
+test("the package ships its types and stores", () => {
+  for (const file of ["index.d.ts", "berth_wasm.d.ts", "berth_wasm_bg.wasm", "stores/memory.js", "stores/node-fs.js", "stores/browser.js", "README.md"]) {
+    assert.ok(existsSync(new URL(`../pkg/${file}`, import.meta.url)), file);
+  }
+});
