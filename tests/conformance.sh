@@ -19,21 +19,9 @@ v1() {
 }
 
 next() {
-  local root=$work/next results=$work/next-results
-  start_berth "$binary" "$root" || return 1
-  # Sparse manifests (image manifests whose layers were never pushed) are left disabled, as
-  # in the suite's defaults: berth refuses them with MANIFEST_BLOB_UNKNOWN, as registry:2 does.
-  OCI_REGISTRY=$BERTH_ADDR OCI_TLS=disabled OCI_REPO1=conformance/repo1 \
-  OCI_REPO2=conformance/repo2 OCI_VERSION=dev OCI_RESULTS_DIR=$results \
-  OCI_API_BLOBS_UPLOAD_CANCEL=true OCI_API_MANIFESTS_TAG_PARAM=true \
-  OCI_API_BLOBS_DIGEST_HEADER=true OCI_API_MANIFESTS_DIGEST_HEADER=true OCI_DATA_SPARSE=false \
-    "$tools/conformance-next" >"$work/next.out" 2>&1
-  local rc=$?
-  stop_server "$BERTH_PID"
-  local counts; counts=$(grep -E '^\s+(Pass|Fail|Skip|Disabled)\.+:' "$work/next.out" | tr -s ' .' ' ' | paste -sd,)
-  echo "redesigned suite: $counts"
-  grep 'failed test' "$work/next.out" | head -20
-  [ $rc -eq 0 ] && ! grep -qE '^\s+Fail\.+:\s+[1-9]' "$work/next.out"
+  start_berth "$binary" "$work/next" || return 1
+  conformance_next "$BERTH_ADDR" "$work/next.out"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 
 log "conformance suites against $binary"

@@ -78,6 +78,12 @@ conformance() {
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 
+conformance_redesigned() {
+  start_host "$work/conformance-next" || return 1
+  conformance_next "$BERTH_ADDR" "$work/next.out"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+
 layout() { (cd "$work" && python3 "$here/lib/make_oci_layout.py" "$@"); }
 digest_of_layout() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/index.json"))["manifests"][0]["digest"])' "$1"; }
 
@@ -120,6 +126,9 @@ case $host in
     ;;
 esac
 check "$host host: conformance v1.1: 75 passed, 0 failed" conformance
+case $host in
+  node | workerd) check "$host host: conformance redesigned suite: 0 failures" conformance_redesigned ;;
+esac
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi
