@@ -56,7 +56,7 @@ suite() {
   [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("$name")
   count "$logs/$name.out"
 }
-if cargo build --release --locked -p berth-server -p berth-ffi; then
+if cargo build --release --locked -p berth-server -p berth-ffi -p berth-bench; then
   binary=$root/target/release/berth
   for name in transcripts conformance clients registry2 durability scaleout memory server s3 big-blob; do
     suite "$name" "tests/$name.sh" "$binary"
@@ -79,6 +79,16 @@ if wasm/build.sh; then
   done
 else
   failures+=("wasm build")
+fi
+
+# The benchmark is not a test: this smoke run (seconds, tiny sizes) keeps it working.
+step "benchmark smoke run (bench/run.sh --smoke)"
+if bench/run.sh --smoke >"$logs/bench-smoke.out" 2>&1; then
+  tail -n 3 "$logs/bench-smoke.out"
+  passed_total=$((passed_total + 1))
+else
+  tail -n 30 "$logs/bench-smoke.out"
+  failures+=("bench smoke"); failed_total=$((failed_total + 1))
 fi
 
 step "summary ($((SECONDS - started)) s; logs in target/test-logs)"

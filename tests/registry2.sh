@@ -14,18 +14,7 @@ cd "$work"
 start_registry2() {
   local port; port=$(free_port)
   REGISTRY2_ADDR=127.0.0.1:$port
-  cat >"$work/registry2-$port.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $1
-  delete:
-    enabled: true
-http:
-  addr: $REGISTRY2_ADDR
-YAML
+  registry_config "$1" "$REGISTRY2_ADDR" >"$work/registry2-$port.yml"
   docker-registry serve "$work/registry2-$port.yml" >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
   REGISTRY2_PID=$!
   SERVER_PIDS+=("$REGISTRY2_PID")

@@ -100,6 +100,25 @@ conformance_next() {
   [ $rc -eq 0 ] && ! grep -qE '^\s+Fail\.+:\s+[1-9]' "$out"
 }
 
+# registry_config ROOT ADDR: a registry:2 (or distribution v3) configuration serving the
+# directory ROOT at ADDR, with deletes enabled.
+registry_config() {
+  cat <<YAML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $1
+  delete:
+    enabled: true
+http:
+  addr: $2
+YAML
+}
+
 # check NAME COMMAND...: runs COMMAND, counts and reports the outcome. Output goes to the log
 # unless the check fails, when its last lines are shown.
 check() {

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# berth's benchmark, the one command: builds berth (release) and the load generator, starts
+# berth and its peers on loopback, each over its own filesystem directory — Debian's
+# registry:2 (docker-registry), distribution v3 (go install) — plus berth's other hosts
+# (the Python package under gunicorn, the WebAssembly build in workerd) and a ceiling (a
+# do-nothing endpoint that only hashes uploads); runs every scenario on each in turn, round
+# after round; writes BENCHMARKS.md and its plots (bench/plots/*.png).
+#
+#   bench/run.sh            the full run (about 15 minutes on 2 cores)
+#   bench/run.sh --smoke    seconds, tiny sizes, berth beside registry:2: keeps the
+#                           benchmark working (CI); the report goes to target/bench-smoke
+#
+# zot is not benchmarked: the Go module proxy here does not serve zotregistry.dev/zot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+tools=${BERTH_TOOLS:-$root/.tools}
+DISTRIBUTION_VERSION=v3.1.2
+MATPLOTLIB_VERSION=3.10.7
+smoke=0
+[ "${1:-}" = --smoke ] && smoke=1
+log() { printf '[bench] %s\n' "$*" >&2; }
+source "$root/tests/lib/common.sh"
+
+if [ $smoke = 1 ]; then
+  rounds=1 blob_mib=4 duration=0.5 images=8 out=$root/target/bench-smoke
+else
+  rounds=${BENCH_ROUNDS:-3} blob_mib=${BENCH_BLOB_MIB:-1024} duration=${BENCH_DURATION:-10}
+  images=${BENCH_IMAGES:-300} out=$root
+fi
+mkdir -p "$out"
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+trap 'stop_all_servers; rm -rf "$work"' EXIT
+
+log "building berth and berth-bench (release)"
+(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench -p berth-ffi)
+berth=$root/target/release/berth
+bench=$root/target/release/berth-bench
+
+command -v docker-registry >/dev/null || { log "registry:2 is needed: apt-get install docker-registry"; exit 1; }
+if [ ! -x "$tools/bin/distribution-v3" ] && [ $smoke = 0 ]; then
+  log "go install distribution $DISTRIBUTION_VERSION"
+  GOBIN=$work/gobin go install "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+  mkdir -p "$tools/bin" && mv "$work/gobin/registry" "$tools/bin/distribution-v3"
+fi
+if [ ! -x "$tools/bench-venv/bin/python" ]; then
+  log "pip install matplotlib (into $tools/bench-venv)"
+  python3 -m venv "$tools/bench-venv"
+  "$tools/bench-venv/bin/pip" install -q "matplotlib==$MATPLOTLIB_VERSION"
+fi
+
+targets=()
+# serve NAME PID_OF_SERVER ADDR [ceiling]: waits for it, then adds it to the targets.
+serve() {
+  local name=$1 pid=$2 addr=$3 extra=${4:-}
+  SERVER_PIDS+=("$pid")
+  wait_http "http://$addr/v2/" 30 || { log "$name did not start"; exit 1; }
+  # gunicorn serves from a worker, a child of the process started.
+  [ "$name" = python ] && pid=$(pgrep -P "$pid" | head -1)
+  targets+=(--target "$name=$addr,pid=$pid${extra:+,$extra}")
+}
+
+port=$(free_port); "$berth" serve --addr "127.0.0.1:$port" --root "$work/berth" --log warn >"$work/berth.log" 2>&1 &
+serve berth $! "127.0.0.1:$port"
+port=$(free_port); registry_config "$work/registry2" "127.0.0.1:$port" >"$work/registry2.yml"
+docker-registry serve "$work/registry2.yml" >"$work/registry2.log" 2>&1 &
+serve registry2 $! "127.0.0.1:$port"
+port=$(free_port); "$bench" ceiling --addr "127.0.0.1:$port" --blob-mib "$blob_mib" >"$work/ceiling.log" 2>&1 &
+serve ceiling $! "127.0.0.1:$port" ceiling
+
+if [ $smoke = 0 ]; then
+  port=$(free_port); registry_config "$work/distribution3" "127.0.0.1:$port" >"$work/distribution3.yml"
+  "$tools/bin/distribution-v3" serve "$work/distribution3.yml" >"$work/distribution3.log" 2>&1 &
+  serve distribution3 $! "127.0.0.1:$port"
+  # berth's other hosts, where the test setup has installed them.
+  if [ -x "$tools/py-venv/bin/gunicorn" ]; then
+    BERTH_FFI_LIB=$root/target/release/libberth_ffi.so "$tools/py-venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps "$root/bindings/python"
+    port=$(free_port)
+    BERTH_ROOT=$work/python "$tools/py-venv/bin/gunicorn" -k gthread --threads 16 --timeout 600 \
+      --log-level warning -b "127.0.0.1:$port" 'berth.wsgi:create_app()' >"$work/python.log" 2>&1 &
+    serve python $! "127.0.0.1:$port"
+  fi
+  workerd=$tools/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd
+  if [ -x "$workerd" ] && "$root/wasm/build.sh" >"$work/wasm-build.log" 2>&1; then
+    port=$(free_port)
+    "$workerd" serve "$root/examples/edge-worker/config.capnp" --socket-addr "http=127.0.0.1:$port" >"$work/workerd.log" 2>&1 &
+    serve wasm-workerd $! "127.0.0.1:$port"
+  fi
+fi
+
+log "running: ${targets[*]}"
+"$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
+  --images "$images" --limits-dir "$work" --out "$out/bench-results.jsonl"
+"$tools/bench-venv/bin/python" "$here/report.py" "$out/bench-results.jsonl" "$out" \
+  --blob-mib "$blob_mib" --rounds "$rounds" --duration "$duration" --images "$images"
+log "report: $out/BENCHMARKS.md"

@@ -1,0 +1,78 @@
+//! The machine's physical limits, measured in the same run: SHA-256 on one core, loopback
+//! TCP, and disk writes made durable with fdatasync.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client::Error;
+use crate::content::Rng;
+
+pub(crate) async fn measure(
+    dir: &std::path::Path,
+    size: u64,
+) -> Result<Vec<(String, Value)>, Error> {
+    let block = Rng::new(5).bytes(16 << 20);
+    let rounds = size.div_ceil(block.len() as u64);
+    let bytes = rounds * block.len() as u64;
+    let mb = |seconds: f64| bytes as f64 / 1e6 / seconds;
+
+    let started = Instant::now();
+    let mut hash = Sha256::new();
+    for _ in 0..rounds {
+        hash.update(&block);
+    }
+    let _ = hash.finalize();
+    let sha = mb(started.elapsed().as_secs_f64());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sink = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok::<u64, std::io::Error>(total);
+            }
+            total += n as u64;
+        }
+    });
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    for _ in 0..rounds {
+        stream.write_all(&block).await?;
+    }
+    stream.shutdown().await?;
+    drop(stream);
+    sink.await??;
+    let tcp = mb(started.elapsed().as_secs_f64());
+
+    let path = dir.join("berth-bench-disk.tmp");
+    let started = Instant::now();
+    {
+        let mut file = std::fs::File::create(&path)?;
+        for _ in 0..rounds {
+            file.write_all(&block)?;
+        }
+        file.sync_data()?;
+    }
+    let disk = mb(started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&path);
+
+    Ok(vec![
+        ("limit-sha256".into(), json!({"value": sha, "unit": "MB/s"})),
+        (
+            "limit-loopback-tcp".into(),
+            json!({"value": tcp, "unit": "MB/s"}),
+        ),
+        (
+            "limit-disk-fdatasync".into(),
+            json!({"value": disk, "unit": "MB/s"}),
+        ),
+    ])
+}

@@ -1,0 +1,237 @@
+//! berth-bench: the load generator of berth's benchmarks (bench/run.sh drives it).
+//!
+//! ```text
+//! berth-bench run --target berth=127.0.0.1:5000,pid=123 --target registry2=127.0.0.1:5001,pid=456 \
+//!     [--target ceiling=127.0.0.1:5002,pid=789,ceiling] [--rounds 3] [--blob-mib 1024] \
+//!     [--duration 10] [--concurrency 32] [--images 300] [--pushers 8] [--limits-dir DIR] --out results.jsonl
+//! berth-bench ceiling --addr 127.0.0.1:5002 [--blob-mib 1024]
+//! ```
+//!
+//! Each scenario runs for every target in turn, round after round (A B A B …), so slow drift
+//! of the machine touches every target alike. Every measurement is one JSON line.
+
+mod ceiling;
+mod client;
+mod content;
+mod limits;
+mod process;
+mod scenarios;
+
+use std::io::Write;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client::Error;
+use crate::scenarios::Target;
+
+struct Settings {
+    targets: Vec<Target>,
+    rounds: u64,
+    blob_size: u64,
+    duration: Duration,
+    concurrency: usize,
+    images: usize,
+    pushers: usize,
+    limits_dir: Option<std::path::PathBuf>,
+    out: Option<std::path::PathBuf>,
+    only: Option<Vec<String>>,
+}
+
+fn parse_target(spec: &str) -> Result<Target, Error> {
+    let mut parts = spec.split(',');
+    let (name, addr) = parts
+        .next()
+        .and_then(|first| first.split_once('='))
+        .ok_or_else(|| format!("--target {spec}: expected NAME=ADDR[,pid=N][,ceiling]"))?;
+    let mut target = Target {
+        name: name.to_owned(),
+        addr: addr.to_owned(),
+        pid: None,
+        ceiling: false,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("pid", pid)) => target.pid = Some(pid.parse()?),
+            None if part == "ceiling" => target.ceiling = true,
+            _ => return Err(format!("--target {spec}: unknown part {part}").into()),
+        }
+    }
+    Ok(target)
+}
+
+fn settings(args: &[String]) -> Result<Settings, Error> {
+    let mut settings = Settings {
+        targets: Vec::new(),
+        rounds: 3,
+        blob_size: 1 << 30,
+        duration: Duration::from_secs(10),
+        concurrency: 32,
+        images: 300,
+        pushers: 8,
+        limits_dir: None,
+        out: None,
+        only: None,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--target" => settings.targets.push(parse_target(value()?)?),
+            "--rounds" => settings.rounds = value()?.parse()?,
+            "--blob-mib" => settings.blob_size = value()?.parse::<u64>()? << 20,
+            "--duration" => settings.duration = Duration::from_secs_f64(value()?.parse()?),
+            "--concurrency" => settings.concurrency = value()?.parse()?,
+            "--images" => settings.images = value()?.parse()?,
+            "--pushers" => settings.pushers = value()?.parse()?,
+            "--limits-dir" => settings.limits_dir = Some(value()?.into()),
+            "--out" => settings.out = Some(value()?.into()),
+            "--only" => settings.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    if settings.targets.is_empty() {
+        return Err("give at least one --target".into());
+    }
+    Ok(settings)
+}
+
+struct Recorder {
+    out: Option<std::fs::File>,
+}
+
+impl Recorder {
+    fn record(&mut self, scenario: &str, target: &str, round: u64, figures: Value) {
+        let mut line = json!({"scenario": scenario, "target": target, "round": round});
+        if let (Some(line), Value::Object(figures)) = (line.as_object_mut(), figures) {
+            line.extend(figures);
+        }
+        eprintln!("{line}");
+        if let Some(out) = self.out.as_mut() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Error> {
+    let mut recorder = Recorder {
+        out: settings
+            .out
+            .as_ref()
+            .map(std::fs::File::create)
+            .transpose()?,
+    };
+    let wanted = |scenario: &str| {
+        settings
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s == scenario))
+    };
+    if let Some(dir) = &settings.limits_dir
+        && wanted("limits")
+    {
+        for (scenario, figures) in limits::measure(dir, settings.blob_size).await? {
+            recorder.record(&scenario, "machine", 0, figures);
+        }
+    }
+    let blob_scenarios: Vec<&str> = ["push", "push-chunked", "pull"]
+        .into_iter()
+        .filter(|s| wanted(s))
+        .collect();
+    if !blob_scenarios.is_empty() {
+        for round in 0..settings.rounds {
+            for target in &settings.targets {
+                for (scenario, figures) in
+                    scenarios::blob_round(target, round, settings.blob_size, &blob_scenarios)
+                        .await?
+                {
+                    recorder.record(&scenario, &target.name, round, figures);
+                }
+            }
+        }
+    }
+    if wanted("manifest-get") || wanted("blob-head") {
+        let mut reads = Vec::new();
+        for target in &settings.targets {
+            reads.push(scenarios::prepare_reads(target).await?);
+        }
+        for round in 0..settings.rounds {
+            for (target, (manifest, blob)) in settings.targets.iter().zip(&reads) {
+                if wanted("manifest-get") {
+                    let figures = scenarios::closed_loop(
+                        target,
+                        Method::GET,
+                        manifest.clone(),
+                        scenarios::manifest_headers(),
+                        settings.concurrency,
+                        settings.duration,
+                    )
+                    .await?;
+                    recorder.record("manifest-get", &target.name, round, figures);
+                }
+                if wanted("blob-head") {
+                    let figures = scenarios::closed_loop(
+                        target,
+                        Method::HEAD,
+                        blob.clone(),
+                        Vec::new(),
+                        settings.concurrency,
+                        settings.duration,
+                    )
+                    .await?;
+                    recorder.record("blob-head", &target.name, round, figures);
+                }
+            }
+        }
+    }
+    if wanted("small-images") {
+        for round in 0..settings.rounds {
+            for target in &settings.targets {
+                let figures =
+                    scenarios::small_images(target, round, settings.images, settings.pushers)
+                        .await?;
+                recorder.record("small-images", &target.name, round, figures);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("berth-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = match args.first().map(String::as_str) {
+        Some("run") => settings(&args[1..]).map(|s| runtime.block_on(run(s))).and_then(|r| r),
+        Some("ceiling") => {
+            let mut addr = "127.0.0.1:0".to_owned();
+            let mut blob_size = 1u64 << 30;
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                match (flag.as_str(), rest.next()) {
+                    ("--addr", Some(value)) => addr = value.clone(),
+                    ("--blob-mib", Some(value)) => blob_size = value.parse::<u64>().unwrap_or(1024) << 20,
+                    _ => {}
+                }
+            }
+            runtime.block_on(ceiling::run(&addr, blob_size))
+        }
+        _ => Err("usage: berth-bench run --target NAME=ADDR[,pid=N][,ceiling] ... | berth-bench ceiling --addr ADDR".into()),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

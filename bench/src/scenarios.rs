@@ -1,0 +1,425 @@
+//! The scenarios: each measures one thing against one target and returns its figures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::client::{self, Conn, Error, location, with_param};
+use crate::content::{Blob, Rng, digest_of, hex_digest};
+use crate::process;
+
+/// A server under test.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// The process that serves, for CPU and memory figures.
+    pub(crate) pid: Option<u32>,
+    /// A do-nothing endpoint: it stores nothing, so pulled bytes are not checked.
+    pub(crate) ceiling: bool,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+fn expect(status: hyper::StatusCode, wanted: u16, what: &str) -> Result<(), Error> {
+    if status.as_u16() == wanted {
+        Ok(())
+    } else {
+        Err(format!("{what}: status {status}, expected {wanted}").into())
+    }
+}
+
+/// Starts an upload; returns its location.
+async fn start_upload(conn: &mut Conn, repo: &str) -> Result<String, Error> {
+    let (status, headers, _) = conn
+        .call(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            client::empty(),
+        )
+        .await?;
+    expect(status, 202, "starting an upload")?;
+    location(&headers)
+}
+
+/// Pushes `blob` in one PUT (POST, then PUT with the whole body).
+pub(crate) async fn push_whole(conn: &mut Conn, repo: &str, blob: &Blob) -> Result<(), Error> {
+    let upload = start_upload(conn, repo).await?;
+    let headers = [
+        ("Content-Length", blob.size.to_string()),
+        ("Content-Type", "application/octet-stream".to_owned()),
+    ];
+    let (status, _, body) = conn
+        .call(
+            Method::PUT,
+            &with_param(&upload, "digest", &blob.digest),
+            &headers,
+            client::chunks(blob.frames(0, blob.size)),
+        )
+        .await?;
+    expect(
+        status,
+        201,
+        &format!("PUT of the blob ({})", String::from_utf8_lossy(&body)),
+    )
+}
+
+/// Pushes `blob` in PATCH chunks of `chunk` bytes, then an empty PUT.
+pub(crate) async fn push_chunked(
+    conn: &mut Conn,
+    repo: &str,
+    blob: &Blob,
+    chunk: u64,
+) -> Result<(), Error> {
+    let mut upload = start_upload(conn, repo).await?;
+    let mut offset = 0;
+    while offset < blob.size {
+        let end = (offset + chunk).min(blob.size);
+        let headers = [
+            ("Content-Range", format!("{offset}-{}", end - 1)),
+            ("Content-Length", (end - offset).to_string()),
+            ("Content-Type", "application/octet-stream".to_owned()),
+        ];
+        let (status, response_headers, body) = conn
+            .call(
+                Method::PATCH,
+                &upload,
+                &headers,
+                client::chunks(blob.frames(offset, end)),
+            )
+            .await?;
+        expect(
+            status,
+            202,
+            &format!("PATCH ({})", String::from_utf8_lossy(&body)),
+        )?;
+        upload = location(&response_headers)?;
+        offset = end;
+    }
+    let (status, _, body) = conn
+        .call(
+            Method::PUT,
+            &with_param(&upload, "digest", &blob.digest),
+            &[("Content-Length", "0".to_owned())],
+            client::empty(),
+        )
+        .await?;
+    expect(
+        status,
+        201,
+        &format!("closing PUT ({})", String::from_utf8_lossy(&body)),
+    )
+}
+
+/// Pulls a blob, optionally verifying its digest; returns the bytes received.
+pub(crate) async fn pull(
+    conn: &mut Conn,
+    repo: &str,
+    digest: &str,
+    verify: bool,
+) -> Result<u64, Error> {
+    let response = conn
+        .send(
+            Method::GET,
+            &format!("/v2/{repo}/blobs/{digest}"),
+            &[],
+            client::empty(),
+        )
+        .await?;
+    expect(response.status(), 200, "GET of the blob")?;
+    let mut body = response.into_body().into_data_stream();
+    let mut hash = verify.then(Sha256::new);
+    let mut received = 0u64;
+    while let Some(frame) = body.next().await {
+        let frame = frame?;
+        received += frame.len() as u64;
+        if let Some(hash) = hash.as_mut() {
+            hash.update(&frame);
+        }
+    }
+    if let Some(hash) = hash
+        && hex_digest(hash) != digest
+    {
+        return Err("the pulled blob does not match its digest".into());
+    }
+    Ok(received)
+}
+
+/// Pushes a small image (config, two layers, manifest tagged `tag`); returns its layers.
+pub(crate) async fn push_image(
+    conn: &mut Conn,
+    repo: &str,
+    tag: &str,
+    rng: &mut Rng,
+    layer_sizes: (usize, usize),
+) -> Result<Vec<String>, Error> {
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"amd64","os":"linux","tag":"{tag}","n":{}}}"#,
+        rng.next()
+    ));
+    let sizes = [
+        layer_sizes.0 + (rng.next() as usize) % (layer_sizes.1 - layer_sizes.0 + 1),
+        layer_sizes.0 + (rng.next() as usize) % (layer_sizes.1 - layer_sizes.0 + 1),
+    ];
+    let layers: Vec<Bytes> = sizes.iter().map(|&n| rng.bytes(n)).collect();
+    let mut descriptors = Vec::new();
+    for blob in std::iter::once(&config).chain(layers.iter()) {
+        let digest = digest_of(blob);
+        let upload = start_upload(conn, repo).await?;
+        let (status, _, body) = conn
+            .call(
+                Method::PUT,
+                &with_param(&upload, "digest", &digest),
+                &[
+                    ("Content-Length", blob.len().to_string()),
+                    ("Content-Type", "application/octet-stream".to_owned()),
+                ],
+                client::full(blob.clone()),
+            )
+            .await?;
+        expect(
+            status,
+            201,
+            &format!("PUT of a small blob ({})", String::from_utf8_lossy(&body)),
+        )?;
+        descriptors.push((digest, blob.len()));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": descriptors[0].0, "size": descriptors[0].1},
+        "layers": descriptors[1..].iter().map(|(digest, size)| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = Bytes::from(serde_json::to_vec(&manifest)?);
+    let (status, _, body) = conn
+        .call(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[
+                ("Content-Type", OCI_MANIFEST.to_owned()),
+                ("Content-Length", manifest.len().to_string()),
+            ],
+            client::full(manifest),
+        )
+        .await?;
+    expect(
+        status,
+        201,
+        &format!("PUT of a manifest ({})", String::from_utf8_lossy(&body)),
+    )?;
+    Ok(descriptors[1..].iter().map(|(d, _)| d.clone()).collect())
+}
+
+/// Latency figures of a closed-loop run.
+fn latency_figures(mut latencies: Vec<u32>, elapsed: Duration) -> Value {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            f64::from(latencies[((latencies.len() - 1) as f64 * q) as usize]) / 1000.0
+        }
+    };
+    json!({
+        "value": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "unit": "req/s",
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "requests": latencies.len(),
+    })
+}
+
+/// `concurrency` connections send `method target` back to back for `duration`.
+pub(crate) async fn closed_loop(
+    target: &Target,
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Value, Error> {
+    let path = Arc::new(path);
+    let headers = Arc::new(headers);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (addr, method, path, headers) = (
+            target.addr.clone(),
+            method.clone(),
+            Arc::clone(&path),
+            Arc::clone(&headers),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let (status, _, _) = conn
+                    .call(method.clone(), &path, &headers, client::empty())
+                    .await?;
+                if !status.is_success() {
+                    return Err::<Vec<u32>, Error>(
+                        format!("{method} {path}: status {status}").into(),
+                    );
+                }
+                latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    Ok(latency_figures(all, started.elapsed()))
+}
+
+/// Runs `work`, returning its figures with the server's CPU seconds per GB moved.
+pub(crate) async fn with_cpu<F>(
+    target: &Target,
+    bytes: u64,
+    work: F,
+) -> Result<(Duration, Option<f64>), Error>
+where
+    F: Future<Output = Result<(), Error>>,
+{
+    let before = target.pid.and_then(process::cpu_seconds);
+    let started = Instant::now();
+    work.await?;
+    let elapsed = started.elapsed();
+    let after = target.pid.and_then(process::cpu_seconds);
+    let per_gb = before
+        .zip(after)
+        .map(|(b, a)| (a - b) / (bytes as f64 / 1e9));
+    Ok((elapsed, per_gb))
+}
+
+/// Blob push and pull figures for one round.
+pub(crate) async fn blob_round(
+    target: &Target,
+    round: u64,
+    size: u64,
+    scenarios: &[&str],
+) -> Result<Vec<(String, Value)>, Error> {
+    let mut out = Vec::new();
+    let mut conn = Conn::open(&target.addr).await?;
+    let seed = round * 1000 + target.name.bytes().map(u64::from).sum::<u64>();
+    let mut pushed: Option<Blob> = None;
+    if scenarios.contains(&"push") {
+        let blob = Blob::new(seed, size);
+        if let Some(pid) = target.pid {
+            process::reset_peak_rss(pid);
+        }
+        let (elapsed, cpu) =
+            with_cpu(target, size, push_whole(&mut conn, "bench/blobs", &blob)).await?;
+        let peak = target.pid.and_then(process::peak_rss_kib);
+        out.push(("push-whole".into(), json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu, "peak_rss_mib": peak.map(|k| k as f64 / 1024.0)})));
+        pushed = Some(blob);
+    }
+    if scenarios.contains(&"push-chunked") {
+        let blob = Blob::new(seed + 7, size);
+        let (elapsed, cpu) = with_cpu(
+            target,
+            size,
+            push_chunked(&mut conn, "bench/blobs", &blob, 16 << 20),
+        )
+        .await?;
+        out.push((
+            "push-chunked".into(),
+            json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu}),
+        ));
+        pushed.get_or_insert(blob);
+    }
+    if scenarios.contains(&"pull") {
+        let digest = match &pushed {
+            Some(blob) if !target.ceiling => blob.digest.clone(),
+            _ => format!("sha256:{}", "0".repeat(64)),
+        };
+        for verify in [false, true] {
+            let verify_now = verify && !target.ceiling;
+            let mut received = 0;
+            let (elapsed, cpu) = with_cpu(target, size, async {
+                received = pull(&mut conn, "bench/blobs", &digest, verify_now).await?;
+                Ok(())
+            })
+            .await?;
+            let name = if verify { "pull-verified" } else { "pull" };
+            out.push((
+                name.into(),
+                json!({"value": mb_per_s(received, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu}),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Small images pushed by `pushers` at once: images per second.
+pub(crate) async fn small_images(
+    target: &Target,
+    round: u64,
+    images: usize,
+    pushers: usize,
+) -> Result<Value, Error> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..pushers {
+        let addr = target.addr.clone();
+        let count = images / pushers + usize::from(worker < images % pushers);
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut rng = Rng::new(round * 7919 + worker as u64 * 104_729 + 1);
+            for i in 0..count {
+                push_image(
+                    &mut conn,
+                    &format!("bench/small-{worker}"),
+                    &format!("r{round}-{i}"),
+                    &mut rng,
+                    (64 << 10, 1 << 20),
+                )
+                .await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let elapsed = started.elapsed();
+    Ok(json!({"value": images as f64 / elapsed.as_secs_f64(), "unit": "images/s"}))
+}
+
+/// Pushes the image the request-rate scenarios read; returns (manifest path, blob HEAD path).
+pub(crate) async fn prepare_reads(target: &Target) -> Result<(String, String), Error> {
+    let mut conn = Conn::open(&target.addr).await?;
+    let mut rng = Rng::new(42);
+    let layers = if target.ceiling {
+        vec![format!("sha256:{}", "0".repeat(64))]
+    } else {
+        push_image(&mut conn, "bench/read", "latest", &mut rng, (4096, 8192)).await?
+    };
+    Ok((
+        "/v2/bench/read/manifests/latest".into(),
+        format!("/v2/bench/read/blobs/{}", layers[0]),
+    ))
+}
+
+pub(crate) fn manifest_headers() -> Vec<(&'static str, String)> {
+    vec![(
+        "Accept",
+        format!("{OCI_MANIFEST}, application/vnd.oci.image.index.v1+json"),
+    )]
+}
