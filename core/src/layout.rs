@@ -79,6 +79,16 @@ pub(crate) fn upload_session(name: &RepositoryName, id: &UploadId) -> String {
     )
 }
 
+/// Whether `key` is upload-session state — a session record or its index entry. A client
+/// rebuilds it by restarting (or, told the current offset by a 416, resuming) an upload, so
+/// storage need not make it durable; the parts a record names are made durable before it.
+pub(crate) fn is_upload_state(key: &str) -> bool {
+    key.starts_with("berth/uploads/")
+        || (key.starts_with(ROOT)
+            && key.contains("/_uploads/")
+            && key.ends_with("/berth-session.json"))
+}
+
 /// Where a parts upload for a session may be staged.
 pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())

@@ -155,17 +155,25 @@ impl Inner {
         format!("{}-{nanos:x}-{n}", std::process::id())
     }
 
-    /// Writes `data` to a new fsynced file in the scratch directory.
-    fn write_temp(&self, data: &[u8]) -> io::Result<PathBuf> {
+    /// Writes `data` to a new file in the scratch directory, fsynced if `durable`.
+    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<PathBuf> {
         let path = self.root.join(".berth/tmp").join(self.unique());
         let mut file = File::create(&path)?;
         file.write_all(data)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         Ok(path)
     }
 
     /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
-    fn publish(&self, temp: &Path, target: &Path, replace: bool) -> Result<(), StorageError> {
+    fn publish(
+        &self,
+        temp: &Path,
+        target: &Path,
+        replace: bool,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         let parent = target.parent().unwrap_or(&self.root);
         // A concurrent delete may prune the freshly made parent; try again a few times.
         let mut attempts = 0;
@@ -185,7 +193,10 @@ impl Inner {
             let _ = fs::remove_file(temp);
         }
         result.map_err(io_error)?;
-        sync_dir(parent).map_err(io_error)
+        if durable {
+            sync_dir(parent).map_err(io_error)?;
+        }
+        Ok(())
     }
 
     /// Removes empty directories from `dir` up to (not including) the root.
@@ -323,14 +334,17 @@ impl Storage for FsStorage {
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
         let target = self.inner.path(key)?;
+        // Upload-session state is rebuilt by clients, not recovered: it skips the fsyncs,
+        // which are most of the cost of a small push.
+        let durable = !crate::layout::is_upload_state(key);
         self.blocking(move |inner| {
-            let temp = inner.write_temp(&data).map_err(io_error)?;
+            let temp = inner.write_temp(&data, durable).map_err(io_error)?;
             match mode {
                 PutMode::Overwrite => {
                     stamp(&temp, &target).map_err(io_error)?;
-                    inner.publish(&temp, &target, true)?;
+                    inner.publish(&temp, &target, true, durable)?;
                 }
-                PutMode::Create => inner.publish(&temp, &target, false)?,
+                PutMode::Create => inner.publish(&temp, &target, false, durable)?,
                 PutMode::Update(expected) => {
                     let lock = File::options()
                         .create(true)
@@ -349,7 +363,7 @@ impl Storage for FsStorage {
                         return Err(StorageError::PreconditionFailed);
                     }
                     stamp(&temp, &target).map_err(io_error)?;
-                    inner.publish(&temp, &target, true)?;
+                    inner.publish(&temp, &target, true, durable)?;
                     drop(lock);
                 }
             }
@@ -465,6 +479,7 @@ impl Storage for FsStorage {
                         .join(format!("{upload}-{only}")),
                     &target,
                     false,
+                    true,
                 )?;
             } else {
                 let temp = inner.root.join(".berth/tmp").join(inner.unique());
@@ -475,7 +490,7 @@ impl Storage for FsStorage {
                 }
                 out.sync_all().map_err(io_error)?;
                 drop(out);
-                inner.publish(&temp, &target, false)?;
+                inner.publish(&temp, &target, false, true)?;
             }
             let _ = fs::remove_dir_all(&dir);
             Ok(())
