@@ -73,6 +73,8 @@ def main():
     args = parser.parse_args()
 
     rows = [json.loads(line) for line in open(args.results) if line.strip()]
+    failures = [row for row in rows if "error" in row]
+    rows = [row for row in rows if "error" not in row]
     values = defaultdict(list)
     extra = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -223,6 +225,9 @@ def main():
         figure.savefig(os.path.join(args.out, path), dpi=110)
         plt.close(figure)
         plots.append(path)
+    if failures:
+        lines += ["", "## Failed measurements", ""] + [
+            f"- {row['scenario']} on {row['target']} (round {row['round']}): {row['error']}" for row in failures]
     lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
     lines += ["", "Raw results: `bench-results.jsonl` (one JSON line per measurement).", ""]
     with open(os.path.join(args.out, "BENCHMARKS.md"), "w") as f:

@@ -30,7 +30,8 @@ else
 fi
 mkdir -p "$out"
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
-trap 'stop_all_servers; rm -rf "$work"' EXIT
+# Server logs are kept (in target/bench-logs) for when a measurement fails.
+trap 'stop_all_servers; mkdir -p "$root/target/bench-logs"; cp "$work"/*.log "$root/target/bench-logs/" 2>/dev/null; rm -rf "$work"' EXIT
 
 log "building berth and berth-bench (release)"
 (cd "$root" && cargo build --release --locked -p berth-server -p berth-bench -p berth-ffi)
@@ -89,8 +90,10 @@ if [ $smoke = 0 ]; then
 fi
 
 log "running: ${targets[*]}"
+status=0
 "$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
-  --images "$images" --limits-dir "$work" --out "$out/bench-results.jsonl"
+  --images "$images" --limits-dir "$work" --out "$out/bench-results.jsonl" || status=$?
 "$tools/bench-venv/bin/python" "$here/report.py" "$out/bench-results.jsonl" "$out" \
   --blob-mib "$blob_mib" --rounds "$rounds" --duration "$duration" --images "$images"
 log "report: $out/BENCHMARKS.md"
+exit $status

@@ -99,9 +99,16 @@ fn settings(args: &[String]) -> Result<Settings, Error> {
 
 struct Recorder {
     out: Option<std::fs::File>,
+    failures: usize,
 }
 
 impl Recorder {
+    /// Records that a scenario failed on a target; the run goes on with the others.
+    fn failed(&mut self, scenario: &str, target: &str, round: u64, error: &Error) {
+        self.failures += 1;
+        self.record(scenario, target, round, json!({"error": error.to_string()}));
+    }
+
     fn record(&mut self, scenario: &str, target: &str, round: u64, figures: Value) {
         let mut line = json!({"scenario": scenario, "target": target, "round": round});
         if let (Some(line), Value::Object(figures)) = (line.as_object_mut(), figures) {
@@ -121,6 +128,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
             .as_ref()
             .map(std::fs::File::create)
             .transpose()?,
+        failures: 0,
     };
     let wanted = |scenario: &str| {
         settings

@@ -7,13 +7,16 @@
 //! paths below the root unchanged, which is what makes a registry:2 root servable as it is;
 //! berth's own scratch space lives in `<root>/.berth/`.
 //!
+//! Parts are appended to one file per upload, so an upload written in order is published as
+//! that file: a blob's bytes are written once (see `complete_parts`).
+//!
 //! object_store's `LocalFileSystem` is not used here: it neither fsyncs nor supports
 //! `PutMode::Update`, and it has no resumable multipart API (see docs/storage.md).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,7 +178,8 @@ impl Inner {
         durable: bool,
     ) -> Result<(), StorageError> {
         let parent = target.parent().unwrap_or(&self.root);
-        // A concurrent delete may prune the freshly made parent; try again a few times.
+        // A concurrent delete may prune the freshly made parent (busy directories such as a
+        // repository's _uploads/ come and go many times a second); try again.
         let mut attempts = 0;
         let result = loop {
             fs::create_dir_all(parent).map_err(io_error)?;
@@ -185,7 +189,7 @@ impl Inner {
                 fs::hard_link(temp, target)
             };
             match result {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
                 other => break other,
             }
         };
@@ -271,6 +275,41 @@ impl Inner {
         }
         Ok(page_of(entries, start_after, limit))
     }
+}
+
+/// The file in a parts upload's directory that its parts are appended to.
+const PARTS_DATA: &str = "data";
+/// How much of a part is held at once when parts must be copied into a new order.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Opens a parts upload's data file under its exclusive lock, and checks that the path still
+/// names it: an upload completed or aborted while this waited is gone (`NotFound`).
+fn open_locked(path: &Path) -> Result<File, StorageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound,
+            _ => io_error(e),
+        })?;
+    file.lock().map_err(io_error)?;
+    let held = file.metadata().map_err(io_error)?;
+    match fs::metadata(path) {
+        Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(file),
+        _ => Err(StorageError::NotFound),
+    }
+}
+
+/// Where a part lies in its upload's data file, from its id (`number-offset-length`).
+fn part_range(id: &str) -> Option<Range<u64>> {
+    let mut fields = id.split('-');
+    let (_number, offset, len) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() {
+        return None;
+    }
+    let offset: u64 = offset.parse().ok()?;
+    Some(offset..offset.checked_add(len.parse().ok()?)?)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -406,7 +445,9 @@ impl Storage for FsStorage {
     async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
         self.blocking(|inner| {
             let id = inner.unique();
-            fs::create_dir_all(inner.parts_dir(&id)?).map_err(io_error)?;
+            let dir = inner.parts_dir(&id)?;
+            fs::create_dir_all(&dir).map_err(io_error)?;
+            File::create(dir.join(PARTS_DATA)).map_err(io_error)?;
             Ok(id)
         })
         .await
@@ -420,22 +461,19 @@ impl Storage for FsStorage {
     ) -> Result<String, StorageError> {
         let upload = upload.to_owned();
         self.blocking(move |inner| {
-            let dir = inner.parts_dir(&upload)?;
-            if !dir.is_dir() {
-                return Err(StorageError::NotFound);
-            }
-            let part = format!("{number:05}-{}", inner.unique());
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(dir.join(&part))
-                .map_err(io_error)?;
+            let path = inner.parts_dir(&upload)?.join(PARTS_DATA);
+            let file = open_locked(&path)?;
+            // Appended under the lock, a part's place is the file's end; no two writes share
+            // it, so the place is also the part's unique id.
+            let offset = file.metadata().map_err(io_error)?.len();
+            let mut at = offset;
             for chunk in &data {
-                file.write_all(chunk).map_err(io_error)?;
+                file.write_all_at(chunk, at).map_err(io_error)?;
+                at += chunk.len() as u64;
             }
             // The session record will name this part; it must survive a crash first.
-            file.sync_all().map_err(io_error)?;
-            Ok(part)
+            file.sync_data().map_err(io_error)?;
+            Ok(format!("{number:05}-{offset}-{}", at - offset))
         })
         .await
     }
@@ -447,51 +485,57 @@ impl Storage for FsStorage {
         target: &str,
     ) -> Result<(), StorageError> {
         let upload = upload.to_owned();
-        let parts = parts.to_vec();
+        let parts = parts
+            .iter()
+            .map(|id| part_range(id))
+            .collect::<Option<Vec<_>>>();
         let target = self.inner.path(target)?;
         self.blocking(move |inner| {
+            let parts = parts.ok_or(StorageError::NotFound)?;
             let dir = inner.parts_dir(&upload)?;
-            if !dir.is_dir() {
-                return Err(StorageError::NotFound);
-            }
+            let path = dir.join(PARTS_DATA);
+            let file = open_locked(&path)?;
             if target.exists() {
                 return Err(StorageError::AlreadyExists);
             }
-            for part in &parts {
-                if part.contains('/') || part.starts_with('.') {
-                    return Err(StorageError::NotFound);
-                }
+            let size = file.metadata().map_err(io_error)?.len();
+            if parts.iter().any(|range| range.end > size) {
+                return Err(StorageError::NotFound);
             }
-            if let [only] = parts.as_slice() {
-                // One part is already a complete, fsynced file: publish it without a copy.
-                fs::hard_link(
-                    dir.join(only),
-                    inner
-                        .root
-                        .join(".berth/tmp")
-                        .join(format!("{upload}-{only}")),
-                )
-                .map_err(io_error)?;
-                inner.publish(
-                    &inner
-                        .root
-                        .join(".berth/tmp")
-                        .join(format!("{upload}-{only}")),
-                    &target,
-                    false,
-                    true,
-                )?;
+            let total: u64 = parts.iter().map(|range| range.end - range.start).sum();
+            let mut next = 0;
+            let end_to_end = parts.iter().all(|range| {
+                let follows = range.start == next;
+                next = range.end;
+                follows
+            });
+            let temp = inner.root.join(".berth/tmp").join(inner.unique());
+            if end_to_end {
+                // The usual case: the parts are the file, in order. Drop what a raced writer
+                // appended after them, then publish the file itself.
+                if size > total {
+                    file.set_len(total).map_err(io_error)?;
+                }
+                file.sync_all().map_err(io_error)?;
+                // Moved away while locked: a writer still waiting for the lock finds the
+                // path gone and adds nothing to the published file.
+                fs::rename(&path, &temp).map_err(io_error)?;
             } else {
-                let temp = inner.root.join(".berth/tmp").join(inner.unique());
                 let mut out = File::create(&temp).map_err(io_error)?;
-                for part in &parts {
-                    let mut input = File::open(dir.join(part)).map_err(io_error)?;
-                    io::copy(&mut input, &mut out).map_err(io_error)?;
+                let mut buffer = vec![0u8; COPY_BUFFER];
+                for range in &parts {
+                    let mut at = range.start;
+                    while at < range.end {
+                        let n = ((range.end - at) as usize).min(buffer.len());
+                        file.read_exact_at(&mut buffer[..n], at).map_err(io_error)?;
+                        out.write_all(&buffer[..n]).map_err(io_error)?;
+                        at += n as u64;
+                    }
                 }
                 out.sync_all().map_err(io_error)?;
-                drop(out);
-                inner.publish(&temp, &target, false, true)?;
             }
+            drop(file);
+            inner.publish(&temp, &target, false, true)?;
             let _ = fs::remove_dir_all(&dir);
             Ok(())
         })
