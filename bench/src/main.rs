@@ -150,11 +150,15 @@ async fn run(settings: Settings) -> Result<(), Error> {
     if !blob_scenarios.is_empty() {
         for round in 0..settings.rounds {
             for target in &settings.targets {
-                for (scenario, figures) in
-                    scenarios::blob_round(target, round, settings.blob_size, &blob_scenarios)
-                        .await?
-                {
-                    recorder.record(&scenario, &target.name, round, figures);
+                let blobs =
+                    scenarios::blob_round(target, round, settings.blob_size, &blob_scenarios);
+                match blobs.await {
+                    Ok(results) => {
+                        for (scenario, figures) in results {
+                            recorder.record(&scenario, &target.name, round, figures);
+                        }
+                    }
+                    Err(e) => recorder.failed("blobs", &target.name, round, &e),
                 }
             }
         }
@@ -162,33 +166,46 @@ async fn run(settings: Settings) -> Result<(), Error> {
     if wanted("manifest-get") || wanted("blob-head") {
         let mut reads = Vec::new();
         for target in &settings.targets {
-            reads.push(scenarios::prepare_reads(target).await?);
-        }
-        for round in 0..settings.rounds {
-            for (target, (manifest, blob)) in settings.targets.iter().zip(&reads) {
-                if wanted("manifest-get") {
-                    let figures = scenarios::closed_loop(
-                        target,
-                        Method::GET,
-                        manifest.clone(),
-                        scenarios::manifest_headers(),
-                        settings.concurrency,
-                        settings.duration,
-                    )
-                    .await?;
-                    recorder.record("manifest-get", &target.name, round, figures);
+            match scenarios::prepare_reads(target).await {
+                Ok(paths) => reads.push(Some(paths)),
+                Err(e) => {
+                    recorder.failed("reads", &target.name, 0, &e);
+                    reads.push(None);
                 }
-                if wanted("blob-head") {
-                    let figures = scenarios::closed_loop(
-                        target,
-                        Method::HEAD,
-                        blob.clone(),
-                        Vec::new(),
-                        settings.concurrency,
-                        settings.duration,
-                    )
-                    .await?;
-                    recorder.record("blob-head", &target.name, round, figures);
+            }
+        }
+        let rate = |target, method, path, headers| {
+            scenarios::closed_loop(
+                target,
+                method,
+                path,
+                headers,
+                settings.concurrency,
+                settings.duration,
+            )
+        };
+        for round in 0..settings.rounds {
+            for (target, paths) in settings.targets.iter().zip(&reads) {
+                let Some((manifest, blob)) = paths else {
+                    continue;
+                };
+                let runs = [
+                    (
+                        "manifest-get",
+                        Method::GET,
+                        manifest,
+                        scenarios::manifest_headers(),
+                    ),
+                    ("blob-head", Method::HEAD, blob, Vec::new()),
+                ];
+                for (scenario, method, path, headers) in runs {
+                    if !wanted(scenario) {
+                        continue;
+                    }
+                    match rate(target, method, path.clone(), headers).await {
+                        Ok(figures) => recorder.record(scenario, &target.name, round, figures),
+                        Err(e) => recorder.failed(scenario, &target.name, round, &e),
+                    }
                 }
             }
         }
@@ -196,14 +213,19 @@ async fn run(settings: Settings) -> Result<(), Error> {
     if wanted("small-images") {
         for round in 0..settings.rounds {
             for target in &settings.targets {
-                let figures =
-                    scenarios::small_images(target, round, settings.images, settings.pushers)
-                        .await?;
-                recorder.record("small-images", &target.name, round, figures);
+                let images =
+                    scenarios::small_images(target, round, settings.images, settings.pushers);
+                match images.await {
+                    Ok(figures) => recorder.record("small-images", &target.name, round, figures),
+                    Err(e) => recorder.failed("small-images", &target.name, round, &e),
+                }
             }
         }
     }
-    Ok(())
+    match recorder.failures {
+        0 => Ok(()),
+        n => Err(format!("{n} measurement(s) failed (see the \"error\" lines)").into()),
+    }
 }
 
 fn main() -> std::process::ExitCode {
