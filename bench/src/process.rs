@@ -27,3 +27,14 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Writes dirty pages back and empties the page cache, where allowed (root), so every push
+/// starts from the same memory: without it, the gigabytes earlier pushes left cached make
+/// later writes reclaim pages first, and the round a target happens to run in decides its
+/// figure. Returns whether the cache was dropped.
+pub(crate) fn drop_page_cache() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|status| status.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
+}

@@ -324,17 +324,19 @@ pub(crate) async fn blob_round(
     let mut pushed: Option<Blob> = None;
     if scenarios.contains(&"push") {
         let blob = Blob::new(seed, size);
+        let cache_dropped = process::drop_page_cache();
         if let Some(pid) = target.pid {
             process::reset_peak_rss(pid);
         }
         let (elapsed, cpu) =
             with_cpu(target, size, push_whole(&mut conn, "bench/blobs", &blob)).await?;
         let peak = target.pid.and_then(process::peak_rss_kib);
-        out.push(("push-whole".into(), json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu, "peak_rss_mib": peak.map(|k| k as f64 / 1024.0)})));
+        out.push(("push-whole".into(), json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu, "peak_rss_mib": peak.map(|k| k as f64 / 1024.0), "cache_dropped": cache_dropped})));
         pushed = Some(blob);
     }
     if scenarios.contains(&"push-chunked") {
         let blob = Blob::new(seed + 7, size);
+        let cache_dropped = process::drop_page_cache();
         let (elapsed, cpu) = with_cpu(
             target,
             size,
@@ -343,7 +345,7 @@ pub(crate) async fn blob_round(
         .await?;
         out.push((
             "push-chunked".into(),
-            json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu}),
+            json!({"value": mb_per_s(size, elapsed), "unit": "MB/s", "cpu_s_per_gb": cpu, "cache_dropped": cache_dropped}),
         ));
         pushed.get_or_insert(blob);
     }
@@ -379,6 +381,7 @@ pub(crate) async fn small_images(
     images: usize,
     pushers: usize,
 ) -> Result<Value, Error> {
+    process::drop_page_cache();
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..pushers {

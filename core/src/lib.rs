@@ -53,7 +53,7 @@ pub use range::{ByteRange, ContentRange, RangeError};
 pub use reference::{
     MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError,
 };
-pub use registry::{Clock, IdSource, Options, Registry};
+pub use registry::{Clock, DEFAULT_PART_SIZE, IdSource, Options, Registry};
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};
 pub use routes::{Route, UploadId};

@@ -1,83 +1,28 @@
 //! A page of the tag list or the catalog costs one listing of that page: index keys, no walk
 //! of the repository tree (once the index exists; a registry:2 root is indexed on first use).
 
-use std::ops::Range;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
-use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
-use berth::{
-    Algorithm, MemoryStorage, Method, Options, Registry, RequestHead, empty_body, full_body,
-};
-use bytes::Bytes;
+use berth::{Algorithm, Method, Options, Registry, RequestHead, empty_body, full_body};
+use support::{Hooked, Hooks};
 
 /// Counts the entries every listing returns.
 #[derive(Debug, Default)]
 struct Counting {
-    inner: MemoryStorage,
     listed: AtomicUsize,
 }
 
-#[async_trait]
-impl Storage for Counting {
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
-        self.inner.get(key, range).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
-        self.inner.put(key, data, mode).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        delimiter: bool,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage, StorageError> {
-        let page = self
-            .inner
-            .list(prefix, delimiter, start_after, limit)
-            .await?;
-        self.listed
-            .fetch_add(page.objects.len() + page.prefixes.len(), Ordering::Relaxed);
-        Ok(page)
-    }
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
-        self.inner.create_parts(staging_key).await
-    }
-    async fn put_part(
-        &self,
-        upload: &str,
-        number: u32,
-        data: Chunks,
-    ) -> Result<String, StorageError> {
-        self.inner.put_part(upload, number, data).await
-    }
-    async fn complete_parts(
-        &self,
-        upload: &str,
-        parts: &[String],
-        target: &str,
-    ) -> Result<(), StorageError> {
-        self.inner.complete_parts(upload, parts, target).await
-    }
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
-        self.inner.abort_parts(upload).await
+impl Hooks for Counting {
+    fn listed(&self, entries: usize) {
+        self.listed.fetch_add(entries, Ordering::Relaxed);
     }
 }
 
 async fn status(
-    registry: &Registry<Arc<Counting>>,
+    registry: &Registry<Arc<Hooked<Counting>>>,
     method: Method,
     target: &str,
     body: &[u8],
@@ -102,7 +47,7 @@ async fn status(
 
 #[tokio::test]
 async fn a_page_lists_only_that_page() {
-    let storage = Arc::new(Counting::default());
+    let storage = Arc::new(Hooked::<Counting>::default());
     let registry = Registry::new(
         Arc::clone(&storage),
         Options::new(Arc::new(|| "s".to_owned()), Arc::new(|| 0)),
@@ -145,7 +90,7 @@ async fn a_page_lists_only_that_page() {
     .await;
     status(&registry, Method::Get, "/v2/_catalog?n=1", b"", None).await;
 
-    storage.listed.store(0, Ordering::Relaxed);
+    storage.hooks.listed.store(0, Ordering::Relaxed);
     let (code, body) = status(
         &registry,
         Method::Get,
@@ -159,10 +104,10 @@ async fn a_page_lists_only_that_page() {
         body,
         r#"{"name":"repo00","tags":["t21","t22","t23","t24","t25"]}"#
     );
-    let listed = storage.listed.load(Ordering::Relaxed);
+    let listed = storage.hooks.listed.load(Ordering::Relaxed);
     assert!(listed <= 6, "a page of 5 tags listed {listed} entries");
 
-    storage.listed.store(0, Ordering::Relaxed);
+    storage.hooks.listed.store(0, Ordering::Relaxed);
     let (code, body) = status(
         &registry,
         Method::Get,
@@ -173,7 +118,7 @@ async fn a_page_lists_only_that_page() {
     .await;
     assert_eq!(code, 200);
     assert_eq!(body, r#"{"repositories":["repo11","repo12","repo13"]}"#);
-    let listed = storage.listed.load(Ordering::Relaxed);
+    let listed = storage.hooks.listed.load(Ordering::Relaxed);
     assert!(
         listed <= 4,
         "a page of 3 repositories listed {listed} entries"

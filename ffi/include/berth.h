@@ -411,8 +411,8 @@ enum berth_result berth_config_set_delete_enabled(struct berth_config *config, b
 enum berth_result berth_config_set_automatic_mount(struct berth_config *config, bool enabled);
 
 /**
- * Upload part size in bytes: the most of one upload held in memory (default 8 MiB; at
- * least 1 byte).
+ * Upload part size in bytes (default 2 MiB; at least 1 byte): an upload request holds at most
+ * two parts in memory, one being written while the next arrives.
  *
  * # Safety
  * `config` is a live configuration.

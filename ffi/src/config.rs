@@ -248,8 +248,8 @@ pub unsafe extern "C" fn berth_config_set_automatic_mount(
     }
 }
 
-/// Upload part size in bytes: the most of one upload held in memory (default 8 MiB; at
-/// least 1 byte).
+/// Upload part size in bytes (default 2 MiB; at least 1 byte): an upload request holds at most
+/// two parts in memory, one being written while the next arrives.
 ///
 /// # Safety
 /// `config` is a live configuration.

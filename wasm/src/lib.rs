@@ -90,8 +90,8 @@ fn unix_now() -> u64 {
 #[wasm_bindgen]
 impl Registry {
     /// `new Registry({ storage, ...options })`. `storage` is an R2-shaped bucket (an R2
-    /// binding, or one of the package's stores). Options: `partSize` (bytes held per upload
-    /// request, default 8 MiB), `minPartSize` (the storage's smallest multipart part, default
+    /// binding, or one of the package's stores). Options: `partSize` (upload part size, at
+    /// most two held per upload request; default 2 MiB, raised to `minPartSize`), `minPartSize` (the storage's smallest multipart part, default
     /// 5 MiB as on R2), `readOnly`, `deleteEnabled`, `automaticMount`, `manifestLimit`,
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies).
     #[wasm_bindgen(constructor)]

@@ -6,7 +6,8 @@
 //!
 //! A host calls [`Registry::handle`] once per HTTP request with the request head and its body
 //! as a stream of chunks, then writes the [`Response`]'s status and headers and streams its
-//! body. Memory per request is bounded by one upload part (see [`Options::part_size`]).
+//! body. Memory per request is bounded by two upload parts: one being written while the next
+//! is received (see [`Options::part_size`]).
 
 mod blobs;
 mod index;
@@ -27,6 +28,11 @@ use crate::response::Response;
 use crate::routes::Route;
 use crate::storage::{Storage, StorageError, StorageExt};
 
+/// The default [`Options::part_size`]: small parts keep the storage busy while the network
+/// delivers the next (2 MiB: 1.07 GB/s for a one-PUT push to the filesystem against 1.01 GB/s
+/// at 8 MiB, at half the memory; object stores raise it to their minimum, 5 MiB on S3).
+pub const DEFAULT_PART_SIZE: usize = 2 * 1024 * 1024;
+
 /// Produces upload session ids; the host supplies randomness.
 pub type IdSource = Arc<dyn Fn() -> String + Send + Sync>;
 /// Tells the time in seconds since the Unix epoch; the host supplies the clock.
@@ -38,7 +44,8 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub struct Options {
     /// Largest manifest accepted, in bytes; larger ones get 413.
     pub manifest_limit: usize,
-    /// Upload part size: the most of one upload held in memory at once.
+    /// Upload part size (raised to the storage's minimum). An upload request writes one part
+    /// while it receives the next, so it holds at most two parts in memory.
     pub part_size: usize,
     /// Whether `?mount=<digest>` without `from` links any blob the registry already has.
     pub automatic_mount: bool,
@@ -69,7 +76,7 @@ impl Options {
     pub fn new(ids: IdSource, clock: Clock) -> Self {
         Self {
             manifest_limit: crate::manifest::DEFAULT_MANIFEST_LIMIT,
-            part_size: 8 * 1024 * 1024,
+            part_size: DEFAULT_PART_SIZE,
             automatic_mount: true,
             delete_enabled: true,
             require_manifest_blobs: true,

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::{Either, select};
 
 use super::blobs::{content_length, created, parse_digest};
 use super::{Registry, body_error, internal, query};
@@ -389,7 +390,23 @@ impl<S: Storage> Registry<S> {
                 format!("the body is longer than the {expected} bytes its headers announce"),
             )
         };
-        while let Some(chunk) = body.next().await {
+        // One part is written while the next is received, so the network and the storage
+        // work at once; at most two parts of this upload are in memory.
+        let mut in_flight = None;
+        loop {
+            let next = match in_flight.as_mut() {
+                None => body.next().await,
+                Some(write) => match select(body.next(), write).await {
+                    Either::Left((next, _)) => next,
+                    Either::Right((written, _)) => {
+                        let written: Result<String, StorageError> = written;
+                        in_flight = None;
+                        session.parts.push(written.map_err(internal)?);
+                        continue;
+                    }
+                },
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(body_error)?;
             if expected.is_some_and(|e| writer.received() + chunk.len() as u64 > e) {
                 return Err(too_long(expected.unwrap_or_default()));
@@ -400,8 +417,16 @@ impl<S: Storage> Registry<S> {
                 return Err(chunk_too_large(max));
             }
             for part in writer.push(chunk) {
-                self.write_part(session, staging, part).await?;
+                if let Some(write) = in_flight.take() {
+                    let written: Result<String, StorageError> = write.await;
+                    session.parts.push(written.map_err(internal)?);
+                }
+                in_flight = Some(Box::pin(self.start_part(session, staging, part).await?));
             }
+        }
+        if let Some(write) = in_flight.take() {
+            let written: Result<String, StorageError> = write.await;
+            session.parts.push(written.map_err(internal)?);
         }
         if let Some(expected) = expected
             && writer.received() != expected
@@ -455,6 +480,20 @@ impl<S: Storage> Registry<S> {
         staging: &str,
         data: Chunks,
     ) -> Result<(), Error> {
+        let part = self.start_part(session, staging, data).await?.await;
+        session.parts.push(part.map_err(internal)?);
+        Ok(())
+    }
+
+    /// Starts writing the session's next part (creating the storage's parts upload for the
+    /// first); the returned future finishes the write and yields the part's id, which the
+    /// caller adds to `session.parts` before it starts another part.
+    async fn start_part(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        data: Chunks,
+    ) -> Result<impl Future<Output = Result<String, StorageError>> + '_, Error> {
         let upload = match &session.parts_upload {
             Some(upload) => upload.clone(),
             None => {
@@ -476,13 +515,7 @@ impl<S: Storage> Registry<S> {
             )
             .with_status(413));
         }
-        let part = self
-            .storage
-            .put_part(&upload, number, data)
-            .await
-            .map_err(internal)?;
-        session.parts.push(part);
-        Ok(())
+        Ok(async move { self.storage.put_part(&upload, number, data).await })
     }
 
     /// Verifies the digest, publishes the content, and links it into the repository.

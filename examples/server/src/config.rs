@@ -73,7 +73,8 @@ pub(crate) struct ServeArgs {
     /// Largest manifest accepted, in bytes [default: 4194304].
     #[arg(long, env = "BERTH_MANIFEST_LIMIT")]
     pub(crate) manifest_limit: Option<usize>,
-    /// Upload part size in bytes: the most of one upload held in memory [default: 8388608].
+    /// Upload part size in bytes; an upload request holds at most two in memory
+    /// [default: 2097152].
     #[arg(long, env = "BERTH_PART_SIZE")]
     pub(crate) part_size: Option<usize>,
     /// Largest chunk a PATCH may carry, advertised as OCI-Chunk-Max-Length (for proxies with body limits).
@@ -179,7 +180,10 @@ impl ServeArgs {
             (None, None) => None,
             _ => return Err("TLS needs both a certificate (tls-cert) and a key (tls-key)".into()),
         };
-        let part_size = self.part_size.or(file.part_size).unwrap_or(8 * 1024 * 1024);
+        let part_size = self
+            .part_size
+            .or(file.part_size)
+            .unwrap_or(berth::DEFAULT_PART_SIZE);
         if part_size == 0 {
             return Err("part-size must be at least 1 byte".into());
         }

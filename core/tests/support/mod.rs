@@ -1,0 +1,85 @@
+//! Memory storage with hooks a test watches: what listings return and when part writes run.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use berth::MemoryStorage;
+use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
+use bytes::Bytes;
+
+/// What a test observes; every hook does nothing unless implemented.
+#[async_trait]
+pub(crate) trait Hooks: std::fmt::Debug + Send + Sync + 'static {
+    /// A listing returned this many entries (objects and prefixes).
+    fn listed(&self, _entries: usize) {}
+    /// A part write begins; it proceeds when this returns.
+    async fn part_started(&self) {}
+    /// A part write ended.
+    fn part_finished(&self) {}
+}
+
+/// [`MemoryStorage`] calling `hooks`.
+#[derive(Debug, Default)]
+pub(crate) struct Hooked<H> {
+    pub(crate) inner: MemoryStorage,
+    pub(crate) hooks: H,
+}
+
+#[async_trait]
+impl<H: Hooks> Storage for Hooked<H> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        self.inner.get(key, range).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        self.inner.put(key, data, mode).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        let page = self
+            .inner
+            .list(prefix, delimiter, start_after, limit)
+            .await?;
+        self.hooks.listed(page.objects.len() + page.prefixes.len());
+        Ok(page)
+    }
+    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+        self.inner.create_parts(staging_key).await
+    }
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Chunks,
+    ) -> Result<String, StorageError> {
+        self.hooks.part_started().await;
+        let part = self.inner.put_part(upload, number, data).await;
+        self.hooks.part_finished();
+        part
+    }
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        self.inner.complete_parts(upload, parts, target).await
+    }
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.inner.abort_parts(upload).await
+    }
+}
