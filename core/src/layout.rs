@@ -82,6 +82,7 @@ pub(crate) fn upload_session(name: &RepositoryName, id: &UploadId) -> String {
 /// Whether `key` is upload-session state — a session record or its index entry. A client
 /// rebuilds it by restarting (or, told the current offset by a 416, resuming) an upload, so
 /// storage need not make it durable; the parts a record names are made durable before it.
+#[cfg(feature = "fs")]
 pub(crate) fn is_upload_state(key: &str) -> bool {
     key.starts_with("berth/uploads/")
         || (key.starts_with(ROOT)
