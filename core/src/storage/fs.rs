@@ -324,7 +324,9 @@ impl Storage for FsStorage {
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let path = self.inner.path(key)?;
-        let (meta, file, span) = self
+        // The first batch is read in the same trip to the blocking pool as the open: a small
+        // object (a manifest, a link) costs one trip.
+        let (meta, first, file, remaining) = self
             .blocking(move |_| {
                 let mut file = File::open(&path).map_err(io_error)?;
                 let meta = file.metadata().map_err(io_error)?;
@@ -335,11 +337,11 @@ impl Storage for FsStorage {
                 let span = range.unwrap_or(0..meta.size);
                 let span = span.start.min(meta.size)..span.end.min(meta.size);
                 file.seek(SeekFrom::Start(span.start)).map_err(io_error)?;
-                Ok((meta, file, span))
+                let (file, first, read) = read_batch(file, span.end - span.start)?;
+                Ok((meta, first, file, span.end - span.start - read))
             })
             .await?;
-        let remaining = span.end - span.start;
-        let batches =
+        let rest =
             futures_util::stream::unfold((Some(file), remaining), |(file, remaining)| async move {
                 let file = file?;
                 if remaining == 0 {
@@ -354,8 +356,9 @@ impl Storage for FsStorage {
                     Ok(Err(e)) => (vec![Err(e)], (None, 0)),
                     Err(e) => (vec![Err(StorageError::backend(e))], (None, 0)),
                 })
-            });
-        let stream = batches.flat_map(futures_util::stream::iter);
+            })
+            .flat_map(futures_util::stream::iter);
+        let stream = futures_util::stream::iter(first.into_iter().map(Ok)).chain(rest);
         Ok((meta, Box::pin(stream)))
     }
 
