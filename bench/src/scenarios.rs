@@ -159,31 +159,64 @@ pub(crate) async fn pull(
     Ok(received)
 }
 
-/// Pushes a small image (config, two layers, manifest tagged `tag`); returns its layers.
+/// An image's blobs (config first, then two layers) with their digests, and its manifest:
+/// generated before the clock starts, so the load generator only sends.
+pub(crate) struct Image {
+    blobs: Vec<(Bytes, String)>,
+    manifest: Bytes,
+}
+
+impl Image {
+    pub(crate) fn generate(tag: &str, rng: &mut Rng, layer_sizes: (usize, usize)) -> Self {
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","tag":"{tag}","n":{}}}"#,
+            rng.next()
+        ));
+        let mut size =
+            || layer_sizes.0 + (rng.next() as usize) % (layer_sizes.1 - layer_sizes.0 + 1);
+        let sizes = [size(), size()];
+        let blobs: Vec<(Bytes, String)> = std::iter::once(config)
+            .chain(sizes.iter().map(|&n| rng.bytes(n)))
+            .map(|blob| {
+                let digest = digest_of(&blob);
+                (blob, digest)
+            })
+            .collect();
+        let descriptor = |(blob, digest): &(Bytes, String), media_type: &str| json!({"mediaType": media_type, "digest": digest, "size": blob.len()});
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(&blobs[0], "application/vnd.oci.image.config.v1+json"),
+            "layers": blobs[1..].iter()
+                .map(|blob| descriptor(blob, "application/vnd.oci.image.layer.v1.tar+gzip"))
+                .collect::<Vec<_>>(),
+        });
+        let manifest = Bytes::from(serde_json::to_vec(&manifest).expect("a JSON value"));
+        Self { blobs, manifest }
+    }
+
+    /// The layers' digests.
+    pub(crate) fn layers(&self) -> Vec<String> {
+        self.blobs[1..]
+            .iter()
+            .map(|(_, digest)| digest.clone())
+            .collect()
+    }
+}
+
+/// Pushes `image` as `repo:tag`: each blob in a POST and a PUT, then the manifest.
 pub(crate) async fn push_image(
     conn: &mut Conn,
     repo: &str,
     tag: &str,
-    rng: &mut Rng,
-    layer_sizes: (usize, usize),
-) -> Result<Vec<String>, Error> {
-    let config = Bytes::from(format!(
-        r#"{{"architecture":"amd64","os":"linux","tag":"{tag}","n":{}}}"#,
-        rng.next()
-    ));
-    let sizes = [
-        layer_sizes.0 + (rng.next() as usize) % (layer_sizes.1 - layer_sizes.0 + 1),
-        layer_sizes.0 + (rng.next() as usize) % (layer_sizes.1 - layer_sizes.0 + 1),
-    ];
-    let layers: Vec<Bytes> = sizes.iter().map(|&n| rng.bytes(n)).collect();
-    let mut descriptors = Vec::new();
-    for blob in std::iter::once(&config).chain(layers.iter()) {
-        let digest = digest_of(blob);
+    image: &Image,
+) -> Result<(), Error> {
+    for (blob, digest) in &image.blobs {
         let upload = start_upload(conn, repo).await?;
         let (status, _, body) = conn
             .call(
                 Method::PUT,
-                &with_param(&upload, "digest", &digest),
+                &with_param(&upload, "digest", digest),
                 &[
                     ("Content-Length", blob.len().to_string()),
                     ("Content-Type", "application/octet-stream".to_owned()),
@@ -196,34 +229,23 @@ pub(crate) async fn push_image(
             201,
             &format!("PUT of a small blob ({})", String::from_utf8_lossy(&body)),
         )?;
-        descriptors.push((digest, blob.len()));
     }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": descriptors[0].0, "size": descriptors[0].1},
-        "layers": descriptors[1..].iter().map(|(digest, size)| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size
-        })).collect::<Vec<_>>(),
-    });
-    let manifest = Bytes::from(serde_json::to_vec(&manifest)?);
     let (status, _, body) = conn
         .call(
             Method::PUT,
             &format!("/v2/{repo}/manifests/{tag}"),
             &[
                 ("Content-Type", OCI_MANIFEST.to_owned()),
-                ("Content-Length", manifest.len().to_string()),
+                ("Content-Length", image.manifest.len().to_string()),
             ],
-            client::full(manifest),
+            client::full(image.manifest.clone()),
         )
         .await?;
     expect(
         status,
         201,
         &format!("PUT of a manifest ({})", String::from_utf8_lossy(&body)),
-    )?;
-    Ok(descriptors[1..].iter().map(|(d, _)| d.clone()).collect())
+    )
 }
 
 /// Latency figures of a closed-loop run.
@@ -383,24 +405,29 @@ pub(crate) async fn small_images(
     images: usize,
     pushers: usize,
 ) -> Result<Value, Error> {
+    let batches: Vec<Vec<(String, Image)>> = (0..pushers)
+        .map(|worker| {
+            let count = images / pushers + usize::from(worker < images % pushers);
+            let mut rng = Rng::new(round * 7919 + worker as u64 * 104_729 + 1);
+            (0..count)
+                .map(|i| {
+                    let tag = format!("r{round}-{i}");
+                    let image = Image::generate(&tag, &mut rng, (64 << 10, 1 << 20));
+                    (tag, image)
+                })
+                .collect()
+        })
+        .collect();
     process::drop_page_cache();
     let started = Instant::now();
     let mut workers = Vec::new();
-    for worker in 0..pushers {
+    for (worker, batch) in batches.into_iter().enumerate() {
         let addr = target.addr.clone();
-        let count = images / pushers + usize::from(worker < images % pushers);
         workers.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await?;
-            let mut rng = Rng::new(round * 7919 + worker as u64 * 104_729 + 1);
-            for i in 0..count {
-                push_image(
-                    &mut conn,
-                    &format!("bench/small-{worker}"),
-                    &format!("r{round}-{i}"),
-                    &mut rng,
-                    (64 << 10, 1 << 20),
-                )
-                .await?;
+            let repo = format!("bench/small-{worker}");
+            for (tag, image) in &batch {
+                push_image(&mut conn, &repo, tag, image).await?;
             }
             Ok::<(), Error>(())
         }));
@@ -419,7 +446,9 @@ pub(crate) async fn prepare_reads(target: &Target) -> Result<(String, String), E
     let layers = if target.ceiling {
         vec![format!("sha256:{}", "0".repeat(64))]
     } else {
-        push_image(&mut conn, "bench/read", "latest", &mut rng, (4096, 8192)).await?
+        let image = Image::generate("latest", &mut rng, (4096, 8192));
+        push_image(&mut conn, "bench/read", "latest", &image).await?;
+        image.layers()
     };
     Ok((
         "/v2/bench/read/manifests/latest".into(),

@@ -167,14 +167,18 @@ impl<S: Storage> Registry<S> {
             let mut session = UploadSession::start(digest.algorithm(), now);
             let staging = layout::upload_staging(name, &id);
             let expected = content_length(head);
-            if let Err(error) = self
+            let received = match self
                 .receive(&mut session, &staging, body, expected, None, true)
                 .await
             {
-                self.discard(&session).await;
-                return Err(error);
-            }
-            self.finish(name, &digest, &session, &staging).await?;
+                Ok(received) => received,
+                Err(error) => {
+                    self.discard(&session).await;
+                    return Err(error);
+                }
+            };
+            self.finish(name, &digest, &session, &staging, received.whole)
+                .await?;
             return Ok(created(name, &digest));
         }
         let algorithm = match query(head, "digest-algorithm") {
@@ -187,22 +191,20 @@ impl<S: Storage> Registry<S> {
             None => Algorithm::Sha256,
         };
         let session = UploadSession::start(algorithm, now);
-        self.storage
-            .put(
+        futures_util::future::try_join(
+            self.storage.put(
                 &layout::upload_session(name, &id),
                 session.encode(),
                 PutMode::Create,
-            )
-            .await
-            .map_err(internal)?;
-        self.storage
-            .put(
+            ),
+            self.storage.put(
                 &layout::upload_index_entry(now, &id),
                 Bytes::copy_from_slice(name.as_str().as_bytes()),
                 PutMode::Overwrite,
-            )
-            .await
-            .map_err(internal)?;
+            ),
+        )
+        .await
+        .map_err(internal)?;
         let mut response = in_progress(202, name, &id, &session);
         let min = self.storage.min_part_size();
         if min > 0 {

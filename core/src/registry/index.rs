@@ -19,15 +19,8 @@ impl<S: Storage> Registry<S> {
         tag: &Tag,
         digest: &Digest,
     ) -> Result<(), Error> {
-        self.storage
-            .put(
-                &layout::tag_index_entry(name, tag),
-                Bytes::copy_from_slice(digest.as_str().as_bytes()),
-                PutMode::Overwrite,
-            )
+        self.write_link(&layout::tag_index_entry(name, tag), digest)
             .await
-            .map(drop)
-            .map_err(internal)
     }
 
     /// Removes a tag: its registry:2 folder and its index entry.
@@ -44,17 +37,38 @@ impl<S: Storage> Registry<S> {
 
     /// Adds a repository to the catalog index, once.
     pub(super) async fn register_repository(&self, name: &RepositoryName) -> Result<(), Error> {
-        let entry = layout::catalog_entry(name);
-        if self.storage.exists(&entry).await.map_err(internal)? {
+        if self.is_cataloged(name) {
             return Ok(());
         }
-        match self
-            .storage
-            .put(&entry, Bytes::new(), PutMode::Create)
-            .await
-        {
-            Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
-            Err(e) => Err(internal(e)),
+        let entry = layout::catalog_entry(name);
+        if !self.storage.exists(&entry).await.map_err(internal)? {
+            match self
+                .storage
+                .put(&entry, Bytes::new(), PutMode::Create)
+                .await
+            {
+                Ok(_) | Err(StorageError::AlreadyExists) => {}
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        self.remember_cataloged(name);
+        Ok(())
+    }
+
+    fn is_cataloged(&self, name: &RepositoryName) -> bool {
+        self.cataloged
+            .lock()
+            .is_ok_and(|known| known.contains(name.as_str()))
+    }
+
+    fn remember_cataloged(&self, name: &RepositoryName) {
+        /// Enough for the repositories in active use; past it the memory starts over.
+        const REMEMBERED: usize = 10_000;
+        if let Ok(mut known) = self.cataloged.lock() {
+            if known.len() >= REMEMBERED {
+                known.clear();
+            }
+            known.insert(name.as_str().to_owned());
         }
     }
 

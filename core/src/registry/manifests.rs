@@ -1,6 +1,7 @@
 //! Manifests, tags, referrers and the catalog: end-3, end-7, end-8, end-9, end-12, `_catalog`.
 
 use bytes::Bytes;
+use futures_util::future::{try_join_all, try_join3};
 use serde::Serialize;
 
 use super::{Registry, internal, page_size, query, read_body};
@@ -105,12 +106,15 @@ impl<S: Storage> Registry<S> {
             }
         }
         if self.options.require_manifest_blobs {
-            for blob in manifest.required_blobs() {
-                if self
-                    .read_link(&layout::layer_link(name, &blob.digest))
-                    .await?
-                    .is_none()
-                {
+            let blobs: Vec<_> = manifest.required_blobs().collect();
+            let keys: Vec<_> = blobs
+                .iter()
+                .map(|blob| layout::layer_link(name, &blob.digest))
+                .collect();
+            // Looked up at once: each lookup is a storage round trip.
+            let links = try_join_all(keys.iter().map(|key| self.read_link(key))).await?;
+            for (blob, link) in blobs.iter().zip(links) {
+                if link.is_none() {
                     return Err(Error::new(
                         ErrorCode::ManifestBlobUnknown,
                         format!(
@@ -132,7 +136,13 @@ impl<S: Storage> Registry<S> {
             Ok(_) | Err(StorageError::AlreadyExists) => {}
             Err(e) => return Err(internal(e)),
         }
-        if let Some(subject) = &manifest.subject {
+        // With the content durable, the names that lead to it are written at once (their
+        // fsyncs overlap): the subject's referrer entry, the revision link, and each tag's
+        // links and index entry. None is acknowledged before all are stored.
+        let referrer = async {
+            let Some(subject) = &manifest.subject else {
+                return Ok(());
+            };
             let descriptor = Descriptor {
                 media_type: manifest.media_type.clone(),
                 digest: digest.clone(),
@@ -155,18 +165,22 @@ impl<S: Storage> Registry<S> {
                     PutMode::Overwrite,
                 )
                 .await
-                .map_err(internal)?;
-        }
-        self.write_link(&layout::revision_link(name, &digest), &digest)
-            .await?;
+                .map(drop)
+                .map_err(internal)
+        };
+        let mut links = vec![layout::revision_link(name, &digest)];
         for tag in &tags {
-            self.write_link(&layout::tag_index(name, tag, &digest), &digest)
-                .await?;
-            self.write_link(&layout::tag_current(name, tag), &digest)
-                .await?;
-            self.index_tag(name, tag, &digest).await?;
+            links.push(layout::tag_index(name, tag, &digest));
+            links.push(layout::tag_current(name, tag));
+            // The tag index entry (see `index_tag`) holds the digest too.
+            links.push(layout::tag_index_entry(name, tag));
         }
-        self.register_repository(name).await?;
+        try_join3(
+            referrer,
+            try_join_all(links.iter().map(|key| self.write_link(key, &digest))),
+            self.register_repository(name),
+        )
+        .await?;
 
         let mut response = Response::empty(201)
             .with_header("Location", format!("/v2/{name}/manifests/{digest}"))

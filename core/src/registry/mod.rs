@@ -110,12 +110,19 @@ impl std::fmt::Debug for Options {
 pub struct Registry<S> {
     storage: S,
     options: Options,
+    /// Repositories this registry has seen in the catalog index. Catalog entries are never
+    /// removed, so what is here needs no second look at storage.
+    cataloged: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: Storage> Registry<S> {
     /// A registry over `storage`.
     pub fn new(storage: S, options: Options) -> Self {
-        Self { storage, options }
+        Self {
+            storage,
+            options,
+            cataloged: Default::default(),
+        }
     }
 
     /// The storage.

@@ -25,10 +25,21 @@ struct Written {
     before: UploadSession,
     /// The session advanced by the chunk.
     session: UploadSession,
-    /// A staged tail the advanced session no longer needs.
-    obsolete_tail: Option<String>,
+    /// What the chunk left: a tail to delete, or the whole blob in memory.
+    received: Received,
     /// Whether the session hashes with the algorithm of the digest that finishes it.
     hashed_as_named: bool,
+}
+
+/// What [`Registry::receive`] leaves besides the advanced session.
+#[derive(Default)]
+pub(super) struct Received {
+    /// A staged tail the session no longer needs, for the caller to delete once the advanced
+    /// record is stored.
+    pub(super) obsolete_tail: Option<String>,
+    /// The whole blob, when the request that ended the upload carried all of it within one
+    /// part: kept in memory and stored with one write instead of as a parts upload.
+    pub(super) whole: Option<Bytes>,
 }
 
 /// Upload session records are tiny; anything larger is not one of ours.
@@ -50,7 +61,7 @@ impl<S: Storage> Registry<S> {
             meta,
             before,
             mut session,
-            obsolete_tail,
+            received,
             ..
         } = written;
         session.writer = None;
@@ -59,7 +70,7 @@ impl<S: Storage> Registry<S> {
             .await?
         {
             None => {
-                self.delete_quietly(obsolete_tail).await;
+                self.delete_quietly(received.obsolete_tail).await;
                 Ok(in_progress(202, name, id, &session))
             }
             Some(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
@@ -89,15 +100,17 @@ impl<S: Storage> Registry<S> {
         };
         let staging = layout::upload_staging(name, id);
         let session = &written.session;
+        let whole = written.received.whole;
         let finished = if written.hashed_as_named {
-            self.finish(name, &digest, session, &staging).await
+            self.finish(name, &digest, session, &staging, whole).await
         } else {
-            self.finish_rehashed(name, &digest, session, &staging).await
+            self.finish_rehashed(name, &digest, session, &staging, whole)
+                .await
         };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
         self.end_session(name, id, session).await?;
-        self.delete_quietly(written.obsolete_tail).await;
+        self.delete_quietly(written.received.obsolete_tail).await;
         finished?;
         Ok(created(name, &digest))
     }
@@ -146,11 +159,11 @@ impl<S: Storage> Registry<S> {
             )
             .await;
         match received {
-            Ok(obsolete_tail) => Ok(Ok(Written {
+            Ok(received) => Ok(Ok(Written {
                 meta,
                 before,
                 session,
-                obsolete_tail,
+                received,
                 hashed_as_named,
             })),
             Err(error) => {
@@ -245,14 +258,14 @@ impl<S: Storage> Registry<S> {
         id: &UploadId,
         session: &UploadSession,
     ) -> Result<(), Error> {
-        self.storage
-            .delete(&layout::upload_session(name, id))
-            .await
-            .map_err(internal)?;
-        self.storage
-            .delete(&layout::upload_index_entry(session.started_at, id))
-            .await
-            .map_err(internal)
+        futures_util::future::try_join(
+            self.storage.delete(&layout::upload_session(name, id)),
+            self.storage
+                .delete(&layout::upload_index_entry(session.started_at, id)),
+        )
+        .await
+        .map(drop)
+        .map_err(internal)
     }
 
     /// Purges upload sessions that started more than `max_age` seconds ago (by the host's
@@ -362,9 +375,9 @@ impl<S: Storage> Registry<S> {
     /// Streams a request body into parts, advancing `session` (in memory only). A body longer
     /// than `expected` (its announced length) or than `max` (a chunk limit) is refused. When
     /// the body is not the `last` of the upload and the storage has a minimum part size, the
-    /// remainder is staged as the session's tail rather than written as a short part. Returns
-    /// the key of a tail the session no longer needs, for the caller to delete once the
-    /// advanced record is stored.
+    /// remainder is staged as the session's tail rather than written as a short part. When the
+    /// body is the `last` and the whole upload fits in one part, nothing is written: the blob
+    /// is returned in memory.
     pub(super) async fn receive(
         &self,
         session: &mut UploadSession,
@@ -373,7 +386,7 @@ impl<S: Storage> Registry<S> {
         expected: Option<u64>,
         max: Option<u64>,
         last: bool,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Received, Error> {
         let part_size = self.part_size();
         let mut writer = PartWriter::new(session.hasher()?, part_size);
         if let Some(tail) = &session.tail {
@@ -441,12 +454,17 @@ impl<S: Storage> Registry<S> {
         }
         let received = writer.received();
         let (hasher, rest) = writer.finish();
-        let obsolete = session.tail.take().map(|tail| tail.key);
-        if let Some(rest) = rest {
+        let mut received_parts = Received {
+            obsolete_tail: session.tail.take().map(|tail| tail.key),
+            whole: None,
+        };
+        if last && session.parts_upload.is_none() {
+            received_parts.whole = Some(rest.map_or_else(Bytes::new, concat));
+        } else if let Some(rest) = rest {
             if last || self.storage.min_part_size() == 0 {
                 self.write_part(session, staging, rest).await?;
             } else {
-                let data = Bytes::from(rest.concat());
+                let data = concat(rest);
                 let key = format!(
                     "{staging}.tail-{}-{}",
                     session.offset + received,
@@ -464,7 +482,7 @@ impl<S: Storage> Registry<S> {
         }
         session.offset += received;
         session.hash_state = hasher.save();
-        Ok(obsolete)
+        Ok(received_parts)
     }
 
     /// The size of every part but an upload's last: the configured size, raised to the
@@ -525,12 +543,13 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
         session: &UploadSession,
         staging: &str,
+        whole: Option<Bytes>,
     ) -> Result<(), Error> {
         if let Err(error) = session.verify(digest) {
             self.discard(session).await;
             return Err(error);
         }
-        self.publish(digest, session, staging).await?;
+        self.publish(digest, session, staging, whole).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
         self.register_repository(name).await
@@ -546,9 +565,10 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
         session: &UploadSession,
         staging: &str,
+        whole: Option<Bytes>,
     ) -> Result<(), Error> {
         let interim = session.hasher()?.finish();
-        self.publish(&interim, session, staging).await?;
+        self.publish(&interim, session, staging, whole).await?;
         let (_, stream) = self
             .storage
             .get(&layout::blob_data(&interim), None)
@@ -557,25 +577,37 @@ impl<S: Storage> Registry<S> {
         let mut body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
-        if let Err(error) = self
+        let received = match self
             .receive(&mut rehashed, staging, &mut body, None, None, true)
             .await
         {
-            self.discard(&rehashed).await;
-            return Err(error);
-        }
-        self.finish(name, digest, &rehashed, staging).await
+            Ok(received) => received,
+            Err(error) => {
+                self.discard(&rehashed).await;
+                return Err(error);
+            }
+        };
+        self.finish(name, digest, &rehashed, staging, received.whole)
+            .await
     }
 
-    /// Publishes a verified session's parts as the blob `digest` (or drops them when the
-    /// registry already has that content).
+    /// Publishes a verified session's parts, or the `whole` blob held in memory, as the blob
+    /// `digest` (or drops them when the registry already has that content).
     async fn publish(
         &self,
         digest: &Digest,
         session: &UploadSession,
         staging: &str,
+        whole: Option<Bytes>,
     ) -> Result<(), Error> {
         let target = layout::blob_data(digest);
+        if let Some(whole) = whole {
+            return match self.storage.put(&target, whole, PutMode::Create).await {
+                // Already there: the content is the same.
+                Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
+                Err(e) => Err(internal(e)),
+            };
+        }
         if self.blob_exists(digest).await? {
             self.discard(session).await;
         } else {
@@ -677,4 +709,12 @@ fn with_progress(
         .with_header("Location", upload_location(name, id))
         .with_header("Range", session.range())
         .with_header("Docker-Upload-UUID", id.as_str())
+}
+
+/// One buffer of a part's chunks (no copy when there is only one).
+fn concat(chunks: Chunks) -> Bytes {
+    match <[Bytes; 1]>::try_from(chunks) {
+        Ok([only]) => only,
+        Err(chunks) => Bytes::from(chunks.concat()),
+    }
 }
