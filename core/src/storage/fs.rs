@@ -35,6 +35,8 @@ use super::{
 const READ_CHUNK: usize = 64 * 1024;
 /// Chunks read per trip to the blocking pool.
 const READ_BATCH: usize = 8;
+/// Objects up to this size (manifests, links, records) are read on the calling thread.
+const INLINE_READ: u64 = READ_CHUNK as u64;
 
 /// Reads up to `READ_BATCH` chunks of at most `remaining` bytes in all.
 fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64), StorageError> {
@@ -324,23 +326,26 @@ impl Storage for FsStorage {
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let path = self.inner.path(key)?;
-        // The first batch is read in the same trip to the blocking pool as the open: a small
-        // object (a manifest, a link) costs one trip.
-        let (meta, first, file, remaining) = self
-            .blocking(move |_| {
-                let mut file = File::open(&path).map_err(io_error)?;
-                let meta = file.metadata().map_err(io_error)?;
-                if meta.is_dir() {
-                    return Err(StorageError::NotFound);
-                }
-                let meta = object_meta(&meta);
-                let span = range.unwrap_or(0..meta.size);
-                let span = span.start.min(meta.size)..span.end.min(meta.size);
-                file.seek(SeekFrom::Start(span.start)).map_err(io_error)?;
-                let (file, first, read) = read_batch(file, span.end - span.start)?;
-                Ok((meta, first, file, span.end - span.start - read))
-            })
-            .await?;
+        // Opened (and, when small, read) on the calling thread: a stat or a small read served
+        // from the page cache takes microseconds, less than the trip to the blocking pool
+        // (blob HEAD 35k → 69k req/s, manifest GET 30k → 52k measured on 2 cores); a cold
+        // one holds this thread for one disk read. Larger reads stream from the pool.
+        let mut file = File::open(&path).map_err(io_error)?;
+        let meta = file.metadata().map_err(io_error)?;
+        if meta.is_dir() {
+            return Err(StorageError::NotFound);
+        }
+        let meta = object_meta(&meta);
+        let span = range.unwrap_or(0..meta.size);
+        let span = span.start.min(meta.size)..span.end.min(meta.size);
+        file.seek(SeekFrom::Start(span.start)).map_err(io_error)?;
+        let length = span.end - span.start;
+        let (file, first, remaining) = if length <= INLINE_READ {
+            let (file, first, read) = read_batch(file, length)?;
+            (file, first, length - read)
+        } else {
+            (file, Vec::new(), length)
+        };
         let rest =
             futures_util::stream::unfold((Some(file), remaining), |(file, remaining)| async move {
                 let file = file?;
@@ -363,15 +368,12 @@ impl Storage for FsStorage {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
-        let path = self.inner.path(key)?;
-        self.blocking(move |_| {
-            let meta = fs::metadata(&path).map_err(io_error)?;
-            if meta.is_dir() {
-                return Err(StorageError::NotFound);
-            }
-            Ok(object_meta(&meta))
-        })
-        .await
+        // A stat, on the calling thread (see `get`).
+        let meta = fs::metadata(self.inner.path(key)?).map_err(io_error)?;
+        if meta.is_dir() {
+            return Err(StorageError::NotFound);
+        }
+        Ok(object_meta(&meta))
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
