@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use berth::storage::StorageExt;
 use berth::{Algorithm, BodyError, Method, Options, Registry, RequestHead};
 use bytes::Bytes;
 use support::{Hooked, Hooks};
@@ -101,7 +102,7 @@ async fn a_part_is_written_while_the_next_arrives() {
     assert_eq!(stored, content, "parts out of order or lost");
 }
 
-async fn fetch(registry: &Registry<Arc<Hooked<GatedParts>>>, target: &str) -> (u16, Vec<u8>) {
+async fn fetch<H: Hooks>(registry: &Registry<Arc<Hooked<H>>>, target: &str) -> (u16, Vec<u8>) {
     use futures_util::StreamExt;
     let response = registry
         .handle(
@@ -121,4 +122,105 @@ async fn fetch(registry: &Registry<Arc<Hooked<GatedParts>>>, target: &str) -> (u
         }
     };
     (response.status, bytes)
+}
+
+/// Counts part writes.
+#[derive(Debug, Default)]
+struct CountedParts {
+    started: AtomicUsize,
+}
+
+#[async_trait]
+impl Hooks for CountedParts {
+    async fn part_started(&self) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_blob_within_one_part_is_stored_with_one_write() {
+    let storage = Arc::new(Hooked::<CountedParts>::default());
+    let ids = Arc::new(AtomicUsize::new(0));
+    let mut options = Options::new(
+        Arc::new(move || format!("upload{}", ids.fetch_add(1, Ordering::SeqCst))),
+        Arc::new(|| 0),
+    );
+    options.part_size = 1024;
+    let registry = Registry::new(Arc::clone(&storage), options);
+    let content = b"small enough for one part".to_vec();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+
+    // POST then PUT, twice (the second finds the content stored), then one monolithic POST.
+    for _ in 0..2 {
+        let response = registry
+            .handle(
+                RequestHead::from_target(Method::Post, "/v2/whole/blobs/uploads/"),
+                berth::empty_body(),
+            )
+            .await;
+        assert_eq!(response.status, 202);
+        let location = response.header("Location").expect("Location").to_owned();
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let response = registry
+            .handle(
+                RequestHead::from_target(
+                    Method::Put,
+                    &format!("{location}{separator}digest={digest}"),
+                ),
+                berth::full_body(content.clone()),
+            )
+            .await;
+        assert_eq!(response.status, 201);
+    }
+    let response = registry
+        .handle(
+            RequestHead::from_target(
+                Method::Post,
+                &format!("/v2/other/blobs/uploads/?digest={digest}"),
+            ),
+            berth::full_body(content.clone()),
+        )
+        .await;
+    assert_eq!(response.status, 201);
+    assert_eq!(storage.hooks.started.load(Ordering::SeqCst), 0);
+    for repository in ["whole", "other"] {
+        let (status, stored) = fetch(&registry, &format!("/v2/{repository}/blobs/{digest}")).await;
+        assert_eq!((status, stored), (200, content.clone()));
+    }
+
+    // A wrong digest stores nothing.
+    let wrong = Algorithm::Sha256.digest(b"something else").to_string();
+    let response = registry
+        .handle(
+            RequestHead::from_target(
+                Method::Post,
+                &format!("/v2/whole/blobs/uploads/?digest={wrong}"),
+            ),
+            berth::full_body(content.clone()),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    let (status, _) = fetch(&registry, &format!("/v2/whole/blobs/{wrong}")).await;
+    assert_eq!(status, 404);
+    let data_key = |digest: &str| {
+        format!(
+            "docker/registry/v2/blobs/sha256/{}/{}/data",
+            &digest[7..9],
+            &digest[7..]
+        )
+    };
+    assert!(
+        storage
+            .inner
+            .exists(&data_key(&digest))
+            .await
+            .expect("exists")
+    );
+    assert!(
+        !storage
+            .inner
+            .exists(&data_key(&wrong))
+            .await
+            .expect("exists")
+    );
 }
