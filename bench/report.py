@@ -120,6 +120,8 @@ def main():
         "Every server runs on loopback beside the load generator (`bench/`, Rust), over its own directory on the",
         f"same disk. Each scenario ran on every server in turn, {args.rounds} round(s) (A B A B …); figures are",
         f"medians with min–max. Blobs are {size}; request-rate runs last {args.duration:g} s each.",
+        "Before every push the page cache is emptied (`drop_caches`, as root), so each server starts from the same",
+        "free memory rather than from what earlier pushes left; pulls read the blob pushed last, from the cache.",
         "",
         f"Peers: {version(['docker-registry', '--version'])} (Debian's registry:2) and distribution v3.1.2",
         "(`go install`). zot is not here: the Go module proxy of this machine does not serve",
