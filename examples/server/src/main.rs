@@ -25,7 +25,22 @@ use crate::config::{Cli, Command, Settings, StorageSettings};
 /// How long open connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Keeps memory freed by one upload for the next instead of returning it to the kernel:
+/// glibc hands buffers over 128 KiB (hyper's read buffers, upload parts) back with
+/// `munmap`/`madvise` when freed, so every new buffer is page-faulted in again. Allocating them
+/// from the heap and trimming it only past 64 MiB cut a push's CPU per GB by ~13% (1.27 →
+/// 1.11 s/GB, same-run A/B); the resident size stays what the busiest moment needed.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let (args, mode) = match cli.command {
         Command::Serve(args) => (args, Mode::Serve),
