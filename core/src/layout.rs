@@ -90,6 +90,14 @@ pub(crate) fn is_upload_state(key: &str) -> bool {
             && key.ends_with("/berth-session.json"))
 }
 
+/// Whether the folder `dir` (a key prefix, no trailing `/`) is kept when it empties: the
+/// folders every upload session passes through. Removing and recreating them for each upload
+/// costs two directory inodes per blob, and a filesystem slows down as freed inodes pile up.
+#[cfg(feature = "fs")]
+pub(crate) fn keeps_when_empty(dir: &str) -> bool {
+    dir == "berth/uploads" || (dir.starts_with(ROOT) && dir.ends_with("/_uploads"))
+}
+
 /// Where a parts upload for a session may be staged.
 pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())

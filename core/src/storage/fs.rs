@@ -208,6 +208,13 @@ impl Inner {
     /// Removes empty directories from `dir` up to (not including) the root.
     fn prune(&self, mut dir: &Path) {
         while dir != self.root && dir.starts_with(&self.root) {
+            let key = dir
+                .strip_prefix(&self.root)
+                .unwrap_or(dir)
+                .to_string_lossy();
+            if crate::layout::keeps_when_empty(&key) {
+                return;
+            }
             if fs::remove_dir(dir).is_err() {
                 return;
             }
