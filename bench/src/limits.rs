@@ -57,7 +57,7 @@ pub(crate) async fn measure(
     let path = dir.join("berth-bench-disk.tmp");
     let mut disk = Vec::new();
     for piece in [block.len(), berth::DEFAULT_PART_SIZE] {
-        crate::process::drop_page_cache();
+        crate::process::settle_memory(bytes);
         let started = Instant::now();
         {
             let mut file = std::fs::File::create(&path)?;

@@ -346,7 +346,7 @@ pub(crate) async fn blob_round(
     let mut pushed: Option<Blob> = None;
     if scenarios.contains(&"push") {
         let blob = Blob::new(seed, size);
-        let cache_dropped = process::drop_page_cache();
+        let cache_dropped = process::settle_memory(size);
         if let Some(pid) = target.pid {
             process::reset_peak_rss(pid);
         }
@@ -358,7 +358,7 @@ pub(crate) async fn blob_round(
     }
     if scenarios.contains(&"push-chunked") {
         let blob = Blob::new(seed + 7, size);
-        let cache_dropped = process::drop_page_cache();
+        let cache_dropped = process::settle_memory(size);
         let (elapsed, cpu) = with_cpu(
             target,
             size,
@@ -418,7 +418,8 @@ pub(crate) async fn small_images(
                 .collect()
         })
         .collect();
-    process::drop_page_cache();
+    // Up to 1.2 MB per image.
+    process::settle_memory(images as u64 * 1_200_000);
     let started = Instant::now();
     let mut workers = Vec::new();
     for (worker, batch) in batches.into_iter().enumerate() {
