@@ -102,6 +102,23 @@ async fn a_part_is_written_while_the_next_arrives() {
     assert_eq!(stored, content, "parts out of order or lost");
 }
 
+/// Pushes `content` in one POST naming `digest`; the response status.
+async fn post_whole<H: Hooks>(
+    registry: &Registry<Arc<Hooked<H>>>,
+    repository: &str,
+    digest: &str,
+    content: &[u8],
+) -> u16 {
+    let target = format!("/v2/{repository}/blobs/uploads/?digest={digest}");
+    registry
+        .handle(
+            RequestHead::from_target(Method::Post, &target),
+            berth::full_body(content.to_vec()),
+        )
+        .await
+        .status
+}
+
 async fn fetch<H: Hooks>(registry: &Registry<Arc<Hooked<H>>>, target: &str) -> (u16, Vec<u8>) {
     use futures_util::StreamExt;
     let response = registry
@@ -172,16 +189,7 @@ async fn a_blob_within_one_part_is_stored_with_one_write() {
             .await;
         assert_eq!(response.status, 201);
     }
-    let response = registry
-        .handle(
-            RequestHead::from_target(
-                Method::Post,
-                &format!("/v2/other/blobs/uploads/?digest={digest}"),
-            ),
-            berth::full_body(content.clone()),
-        )
-        .await;
-    assert_eq!(response.status, 201);
+    assert_eq!(post_whole(&registry, "other", &digest, &content).await, 201);
     assert_eq!(storage.hooks.started.load(Ordering::SeqCst), 0);
     for repository in ["whole", "other"] {
         let (status, stored) = fetch(&registry, &format!("/v2/{repository}/blobs/{digest}")).await;
@@ -190,16 +198,7 @@ async fn a_blob_within_one_part_is_stored_with_one_write() {
 
     // A wrong digest stores nothing.
     let wrong = Algorithm::Sha256.digest(b"something else").to_string();
-    let response = registry
-        .handle(
-            RequestHead::from_target(
-                Method::Post,
-                &format!("/v2/whole/blobs/uploads/?digest={wrong}"),
-            ),
-            berth::full_body(content.clone()),
-        )
-        .await;
-    assert_eq!(response.status, 400);
+    assert_eq!(post_whole(&registry, "whole", &wrong, &content).await, 400);
     let (status, _) = fetch(&registry, &format!("/v2/whole/blobs/{wrong}")).await;
     assert_eq!(status, 404);
     let data_key = |digest: &str| {
