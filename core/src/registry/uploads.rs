@@ -32,7 +32,6 @@ struct Written {
 }
 
 /// What [`Registry::receive`] leaves besides the advanced session.
-#[derive(Default)]
 pub(super) struct Received {
     /// A staged tail the session no longer needs, for the caller to delete once the advanced
     /// record is stored.
