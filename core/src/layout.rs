@@ -71,47 +71,44 @@ pub(crate) fn tag_index(name: &RepositoryName, tag: &Tag, digest: &Digest) -> St
     )
 }
 
-/// berth's record of an upload session (registry:2 keeps its own files beside it).
-pub(crate) fn upload_session(name: &RepositoryName, id: &UploadId) -> String {
-    format!(
-        "{ROOT}/repositories/{name}/_uploads/{}/berth-session.json",
-        id.as_str()
-    )
+/// berth's record of an upload session. One object per session, in one folder for all of
+/// them: the id begins with the session's start time, so the folder lists in the order
+/// sessions started and expiry reads only the ones it purges. (registry:2 keeps its own
+/// sessions under each repository's `_uploads/`.)
+pub(crate) fn upload_session(id: &UploadId) -> String {
+    format!("berth/uploads/{}", id.as_str())
 }
 
-/// Whether `key` is upload-session state — a session record or its index entry. A client
-/// rebuilds it by restarting (or, told the current offset by a 416, resuming) an upload, so
-/// storage need not make it durable; the parts a record names are made durable before it.
+/// The folder of all upload session records.
+pub(crate) fn upload_sessions() -> &'static str {
+    "berth/uploads/"
+}
+
+/// Where berth kept a session's record until November 2026, when its entry in
+/// `berth/uploads/` held only the repository name. Read only to purge such sessions.
+pub(crate) fn legacy_upload_session(name: &RepositoryName, id: &str) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads/{id}/berth-session.json")
+}
+
+/// Whether `key` is upload-session state. A client rebuilds it by restarting (or, told the
+/// current offset by a 416, resuming) an upload, so storage need not make it durable; the
+/// parts a record names are made durable before it.
 #[cfg(feature = "fs")]
 pub(crate) fn is_upload_state(key: &str) -> bool {
-    key.starts_with("berth/uploads/")
-        || (key.starts_with(ROOT)
-            && key.contains("/_uploads/")
-            && key.ends_with("/berth-session.json"))
+    key.starts_with(upload_sessions())
 }
 
 /// Whether the folder `dir` (a key prefix, no trailing `/`) is kept when it empties: the
-/// folders every upload session passes through. Removing and recreating them for each upload
-/// costs two directory inodes per blob, and a filesystem slows down as freed inodes pile up.
+/// folder every upload session passes through. Removing and recreating it for each upload
+/// costs a directory inode per blob, and a filesystem slows down as freed inodes pile up.
 #[cfg(feature = "fs")]
 pub(crate) fn keeps_when_empty(dir: &str) -> bool {
-    dir == "berth/uploads" || (dir.starts_with(ROOT) && dir.ends_with("/_uploads"))
+    dir == "berth/uploads"
 }
 
 /// Where a parts upload for a session may be staged.
 pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())
-}
-
-/// The index of open upload sessions, ordered by start time, so that expiry reads only the
-/// sessions it purges.
-pub(crate) fn upload_index() -> &'static str {
-    "berth/uploads/"
-}
-
-/// One session's entry in the index; it holds the repository name.
-pub(crate) fn upload_index_entry(started_at: u64, id: &UploadId) -> String {
-    format!("berth/uploads/{started_at:016}-{}", id.as_str())
 }
 
 /// The index of a repository's tags: one object per tag, named by the tag, holding its

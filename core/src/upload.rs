@@ -24,6 +24,9 @@ use crate::storage::Chunks;
 /// The record of an open upload session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSession {
+    /// The repository the session uploads to; a request naming another one does not find it.
+    #[serde(default)]
+    pub repository: String,
     /// Bytes received so far.
     pub offset: u64,
     /// The hash midstate after `offset` bytes ([`Hasher::save`]).
@@ -59,6 +62,7 @@ impl UploadSession {
     /// A new session hashing with `algorithm`.
     pub fn start(algorithm: Algorithm, now: u64) -> Self {
         Self {
+            repository: String::new(),
             offset: 0,
             hash_state: Hasher::new(algorithm).save(),
             parts_upload: None,

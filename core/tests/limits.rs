@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth::storage::{PutMode, Storage, StorageExt};
 use berth::{
     Body, FsStorage, Method, Options, Registry, RequestHead, Response, empty_body, full_body,
 };
@@ -109,6 +110,42 @@ async fn sessions_older_than_the_limit_are_purged_with_their_parts() {
             .count(),
         0,
         "parts purged too"
+    );
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+/// Sessions berth recorded in its earlier layout (a record under the repository's
+/// `_uploads/<id>/`, an index entry holding the repository name) are purged too.
+#[tokio::test]
+async fn sessions_in_the_earlier_layout_are_purged() {
+    let dir = root("legacy");
+    let options = Options::new(Arc::new(|| "s".to_owned()), Arc::new(|| 10_000));
+    let registry = Registry::new(FsStorage::new(&dir).expect("root"), options);
+    let record = "docker/registry/v2/repositories/a/b/_uploads/old/berth-session.json";
+    let entry = "berth/uploads/0000000000000100-old";
+    let storage = registry.storage();
+    let session = r#"{"offset":0,"hash_state":"sha256:","parts":[],"started_at":100}"#;
+    storage
+        .put(record, session.into(), PutMode::Create)
+        .await
+        .expect("record");
+    storage
+        .put(entry, "a/b".into(), PutMode::Create)
+        .await
+        .expect("entry");
+    let fresh = send(&registry, Method::Post, "/v2/a/b/blobs/uploads/", &[], b"").await;
+    assert_eq!(fresh.status, 202);
+
+    assert_eq!(registry.purge_uploads(700).await.expect("purge"), 1);
+    assert!(!storage.exists(record).await.expect("exists"));
+    assert!(!storage.exists(entry).await.expect("exists"));
+    let location = fresh.header("Location").expect("location");
+    assert_eq!(
+        send(&registry, Method::Get, location, &[], b"")
+            .await
+            .status,
+        204,
+        "the fresh session stays"
     );
     std::fs::remove_dir_all(dir).expect("cleanup");
 }

@@ -195,16 +195,14 @@ async fn transcripts_over_storage_with_a_minimum_part_size() {
     for (name, transcript) in transcripts() {
         let registry = Registry::new(MemoryStorage::with_min_part_size(6), options());
         replay(&registry, &name, &transcript).await;
-        let leftovers = registry
-            .storage()
-            .list_all("docker/")
-            .await
-            .expect("listing");
+        let storage = registry.storage();
+        let leftovers = storage.list_all("docker/").await.expect("listing");
         let tails: Vec<_> = leftovers.iter().filter(|k| k.contains(".tail-")).collect();
-        let open_sessions = leftovers
-            .iter()
-            .filter(|k| k.ends_with("berth-session.json"))
-            .count();
+        let open_sessions = storage
+            .list_all("berth/uploads/")
+            .await
+            .expect("listing")
+            .len();
         assert!(
             tails.len() <= open_sessions,
             "{name}: stray tails {tails:?}"

@@ -183,8 +183,14 @@ transcripts["blob-chunked"] = [
 ]
 
 transcripts["blob-upload-cancel"] = [
-    step(req("POST", "/v2/r/blobs/uploads/"), 202, save={"upload": "Location"}),
+    step(req("POST", "/v2/r/blobs/uploads/"), 202, save={"upload": "Location", "id": "Docker-Upload-UUID"}),
     step(req("PATCH", "${upload}", "partial", {"Content-Range": "0-6"}), 202),
+    # A session belongs to the repository it was started in.
+    step(req("GET", "/v2/other/blobs/uploads/${id}"), 404, **error("BLOB_UPLOAD_UNKNOWN")),
+    step(req("PATCH", "/v2/other/blobs/uploads/${id}", "more", {"Content-Range": "7-10"}), 404,
+         **error("BLOB_UPLOAD_UNKNOWN")),
+    step(req("DELETE", "/v2/other/blobs/uploads/${id}"), 404, **error("BLOB_UPLOAD_UNKNOWN")),
+    step(req("GET", "${upload}"), 204, headers={"Range": "0-6"}),
     step(req("DELETE", "${upload}"), 204),
     step(req("GET", "${upload}"), 404, **error("BLOB_UPLOAD_UNKNOWN")),
     step(req("PATCH", "${upload}", "more"), 404, **error("BLOB_UPLOAD_UNKNOWN")),

@@ -1,8 +1,6 @@
 //! Blobs: end-2 (GET, HEAD), end-10 (DELETE), end-4 and end-11 (starting an upload, a one-request
 //! push, a cross-repository mount).
 
-use bytes::Bytes;
-
 use super::uploads::in_progress;
 use super::{Registry, internal, query};
 use crate::access::Action;
@@ -156,12 +154,14 @@ impl<S: Storage> Registry<S> {
             }
         }
         let now = (self.options.clock)();
-        let id = UploadId::parse(&(self.options.ids)()).ok_or_else(|| {
-            Error::new(
-                ErrorCode::Unknown,
-                "the host's upload id source produced an invalid id",
-            )
-        })?;
+        // The start time leads the id so that session records list in the order they began.
+        let id =
+            UploadId::parse(&format!("{now:016}-{}", (self.options.ids)())).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::Unknown,
+                    "the host's upload id source produced an invalid id",
+                )
+            })?;
         if let Some(digest) = query(head, "digest") {
             let digest = parse_digest(&digest)?;
             let mut session = UploadSession::start(digest.algorithm(), now);
@@ -190,21 +190,16 @@ impl<S: Storage> Registry<S> {
             })?,
             None => Algorithm::Sha256,
         };
-        let session = UploadSession::start(algorithm, now);
-        futures_util::future::try_join(
-            self.storage.put(
-                &layout::upload_session(name, &id),
+        let mut session = UploadSession::start(algorithm, now);
+        session.repository = name.as_str().to_owned();
+        self.storage
+            .put(
+                &layout::upload_session(&id),
                 session.encode(),
                 PutMode::Create,
-            ),
-            self.storage.put(
-                &layout::upload_index_entry(now, &id),
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                PutMode::Overwrite,
-            ),
-        )
-        .await
-        .map_err(internal)?;
+            )
+            .await
+            .map_err(internal)?;
         let mut response = in_progress(202, name, &id, &session);
         let min = self.storage.min_part_size();
         if min > 0 {

@@ -108,7 +108,7 @@ impl<S: Storage> Registry<S> {
         };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session.
-        self.end_session(name, id, session).await?;
+        self.end_session(id).await?;
         self.delete_quietly(written.received.obsolete_tail).await;
         finished?;
         Ok(created(name, &digest))
@@ -167,7 +167,7 @@ impl<S: Storage> Registry<S> {
             })),
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
-                self.release(name, id, &meta, &before).await;
+                self.release(id, &meta, &before).await;
                 Err(error)
             }
         }
@@ -180,7 +180,7 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         let (_, session) = self.load_session(name, id).await?;
         self.discard(&session).await;
-        self.end_session(name, id, &session).await?;
+        self.end_session(id).await?;
         Ok(Response::empty(204).with_header("Content-Length", "0"))
     }
 
@@ -205,7 +205,7 @@ impl<S: Storage> Registry<S> {
             token: (self.options.ids)(),
             until: now.saturating_add(self.options.upload_lease),
         });
-        let key = layout::upload_session(name, id);
+        let key = layout::upload_session(id);
         match self
             .storage
             .put(&key, session.encode(), PutMode::Update(read.version))
@@ -227,19 +227,13 @@ impl<S: Storage> Registry<S> {
 
     /// Gives up a claim after a failed request, leaving the session as it was (best effort:
     /// a claim also lapses by itself).
-    async fn release(
-        &self,
-        name: &RepositoryName,
-        id: &UploadId,
-        claimed: &ObjectMeta,
-        before: &UploadSession,
-    ) {
+    async fn release(&self, id: &UploadId, claimed: &ObjectMeta, before: &UploadSession) {
         if before.writer.is_none() {
             return;
         }
         let mut released = before.clone();
         released.writer = None;
-        let key = layout::upload_session(name, id);
+        let key = layout::upload_session(id);
         let _ = self
             .storage
             .put(
@@ -250,70 +244,77 @@ impl<S: Storage> Registry<S> {
             .await;
     }
 
-    /// Removes a session's record and its expiry index entry.
-    async fn end_session(
-        &self,
-        name: &RepositoryName,
-        id: &UploadId,
-        session: &UploadSession,
-    ) -> Result<(), Error> {
-        futures_util::future::try_join(
-            self.storage.delete(&layout::upload_session(name, id)),
-            self.storage
-                .delete(&layout::upload_index_entry(session.started_at, id)),
-        )
-        .await
-        .map(drop)
-        .map_err(internal)
+    /// Removes a session's record.
+    async fn end_session(&self, id: &UploadId) -> Result<(), Error> {
+        self.storage
+            .delete(&layout::upload_session(id))
+            .await
+            .map_err(internal)
     }
 
     /// Purges upload sessions that started more than `max_age` seconds ago (by the host's
-    /// clock): their parts are discarded and their records removed. Reads only the index
-    /// entries of the sessions it purges, plus one.
+    /// clock): their parts are discarded and their records removed. Records list in the order
+    /// their sessions started, so this reads only the ones it purges, plus one.
     pub async fn purge_uploads(&self, max_age: u64) -> Result<usize, Error> {
         let cutoff = (self.options.clock)().saturating_sub(max_age);
+        let folder = layout::upload_sessions();
         let mut purged = 0;
         loop {
             let page = self
                 .storage
-                .list(layout::upload_index(), false, None, 100)
+                .list(folder, false, None, 100)
                 .await
                 .map_err(internal)?;
             if page.objects.is_empty() {
                 return Ok(purged);
             }
             for key in &page.objects {
-                let entry = &key[layout::upload_index().len()..];
-                let Some((started, id)) = entry.split_once('-') else {
-                    self.storage.delete(key).await.map_err(internal)?;
-                    continue;
-                };
-                match started.parse::<u64>() {
-                    Ok(started) if started >= cutoff => return Ok(purged),
-                    _ => {}
+                let id = &key[folder.len()..];
+                let started = id.split_once('-').and_then(|(t, _)| t.parse::<u64>().ok());
+                if started.is_some_and(|started| started >= cutoff) {
+                    return Ok(purged);
                 }
-                let repository = match self.storage.read_small(key, 1024).await {
-                    Ok((_, bytes)) => String::from_utf8_lossy(&bytes)
-                        .parse::<RepositoryName>()
-                        .ok(),
+                let record = match self.storage.read_small(key, SESSION_RECORD_LIMIT).await {
+                    Ok((_, bytes)) => Some(bytes),
                     Err(StorageError::NotFound) => None,
                     Err(e) => return Err(internal(e)),
                 };
-                if let (Some(name), Some(id)) = (repository, UploadId::parse(id)) {
-                    match self.load_session(&name, &id).await {
-                        Ok((_, session)) => self.discard(&session).await,
-                        Err(e) if e.code() == ErrorCode::BlobUploadUnknown => {}
-                        Err(e) => return Err(e),
+                match record.as_deref().map(UploadSession::decode) {
+                    Some(Ok(session)) => self.discard(&session).await,
+                    Some(Err(_)) => {
+                        self.purge_legacy_session(id, &record.unwrap_or_default())
+                            .await?
                     }
-                    self.storage
-                        .delete(&layout::upload_session(&name, &id))
-                        .await
-                        .map_err(internal)?;
+                    None => {}
                 }
                 self.storage.delete(key).await.map_err(internal)?;
                 purged += 1;
             }
         }
+    }
+
+    /// Purges a session berth recorded in its earlier layout: `index_entry` is the entry's
+    /// name (`<start time>-<id>`), `repository` what it held.
+    async fn purge_legacy_session(
+        &self,
+        index_entry: &str,
+        repository: &[u8],
+    ) -> Result<(), Error> {
+        let name = String::from_utf8_lossy(repository).parse::<RepositoryName>();
+        let (Ok(name), Some((_, id))) = (name, index_entry.split_once('-')) else {
+            return Ok(());
+        };
+        let key = layout::legacy_upload_session(&name, id);
+        match self.storage.read_small(&key, SESSION_RECORD_LIMIT).await {
+            Ok((_, bytes)) => {
+                if let Ok(session) = UploadSession::decode(&bytes) {
+                    self.discard(&session).await;
+                }
+            }
+            Err(StorageError::NotFound) => return Ok(()),
+            Err(e) => return Err(internal(e)),
+        }
+        self.storage.delete(&key).await.map_err(internal)
     }
 
     pub(super) async fn upload_status(
@@ -330,16 +331,25 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         id: &UploadId,
     ) -> Result<(ObjectMeta, UploadSession), Error> {
-        match self
-            .storage
-            .read_small(&layout::upload_session(name, id), SESSION_RECORD_LIMIT)
-            .await
-        {
-            Ok((meta, bytes)) => Ok((meta, UploadSession::decode(&bytes)?)),
-            Err(StorageError::NotFound) => Err(Error::new(
+        let unknown = || {
+            Error::new(
                 ErrorCode::BlobUploadUnknown,
                 format!("upload {} is not open in {name}", id.as_str()),
-            )),
+            )
+        };
+        match self
+            .storage
+            .read_small(&layout::upload_session(id), SESSION_RECORD_LIMIT)
+            .await
+        {
+            Ok((meta, bytes)) => {
+                let session = UploadSession::decode(&bytes)?;
+                if session.repository != name.as_str() {
+                    return Err(unknown());
+                }
+                Ok((meta, session))
+            }
+            Err(StorageError::NotFound) => Err(unknown()),
             Err(e) => Err(internal(e)),
         }
     }
@@ -355,7 +365,7 @@ impl<S: Storage> Registry<S> {
         before: &UploadSession,
         after: &UploadSession,
     ) -> Result<Option<UploadSession>, Error> {
-        let key = layout::upload_session(name, id);
+        let key = layout::upload_session(id);
         match self
             .storage
             .put(&key, after.encode(), PutMode::Update(read.version.clone()))

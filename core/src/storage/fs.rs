@@ -67,6 +67,7 @@ struct Inner {
     root: PathBuf,
     /// Makes temporary names unique within this process; the pid makes them unique across.
     counter: AtomicU64,
+    pid: u32,
 }
 
 impl FsStorage {
@@ -79,6 +80,7 @@ impl FsStorage {
             inner: Arc::new(Inner {
                 root,
                 counter: AtomicU64::new(0),
+                pid: std::process::id(),
             }),
         })
     }
@@ -119,16 +121,60 @@ fn version_of(meta: &fs::Metadata) -> String {
     )
 }
 
-/// Gives the file about to replace `target` a modification time strictly after the target's,
-/// so the version of a replaced object always changes (see `version_of`).
-fn stamp(temp: &Path, target: &Path) -> io::Result<()> {
-    let mut time = SystemTime::now();
-    if let Ok(current) = fs::metadata(target).and_then(|meta| meta.modified())
-        && current >= time
-    {
-        time = current + std::time::Duration::from_nanos(1);
+/// The modification time for the file about to replace `current`: now, or just after the
+/// current one's if that is not earlier, so the version of a replaced object always changes
+/// (see `version_of`).
+fn replacement_time(current: Option<&fs::Metadata>) -> SystemTime {
+    let now = SystemTime::now();
+    match current.and_then(|meta| meta.modified().ok()) {
+        Some(modified) if modified >= now => modified + std::time::Duration::from_nanos(1),
+        _ => now,
     }
-    File::options().write(true).open(temp)?.set_modified(time)
+}
+
+/// The metadata of `path`, or `None` if nothing is there.
+fn metadata_if_any(path: &Path) -> Result<Option<fs::Metadata>, StorageError> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// Creates `dir` and whatever parents it lacks. Unlike `fs::create_dir_all`, a directory that
+/// exists costs one failed `mkdir` and no `stat`: most objects go into existing directories.
+/// Should `dir` be a file, the write into it fails instead.
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                ensure_dir(parent)?;
+            }
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+/// Gives the temporary file `temp` (open as `file`), about to replace `current` (the
+/// target's metadata, if it exists), its modification time; returns the metadata it will
+/// have in place. The file is removed if that fails.
+fn stamp(
+    temp: &Path,
+    file: &File,
+    current: Option<&fs::Metadata>,
+) -> Result<fs::Metadata, StorageError> {
+    let stamped = file
+        .set_modified(replacement_time(current))
+        .and_then(|()| file.metadata());
+    stamped.map_err(|e| {
+        let _ = fs::remove_file(temp);
+        io_error(e)
+    })
 }
 
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
@@ -157,18 +203,19 @@ impl Inner {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{nanos:x}-{n}", std::process::id())
+        format!("{}-{nanos:x}-{n}", self.pid)
     }
 
-    /// Writes `data` to a new file in the scratch directory, fsynced if `durable`.
-    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<PathBuf> {
+    /// Writes `data` to a new file in the scratch directory, fsynced if `durable`; returns its
+    /// path and the open file.
+    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<(PathBuf, File)> {
         let path = self.root.join(".berth/tmp").join(self.unique());
         let mut file = File::create(&path)?;
         file.write_all(data)?;
         if durable {
             file.sync_all()?;
         }
-        Ok(path)
+        Ok((path, file))
     }
 
     /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
@@ -180,11 +227,10 @@ impl Inner {
         durable: bool,
     ) -> Result<(), StorageError> {
         let parent = target.parent().unwrap_or(&self.root);
-        // A concurrent delete may prune the freshly made parent (busy directories such as a
-        // repository's _uploads/ come and go many times a second); try again.
+        // A concurrent delete may prune the freshly made parent; try again.
         let mut attempts = 0;
         let result = loop {
-            fs::create_dir_all(parent).map_err(io_error)?;
+            ensure_dir(parent).map_err(io_error)?;
             let result = if replace {
                 fs::rename(temp, target)
             } else {
@@ -389,14 +435,22 @@ impl Storage for FsStorage {
         // which are most of the cost of a small push.
         let durable = !crate::layout::is_upload_state(key);
         self.blocking(move |inner| {
-            let temp = inner.write_temp(&data, durable).map_err(io_error)?;
-            match mode {
-                PutMode::Overwrite => {
-                    stamp(&temp, &target).map_err(io_error)?;
-                    inner.publish(&temp, &target, true, durable)?;
+            let meta = match mode {
+                PutMode::Create => {
+                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
+                    let meta = file.metadata().map_err(io_error);
+                    inner.publish(&temp, &target, false, durable)?;
+                    meta?
                 }
-                PutMode::Create => inner.publish(&temp, &target, false, durable)?,
+                PutMode::Overwrite => {
+                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
+                    let current = metadata_if_any(&target)?;
+                    let meta = stamp(&temp, &file, current.as_ref())?;
+                    inner.publish(&temp, &target, true, durable)?;
+                    meta
+                }
                 PutMode::Update(expected) => {
+                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
                     let lock = File::options()
                         .create(true)
                         .truncate(false)
@@ -404,21 +458,20 @@ impl Storage for FsStorage {
                         .open(inner.root.join(".berth/cas.lock"))
                         .map_err(io_error)?;
                     lock.lock().map_err(io_error)?;
-                    let current = match fs::metadata(&target) {
-                        Ok(meta) => Some(version_of(&meta)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                        Err(e) => return Err(io_error(e)),
-                    };
-                    if current.as_deref() != Some(expected.as_str()) {
+                    let current = metadata_if_any(&target)?;
+                    if current.as_ref().map(version_of).as_deref() != Some(expected.as_str()) {
                         let _ = fs::remove_file(&temp);
                         return Err(StorageError::PreconditionFailed);
                     }
-                    stamp(&temp, &target).map_err(io_error)?;
+                    let meta = stamp(&temp, &file, current.as_ref())?;
                     inner.publish(&temp, &target, true, durable)?;
                     drop(lock);
+                    meta
                 }
-            }
-            Ok(object_meta(&fs::metadata(&target).map_err(io_error)?))
+            };
+            // Renamed or linked into place, the file is the one written: same inode, same
+            // time, same size, so the same version.
+            Ok(object_meta(&meta))
         })
         .await
     }
