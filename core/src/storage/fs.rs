@@ -218,6 +218,53 @@ impl Inner {
         Ok((path, file))
     }
 
+    /// Writes `data` to `target` (see `Storage::put`), fsynced if `durable`.
+    fn put(
+        &self,
+        target: &Path,
+        data: &[u8],
+        mode: PutMode,
+        durable: bool,
+    ) -> Result<ObjectMeta, StorageError> {
+        let meta = match mode {
+            PutMode::Create => {
+                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
+                let meta = file.metadata().map_err(io_error);
+                self.publish(&temp, target, false, durable)?;
+                meta?
+            }
+            PutMode::Overwrite => {
+                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
+                let current = metadata_if_any(target)?;
+                let meta = stamp(&temp, &file, current.as_ref())?;
+                self.publish(&temp, target, true, durable)?;
+                meta
+            }
+            PutMode::Update(expected) => {
+                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
+                let lock = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(self.root.join(".berth/cas.lock"))
+                    .map_err(io_error)?;
+                lock.lock().map_err(io_error)?;
+                let current = metadata_if_any(target)?;
+                if current.as_ref().map(version_of).as_deref() != Some(expected.as_str()) {
+                    let _ = fs::remove_file(&temp);
+                    return Err(StorageError::PreconditionFailed);
+                }
+                let meta = stamp(&temp, &file, current.as_ref())?;
+                self.publish(&temp, target, true, durable)?;
+                drop(lock);
+                meta
+            }
+        };
+        // Renamed or linked into place, the file is the one written: same inode, same
+        // time, same size, so the same version.
+        Ok(object_meta(&meta))
+    }
+
     /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
     fn publish(
         &self,
@@ -247,6 +294,19 @@ impl Inner {
         result.map_err(io_error)?;
         if durable {
             sync_dir(parent).map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the file at `path` and the directories that leaves empty.
+    fn delete(&self, path: &Path) -> Result<(), StorageError> {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e)),
+        }
+        if let Some(parent) = path.parent() {
+            self.prune(parent);
         }
         Ok(())
     }
@@ -434,62 +494,23 @@ impl Storage for FsStorage {
         // Upload-session state is rebuilt by clients, not recovered: it skips the fsyncs,
         // which are most of the cost of a small push.
         let durable = !crate::layout::is_upload_state(key);
-        self.blocking(move |inner| {
-            let meta = match mode {
-                PutMode::Create => {
-                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
-                    let meta = file.metadata().map_err(io_error);
-                    inner.publish(&temp, &target, false, durable)?;
-                    meta?
-                }
-                PutMode::Overwrite => {
-                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
-                    let current = metadata_if_any(&target)?;
-                    let meta = stamp(&temp, &file, current.as_ref())?;
-                    inner.publish(&temp, &target, true, durable)?;
-                    meta
-                }
-                PutMode::Update(expected) => {
-                    let (temp, file) = inner.write_temp(&data, durable).map_err(io_error)?;
-                    let lock = File::options()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(inner.root.join(".berth/cas.lock"))
-                        .map_err(io_error)?;
-                    lock.lock().map_err(io_error)?;
-                    let current = metadata_if_any(&target)?;
-                    if current.as_ref().map(version_of).as_deref() != Some(expected.as_str()) {
-                        let _ = fs::remove_file(&temp);
-                        return Err(StorageError::PreconditionFailed);
-                    }
-                    let meta = stamp(&temp, &file, current.as_ref())?;
-                    inner.publish(&temp, &target, true, durable)?;
-                    drop(lock);
-                    meta
-                }
-            };
-            // Renamed or linked into place, the file is the one written: same inode, same
-            // time, same size, so the same version.
-            Ok(object_meta(&meta))
-        })
-        .await
+        // Unsynced writes take microseconds, less than the trip to the blocking pool.
+        if durable {
+            self.blocking(move |inner| inner.put(&target, &data, mode, true))
+                .await
+        } else {
+            self.inner.put(&target, &data, mode, false)
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.inner.path(key)?;
-        self.blocking(move |inner| {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_error(e)),
-            }
-            if let Some(parent) = path.parent() {
-                inner.prune(parent);
-            }
-            Ok(())
-        })
-        .await
+        // Upload-session records live in a folder that is never pruned: removing one is a
+        // single unlink, quicker than the trip to the blocking pool.
+        if crate::layout::is_upload_state(key) {
+            return self.inner.delete(&path);
+        }
+        self.blocking(move |inner| inner.delete(&path)).await
     }
 
     async fn list(
