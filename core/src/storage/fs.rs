@@ -1,8 +1,9 @@
 //! A local-disk backend with the durability registry:2 has and the atomicity it lacks.
 //!
-//! Every object is written to a private temporary file, fsynced, and then published with one
-//! `rename` (overwrite) or `link` (create-if-absent), and the directory is fsynced, so a reader
-//! or a crash sees the old object or the new one, never a torn one. Compare-and-swap holds an
+//! Every object is written to a private temporary file (unnamed, where Linux allows: see
+//! `Temp`), fsynced, and then published with one `rename` (overwrite) or `link`
+//! (create-if-absent), and the directory is fsynced, so a reader or a crash sees the old
+//! object or the new one, never a torn one. Compare-and-swap holds an
 //! exclusive `flock` on one lock file, so several processes may share a root. Keys map onto
 //! paths below the root unchanged, which is what makes a registry:2 root servable as it is;
 //! berth's own scratch space lives in `<root>/.berth/`.
@@ -56,6 +57,91 @@ fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64),
     Ok((file, chunks, read))
 }
 
+/// A file written before it is published: unnamed where the filesystem allows (`O_TMPFILE`:
+/// fsyncing it does not also sync the scratch directory, which a new name would, and a
+/// create-if-absent publish is one `link`), else named in the scratch directory.
+struct Temp {
+    file: File,
+    path: Option<PathBuf>,
+}
+
+impl Temp {
+    /// Links the file at `path`; fails if something is there.
+    fn link(&self, path: &Path) -> io::Result<()> {
+        match &self.path {
+            Some(named) => fs::hard_link(named, path),
+            #[cfg(target_os = "linux")]
+            None => unnamed::link(&self.file, path),
+            #[cfg(not(target_os = "linux"))]
+            None => Err(io::Error::other("unnamed temporary files are Linux-only")),
+        }
+    }
+
+    /// Gives the file, about to replace `current` (the target's metadata, if it exists), its
+    /// modification time; returns the metadata it will have in place. The file is discarded
+    /// if that fails.
+    fn stamp(&mut self, current: Option<&fs::Metadata>) -> Result<fs::Metadata, StorageError> {
+        let stamped = self
+            .file
+            .set_modified(replacement_time(current))
+            .and_then(|()| self.file.metadata());
+        stamped.map_err(|e| {
+            self.discard();
+            io_error(e)
+        })
+    }
+
+    /// Removes the file's scratch name, if it has one (an unnamed file vanishes when closed).
+    fn discard(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Unnamed temporary files on Linux.
+#[cfg(target_os = "linux")]
+mod unnamed {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+
+    /// An unnamed file on the filesystem of `dir`.
+    pub(super) fn create(dir: &Path) -> io::Result<File> {
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(
+            CWD,
+            dir,
+            flags,
+            Mode::from_raw_mode(0o644),
+        )?))
+    }
+
+    /// Gives `file` the name `path`, by its `/proc/self/fd` entry (naming it by descriptor
+    /// directly, `AT_EMPTY_PATH`, needs a capability).
+    pub(super) fn link(file: &File, path: &Path) -> io::Result<()> {
+        let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+        Ok(rustix::fs::linkat(
+            CWD,
+            fd.as_str(),
+            CWD,
+            path,
+            AtFlags::SYMLINK_FOLLOW,
+        )?)
+    }
+
+    /// Whether unnamed files can be made in `dir` and named: the kernel, the filesystem and
+    /// `/proc` must all allow it.
+    pub(super) fn work_in(dir: &Path, probe: &Path) -> bool {
+        let linked = create(dir).and_then(|file| link(&file, probe));
+        let _ = std::fs::remove_file(probe);
+        linked.is_ok()
+    }
+}
+
 /// Storage in a directory on a local filesystem.
 #[derive(Debug, Clone)]
 pub struct FsStorage {
@@ -68,6 +154,9 @@ struct Inner {
     /// Makes temporary names unique within this process; the pid makes them unique across.
     counter: AtomicU64,
     pid: u32,
+    /// Whether temporary files are made unnamed (see `Temp`).
+    #[cfg(target_os = "linux")]
+    unnamed_temps: bool,
 }
 
 impl FsStorage {
@@ -76,11 +165,19 @@ impl FsStorage {
         let root = root.into();
         fs::create_dir_all(root.join(".berth/tmp"))?;
         fs::create_dir_all(root.join(".berth/parts"))?;
+        let pid = std::process::id();
+        #[cfg(target_os = "linux")]
+        let unnamed_temps = unnamed::work_in(
+            &root.join(".berth/tmp"),
+            &root.join(format!(".berth/tmp/{pid}-probe")),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
                 counter: AtomicU64::new(0),
-                pid: std::process::id(),
+                pid,
+                #[cfg(target_os = "linux")]
+                unnamed_temps,
             }),
         })
     }
@@ -160,23 +257,6 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Gives the temporary file `temp` (open as `file`), about to replace `current` (the
-/// target's metadata, if it exists), its modification time; returns the metadata it will
-/// have in place. The file is removed if that fails.
-fn stamp(
-    temp: &Path,
-    file: &File,
-    current: Option<&fs::Metadata>,
-) -> Result<fs::Metadata, StorageError> {
-    let stamped = file
-        .set_modified(replacement_time(current))
-        .and_then(|()| file.metadata());
-    stamped.map_err(|e| {
-        let _ = fs::remove_file(temp);
-        io_error(e)
-    })
-}
-
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         size: meta.size(),
@@ -206,16 +286,49 @@ impl Inner {
         format!("{}-{nanos:x}-{n}", self.pid)
     }
 
-    /// Writes `data` to a new file in the scratch directory, fsynced if `durable`; returns its
-    /// path and the open file.
-    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<(PathBuf, File)> {
-        let path = self.root.join(".berth/tmp").join(self.unique());
-        let mut file = File::create(&path)?;
-        file.write_all(data)?;
-        if durable {
-            file.sync_all()?;
+    /// Writes `data` to a new temporary file, fsynced if `durable`.
+    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<Temp> {
+        let mut temp = self.create_temp()?;
+        let written = temp.file.write_all(data).and_then(|()| {
+            if durable {
+                temp.file.sync_all()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => Ok(temp),
+            Err(e) => {
+                temp.discard();
+                Err(e)
+            }
         }
-        Ok((path, file))
+    }
+
+    fn create_temp(&self) -> io::Result<Temp> {
+        let scratch = self.root.join(".berth/tmp");
+        #[cfg(target_os = "linux")]
+        if self.unnamed_temps {
+            return Ok(Temp {
+                file: unnamed::create(&scratch)?,
+                path: None,
+            });
+        }
+        let path = scratch.join(self.unique());
+        Ok(Temp {
+            file: File::create(&path)?,
+            path: Some(path),
+        })
+    }
+
+    /// The temporary file's name in the scratch directory, given to it now if it has none.
+    fn name_temp<'a>(&self, temp: &'a mut Temp) -> io::Result<&'a Path> {
+        if temp.path.is_none() {
+            let path = self.root.join(".berth/tmp").join(self.unique());
+            temp.link(&path)?;
+            temp.path = Some(path);
+        }
+        Ok(temp.path.as_deref().unwrap_or(Path::new("")))
     }
 
     /// Writes `data` to `target` (see `Storage::put`), fsynced if `durable`.
@@ -226,22 +339,20 @@ impl Inner {
         mode: PutMode,
         durable: bool,
     ) -> Result<ObjectMeta, StorageError> {
+        let mut temp = self.write_temp(data, durable).map_err(io_error)?;
         let meta = match mode {
             PutMode::Create => {
-                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
-                let meta = file.metadata().map_err(io_error);
-                self.publish(&temp, target, false, durable)?;
+                let meta = temp.file.metadata().map_err(io_error);
+                self.publish(temp, target, false, durable)?;
                 meta?
             }
             PutMode::Overwrite => {
-                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
                 let current = metadata_if_any(target)?;
-                let meta = stamp(&temp, &file, current.as_ref())?;
-                self.publish(&temp, target, true, durable)?;
+                let meta = temp.stamp(current.as_ref())?;
+                self.publish(temp, target, true, durable)?;
                 meta
             }
             PutMode::Update(expected) => {
-                let (temp, file) = self.write_temp(data, durable).map_err(io_error)?;
                 let lock = File::options()
                     .create(true)
                     .truncate(false)
@@ -251,11 +362,11 @@ impl Inner {
                 lock.lock().map_err(io_error)?;
                 let current = metadata_if_any(target)?;
                 if current.as_ref().map(version_of).as_deref() != Some(expected.as_str()) {
-                    let _ = fs::remove_file(&temp);
+                    temp.discard();
                     return Err(StorageError::PreconditionFailed);
                 }
-                let meta = stamp(&temp, &file, current.as_ref())?;
-                self.publish(&temp, target, true, durable)?;
+                let meta = temp.stamp(current.as_ref())?;
+                self.publish(temp, target, true, durable)?;
                 drop(lock);
                 meta
             }
@@ -268,20 +379,23 @@ impl Inner {
     /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
     fn publish(
         &self,
-        temp: &Path,
+        mut temp: Temp,
         target: &Path,
         replace: bool,
         durable: bool,
     ) -> Result<(), StorageError> {
         let parent = target.parent().unwrap_or(&self.root);
+        if replace && let Err(e) = self.name_temp(&mut temp) {
+            temp.discard();
+            return Err(io_error(e));
+        }
         // A concurrent delete may prune the freshly made parent; try again.
         let mut attempts = 0;
         let result = loop {
             ensure_dir(parent).map_err(io_error)?;
-            let result = if replace {
-                fs::rename(temp, target)
-            } else {
-                fs::hard_link(temp, target)
+            let result = match &temp.path {
+                Some(path) if replace => fs::rename(path, target),
+                _ => temp.link(target),
             };
             match result {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
@@ -289,7 +403,7 @@ impl Inner {
             }
         };
         if !replace || result.is_err() {
-            let _ = fs::remove_file(temp);
+            temp.discard();
         }
         result.map_err(io_error)?;
         if durable {
@@ -596,7 +710,7 @@ impl Storage for FsStorage {
                 follows
             });
             let temp = inner.root.join(".berth/tmp").join(inner.unique());
-            if end_to_end {
+            let published = if end_to_end {
                 // The usual case: the parts are the file, in order. Drop what a raced writer
                 // appended after them, then publish the file itself.
                 if size > total {
@@ -606,6 +720,7 @@ impl Storage for FsStorage {
                 // Moved away while locked: a writer still waiting for the lock finds the
                 // path gone and adds nothing to the published file.
                 fs::rename(&path, &temp).map_err(io_error)?;
+                file
             } else {
                 let mut out = File::create(&temp).map_err(io_error)?;
                 let mut buffer = vec![0u8; COPY_BUFFER];
@@ -619,9 +734,13 @@ impl Storage for FsStorage {
                     }
                 }
                 out.sync_all().map_err(io_error)?;
-            }
-            drop(file);
-            inner.publish(&temp, &target, false, true)?;
+                out
+            };
+            let temp = Temp {
+                file: published,
+                path: Some(temp),
+            };
+            inner.publish(temp, &target, false, true)?;
             let _ = fs::remove_dir_all(&dir);
             Ok(())
         })
@@ -650,16 +769,32 @@ mod tests {
         dir
     }
 
-    #[tokio::test]
-    async fn passes_the_conformance_suite() {
-        let root = temp_root("conformance");
-        let storage = FsStorage::new(&root).unwrap();
+    async fn conformance(root: PathBuf, storage: FsStorage) {
         crate::storage::conformance::run(&storage).await;
         // Nothing is left in the scratch space, and deletes pruned their directories.
         assert_eq!(fs::read_dir(root.join(".berth/tmp")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(root.join(".berth/parts")).unwrap().count(), 0);
         assert!(!root.join("conformance").exists());
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let root = temp_root("conformance");
+        let storage = FsStorage::new(&root).unwrap();
+        conformance(root, storage).await;
+    }
+
+    /// Where unnamed temporary files are used, the named ones a filesystem without them gets
+    /// must work too.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn passes_the_conformance_suite_with_named_temporary_files() {
+        let root = temp_root("conformance-named");
+        let mut storage = FsStorage::new(&root).unwrap();
+        assert!(storage.inner.unnamed_temps, "this filesystem has O_TMPFILE");
+        Arc::get_mut(&mut storage.inner).unwrap().unnamed_temps = false;
+        conformance(root, storage).await;
     }
 
     #[tokio::test]
