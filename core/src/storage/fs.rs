@@ -58,7 +58,7 @@ fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64),
 }
 
 /// A file written before it is published: unnamed where the filesystem allows (`O_TMPFILE`:
-/// fsyncing it does not also sync the scratch directory, which a new name would, and a
+/// fsyncing it does not also sync a directory, which a new name would, and a
 /// create-if-absent publish is one `link`), else named in the scratch directory.
 struct Temp {
     file: File,
@@ -287,8 +287,8 @@ impl Inner {
     }
 
     /// Writes `data` to a new temporary file, fsynced if `durable`.
-    fn write_temp(&self, data: &[u8], durable: bool) -> io::Result<Temp> {
-        let mut temp = self.create_temp()?;
+    fn write_temp(&self, data: &[u8], durable: bool, target: &Path) -> io::Result<Temp> {
+        let mut temp = self.create_temp(target)?;
         let written = temp.file.write_all(data).and_then(|()| {
             if durable {
                 temp.file.sync_all()
@@ -305,15 +305,26 @@ impl Inner {
         }
     }
 
-    fn create_temp(&self) -> io::Result<Temp> {
+    /// A new temporary file for `target`. An unnamed one is made in the target's directory,
+    /// which ext4 allocates its inode near: the scratch directory's inode group would collect
+    /// the inodes of deleted session records, and ext4 without a journal scans past every
+    /// recently deleted inode when it allocates one.
+    fn create_temp(&self, target: &Path) -> io::Result<Temp> {
         let scratch = self.root.join(".berth/tmp");
         #[cfg(target_os = "linux")]
         if self.unnamed_temps {
-            return Ok(Temp {
-                file: unnamed::create(&scratch)?,
-                path: None,
-            });
+            let dir = target.parent().unwrap_or(&scratch);
+            let file = match unnamed::create(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    ensure_dir(dir)?;
+                    unnamed::create(dir)?
+                }
+                other => other?,
+            };
+            return Ok(Temp { file, path: None });
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = target;
         let path = scratch.join(self.unique());
         Ok(Temp {
             file: File::create(&path)?,
@@ -339,7 +350,7 @@ impl Inner {
         mode: PutMode,
         durable: bool,
     ) -> Result<ObjectMeta, StorageError> {
-        let mut temp = self.write_temp(data, durable).map_err(io_error)?;
+        let mut temp = self.write_temp(data, durable, target).map_err(io_error)?;
         let meta = match mode {
             PutMode::Create => {
                 let meta = temp.file.metadata().map_err(io_error);
