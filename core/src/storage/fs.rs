@@ -57,6 +57,17 @@ fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64),
     Ok((file, chunks, read))
 }
 
+/// How a temporary file takes its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Only where nothing is (`link`).
+    Create,
+    /// Over what is there (`rename`).
+    Replace,
+    /// Where nothing was a moment ago, replacing whatever appeared since.
+    Fill,
+}
+
 /// A file written before it is published: unnamed where the filesystem allows (`O_TMPFILE`:
 /// fsyncing it does not also sync a directory, which a new name would, and a
 /// create-if-absent publish is one `link`), else named in the scratch directory.
@@ -354,13 +365,17 @@ impl Inner {
         let meta = match mode {
             PutMode::Create => {
                 let meta = temp.file.metadata().map_err(io_error);
-                self.publish(temp, target, false, durable)?;
+                self.publish(temp, target, Placement::Create, durable)?;
                 meta?
             }
             PutMode::Overwrite => {
                 let current = metadata_if_any(target)?;
                 let meta = temp.stamp(current.as_ref())?;
-                self.publish(temp, target, true, durable)?;
+                let how = match current {
+                    Some(_) => Placement::Replace,
+                    None => Placement::Fill,
+                };
+                self.publish(temp, target, how, durable)?;
                 meta
             }
             PutMode::Update(expected) => {
@@ -377,7 +392,7 @@ impl Inner {
                     return Err(StorageError::PreconditionFailed);
                 }
                 let meta = temp.stamp(current.as_ref())?;
-                self.publish(temp, target, true, durable)?;
+                self.publish(temp, target, Placement::Replace, durable)?;
                 drop(lock);
                 meta
             }
@@ -387,40 +402,58 @@ impl Inner {
         Ok(object_meta(&meta))
     }
 
-    /// Moves a finished temporary file to `target`: `rename` replaces, `link` refuses to.
+    /// Moves a finished temporary file to `target` and makes that durable if `durable`.
     fn publish(
         &self,
         mut temp: Temp,
         target: &Path,
-        replace: bool,
+        how: Placement,
         durable: bool,
     ) -> Result<(), StorageError> {
-        let parent = target.parent().unwrap_or(&self.root);
-        if replace && let Err(e) = self.name_temp(&mut temp) {
+        let placed = match how {
+            Placement::Create => self.place(&mut temp, target, false),
+            Placement::Replace => self.place(&mut temp, target, true),
+            // An unnamed file is linked straight into place, which spares naming it first;
+            // should something have appeared meanwhile, it is replaced after all.
+            Placement::Fill if temp.path.is_none() => match self.place(&mut temp, target, false) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.place(&mut temp, target, true)
+                }
+                other => other,
+            },
+            Placement::Fill => self.place(&mut temp, target, true),
+        };
+        // A link leaves the scratch name behind; a rename that failed, too.
+        if how == Placement::Create || placed.is_err() {
             temp.discard();
-            return Err(io_error(e));
+        }
+        placed.map_err(io_error)?;
+        if durable {
+            let parent = target.parent().unwrap_or(&self.root);
+            sync_dir(parent).map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Renames (`replace`) or links the temporary file at `target`, making its directory.
+    fn place(&self, temp: &mut Temp, target: &Path, replace: bool) -> io::Result<()> {
+        let parent = target.parent().unwrap_or(&self.root);
+        if replace {
+            self.name_temp(temp)?;
         }
         // A concurrent delete may prune the freshly made parent; try again.
         let mut attempts = 0;
-        let result = loop {
-            ensure_dir(parent).map_err(io_error)?;
+        loop {
+            ensure_dir(parent)?;
             let result = match &temp.path {
                 Some(path) if replace => fs::rename(path, target),
                 _ => temp.link(target),
             };
             match result {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
-                other => break other,
+                other => return other,
             }
-        };
-        if !replace || result.is_err() {
-            temp.discard();
         }
-        result.map_err(io_error)?;
-        if durable {
-            sync_dir(parent).map_err(io_error)?;
-        }
-        Ok(())
     }
 
     /// Removes the file at `path` and the directories that leaves empty.
@@ -751,7 +784,7 @@ impl Storage for FsStorage {
                 file: published,
                 path: Some(temp),
             };
-            inner.publish(temp, &target, false, true)?;
+            inner.publish(temp, &target, Placement::Create, true)?;
             let _ = fs::remove_dir_all(&dir);
             Ok(())
         })
