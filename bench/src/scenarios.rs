@@ -341,7 +341,8 @@ pub(crate) async fn blob_round(
     scenarios: &[&str],
 ) -> Result<Vec<(String, Value)>, Error> {
     let mut out = Vec::new();
-    let mut conn = Conn::open(&target.addr).await?;
+    // Each measurement opens its connection after settling memory, which takes seconds: an
+    // idle connection may be closed by then (gunicorn keeps one alive for 2 s).
     let seed = round * 1000 + target.name.bytes().map(u64::from).sum::<u64>();
     let mut pushed: Option<Blob> = None;
     if scenarios.contains(&"push") {
@@ -350,6 +351,7 @@ pub(crate) async fn blob_round(
         if let Some(pid) = target.pid {
             process::reset_peak_rss(pid);
         }
+        let mut conn = Conn::open(&target.addr).await?;
         let (elapsed, cpu) =
             with_cpu(target, size, push_whole(&mut conn, "bench/blobs", &blob)).await?;
         let peak = target.pid.and_then(process::peak_rss_kib);
@@ -359,6 +361,7 @@ pub(crate) async fn blob_round(
     if scenarios.contains(&"push-chunked") {
         let blob = Blob::new(seed + 7, size);
         let cache_dropped = process::settle_memory(size);
+        let mut conn = Conn::open(&target.addr).await?;
         let (elapsed, cpu) = with_cpu(
             target,
             size,
@@ -378,6 +381,7 @@ pub(crate) async fn blob_round(
             Some(blob) if !target.ceiling => blob.digest.clone(),
             _ => format!("sha256:{}", "0".repeat(64)),
         };
+        let mut conn = Conn::open(&target.addr).await?;
         for verify in [false, true] {
             let mut received = 0;
             // The ceiling stores nothing: its bytes are hashed (the client's cost is the same)

@@ -19,8 +19,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -164,11 +164,17 @@ struct Inner {
     root: PathBuf,
     /// Makes temporary names unique within this process; the pid makes them unique across.
     counter: AtomicU64,
-    pid: u32,
     /// Whether temporary files are made unnamed (see `Temp`).
     #[cfg(target_os = "linux")]
     unnamed_temps: bool,
+    /// Removed session records, kept under `.berth/spare/` to be written again (see
+    /// `Inner::retire`).
+    spares: Mutex<Vec<PathBuf>>,
 }
+
+/// How many removed session records a process keeps to write again: more than the uploads
+/// that end at once on a busy registry.
+const SPARES: usize = 256;
 
 impl FsStorage {
     /// Storage rooted at `root`, which is created if missing.
@@ -176,6 +182,8 @@ impl FsStorage {
         let root = root.into();
         fs::create_dir_all(root.join(".berth/tmp"))?;
         fs::create_dir_all(root.join(".berth/parts"))?;
+        fs::create_dir_all(root.join(".berth/spare"))?;
+        remove_stale_spares(&root.join(".berth/spare"));
         let pid = std::process::id();
         #[cfg(target_os = "linux")]
         let unnamed_temps = unnamed::work_in(
@@ -186,9 +194,9 @@ impl FsStorage {
             inner: Arc::new(Inner {
                 root,
                 counter: AtomicU64::new(0),
-                pid,
                 #[cfg(target_os = "linux")]
                 unnamed_temps,
+                spares: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -249,6 +257,24 @@ fn metadata_if_any(path: &Path) -> Result<Option<fs::Metadata>, StorageError> {
     }
 }
 
+/// Removes the session records that processes no longer running kept in `dir` (their names
+/// begin with the keeping process's id); the live ones' stay. Where `/proc` is missing, all
+/// are kept: they are few and small.
+fn remove_stale_spares(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let proc = Path::new("/proc/self");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_string_lossy();
+        let pid = pid.split('-').next().unwrap_or_default();
+        if proc.exists() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Creates `dir` and whatever parents it lacks. Unlike `fs::create_dir_all`, a directory that
 /// exists costs one failed `mkdir` and no `stat`: most objects go into existing directories.
 /// Should `dir` be a file, the write into it fails instead.
@@ -294,13 +320,25 @@ impl Inner {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{nanos:x}-{n}", self.pid)
+        // Read each time, not kept: a process that forks after making the storage must not
+        // share its temporary names with the child.
+        format!("{}-{nanos:x}-{n}", std::process::id())
     }
 
     /// Writes `data` to a new temporary file, fsynced if `durable`.
     fn write_temp(&self, data: &[u8], durable: bool, target: &Path) -> io::Result<Temp> {
-        let mut temp = self.create_temp(target)?;
+        // Session records (the unsynced writes) are written into the inodes of removed ones.
+        let spare = if durable { None } else { self.take_spare() };
+        let (mut temp, previous) = match spare {
+            Some(spare) => spare,
+            None => (self.create_temp(target)?, None),
+        };
         let written = temp.file.write_all(data).and_then(|()| {
+            if let Some(previous) = &previous {
+                temp.file.set_len(data.len() as u64)?;
+                // The inode is not new: its version must still change.
+                temp.file.set_modified(replacement_time(Some(previous)))?;
+            }
             if durable {
                 temp.file.sync_all()
             } else {
@@ -341,6 +379,60 @@ impl Inner {
             file: File::create(&path)?,
             path: Some(path),
         })
+    }
+
+    /// A kept session record to write into, open, with its metadata.
+    fn take_spare(&self) -> Option<(Temp, Option<fs::Metadata>)> {
+        loop {
+            let path = self
+                .spares
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            // Another process sharing the root may have removed it (see `remove_stale_spares`).
+            if let Ok(file) = OpenOptions::new().write(true).open(&path) {
+                let previous = file.metadata().ok();
+                return Some((
+                    Temp {
+                        file,
+                        path: Some(path),
+                    },
+                    previous,
+                ));
+            }
+        }
+    }
+
+    /// Removes a session record but keeps its inode, to write a later record into.
+    ///
+    /// A registry frees one record per upload, and ext4 without a journal skips every inode
+    /// freed in the last minutes (or more) when it allocates one, scanning past them: with
+    /// records freed at hundreds a second, each allocation got slower the longer a registry
+    /// ran. Kept inodes are neither freed nor allocated.
+    fn retire(&self, path: &Path) -> Result<(), StorageError> {
+        if self
+            .spares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            >= SPARES
+        {
+            return self.delete(path);
+        }
+        let spare = self.root.join(".berth/spare").join(self.unique());
+        match fs::rename(path, &spare) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e)),
+        }
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        if spares.len() < SPARES {
+            spares.push(spare);
+        } else {
+            drop(spares);
+            let _ = fs::remove_file(spare);
+        }
+        Ok(())
     }
 
     /// The temporary file's name in the scratch directory, given to it now if it has none.
@@ -666,7 +758,7 @@ impl Storage for FsStorage {
         // Upload-session records live in a folder that is never pruned: removing one is a
         // single unlink, quicker than the trip to the blocking pool.
         if crate::layout::is_upload_state(key) {
-            return self.inner.delete(&path);
+            return self.inner.retire(&path);
         }
         self.blocking(move |inner| inner.delete(&path)).await
     }
@@ -806,6 +898,7 @@ impl Storage for FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StorageExt;
 
     fn temp_root(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("berth-fs-{name}-{}", std::process::id()));
@@ -839,6 +932,49 @@ mod tests {
         assert!(storage.inner.unnamed_temps, "this filesystem has O_TMPFILE");
         Arc::get_mut(&mut storage.inner).unwrap().unnamed_temps = false;
         conformance(root, storage).await;
+    }
+
+    /// A removed session record's inode is written again by the next record, which gets a
+    /// version of its own; other objects get new inodes.
+    #[tokio::test]
+    async fn removed_session_records_are_written_again() {
+        let root = temp_root("spares");
+        let storage = FsStorage::new(&root).unwrap();
+        let create = |key: &'static str, data: &'static [u8]| {
+            storage.put(key, Bytes::from_static(data), PutMode::Create)
+        };
+        let first = create("berth/uploads/1-a", b"a longer record")
+            .await
+            .unwrap();
+        let inode = |key: &str| fs::metadata(root.join(key)).unwrap().ino();
+        let first_inode = inode("berth/uploads/1-a");
+        storage.delete("berth/uploads/1-a").await.unwrap();
+        assert!(!storage.exists("berth/uploads/1-a").await.unwrap());
+
+        let second = create("berth/uploads/2-b", b"short").await.unwrap();
+        assert_eq!(
+            inode("berth/uploads/2-b"),
+            first_inode,
+            "the inode is reused"
+        );
+        assert_ne!(second.version, first.version);
+        let (_, bytes) = storage.read_small("berth/uploads/2-b", 100).await.unwrap();
+        assert_eq!(
+            &bytes[..],
+            b"short",
+            "nothing of the earlier record is left"
+        );
+        assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 0);
+
+        storage.delete("berth/uploads/2-b").await.unwrap();
+        create("docker/x", b"x").await.unwrap();
+        assert_ne!(
+            inode("docker/x"),
+            first_inode,
+            "only session records reuse them"
+        );
+        assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 1);
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[tokio::test]
