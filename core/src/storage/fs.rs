@@ -261,15 +261,17 @@ fn metadata_if_any(path: &Path) -> Result<Option<fs::Metadata>, StorageError> {
 /// begin with the keeping process's id); the live ones' stay. Where `/proc` is missing, all
 /// are kept: they are few and small.
 fn remove_stale_spares(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let proc = Path::new("/proc/self");
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let pid = name.to_string_lossy();
-        let pid = pid.split('-').next().unwrap_or_default();
-        if proc.exists() && !Path::new("/proc").join(pid).exists() {
+        let name = name.to_string_lossy();
+        let pid = name.split('-').next().unwrap_or_default();
+        if !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_file(entry.path());
         }
     }
