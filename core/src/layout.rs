@@ -103,7 +103,7 @@ pub(crate) fn is_upload_state(key: &str) -> bool {
 /// costs a directory inode per blob, and a filesystem slows down as freed inodes pile up.
 #[cfg(feature = "fs")]
 pub(crate) fn keeps_when_empty(dir: &str) -> bool {
-    dir == "berth/uploads"
+    Some(dir) == upload_sessions().strip_suffix('/')
 }
 
 /// Where a parts upload for a session may be staged.
