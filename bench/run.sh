@@ -10,6 +10,11 @@
 #   bench/run.sh --smoke    seconds, tiny sizes, berth beside registry:2: keeps the
 #                           benchmark working (CI); the report goes to target/bench-smoke
 #
+# BENCH_ROUNDS, BENCH_BLOB_MIB, BENCH_DURATION and BENCH_IMAGES change the full run's sizes;
+# BENCH_ONLY=small-images,push (of limits, push, push-chunked, pull, manifest-get, blob-head,
+# small-images) runs only those,
+# and its report goes to target/bench-only rather than replacing BENCHMARKS.md.
+#
 # zot is not benchmarked: the Go module proxy here does not serve zotregistry.dev/zot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,9 +32,19 @@ if [ $smoke = 1 ]; then
 else
   rounds=${BENCH_ROUNDS:-3} blob_mib=${BENCH_BLOB_MIB:-1024} duration=${BENCH_DURATION:-10}
   images=${BENCH_IMAGES:-300} out=$root
+  [ -n "${BENCH_ONLY:-}" ] && out=$root/target/bench-only
 fi
 mkdir -p "$out"
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+# Every server keeps the blobs pushed to it (two per round; five servers store them) beside
+# the disk-limit file and a scratch file: a disk that fills mid-run fails servers with ENOSPC.
+need_mib=$((blob_mib * (2 * rounds * 5 + 4)))
+free_mib=$(df -Pm "$work" | awk 'NR == 2 {print $4}')
+if [ "$free_mib" -lt "$need_mib" ]; then
+  log "$work has $free_mib MiB free; this run needs about $need_mib MiB"
+  rm -rf "$work"
+  exit 1
+fi
 # Server logs are kept (in target/bench-logs) for when a measurement fails.
 trap 'stop_all_servers; mkdir -p "$root/target/bench-logs"; cp "$work"/*.log "$root/target/bench-logs/" 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -92,7 +107,7 @@ fi
 log "running: ${targets[*]}"
 status=0
 "$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
-  --images "$images" --limits-dir "$work" --out "$out/bench-results.jsonl" || status=$?
+  --images "$images" --limits-dir "$work" ${BENCH_ONLY:+--only "$BENCH_ONLY"} --out "$out/bench-results.jsonl" || status=$?
 "$tools/bench-venv/bin/python" "$here/report.py" "$out/bench-results.jsonl" "$out" \
   --blob-mib "$blob_mib" --rounds "$rounds" --duration "$duration" --images "$images"
 log "report: $out/BENCHMARKS.md"
