@@ -223,3 +223,61 @@ async fn a_blob_within_one_part_is_stored_with_one_write() {
             .expect("exists")
     );
 }
+
+/// The storage calls an upload makes, in order.
+#[derive(Debug, Default)]
+struct CallLog {
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl CallLog {
+    fn push(&self, call: String) {
+        self.calls.lock().expect("log").push(call);
+    }
+}
+
+#[async_trait]
+impl Hooks for CallLog {
+    async fn part_started(&self) {
+        self.push("part".into());
+    }
+    fn parts_synced(&self) {
+        self.push("sync".into());
+    }
+    fn stored(&self, key: &str) {
+        self.push(format!("put {key}"));
+    }
+}
+
+#[tokio::test]
+async fn parts_are_made_durable_before_the_session_record_names_them() {
+    let storage = Arc::new(Hooked::<CallLog>::default());
+    let mut options = Options::new(Arc::new(|| "upload".into()), Arc::new(|| 0));
+    options.part_size = 4;
+    let registry = Registry::new(Arc::clone(&storage), options);
+    let response = registry
+        .handle(
+            RequestHead::from_target(Method::Post, "/v2/durable/blobs/uploads/"),
+            berth::empty_body(),
+        )
+        .await;
+    assert_eq!(response.status, 202);
+    let location = response.header("Location").expect("Location").to_owned();
+    storage.hooks.calls.lock().expect("log").clear();
+
+    let patch = RequestHead::from_target(Method::Patch, &location);
+    let response = registry
+        .handle(patch, berth::full_body(b"0123456789".to_vec()))
+        .await;
+    assert_eq!(response.status, 202);
+    let calls = storage.hooks.calls.lock().expect("log").clone();
+    let last_part = calls.iter().rposition(|call| call == "part");
+    let sync = calls.iter().rposition(|call| call == "sync");
+    let record = calls
+        .iter()
+        .rposition(|call| call.starts_with("put berth/uploads/"));
+    assert!(
+        matches!((last_part, sync, record), (Some(p), Some(s), Some(r)) if p < s && s < r),
+        "parts, then sync_parts, then the session record: {calls:?}"
+    );
+}

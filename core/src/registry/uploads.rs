@@ -489,6 +489,11 @@ impl<S: Storage> Registry<S> {
                 });
             }
         }
+        // The session record saved next will name these parts: they must be durable first.
+        // (The last body's parts are made durable when they are published.)
+        if !last && let Some(upload) = &session.parts_upload {
+            self.storage.sync_parts(upload).await.map_err(internal)?;
+        }
         session.offset += received;
         session.hash_state = hasher.save();
         Ok(received_parts)

@@ -228,6 +228,14 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
         data: Chunks,
     ) -> Result<String, StorageError>;
 
+    /// Makes every part written to `upload` so far durable. A backend's `put_part` may
+    /// return before its part is (`FsStorage` overlaps one part's fsync with writing the
+    /// next); the registry calls this before a session record names
+    /// the parts, and [`Storage::complete_parts`] does it itself.
+    async fn sync_parts(&self, _upload: &str) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Publishes the parts, in order, as the object `target`; fails with
     /// [`StorageError::AlreadyExists`] (and publishes nothing) when `target` exists.
     async fn complete_parts(
@@ -306,6 +314,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         data: Chunks,
     ) -> Result<String, StorageError> {
         (**self).put_part(upload, number, data).await
+    }
+
+    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+        (**self).sync_parts(upload).await
     }
 
     async fn complete_parts(

@@ -16,6 +16,10 @@ pub(crate) trait Hooks: std::fmt::Debug + Send + Sync + 'static {
     async fn part_started(&self) {}
     /// A part write ended.
     fn part_finished(&self) {}
+    /// The parts of an upload were made durable (`sync_parts`).
+    fn parts_synced(&self) {}
+    /// An object was written (`put`).
+    fn stored(&self, _key: &str) {}
 }
 
 /// [`MemoryStorage`] calling `hooks`.
@@ -38,6 +42,7 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.inner.head(key).await
     }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        self.hooks.stored(key);
         self.inner.put(key, data, mode).await
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -70,6 +75,10 @@ impl<H: Hooks> Storage for Hooked<H> {
         let part = self.inner.put_part(upload, number, data).await;
         self.hooks.part_finished();
         part
+    }
+    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.hooks.parts_synced();
+        self.inner.sync_parts(upload).await
     }
     async fn complete_parts(
         &self,
