@@ -852,7 +852,20 @@ impl Storage for FsStorage {
     }
 
     async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
-        self.finish_part_sync(upload).await
+        // A writer racing on the same upload may have taken this one's pending fsync and be
+        // waiting for it still; a last fdatasync of our own covers every part written so far
+        // (when all are flushed it costs one cache flush).
+        self.finish_part_sync(upload).await?;
+        let upload = upload.to_owned();
+        self.blocking(move |inner| {
+            let path = inner.parts_dir(&upload)?.join(PARTS_DATA);
+            match File::open(&path).and_then(|file| file.sync_data()) {
+                // Completed or aborted meanwhile: nothing of it is left to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other.map_err(io_error),
+            }
+        })
+        .await
     }
 
     async fn complete_parts(
