@@ -14,7 +14,6 @@
 //! object_store's `LocalFileSystem` is not used here: it neither fsyncs nor supports
 //! `PutMode::Update`, and it has no resumable multipart API (see docs/storage.md).
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -171,12 +170,7 @@ struct Inner {
     /// Removed session records, kept under `.berth/spare/` to be written again (see
     /// `Inner::retire`).
     spares: Mutex<Vec<PathBuf>>,
-    /// The fsync of each parts upload's last part, still running (see `put_part`).
-    part_syncs: Mutex<HashMap<String, PendingSync>>,
 }
-
-/// A part's `fdatasync`, running on the blocking pool.
-type PendingSync = tokio::task::JoinHandle<io::Result<()>>;
 
 /// How many removed session records a process keeps to write again: more than the uploads
 /// that end at once on a busy registry.
@@ -203,7 +197,6 @@ impl FsStorage {
                 #[cfg(target_os = "linux")]
                 unnamed_temps,
                 spares: Mutex::new(Vec::new()),
-                part_syncs: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -211,20 +204,6 @@ impl FsStorage {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
-    }
-
-    /// Waits for the fsync `put_part` left running for `upload`, if any, and returns its error.
-    async fn finish_part_sync(&self, upload: &str) -> Result<(), StorageError> {
-        let pending = self
-            .inner
-            .part_syncs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(upload);
-        match pending {
-            Some(sync) => sync.await.map_err(StorageError::backend)?.map_err(io_error),
-            None => Ok(()),
-        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -700,6 +679,28 @@ fn part_range(id: &str) -> Option<Range<u64>> {
     Some(offset..offset.checked_add(len.parse().ok()?)?)
 }
 
+/// Starts writing a part's pages to disk, without waiting: the disk then writes each part
+/// while the next is received, and the fdatasync that makes the parts durable (before a
+/// session record names them, and when the upload completes) finds little left to write.
+/// An fdatasync per part instead flushed the disk's cache for each (1 GiB in 16 MiB chunks:
+/// 942 vs 1,053 MB/s), and no fsync until the end, without this, let the whole blob wait to
+/// be written then. `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (Linux);
+/// pages being written stay cached.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        // Advice only: a failure costs speed, never data, as the fdatasync still follows.
+        let _ = rustix::fs::fadvise(
+            file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -819,43 +820,25 @@ impl Storage for FsStorage {
         data: Chunks,
     ) -> Result<String, StorageError> {
         let owned = upload.to_owned();
-        let (id, file) = self
-            .blocking(move |inner| {
-                let path = inner.parts_dir(&owned)?.join(PARTS_DATA);
-                let file = open_locked(&path)?;
-                // Appended under the lock, a part's place is the file's end; no two writes
-                // share it, so the place is also the part's unique id.
-                let offset = file.metadata().map_err(io_error)?.len();
-                let mut at = offset;
-                for chunk in &data {
-                    file.write_all_at(chunk, at).map_err(io_error)?;
-                    at += chunk.len() as u64;
-                }
-                // Unlocked now, not after the fsync: the next part's write need not wait.
-                file.unlock().map_err(io_error)?;
-                Ok((format!("{number:05}-{offset}-{}", at - offset), file))
-            })
-            .await?;
-        // A part's fsync runs while the next part is received and written, and is waited for
-        // when that one is written, so the disk works all the time and at most two parts are
-        // unsynced. Waiting for each part's fsync before writing the next had left the disk
-        // idle while it was written and the request idle while the disk flushed. The session
-        // record names the parts only after `sync_parts`; `complete_parts` waits too.
-        self.finish_part_sync(upload).await?;
-        let sync = tokio::task::spawn_blocking(move || file.sync_data());
-        self.inner
-            .part_syncs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(upload.to_owned(), sync);
-        Ok(id)
+        self.blocking(move |inner| {
+            let path = inner.parts_dir(&owned)?.join(PARTS_DATA);
+            let file = open_locked(&path)?;
+            // Appended under the lock, a part's place is the file's end; no two writes
+            // share it, so the place is also the part's unique id.
+            let offset = file.metadata().map_err(io_error)?.len();
+            let mut at = offset;
+            for chunk in &data {
+                file.write_all_at(chunk, at).map_err(io_error)?;
+                at += chunk.len() as u64;
+            }
+            file.unlock().map_err(io_error)?;
+            start_writeback(&file, offset, at - offset);
+            Ok(format!("{number:05}-{offset}-{}", at - offset))
+        })
+        .await
     }
 
     async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
-        // A writer racing on the same upload may have taken this one's pending fsync and be
-        // waiting for it still; a last fdatasync of our own covers every part written so far
-        // (when all are flushed it costs one cache flush).
-        self.finish_part_sync(upload).await?;
         let upload = upload.to_owned();
         self.blocking(move |inner| {
             let path = inner.parts_dir(&upload)?.join(PARTS_DATA);
@@ -874,7 +857,6 @@ impl Storage for FsStorage {
         parts: &[String],
         target: &str,
     ) -> Result<(), StorageError> {
-        self.finish_part_sync(upload).await?;
         let upload = upload.to_owned();
         let parts = parts
             .iter()
@@ -939,8 +921,6 @@ impl Storage for FsStorage {
     }
 
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
-        // Its outcome no longer matters: the data is being discarded.
-        let _ = self.finish_part_sync(upload).await;
         let upload = upload.to_owned();
         self.blocking(
             move |inner| match fs::remove_dir_all(inner.parts_dir(&upload)?) {

@@ -229,9 +229,9 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     ) -> Result<String, StorageError>;
 
     /// Makes every part written to `upload` so far durable. A backend's `put_part` may
-    /// return before its part is (`FsStorage` overlaps one part's fsync with writing the
-    /// next); the registry calls this before a session record names
-    /// the parts, and [`Storage::complete_parts`] does it itself.
+    /// return before its part is (`FsStorage` only starts writing it to disk); the registry
+    /// calls this before a session record names the parts, and [`Storage::complete_parts`]
+    /// does it itself.
     async fn sync_parts(&self, _upload: &str) -> Result<(), StorageError> {
         Ok(())
     }
