@@ -67,7 +67,11 @@ pub(crate) async fn measure(
                 for part in block.chunks(piece) {
                     file.write_all(part)?;
                     if piece < block.len() {
-                        start_writeback(&file, offset, part.len() as u64);
+                        berth::storage::FsStorage::start_writeback(
+                            &file,
+                            offset,
+                            part.len() as u64,
+                        );
                     }
                     offset += part.len() as u64;
                 }
@@ -93,18 +97,4 @@ pub(crate) async fn measure(
             json!({"value": disk[1], "unit": "MB/s", "part_bytes": berth::DEFAULT_PART_SIZE}),
         ),
     ])
-}
-
-/// What FsStorage does with each part it writes (`posix_fadvise(POSIX_FADV_DONTNEED)`, which
-/// starts the range's writeback).
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    let _ = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    );
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
 }

@@ -206,6 +206,31 @@ impl FsStorage {
         &self.inner.root
     }
 
+    /// Starts writing `len` bytes of `file` from `offset` to disk, without waiting: what
+    /// `put_part` does with each part it has written (on Linux; elsewhere nothing). Public so
+    /// that tools measuring a disk as berth uses it (`berth-bench`'s limits) write the same way.
+    ///
+    /// The disk then writes each part while the next is received, and the fdatasync that makes
+    /// the parts durable (before a session record names them, and when the upload completes)
+    /// finds little left to write. An fdatasync per part instead flushed the disk's cache for
+    /// each (1 GiB in 16 MiB chunks: 942 vs 1,053 MB/s), and no fsync until the end, without
+    /// this, let the whole blob wait to be written then. `POSIX_FADV_DONTNEED` starts
+    /// writeback of the range's dirty pages; pages being written stay cached.
+    pub fn start_writeback(file: &File, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            // Advice only: a failure costs speed, never data, as the fdatasync still follows.
+            let _ = rustix::fs::fadvise(
+                file,
+                offset,
+                std::num::NonZeroU64::new(len),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (file, offset, len);
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
@@ -679,28 +704,6 @@ fn part_range(id: &str) -> Option<Range<u64>> {
     Some(offset..offset.checked_add(len.parse().ok()?)?)
 }
 
-/// Starts writing a part's pages to disk, without waiting: the disk then writes each part
-/// while the next is received, and the fdatasync that makes the parts durable (before a
-/// session record names them, and when the upload completes) finds little left to write.
-/// An fdatasync per part instead flushed the disk's cache for each (1 GiB in 16 MiB chunks:
-/// 942 vs 1,053 MB/s), and no fsync until the end, without this, let the whole blob wait to
-/// be written then. `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (Linux);
-/// pages being written stay cached.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        // Advice only: a failure costs speed, never data, as the fdatasync still follows.
-        let _ = rustix::fs::fadvise(
-            file,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::DontNeed,
-        );
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -832,7 +835,7 @@ impl Storage for FsStorage {
                 at += chunk.len() as u64;
             }
             file.unlock().map_err(io_error)?;
-            start_writeback(&file, offset, at - offset);
+            FsStorage::start_writeback(&file, offset, at - offset);
             Ok(format!("{number:05}-{offset}-{}", at - offset))
         })
         .await
