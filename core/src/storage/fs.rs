@@ -57,6 +57,38 @@ fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64),
     Ok((file, chunks, read))
 }
 
+/// Reads, like `read_batch`, what of the next `remaining` bytes the page cache already holds,
+/// without waiting for the disk (`RWF_NOWAIT`); nothing if none of it is cached. A cached
+/// blob then streams without a trip to the blocking pool per batch: 1 GiB pulls, same-run
+/// A/B, 6 rounds: 1,534 → 1,763 MB/s with the client verifying the digest, 3,262 → 3,500
+/// without, 0.23 → 0.14 server CPU s/GB.
+fn read_cached(file: &File, remaining: u64) -> (Vec<Bytes>, u64) {
+    let mut chunks = Vec::new();
+    let mut read = 0u64;
+    #[cfg(target_os = "linux")]
+    while chunks.len() < READ_BATCH && read < remaining {
+        let want = usize::try_from((remaining - read).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+        let mut buffer = vec![0; want];
+        // At the file's position (`u64::MAX`), as `read` would.
+        match rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut buffer)],
+            u64::MAX,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) if n > 0 => {
+                buffer.truncate(n);
+                read += n as u64;
+                chunks.push(Bytes::from(buffer));
+            }
+            _ => break,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, remaining);
+    (chunks, read)
+}
+
 /// How a temporary file takes its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placement {
@@ -719,7 +751,8 @@ impl Storage for FsStorage {
         // Opened (and, when small, read) on the calling thread: a stat or a small read served
         // from the page cache takes microseconds, less than the trip to the blocking pool
         // (blob HEAD 35k → 69k req/s, manifest GET 30k → 52k measured on 2 cores); a cold
-        // one holds this thread for one disk read. Larger reads stream from the pool.
+        // one holds this thread for one disk read. Larger reads stream: what the page cache
+        // holds is read here too (`read_cached`), the rest on the pool.
         let mut file = File::open(&path).map_err(io_error)?;
         let meta = file.metadata().map_err(io_error)?;
         if meta.is_dir() {
@@ -741,6 +774,11 @@ impl Storage for FsStorage {
                 let file = file?;
                 if remaining == 0 {
                     return None;
+                }
+                let (cached, read) = read_cached(&file, remaining);
+                if read > 0 {
+                    let results: Vec<_> = cached.into_iter().map(Ok).collect();
+                    return Some((results, (Some(file), remaining - read)));
                 }
                 let read = tokio::task::spawn_blocking(move || read_batch(file, remaining)).await;
                 Some(match read {
@@ -1014,6 +1052,42 @@ mod tests {
             "only session records reuse them"
         );
         assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 1);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_objects_stream_whole_and_in_ranges_from_the_cache_or_the_disk() {
+        let root = temp_root("large");
+        let storage = FsStorage::new(&root).unwrap();
+        let data: Bytes = (0..3 * 1024 * 1024 + 123u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        storage
+            .put("docker/large", data.clone(), PutMode::Create)
+            .await
+            .unwrap();
+        let read = |range: Option<Range<u64>>| async {
+            let (_, body) = storage.get("docker/large", range).await.unwrap();
+            let chunks: Vec<_> = body.collect().await;
+            chunks
+                .into_iter()
+                .flat_map(Result::unwrap)
+                .collect::<Vec<u8>>()
+        };
+        // First as written (in the page cache), then with its pages dropped (from the disk).
+        for dropped in [false, true] {
+            if dropped {
+                let file = File::open(root.join("docker/large")).unwrap();
+                FsStorage::start_writeback(&file, 0, data.len() as u64);
+            }
+            assert_eq!(read(None).await, data, "whole, dropped: {dropped}");
+            assert_eq!(
+                read(Some(70_001..2_500_001)).await,
+                data.slice(70_001..2_500_001),
+                "a range, dropped: {dropped}"
+            );
+        }
         fs::remove_dir_all(root).unwrap();
     }
 
