@@ -48,4 +48,47 @@ session_survives_kill() {
 }
 check "kill -9 between chunks: the session resumes after restart and the blob verifies" session_survives_kill
 
+# push_tagged TAG: pushes a one-blob image to journal:TAG; sets MANIFEST_DIGEST.
+push_tagged() {
+  printf '{"tag":"%s"}' "$1" >config.json
+  local config=sha256:$(sha256sum config.json | cut -d' ' -f1)
+  equal "$(status -X POST --data-binary @config.json "http://$BERTH_ADDR/v2/journal/blobs/uploads/?digest=$config")" 201 || return 1
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[]}' \
+    "$config" "$(stat -c %s config.json)" >manifest.json
+  MANIFEST_DIGEST=sha256:$(sha256sum manifest.json | cut -d' ' -f1)
+  equal "$(status -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @manifest.json "http://$BERTH_ADDR/v2/journal/manifests/$1")" 201
+}
+
+# tag_digest TAG: the digest of what journal:TAG serves.
+tag_digest() {
+  curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$BERTH_ADDR/v2/journal/manifests/$1" | sha256sum | cut -d' ' -f1
+}
+
+journal_replayed_after_a_machine_stop() {
+  local root=$work/journal-root journal=$work/journal-root/.berth/journal
+  start_berth "$binary" "$root" || return 1
+  push_tagged v1 || return 1
+  local v1=$MANIFEST_DIGEST
+  # A process killed: its journal is settled at the next start (the page cache kept all).
+  kill -9 "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null
+  start_berth "$binary" "$root" || return 1
+  equal "$(tag_digest v1)" "${v1#sha256:}" && equal "$(ls "$journal")" "" || return 1
+  push_tagged v2 || return 1
+  local v2=$MANIFEST_DIGEST
+  kill -9 "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null
+  # The machine stopped too: the journal is another boot's, and the page cache's copies of
+  # the tag's link and of the manifest were lost.
+  local file; file=$(ls "$journal")
+  [ "$(printf '%s\n' "$file" | wc -l)" = 1 ] && [ -n "$file" ] || { echo "journal files: $file"; return 1; }
+  mv "$journal/$file" "$journal/00000000000000000000000000000000.${file#*.}"
+  : >"$root/docker/registry/v2/repositories/journal/_manifests/tags/v2/current/link"
+  rm "$root/docker/registry/v2/blobs/sha256/${v2:7:2}/${v2#sha256:}/data"
+  start_berth "$binary" "$root" || return 1
+  equal "$(tag_digest v2)" "${v2#sha256:}" && equal "$(tag_digest v1)" "${v1#sha256:}" &&
+    equal "$(ls "$journal")" ""
+}
+if [ -z "${BERTH_S3_ENDPOINT:-}" ]; then
+  check "machine stop after a push: the journal restores the manifest and the tag" journal_replayed_after_a_machine_stop
+fi
+
 summary durability

@@ -3,7 +3,9 @@
 //! Every object is written to a private temporary file (unnamed, where Linux allows: see
 //! `Temp`), fsynced, and then published with one `rename` (overwrite) or `link`
 //! (create-if-absent), and the directory is fsynced, so a reader or a crash sees the old
-//! object or the new one, never a torn one. Compare-and-swap holds an
+//! object or the new one, never a torn one. On Linux a small object (a link, a manifest) is
+//! published the same way without the fsyncs and made durable by a record in a journal
+//! instead, which a crash of the machine replays (see `journal`). Compare-and-swap holds an
 //! exclusive `flock` on one lock file, so several processes may share a root. Keys map onto
 //! paths below the root unchanged, which is what makes a registry:2 root servable as it is;
 //! berth's own scratch space lives in `<root>/.berth/`.
@@ -95,6 +97,17 @@ fn read_cached(file: &File, remaining: u64) -> (Vec<Bytes>, u64) {
     }
 }
 
+/// How much of a write is made durable, and where its file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Durable in place: the file is fsynced before it is named, its directory after.
+    Fsync,
+    /// Durable by a journal record (see `journal`), placed without fsyncs.
+    Journaled,
+    /// Not durable (upload-session state), written into a kept session record's inode.
+    Recycled,
+}
+
 /// How a temporary file takes its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placement {
@@ -147,6 +160,9 @@ impl Temp {
         }
     }
 }
+
+#[cfg(target_os = "linux")]
+mod journal;
 
 /// Unnamed temporary files on Linux.
 #[cfg(target_os = "linux")]
@@ -208,6 +224,10 @@ struct Inner {
     /// Removed session records, kept under `.berth/spare/` to be written again (see
     /// `Inner::retire`).
     spares: Mutex<Vec<PathBuf>>,
+    /// The journal of small durable writes, where the kernel tells boots apart (see
+    /// `journal`); without it every durable write is fsynced in place.
+    #[cfg(target_os = "linux")]
+    journal: Option<journal::Journal>,
 }
 
 /// How many removed session records a process keeps to write again: more than the uploads
@@ -217,7 +237,21 @@ const SPARES: usize = 256;
 impl FsStorage {
     /// Storage rooted at `root`, which is created if missing.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
+        #[cfg(target_os = "linux")]
+        return Self::with_journal(root.into(), journal::Journal::open);
+        #[cfg(not(target_os = "linux"))]
+        Self::with_journal(root.into())
+    }
+
+    /// Storage rooted at `root`, with the journal `open_journal` gives (Linux); the journals
+    /// of earlier processes are applied before it returns.
+    fn with_journal(
+        root: PathBuf,
+        #[cfg(target_os = "linux")] open_journal: impl FnOnce(
+            &Path,
+        )
+            -> io::Result<Option<journal::Journal>>,
+    ) -> io::Result<Self> {
         fs::create_dir_all(root.join(".berth/tmp"))?;
         fs::create_dir_all(root.join(".berth/parts"))?;
         fs::create_dir_all(root.join(".berth/spare"))?;
@@ -228,14 +262,19 @@ impl FsStorage {
             &root.join(".berth/tmp"),
             &root.join(format!(".berth/tmp/{pid}-probe")),
         );
+        let inner = Inner {
+            #[cfg(target_os = "linux")]
+            journal: open_journal(&root)?,
+            root,
+            counter: AtomicU64::new(0),
+            #[cfg(target_os = "linux")]
+            unnamed_temps,
+            spares: Mutex::new(Vec::new()),
+        };
+        #[cfg(target_os = "linux")]
+        inner.recover()?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                root,
-                counter: AtomicU64::new(0),
-                #[cfg(target_os = "linux")]
-                unnamed_temps,
-                spares: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -390,10 +429,13 @@ impl Inner {
         format!("{}-{nanos:x}-{n}", std::process::id())
     }
 
-    /// Writes `data` to a new temporary file, fsynced if `durable`.
-    fn write_temp(&self, data: &[u8], durable: bool, target: &Path) -> io::Result<Temp> {
-        // Session records (the unsynced writes) are written into the inodes of removed ones.
-        let spare = if durable { None } else { self.take_spare() };
+    /// Writes `data` to a new temporary file (see `Durability`).
+    fn write_temp(&self, data: &[u8], how: Durability, target: &Path) -> io::Result<Temp> {
+        // Session records are written into the inodes of removed ones.
+        let spare = match how {
+            Durability::Recycled => self.take_spare(),
+            Durability::Fsync | Durability::Journaled => None,
+        };
         let (mut temp, previous) = match spare {
             Some(spare) => spare,
             None => (self.create_temp(target)?, None),
@@ -404,7 +446,7 @@ impl Inner {
                 // The inode is not new: its version must still change.
                 temp.file.set_modified(replacement_time(Some(previous)))?;
             }
-            if durable {
+            if how == Durability::Fsync {
                 temp.file.sync_all()
             } else {
                 Ok(())
@@ -510,15 +552,16 @@ impl Inner {
         Ok(temp.path.as_deref().unwrap_or(Path::new("")))
     }
 
-    /// Writes `data` to `target` (see `Storage::put`), fsynced if `durable`.
+    /// Writes `data` to `target` (see `Storage::put` and `Durability`).
     fn put(
         &self,
         target: &Path,
         data: &[u8],
         mode: PutMode,
-        durable: bool,
+        how: Durability,
     ) -> Result<ObjectMeta, StorageError> {
-        let mut temp = self.write_temp(data, durable, target).map_err(io_error)?;
+        let durable = how == Durability::Fsync;
+        let mut temp = self.write_temp(data, how, target).map_err(io_error)?;
         let meta = match mode {
             PutMode::Create => {
                 let meta = temp.file.metadata().map_err(io_error);
@@ -557,6 +600,87 @@ impl Inner {
         // Renamed or linked into place, the file is the one written: same inode, same
         // time, same size, so the same version.
         Ok(object_meta(&meta))
+    }
+
+    /// Writes a durable object: through the journal where it is small enough (see `journal`),
+    /// else in place.
+    fn put_durable(
+        &self,
+        key: &str,
+        target: &Path,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<ObjectMeta, StorageError> {
+        #[cfg(target_os = "linux")]
+        if let Some(journal) = &self.journal {
+            let (kind, how) = if data.len() <= journal::JOURNALED_MAX {
+                (journal::Kind::Put, Durability::Journaled)
+            } else if journal.holds(key) {
+                (journal::Kind::External, Durability::Fsync)
+            } else {
+                return self.put(target, data, mode, Durability::Fsync);
+            };
+            let record = if kind == journal::Kind::Put {
+                data
+            } else {
+                &[]
+            };
+            let (meta, pending) =
+                journal.record(key, kind, record, || self.put(target, data, mode, how))?;
+            journal.commit(pending)?;
+            return Ok(meta);
+        }
+        let _ = key;
+        self.put(target, data, mode, Durability::Fsync)
+    }
+
+    /// Deletes a durable object, recording that where the journal holds the key.
+    fn delete_durable(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        #[cfg(target_os = "linux")]
+        if let Some(journal) = &self.journal
+            && journal.holds(key)
+        {
+            let ((), pending) =
+                journal.record(key, journal::Kind::Delete, &[], || self.delete(path))?;
+            return journal.commit(pending);
+        }
+        let _ = key;
+        self.delete(path)
+    }
+
+    /// Applies what the journals of processes before this one recorded (see `journal`):
+    /// a crash of the machine may have lost the objects they name.
+    #[cfg(target_os = "linux")]
+    fn recover(&self) -> io::Result<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let stale = journal.stale()?;
+        if stale.replay.is_empty() && stale.settled.is_empty() {
+            return Ok(());
+        }
+        for record in journal::final_records(&stale.replay)? {
+            // A key that is not safe was never written.
+            let Ok(path) = self.path(&record.key) else {
+                continue;
+            };
+            let applied = match record.kind {
+                journal::Kind::Put => self
+                    .put(
+                        &path,
+                        &record.data,
+                        PutMode::Overwrite,
+                        Durability::Journaled,
+                    )
+                    .map(drop),
+                journal::Kind::Delete => self.delete(&path),
+                journal::Kind::External => Ok(()),
+            };
+            applied.map_err(io::Error::other)?;
+        }
+        // The objects replayed and those the page cache kept for the exited processes.
+        journal::sync_filesystem(&self.root)?;
+        journal.remove(&[stale.replay, stale.settled].concat())
     }
 
     /// Moves a finished temporary file to `target` and makes that durable if `durable`.
@@ -814,14 +938,13 @@ impl Storage for FsStorage {
         let target = self.inner.path(key)?;
         // Upload-session state is rebuilt by clients, not recovered: it skips the fsyncs,
         // which are most of the cost of a small push.
-        let durable = !crate::layout::is_upload_state(key);
         // Unsynced writes take microseconds, less than the trip to the blocking pool.
-        if durable {
-            self.blocking(move |inner| inner.put(&target, &data, mode, true))
-                .await
-        } else {
-            self.inner.put(&target, &data, mode, false)
+        if crate::layout::is_upload_state(key) {
+            return self.inner.put(&target, &data, mode, Durability::Recycled);
         }
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.put_durable(&key, &target, &data, mode))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -831,7 +954,9 @@ impl Storage for FsStorage {
         if crate::layout::is_upload_state(key) {
             return self.inner.retire(&path);
         }
-        self.blocking(move |inner| inner.delete(&path)).await
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.delete_durable(&key, &path))
+            .await
     }
 
     async fn list(
@@ -1094,6 +1219,152 @@ mod tests {
                 "a range, dropped: {dropped}"
             );
         }
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// The object at `key`, if any.
+    #[cfg(target_os = "linux")]
+    async fn read(storage: &FsStorage, key: &str) -> Option<Bytes> {
+        match storage.read_small(key, 1 << 20).await {
+            Ok((_, bytes)) => Some(bytes),
+            Err(StorageError::NotFound) => None,
+            Err(e) => panic!("{key}: {e}"),
+        }
+    }
+
+    /// The journal files in `root`.
+    #[cfg(target_os = "linux")]
+    fn journal_files(root: &Path) -> Vec<PathBuf> {
+        fs::read_dir(root.join(".berth/journal"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn journaled_writes_are_replayed_after_the_machine_stopped() {
+        let root = temp_root("journal-replay");
+        let storage = FsStorage::new(&root).unwrap();
+        let big = Bytes::from(vec![7u8; journal::JOURNALED_MAX + 1]);
+        storage
+            .put("r/a", "one".into(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        storage
+            .put("r/a", "two".into(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        storage
+            .put("r/b", "bee".into(), PutMode::Create)
+            .await
+            .unwrap();
+        storage.delete("r/b").await.unwrap();
+        storage
+            .put("r/c", "small".into(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        // Too large for the journal, over a key it holds: recorded as written in place.
+        storage
+            .put("r/c", big.clone(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        drop(storage);
+
+        // As if the machine had stopped: the journal is another boot's, the page cache lost
+        // `a`'s content and `b`'s delete, and the last record was cut short, after which a
+        // complete one cannot count.
+        let [file] = journal_files(&root).try_into().unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let (_, rest) = name.split_once('.').unwrap();
+        let moved = file.with_file_name(format!("{}.{rest}", "0".repeat(32)));
+        fs::rename(&file, &moved).unwrap();
+        let mut log = OpenOptions::new().append(true).open(&moved).unwrap();
+        let torn = journal::encode(journal::Kind::Put, u64::MAX - 1, "r/d", b"torn");
+        log.write_all(&torn[..torn.len() - 1]).unwrap();
+        log.write_all(&journal::encode(
+            journal::Kind::Put,
+            u64::MAX,
+            "r/e",
+            b"after",
+        ))
+        .unwrap();
+        drop(log);
+        fs::write(root.join("r/a"), b"").unwrap();
+        fs::write(root.join("r/b"), b"garbage").unwrap();
+
+        let storage = FsStorage::new(&root).unwrap();
+        assert_eq!(read(&storage, "r/a").await.unwrap(), "two");
+        assert!(read(&storage, "r/b").await.is_none());
+        assert_eq!(read(&storage, "r/c").await.unwrap(), big);
+        assert!(read(&storage, "r/d").await.is_none());
+        assert!(read(&storage, "r/e").await.is_none());
+        assert!(journal_files(&root).is_empty());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn journals_of_exited_processes_of_this_boot_are_removed_not_replayed() {
+        let root = temp_root("journal-exited");
+        drop(FsStorage::new(&root).unwrap());
+        let boot = journal::boot_id().unwrap();
+        // Its objects are in the page cache, newer than a record says (`u32::MAX` is no pid).
+        let file = root.join(format!(".berth/journal/{boot}.{}.0.0", u32::MAX));
+        fs::write(&file, journal::encode(journal::Kind::Put, 1, "r/a", b"old")).unwrap();
+        fs::create_dir_all(root.join("r")).unwrap();
+        fs::write(root.join("r/a"), b"new").unwrap();
+        // So is one of an earlier process whose pid this one has now.
+        let reused = root.join(format!(
+            ".berth/journal/{boot}.{}-1.0.0",
+            std::process::id()
+        ));
+        fs::write(
+            &reused,
+            journal::encode(journal::Kind::Put, 1, "r/c", b"old"),
+        )
+        .unwrap();
+        // A live process's journal (this one's) is left alone.
+        let process = journal::process_id(std::process::id());
+        let live = root.join(format!(".berth/journal/{boot}.{process}.0.0"));
+        fs::write(
+            &live,
+            journal::encode(journal::Kind::Put, 1, "r/b", b"live"),
+        )
+        .unwrap();
+
+        let storage = FsStorage::new(&root).unwrap();
+        assert_eq!(read(&storage, "r/a").await.unwrap(), "new");
+        assert!(read(&storage, "r/b").await.is_none());
+        assert!(read(&storage, "r/c").await.is_none());
+        assert_eq!(journal_files(&root), vec![live]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_full_journal_is_checkpointed_into_a_new_file() {
+        let root = temp_root("journal-checkpoint");
+        let storage = FsStorage::with_journal(root.clone(), |root| {
+            journal::Journal::open_with_limit(root, 4096)
+        })
+        .unwrap();
+        for i in 0..200 {
+            let key = format!("r/{i}/link");
+            let data = format!("sha256:{i}").into();
+            storage.put(&key, data, PutMode::Overwrite).await.unwrap();
+        }
+        // About 50 bytes a record: the 200 were spread over several files, all but the last
+        // removed once checkpointed.
+        let files = journal_files(&root);
+        assert_eq!(files.len(), 1);
+        assert!(journal::read_records(&files[0]).unwrap().len() < 100);
+        for i in 0..200 {
+            let key = format!("r/{i}/link");
+            let read = read(&storage, &key).await.unwrap();
+            assert_eq!(read, format!("sha256:{i}"));
+        }
+        drop(storage);
         fs::remove_dir_all(root).unwrap();
     }
 

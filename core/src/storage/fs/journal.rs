@@ -1,0 +1,476 @@
+//! The journal of small durable writes (Linux).
+//!
+//! A durable object is made durable where it lies with two fsyncs: the file's, before it is
+//! named, and its directory's, after. For a small object (a link, a manifest, an index entry)
+//! those two writes and cache flushes cost more than the object. So a small durable write is
+//! placed like any other but without the fsyncs, and recorded, whole, in this process's
+//! journal file; one `fdatasync` of the journal makes every record appended before it durable
+//! (group commit). A write returns once its record is durable.
+//!
+//! Should the machine stop before the objects reach the disk by themselves, the next storage
+//! opened on the root writes the journaled objects again ("replay", `FsStorage::new`): a
+//! journal written under another boot (`/proc/sys/kernel/random/boot_id`) may name objects the
+//! page cache lost. One written under this boot by a process that has exited names only
+//! objects the page cache still holds: a `syncfs` makes them durable, and the journal goes.
+//! A live process's journal is left alone, so several processes may share a root.
+//!
+//! Once a journal file grows past its limit, a checkpoint starts a new file, makes everything
+//! the old one recorded durable in place with one `syncfs`, and removes the old file.
+//!
+//! A key's records apply in order, the last deciding. So a write that bypasses the journal (a
+//! large object, a delete) of a key the journal holds records for is recorded too, as
+//! `External` or `Delete`, or replay would bring the journaled content back.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::storage::StorageError;
+
+/// The largest object written through the journal. Links and index entries are 71 bytes, a
+/// typical manifest a few KiB.
+pub(super) const JOURNALED_MAX: usize = 64 * 1024;
+/// The size past which a journal file is checkpointed: some 20,000 links.
+const CHECKPOINT_AT: u64 = 4 << 20;
+/// Locks that order the writes of one key (by its hash): the order the objects are placed
+/// in is the order their records are appended in.
+const KEY_LOCKS: usize = 64;
+/// A record's checksum: the first bytes of its SHA-256.
+const CHECKSUM: usize = 16;
+/// Length, kind, stamp, key length.
+const HEADER: usize = 4 + 1 + 8 + 4;
+
+/// What a record says happened to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// The object was written with the record's content.
+    Put = 1,
+    /// The object was deleted.
+    Delete = 2,
+    /// The object was written durably without the journal: replay leaves it.
+    External = 3,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Put),
+            2 => Some(Self::Delete),
+            3 => Some(Self::External),
+            _ => None,
+        }
+    }
+}
+
+/// One record read back from a journal file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Record {
+    pub(super) kind: Kind,
+    /// When it was appended (nanoseconds since the epoch, strictly rising in a process):
+    /// orders the records of several processes' journals.
+    pub(super) stamp: u64,
+    pub(super) key: String,
+    pub(super) data: Vec<u8>,
+}
+
+/// Encodes a record: length (of all that follows it), kind, stamp, key length, key, data,
+/// checksum (of all that precedes it). A record cut short by a crash fails its checksum, and
+/// reading stops there.
+pub(super) fn encode(kind: Kind, stamp: u64, key: &str, data: &[u8]) -> Vec<u8> {
+    let length = HEADER - 4 + key.len() + data.len() + CHECKSUM;
+    let mut record = Vec::with_capacity(4 + length);
+    record.extend_from_slice(&(length as u32).to_le_bytes());
+    record.push(kind as u8);
+    record.extend_from_slice(&stamp.to_le_bytes());
+    record.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    record.extend_from_slice(key.as_bytes());
+    record.extend_from_slice(data);
+    let checksum = Sha256::digest(&record);
+    record.extend_from_slice(&checksum[..CHECKSUM]);
+    record
+}
+
+/// The records of a journal file, up to the first that is incomplete or damaged.
+pub(super) fn read_records(path: &Path) -> io::Result<Vec<Record>> {
+    let bytes = fs::read(path)?;
+    let mut records = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some((record, after)) = decode(rest) {
+        records.push(record);
+        rest = after;
+    }
+    Ok(records)
+}
+
+fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
+    let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let whole = bytes.get(..4usize.checked_add(length)?)?;
+    let (body, checksum) = whole.split_at(whole.len().checked_sub(CHECKSUM)?);
+    if body.len() < HEADER || Sha256::digest(body)[..CHECKSUM] != *checksum {
+        return None;
+    }
+    let kind = Kind::from_byte(body[4])?;
+    let stamp = u64::from_le_bytes(body[5..13].try_into().ok()?);
+    let key_length = u32::from_le_bytes(body[13..17].try_into().ok()?) as usize;
+    let key = body.get(HEADER..HEADER.checked_add(key_length)?)?;
+    let record = Record {
+        kind,
+        stamp,
+        key: String::from_utf8(key.to_vec()).ok()?,
+        data: body[HEADER + key_length..].to_vec(),
+    };
+    Some((record, &bytes[whole.len()..]))
+}
+
+/// This boot's id, or `None` where the kernel does not say (the journal is then not used).
+pub(super) fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id: String = id.trim().chars().filter(|c| *c != '-').collect();
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Makes every file on the filesystem of `path` durable.
+pub(super) fn sync_filesystem(path: &Path) -> io::Result<()> {
+    Ok(rustix::fs::syncfs(File::open(path)?)?)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Names journal files uniquely across the storages of a process.
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// A process's journal on one root.
+#[derive(Debug)]
+pub(super) struct Journal {
+    /// `<root>/.berth/journal`.
+    dir: PathBuf,
+    /// The filesystem's root, what a checkpoint syncs.
+    root: PathBuf,
+    boot: String,
+    limit: u64,
+    key_locks: Vec<Mutex<()>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The file records are appended to; made at the first record.
+    current: Option<Arc<LogFile>>,
+    /// When the last record was appended (see `Record::stamp`).
+    last_stamp: u64,
+    /// Keys with records in the current file.
+    keys: HashSet<String>,
+    /// Keys with records in a file being checkpointed.
+    retiring: HashSet<String>,
+    checkpointing: bool,
+}
+
+#[derive(Debug)]
+struct LogFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes appended so far.
+    appended: AtomicU64,
+    /// Bytes made durable so far; held while an fdatasync runs, so that writers arriving
+    /// meanwhile wait for it and then, mostly, find their records durable already.
+    synced: Mutex<u64>,
+}
+
+/// A record appended but not yet durable: where it ends, in which file.
+#[must_use = "a record is durable only once committed"]
+pub(super) struct Pending {
+    log: Arc<LogFile>,
+    end: u64,
+}
+
+/// The journal files a new storage found: to replay, and to remove once the filesystem is
+/// synced.
+#[derive(Debug, Default)]
+pub(super) struct Stale {
+    pub(super) replay: Vec<PathBuf>,
+    pub(super) settled: Vec<PathBuf>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Journal {
+    /// The journal of `root`; `None` where the boot cannot be told (see `boot_id`).
+    pub(super) fn open(root: &Path) -> io::Result<Option<Self>> {
+        Self::open_with_limit(root, CHECKPOINT_AT)
+    }
+
+    pub(super) fn open_with_limit(root: &Path, limit: u64) -> io::Result<Option<Self>> {
+        let Some(boot) = boot_id() else {
+            return Ok(None);
+        };
+        let dir = root.join(".berth/journal");
+        fs::create_dir_all(&dir)?;
+        Ok(Some(Self {
+            dir,
+            root: root.to_owned(),
+            boot,
+            limit,
+            key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    /// The journal files of processes no longer running: those of an earlier boot to replay,
+    /// those of this one only to remove after a `syncfs`.
+    pub(super) fn stale(&self) -> io::Result<Stale> {
+        let mut stale = Stale::default();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let mut fields = name.split('.');
+            let (Some(boot), Some(process)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            if boot != self.boot {
+                stale.replay.push(entry.path());
+            } else if !is_running(process) {
+                stale.settled.push(entry.path());
+            }
+        }
+        // Oldest first: records with equal stamps then apply in the order they were written.
+        stale.replay.sort();
+        Ok(stale)
+    }
+
+    /// Removes journal files whose objects are durable, and makes that durable.
+    pub(super) fn remove(&self, files: &[PathBuf]) -> io::Result<()> {
+        for file in files {
+            match fs::remove_file(file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Whether `key` has records that a replay would apply.
+    pub(super) fn holds(&self, key: &str) -> bool {
+        let state = lock(&self.state);
+        state.keys.contains(key) || state.retiring.contains(key)
+    }
+
+    /// Runs `write` (which places the object at `key`, or deletes it) and, if it succeeds,
+    /// appends its record; the caller commits the returned `Pending`. The writes of one key
+    /// are placed and recorded in the same order.
+    pub(super) fn record<T>(
+        &self,
+        key: &str,
+        kind: Kind,
+        data: &[u8],
+        write: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<(T, Option<Pending>), StorageError> {
+        let _ordered = lock(&self.key_locks[key_lock(key)]);
+        let written = write()?;
+        let mut state = lock(&self.state);
+        match self.append(&mut state, kind, key, data) {
+            Ok(pending) => {
+                state.keys.insert(key.to_owned());
+                Ok((written, Some(pending)))
+            }
+            // The object is placed but unrecorded: make it durable another way.
+            Err(error) => self.salvage(&mut state, error).map(|()| (written, None)),
+        }
+    }
+
+    fn append(&self, state: &mut State, kind: Kind, key: &str, data: &[u8]) -> io::Result<Pending> {
+        let log = match &state.current {
+            Some(log) => Arc::clone(log),
+            None => {
+                let log = Arc::new(self.create_file()?);
+                state.current = Some(Arc::clone(&log));
+                log
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        state.last_stamp = now.max(state.last_stamp + 1);
+        let record = encode(kind, state.last_stamp, key, data);
+        // Appends are serialized by the state lock.
+        let start = log.appended.load(Ordering::Acquire);
+        log.file.write_all_at(&record, start)?;
+        let end = start + record.len() as u64;
+        log.appended.store(end, Ordering::Release);
+        Ok(Pending { log, end })
+    }
+
+    /// A new journal file, its name durable before any record relies on it. Its first
+    /// `limit` bytes are written (zeros) and synced now: a record written over them changes
+    /// neither the file's size nor its block map, so its fdatasync writes the data alone, not
+    /// also the inode (as an append would). Reading stops at the zeros.
+    fn create_file(&self) -> io::Result<LogFile> {
+        let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.dir.join(format!(
+            "{}.{}.{nanos:032}.{n}",
+            self.boot,
+            process_id(std::process::id())
+        ));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut written = 0;
+        while written < self.limit {
+            let n = zeros
+                .len()
+                .min(usize::try_from(self.limit - written).unwrap_or(usize::MAX));
+            file.write_all(&zeros[..n])?;
+            written += n as u64;
+        }
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        Ok(LogFile {
+            file,
+            path,
+            appended: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        })
+    }
+
+    /// After a failed append: the current file may end in a partial record, after which no
+    /// record could be read back. Everything placed so far is made durable in place, and the
+    /// file is dropped; the next record starts a new one.
+    fn salvage(&self, state: &mut State, error: io::Error) -> Result<(), StorageError> {
+        sync_filesystem(&self.root).map_err(|_| StorageError::backend(error))?;
+        if let Some(log) = state.current.take() {
+            let _ = self.remove(std::slice::from_ref(&log.path));
+        }
+        state.keys.clear();
+        Ok(())
+    }
+
+    /// Returns once the record is durable.
+    pub(super) fn commit(&self, pending: Option<Pending>) -> Result<(), StorageError> {
+        let Some(Pending { log, end }) = pending else {
+            return Ok(());
+        };
+        let mut synced = lock(&log.synced);
+        if *synced < end {
+            // Everything appended before the fdatasync starts is durable when it returns.
+            let appended = log.appended.load(Ordering::Acquire);
+            log.file.sync_data().map_err(StorageError::backend)?;
+            *synced = appended;
+        }
+        drop(synced);
+        self.checkpoint_if_due(&log);
+        Ok(())
+    }
+
+    /// Once `log` (the current file) has grown past the limit: new records go to a new file,
+    /// a `syncfs` makes durable in place all that `log` recorded, and `log` is removed.
+    fn checkpoint_if_due(&self, log: &Arc<LogFile>) {
+        if log.appended.load(Ordering::Acquire) < self.limit {
+            return;
+        }
+        let old = {
+            let mut state = lock(&self.state);
+            let is_current = state
+                .current
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, log));
+            if state.checkpointing || !is_current {
+                return;
+            }
+            state.checkpointing = true;
+            state.retiring = std::mem::take(&mut state.keys);
+            state.current.take()
+        };
+        // Every object `old` records was placed before its record was appended, so before
+        // `current` was taken: the sync covers them all.
+        let synced = sync_filesystem(&self.root).and_then(|()| {
+            self.remove(
+                old.iter()
+                    .map(|log| log.path.clone())
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+            )
+        });
+        let mut state = lock(&self.state);
+        state.checkpointing = false;
+        let retired = std::mem::take(&mut state.retiring);
+        if synced.is_err() {
+            // The old file stays, replayed after a crash and removed by the next storage
+            // opened on the root: its keys still count as journaled.
+            state.keys.extend(retired);
+        }
+    }
+}
+
+/// A process told apart from a later one with the same pid: `<pid>-<start time>` (in clock
+/// ticks after boot, `/proc/<pid>/stat`); the pid alone where the start time cannot be read.
+pub(super) fn process_id(pid: u32) -> String {
+    match start_time(pid) {
+        Some(start) => format!("{pid}-{start}"),
+        None => pid.to_string(),
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from the third on.
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process a journal file names (see `process_id`) is still running.
+fn is_running(process: &str) -> bool {
+    let (pid, started) = match process.split_once('-') {
+        Some((pid, started)) => (pid, Some(started)),
+        None => (process, None),
+    };
+    let Ok(pid) = pid.parse() else {
+        return false;
+    };
+    match (start_time(pid), started) {
+        (None, _) => false,
+        (Some(start), Some(started)) => started.parse() == Ok(start),
+        (Some(_), None) => true,
+    }
+}
+
+fn key_lock(key: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % KEY_LOCKS as u64) as usize
+}
+
+/// The last record of each key in `files` (read in order, merged by stamp): what replay
+/// applies.
+pub(super) fn final_records(files: &[PathBuf]) -> io::Result<Vec<Record>> {
+    let mut all = Vec::new();
+    for (order, file) in files.iter().enumerate() {
+        for (position, record) in read_records(file)?.into_iter().enumerate() {
+            all.push((record.stamp, order, position, record));
+        }
+    }
+    all.sort_by_key(|(stamp, order, position, _)| (*stamp, *order, *position));
+    let mut last: HashMap<String, Record> = HashMap::new();
+    for (_, _, _, record) in all {
+        last.insert(record.key.clone(), record);
+    }
+    let mut records: Vec<Record> = last.into_values().collect();
+    records.sort_by_key(|record| record.stamp);
+    Ok(records)
+}
