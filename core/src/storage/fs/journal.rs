@@ -167,10 +167,10 @@ struct State {
     current: Option<Arc<LogFile>>,
     /// When the last record was appended (see `Record::stamp`).
     last_stamp: u64,
-    /// Keys with records in the current file.
-    keys: HashSet<String>,
+    /// Keys (`key_hash`) with records in the current file.
+    keys: HashSet<u64>,
     /// Keys with records in a file being checkpointed.
-    retiring: HashSet<String>,
+    retiring: HashSet<u64>,
     checkpointing: bool,
 }
 
@@ -263,7 +263,8 @@ impl Journal {
     /// Whether `key` has records that a replay would apply.
     pub(super) fn holds(&self, key: &str) -> bool {
         let state = lock(&self.state);
-        state.keys.contains(key) || state.retiring.contains(key)
+        let hash = key_hash(key);
+        state.keys.contains(&hash) || state.retiring.contains(&hash)
     }
 
     /// Runs `write` (which places the object at `key`, or deletes it) and, if it succeeds,
@@ -276,12 +277,13 @@ impl Journal {
         data: &[u8],
         write: impl FnOnce() -> Result<T, StorageError>,
     ) -> Result<(T, Option<Pending>), StorageError> {
-        let _ordered = lock(&self.key_locks[key_lock(key)]);
+        let hash = key_hash(key);
+        let _ordered = lock(&self.key_locks[(hash % KEY_LOCKS as u64) as usize]);
         let written = write()?;
         let mut state = lock(&self.state);
         match self.append(&mut state, kind, key, data) {
             Ok(pending) => {
-                state.keys.insert(key.to_owned());
+                state.keys.insert(hash);
                 Ok((written, Some(pending)))
             }
             // The object is placed but unrecorded: make it durable another way.
@@ -449,11 +451,13 @@ fn is_running(process: &str) -> bool {
     }
 }
 
-fn key_lock(key: &str) -> usize {
+/// A key's hash: what the journal remembers of the keys it holds (a collision costs only a
+/// needless record), and what picks the lock that orders a key's writes.
+fn key_hash(key: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
-    (hasher.finish() % KEY_LOCKS as u64) as usize
+    hasher.finish()
 }
 
 /// The last record of each key in `files` (read in order, merged by stamp): what replay
