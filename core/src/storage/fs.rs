@@ -664,6 +664,14 @@ impl Inner {
             let Ok(path) = self.path(&record.key) else {
                 continue;
             };
+            // Written again after the record (by a process still running, say): newer.
+            let written_after = fs::symlink_metadata(&path).is_ok_and(|meta| {
+                let nanos = meta.mtime() as i128 * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                nanos > i128::from(record.stamp)
+            });
+            if written_after {
+                continue;
+            }
             let applied = match record.kind {
                 journal::Kind::Put => self
                     .put(
@@ -680,7 +688,7 @@ impl Inner {
         }
         // The objects replayed and those the page cache kept for the exited processes.
         journal::sync_filesystem(&self.root)?;
-        journal.remove(&[stale.replay, stale.settled].concat())
+        journal.remove(&[stale.replay.as_slice(), &stale.settled].concat())
     }
 
     /// Moves a finished temporary file to `target` and makes that durable if `durable`.
@@ -1269,6 +1277,10 @@ mod tests {
             .put("r/c", big.clone(), PutMode::Overwrite)
             .await
             .unwrap();
+        storage
+            .put("r/f", "journaled".into(), PutMode::Overwrite)
+            .await
+            .unwrap();
         drop(storage);
 
         // As if the machine had stopped: the journal is another boot's, the page cache lost
@@ -1279,19 +1291,28 @@ mod tests {
         let (_, rest) = name.split_once('.').unwrap();
         let moved = file.with_file_name(format!("{}.{rest}", "0".repeat(32)));
         fs::rename(&file, &moved).unwrap();
-        let mut log = OpenOptions::new().append(true).open(&moved).unwrap();
+        // The records end where the zeros the file was made with begin.
+        let end: usize = journal::read_records(&moved)
+            .unwrap()
+            .iter()
+            .map(|r| journal::encode(r.kind, r.stamp, &r.key, &r.data).len())
+            .sum();
         let torn = journal::encode(journal::Kind::Put, u64::MAX - 1, "r/d", b"torn");
-        log.write_all(&torn[..torn.len() - 1]).unwrap();
-        log.write_all(&journal::encode(
-            journal::Kind::Put,
-            u64::MAX,
-            "r/e",
-            b"after",
-        ))
-        .unwrap();
+        let after = journal::encode(journal::Kind::Put, u64::MAX, "r/e", b"after");
+        let mut tail = torn[..torn.len() - 1].to_vec();
+        tail.extend_from_slice(&after);
+        let log = OpenOptions::new().write(true).open(&moved).unwrap();
+        log.write_all_at(&tail, end as u64).unwrap();
         drop(log);
-        fs::write(root.join("r/a"), b"").unwrap();
-        fs::write(root.join("r/b"), b"garbage").unwrap();
+        // What the disk kept is older than the records...
+        let long_ago = UNIX_EPOCH + std::time::Duration::from_secs(1);
+        for (key, left) in [("r/a", &b""[..]), ("r/b", b"garbage")] {
+            fs::write(root.join(key), left).unwrap();
+            let file = File::options().write(true).open(root.join(key)).unwrap();
+            file.set_modified(long_ago).unwrap();
+        }
+        // ...but not what was written after one.
+        fs::write(root.join("r/f"), b"newer").unwrap();
 
         let storage = FsStorage::new(&root).unwrap();
         assert_eq!(read(&storage, "r/a").await.unwrap(), "two");
@@ -1299,6 +1320,7 @@ mod tests {
         assert_eq!(read(&storage, "r/c").await.unwrap(), big);
         assert!(read(&storage, "r/d").await.is_none());
         assert!(read(&storage, "r/e").await.is_none());
+        assert_eq!(read(&storage, "r/f").await.unwrap(), "newer");
         assert!(journal_files(&root).is_empty());
         fs::remove_dir_all(root).unwrap();
     }
@@ -1309,35 +1331,36 @@ mod tests {
         let root = temp_root("journal-exited");
         drop(FsStorage::new(&root).unwrap());
         let boot = journal::boot_id().unwrap();
-        // Its objects are in the page cache, newer than a record says (`u32::MAX` is no pid).
-        let file = root.join(format!(".berth/journal/{boot}.{}.0.0", u32::MAX));
-        fs::write(&file, journal::encode(journal::Kind::Put, 1, "r/a", b"old")).unwrap();
+        // Nobody holds it: its process exited, and its objects are in the page cache, newer
+        // than its record says.
+        let exited = root.join(format!(".berth/journal/{boot}.1.0.0"));
+        fs::write(
+            &exited,
+            journal::encode(journal::Kind::Put, 1, "r/a", b"old"),
+        )
+        .unwrap();
         fs::create_dir_all(root.join("r")).unwrap();
         fs::write(root.join("r/a"), b"new").unwrap();
-        // So is one of an earlier process whose pid this one has now.
-        let reused = root.join(format!(
-            ".berth/journal/{boot}.{}-1.0.0",
-            std::process::id()
-        ));
-        fs::write(
-            &reused,
-            journal::encode(journal::Kind::Put, 1, "r/c", b"old"),
-        )
-        .unwrap();
-        // A live process's journal (this one's) is left alone.
-        let process = journal::process_id(std::process::id());
-        let live = root.join(format!(".berth/journal/{boot}.{process}.0.0"));
-        fs::write(
-            &live,
-            journal::encode(journal::Kind::Put, 1, "r/b", b"live"),
-        )
-        .unwrap();
+        // A running process's journal (locked), of this boot or another machine's, is left
+        // alone.
+        let mut running = Vec::new();
+        for (boot, key) in [(boot.as_str(), "r/b"), ("0", "r/c")] {
+            let path = root.join(format!(".berth/journal/{boot}.2.0.0"));
+            fs::write(&path, journal::encode(journal::Kind::Put, 1, key, b"live")).unwrap();
+            let file = File::open(&path).unwrap();
+            file.lock().unwrap();
+            running.push((path, file));
+        }
 
         let storage = FsStorage::new(&root).unwrap();
         assert_eq!(read(&storage, "r/a").await.unwrap(), "new");
         assert!(read(&storage, "r/b").await.is_none());
         assert!(read(&storage, "r/c").await.is_none());
-        assert_eq!(journal_files(&root), vec![live]);
+        let mut left = journal_files(&root);
+        left.sort();
+        let mut expected: Vec<_> = running.iter().map(|(path, _)| path.clone()).collect();
+        expected.sort();
+        assert_eq!(left, expected);
         fs::remove_dir_all(root).unwrap();
     }
 

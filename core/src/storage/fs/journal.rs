@@ -8,11 +8,14 @@
 //! (group commit). A write returns once its record is durable.
 //!
 //! Should the machine stop before the objects reach the disk by themselves, the next storage
-//! opened on the root writes the journaled objects again ("replay", `FsStorage::new`): a
-//! journal written under another boot (`/proc/sys/kernel/random/boot_id`) may name objects the
-//! page cache lost. One written under this boot by a process that has exited names only
-//! objects the page cache still holds: a `syncfs` makes them durable, and the journal goes.
-//! A live process's journal is left alone, so several processes may share a root.
+//! opened on the root writes the journaled objects again ("replay", `FsStorage::new`). A
+//! process holds an exclusive `flock` on its journal file while it runs; a file nobody holds
+//! is an exited process's. One written under another boot (`/proc/sys/kernel/random/boot_id`;
+//! or by another machine sharing the root) may name objects a page cache lost, and is
+//! replayed, except over an object written after the record (a later mtime). One written
+//! under this boot names only objects this page cache still holds: a `syncfs` makes them
+//! durable, and the file goes. A held file is left alone, so several processes, in any
+//! containers or on any machines, may share a root.
 //!
 //! Once a journal file grows past its limit, a checkpoint starts a new file, makes everything
 //! the old one recorded durable in place with one `syncfs`, and removes the old file.
@@ -198,6 +201,8 @@ pub(super) struct Pending {
 pub(super) struct Stale {
     pub(super) replay: Vec<PathBuf>,
     pub(super) settled: Vec<PathBuf>,
+    /// Their locks, held until they are removed: a process starting meanwhile leaves them.
+    held: Vec<File>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -234,14 +239,19 @@ impl Journal {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let mut fields = name.split('.');
-            let (Some(boot), Some(process)) = (fields.next(), fields.next()) else {
+            let Some((boot, _)) = name.split_once('.') else {
                 continue;
             };
-            if boot != self.boot {
-                stale.replay.push(entry.path());
-            } else if !is_running(process) {
+            // Held: a running process's, or one that another new storage is settling.
+            let file = OpenOptions::new().write(true).open(entry.path())?;
+            if file.try_lock().is_err() {
+                continue;
+            }
+            stale.held.push(file);
+            if boot == self.boot {
                 stale.settled.push(entry.path());
+            } else {
+                stale.replay.push(entry.path());
             }
         }
         // Oldest first: records with equal stamps then apply in the order they were written.
@@ -325,12 +335,14 @@ impl Journal {
         let path = self.dir.join(format!(
             "{}.{}.{nanos:032}.{n}",
             self.boot,
-            process_id(std::process::id())
+            std::process::id()
         ));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
+        // Held while this process runs (the kernel lets go when it exits): see `stale`.
+        file.lock()?;
         let zeros = vec![0u8; 64 * 1024];
         let mut written = 0;
         while written < self.limit {
@@ -416,38 +428,6 @@ impl Journal {
             // opened on the root: its keys still count as journaled.
             state.keys.extend(retired);
         }
-    }
-}
-
-/// A process told apart from a later one with the same pid: `<pid>-<start time>` (in clock
-/// ticks after boot, `/proc/<pid>/stat`); the pid alone where the start time cannot be read.
-pub(super) fn process_id(pid: u32) -> String {
-    match start_time(pid) {
-        Some(start) => format!("{pid}-{start}"),
-        None => pid.to_string(),
-    }
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces), from the third on.
-    let (_, after) = stat.rsplit_once(')')?;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether the process a journal file names (see `process_id`) is still running.
-fn is_running(process: &str) -> bool {
-    let (pid, started) = match process.split_once('-') {
-        Some((pid, started)) => (pid, Some(started)),
-        None => (process, None),
-    };
-    let Ok(pid) = pid.parse() else {
-        return false;
-    };
-    match (start_time(pid), started) {
-        (None, _) => false,
-        (Some(start), Some(started)) => started.parse() == Ok(start),
-        (Some(_), None) => true,
     }
 }
 
