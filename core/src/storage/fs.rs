@@ -730,16 +730,21 @@ impl Inner {
         if replace {
             self.name_temp(temp)?;
         }
-        // A concurrent delete may prune the freshly made parent; try again.
+        // The parent is made only when the first try finds it missing (an unnamed temporary
+        // file was made in it, so it mostly exists: a `mkdir` first would cost a failed call
+        // and a lock of the grandparent per object). A concurrent delete may prune the freshly
+        // made parent; try again.
         let mut attempts = 0;
         loop {
-            ensure_dir(parent)?;
             let result = match &temp.path {
                 Some(path) if replace => fs::rename(path, target),
                 _ => temp.link(target),
             };
             match result {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => {
+                    attempts += 1;
+                    ensure_dir(parent)?;
+                }
                 other => return other,
             }
         }

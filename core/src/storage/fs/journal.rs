@@ -254,7 +254,8 @@ impl Journal {
                 stale.replay.push(entry.path());
             }
         }
-        // Oldest first: records with equal stamps then apply in the order they were written.
+        // By name (boot, pid, creation time): one process's files in the order it wrote them,
+        // the order `final_records` uses to break ties between records with equal stamps.
         stale.replay.sort();
         Ok(stale)
     }
