@@ -73,6 +73,18 @@ def main():
     args = parser.parse_args()
 
     rows = [json.loads(line) for line in open(args.results) if line.strip()]
+    # Counts of sync calls over a traced round of small images, per server (bench/run.sh).
+    syncs = {row["target"]: row for row in rows if row["scenario"] == "syncs-per-image"}
+    rows = [row for row in rows if row["scenario"] != "syncs-per-image"]
+
+    def per_image(target):
+        row = syncs.get(target)
+        if not row or not row.get("images"):
+            return None
+        counts = [f"{row[call] / row['images']:.1f} {call}" for call in ("fsync", "fdatasync", "syncfs", "sync")
+                  if row.get(call)]
+        return " + ".join(counts) or "none"
+
     failures = [row for row in rows if "error" in row]
     rows = [row for row in rows if "error" not in row]
     # Until the load generator recorded "client_hashed", it did not hash the ceiling's
@@ -148,6 +160,11 @@ def main():
             continue
         label = label.format(size=size, images=args.images)
         lines.append(f"| {label} ({unit}) | " + " | ".join(cell(scenario, t) for t in targets) + " |")
+    if syncs:
+        traced = next(iter(syncs.values()))["images"]
+        lines += ["", f"Syncs per small image (a separate round of {traced} images each server has not seen, "
+                  "traced with `strace -f -c`, every committed blob and manifest durable): "
+                  + "; ".join(f"{LABELS.get(t, t)}: {per_image(t)}" for t in syncs) + "."]
     peers = [p for p in PEERS if p in targets]
     if peers:
         lines += ["", "## berth serve against its peers", "", "| scenario | " + " | ".join(f"berth / {p}" for p in peers) +
@@ -187,7 +204,8 @@ def main():
             check(f"{scenario}: p99 ≤ 1/10 of registry:2's", bp <= rp / 10, f"{bp:.2f} vs {rp:.2f} ms")
     b, r = med(("small-images", "berth")), med(("small-images", reg))
     if b and r:
-        check("small images: ≥ 5× registry:2", b >= 5 * r, f"{b / r:.2f}×")
+        durable = "; syncs per image: " + ", ".join(f"{t} {per_image(t)}" for t in ("berth", reg) if per_image(t))
+        check("small images: ≥ 5× registry:2", b >= 5 * r, f"{b / r:.2f}×" + (durable if syncs else ""))
     rss = med_extra(("push-whole", "berth"), "peak_rss_mib")
     if rss is not None:
         check(f"peak RSS during the {size} push ≤ 32 MiB", rss <= 32, f"{rss:.0f} MiB")

@@ -4,7 +4,8 @@
 # registry:2 (docker-registry), distribution v3 (go install) — plus berth's other hosts
 # (the Python package under gunicorn, the WebAssembly build in workerd) and a ceiling (a
 # do-nothing endpoint that only hashes uploads); runs every scenario on each in turn, round
-# after round; writes BENCHMARKS.md and its plots (bench/plots/*.png).
+# after round; counts the syncs a small image costs berth and registry:2 (strace, on a round
+# of its own); writes BENCHMARKS.md and its plots (bench/plots/*.png).
 #
 #   bench/run.sh            the full run (about 15 minutes on 2 cores)
 #   bench/run.sh --smoke    seconds, tiny sizes, berth beside registry:2: keeps the
@@ -84,9 +85,11 @@ serve() {
 
 port=$(free_port); "$berth" serve --addr "127.0.0.1:$port" --root "$work/berth" --log warn >"$work/berth.log" 2>&1 &
 serve berth $! "127.0.0.1:$port"
+traced=("berth=127.0.0.1:$port,pid=$!")
 port=$(free_port); registry_config "$work/registry2" "127.0.0.1:$port" >"$work/registry2.yml"
 docker-registry serve "$work/registry2.yml" >"$work/registry2.log" 2>&1 &
 serve registry2 $! "127.0.0.1:$port"
+traced+=("registry2=127.0.0.1:$port,pid=$!")
 port=$(free_port); "$bench" ceiling --addr "127.0.0.1:$port" --blob-mib "$blob_mib" >"$work/ceiling.log" 2>&1 &
 serve ceiling $! "127.0.0.1:$port" ceiling
 
@@ -114,6 +117,28 @@ log "running: ${targets[*]}"
 status=0
 "$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
   --images "$images" --limits-dir "$work" ${BENCH_ONLY:+--only "$BENCH_ONLY"} --out "$out/bench-results.jsonl" || status=$?
+# The syncs a small image costs berth and registry:2: each, traced by strace, takes a round of
+# images it does not hold yet (apart from the timed rounds: strace slows every call down).
+if ! command -v strace >/dev/null; then
+  log "strace is not installed: the syncs per small image are not counted"
+elif [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,small-images,* ]]; then
+  sync_images=$((images < 64 ? images : 64))
+  for spec in "${traced[@]}"; do
+    name=${spec%%=*} pid=${spec##*pid=}
+    strace -f -c -e trace=fsync,fdatasync,syncfs,sync -o "$work/$name.syncs" -p "$pid" 2>/dev/null &
+    tracer=$!
+    sleep 1
+    "$bench" run --target "$spec" --rounds 1 --first-round 1000 --images "$sync_images" \
+      --only small-images 2>/dev/null || status=1
+    kill -INT "$tracer"; wait "$tracer" || true
+    # strace -c: "% time, seconds, usecs/call, calls, [errors,] syscall" per traced call.
+    awk -v name="$name" -v images="$sync_images" '
+      $NF ~ /^(fsync|fdatasync|syncfs|sync)$/ { calls[$NF] = $4 }
+      END { printf "{\"scenario\":\"syncs-per-image\",\"target\":\"%s\",\"round\":0,\"images\":%d", name, images
+            for (c in calls) printf ",\"%s\":%d", c, calls[c]
+            print "}" }' "$work/$name.syncs" >>"$out/bench-results.jsonl"
+  done
+fi
 "$tools/bench-venv/bin/python" "$here/report.py" "$out/bench-results.jsonl" "$out" \
   --blob-mib "$blob_mib" --rounds "$rounds" --duration "$duration" --images "$images"
 log "report: $out/BENCHMARKS.md"

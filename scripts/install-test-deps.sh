@@ -33,6 +33,8 @@ debian_packages=()
 command -v skopeo >/dev/null || debian_packages+=(skopeo)
 command -v docker-registry >/dev/null || debian_packages+=(docker-registry)
 command -v curl >/dev/null || debian_packages+=(curl)
+# The benchmark counts the syncs of a small-image push with it.
+command -v strace >/dev/null || debian_packages+=(strace)
 command -v openssl >/dev/null || debian_packages+=(openssl)
 command -v python3 >/dev/null || debian_packages+=(python3)
 # The C host and the C tests of the C ABI.

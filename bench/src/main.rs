@@ -3,7 +3,8 @@
 //! ```text
 //! berth-bench run --target berth=127.0.0.1:5000,pid=123 --target registry2=127.0.0.1:5001,pid=456 \
 //!     [--target ceiling=127.0.0.1:5002,pid=789,ceiling] [--rounds 3] [--blob-mib 1024] \
-//!     [--duration 10] [--concurrency 32] [--images 300] [--pushers 8] [--limits-dir DIR] --out results.jsonl
+//!     [--duration 10] [--concurrency 32] [--images 300] [--pushers 8] [--limits-dir DIR] \
+//!     [--first-round 0] --out results.jsonl
 //! berth-bench ceiling --addr 127.0.0.1:5002 [--blob-mib 1024]
 //! ```
 //!
@@ -29,6 +30,9 @@ use crate::scenarios::Target;
 struct Settings {
     targets: Vec<Target>,
     rounds: u64,
+    /// The number of the first round, which seeds its content: a later run against the same
+    /// servers (bench/run.sh's count of syncs) pushes images they do not hold yet.
+    first_round: u64,
     blob_size: u64,
     duration: Duration,
     concurrency: usize,
@@ -65,6 +69,7 @@ fn settings(args: &[String]) -> Result<Settings, Error> {
     let mut settings = Settings {
         targets: Vec::new(),
         rounds: 3,
+        first_round: 0,
         blob_size: 1 << 30,
         duration: Duration::from_secs(10),
         concurrency: 32,
@@ -80,6 +85,7 @@ fn settings(args: &[String]) -> Result<Settings, Error> {
         match flag.as_str() {
             "--target" => settings.targets.push(parse_target(value()?)?),
             "--rounds" => settings.rounds = value()?.parse()?,
+            "--first-round" => settings.first_round = value()?.parse()?,
             "--blob-mib" => settings.blob_size = value()?.parse::<u64>()? << 20,
             "--duration" => settings.duration = Duration::from_secs_f64(value()?.parse()?),
             "--concurrency" => settings.concurrency = value()?.parse()?,
@@ -148,7 +154,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
         .filter(|s| wanted(s))
         .collect();
     if !blob_scenarios.is_empty() {
-        for round in 0..settings.rounds {
+        for round in settings.first_round..settings.first_round + settings.rounds {
             for target in &settings.targets {
                 let blobs =
                     scenarios::blob_round(target, round, settings.blob_size, &blob_scenarios);
@@ -184,7 +190,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
                 settings.duration,
             )
         };
-        for round in 0..settings.rounds {
+        for round in settings.first_round..settings.first_round + settings.rounds {
             for (target, paths) in settings.targets.iter().zip(&reads) {
                 let Some((manifest, blob)) = paths else {
                     continue;
@@ -211,7 +217,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
         }
     }
     if wanted("small-images") {
-        for round in 0..settings.rounds {
+        for round in settings.first_round..settings.first_round + settings.rounds {
             for target in &settings.targets {
                 let images =
                     scenarios::small_images(target, round, settings.images, settings.pushers);
