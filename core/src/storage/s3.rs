@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use ::object_store::aws::AmazonS3Builder;
 
+/// How long one request to S3 may take, body included.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 use super::{ObjectStoreStorage, StorageError};
 
 /// Where and how to reach an S3 bucket (AWS, R2, MinIO, any S3-compatible service).
@@ -47,7 +50,14 @@ impl ObjectStoreStorage {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
             .with_allow_http(settings.allow_http)
-            .with_virtual_hosted_style_request(!settings.path_style);
+            .with_virtual_hosted_style_request(!settings.path_style)
+            // object_store's default limits a request to 30 s, whole. Completing a multipart
+            // upload of a large blob can take longer than that (the server joins the parts:
+            // s3s-fs took over 30 s for 6 GiB here, and S3 itself may take minutes); the retry
+            // after such a timeout finds the upload gone and fails the push.
+            .with_client_options(
+                ::object_store::ClientOptions::new().with_timeout(REQUEST_TIMEOUT),
+            );
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
