@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use ::object_store::aws::AmazonS3Builder;
-
-/// How long one request to S3 may take, body included.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+use ::object_store::ClientConfigKey;
+use ::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
 use super::{ObjectStoreStorage, StorageError};
+
+/// How long one request to S3 may take, body included.
+const REQUEST_TIMEOUT: &str = "600s";
 
 /// Where and how to reach an S3 bucket (AWS, R2, MinIO, any S3-compatible service).
 ///
@@ -55,8 +56,9 @@ impl ObjectStoreStorage {
             // upload of a large blob can take longer than that (the server joins the parts:
             // s3s-fs took over 30 s for 6 GiB here, and S3 itself may take minutes); the retry
             // after such a timeout finds the upload gone and fails the push.
-            .with_client_options(
-                ::object_store::ClientOptions::new().with_timeout(REQUEST_TIMEOUT),
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                REQUEST_TIMEOUT,
             );
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
