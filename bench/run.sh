@@ -131,7 +131,9 @@ elif [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,small-images,* ]]; then
     "$bench" run --target "$spec" --rounds 1 --first-round 1000 --images "$sync_images" \
       --only small-images 2>/dev/null || status=1
     kill -INT "$tracer"; wait "$tracer" || true
-    # strace -c: "% time, seconds, usecs/call, calls, [errors,] syscall" per traced call.
+    # strace -c: "% time, seconds, usecs/call, calls, [errors,] syscall" per traced call,
+    # then a "total" line; none where it could not attach (no ptrace permission).
+    grep -q total "$work/$name.syncs" 2>/dev/null || { log "strace could not trace $name"; continue; }
     awk -v name="$name" -v images="$sync_images" '
       $NF ~ /^(fsync|fdatasync|syncfs|sync)$/ { calls[$NF] = $4 }
       END { printf "{\"scenario\":\"syncs-per-image\",\"target\":\"%s\",\"round\":0,\"images\":%d", name, images
