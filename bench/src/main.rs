@@ -43,6 +43,12 @@ struct Settings {
     only: Option<Vec<String>>,
 }
 
+impl Settings {
+    fn round_numbers(&self) -> std::ops::Range<u64> {
+        self.first_round..self.first_round + self.rounds
+    }
+}
+
 fn parse_target(spec: &str) -> Result<Target, Error> {
     let mut parts = spec.split(',');
     let (name, addr) = parts
@@ -154,7 +160,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
         .filter(|s| wanted(s))
         .collect();
     if !blob_scenarios.is_empty() {
-        for round in settings.first_round..settings.first_round + settings.rounds {
+        for round in settings.round_numbers() {
             for target in &settings.targets {
                 let blobs =
                     scenarios::blob_round(target, round, settings.blob_size, &blob_scenarios);
@@ -190,7 +196,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
                 settings.duration,
             )
         };
-        for round in settings.first_round..settings.first_round + settings.rounds {
+        for round in settings.round_numbers() {
             for (target, paths) in settings.targets.iter().zip(&reads) {
                 let Some((manifest, blob)) = paths else {
                     continue;
@@ -217,7 +223,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
         }
     }
     if wanted("small-images") {
-        for round in settings.first_round..settings.first_round + settings.rounds {
+        for round in settings.round_numbers() {
             for target in &settings.targets {
                 let images =
                     scenarios::small_images(target, round, settings.images, settings.pushers);
