@@ -150,7 +150,7 @@ def main():
     ]
     for scenario, label in [("limit-sha256", "SHA-256 on one core"), ("limit-loopback-tcp", "loopback TCP, one stream"),
                             ("limit-disk-fdatasync", f"disk write of {size}, then fdatasync"),
-                            ("limit-disk-fdatasync-parts", f"disk write of {size} in 2 MiB parts, each handed to the disk as written, one fdatasync (as berth writes)")]:
+                            ("limit-disk-fdatasync-parts", f"disk write of {size} in 2 MiB parts, each allocated first and handed to the disk as written, one fdatasync (as berth writes)")]:
         if values.get((scenario, "machine")):
             lines.append(f"| {label} | {med((scenario, 'machine')):,.0f} |")
     lines += ["", "## Results", "", "| scenario | " + " | ".join(LABELS[t] for t in targets) + " |",

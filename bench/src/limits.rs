@@ -53,8 +53,8 @@ pub(crate) async fn measure(
     let tcp = mb(started.elapsed().as_secs_f64());
 
     // Written twice: in one go with one fdatasync at the end, and as berth's FsStorage writes
-    // an upload: in parts of its default size, each handed to the disk (its writeback
-    // started) once written, and one fdatasync at the end.
+    // an upload: in parts of its default size, each allocated before it is written and handed
+    // to the disk (its writeback started) once written, and one fdatasync at the end.
     let path = dir.join("berth-bench-disk.tmp");
     let mut disk = Vec::new();
     for piece in [block.len(), berth::DEFAULT_PART_SIZE] {
@@ -65,6 +65,9 @@ pub(crate) async fn measure(
             let mut offset = 0u64;
             for _ in 0..rounds {
                 for part in block.chunks(piece) {
+                    if piece < block.len() {
+                        berth::storage::FsStorage::preallocate(&file, offset, part.len() as u64);
+                    }
                     file.write_all(part)?;
                     if piece < block.len() {
                         berth::storage::FsStorage::start_writeback(
