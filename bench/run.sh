@@ -7,7 +7,7 @@
 # after round; counts the syncs a small image costs berth and registry:2 (strace, on a round
 # of its own); writes BENCHMARKS.md and its plots (bench/plots/*.png).
 #
-#   bench/run.sh            the full run (about 15 minutes on 2 cores)
+#   bench/run.sh            the full run (about 25 minutes on 2 cores, the build included)
 #   bench/run.sh --smoke    seconds, tiny sizes, berth beside registry:2: keeps the
 #                           benchmark working (CI); the report goes to target/bench-smoke
 #

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
+use berth::storage::FsStorage;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +59,7 @@ pub(crate) async fn measure(
     let path = dir.join("berth-bench-disk.tmp");
     let mut disk = Vec::new();
     for piece in [block.len(), berth::DEFAULT_PART_SIZE] {
+        let as_berth = piece < block.len();
         crate::process::settle_memory(bytes);
         let started = Instant::now();
         {
@@ -65,18 +67,15 @@ pub(crate) async fn measure(
             let mut offset = 0u64;
             for _ in 0..rounds {
                 for part in block.chunks(piece) {
-                    if piece < block.len() {
-                        berth::storage::FsStorage::preallocate(&file, offset, part.len() as u64);
+                    let len = part.len() as u64;
+                    if as_berth {
+                        FsStorage::preallocate(&file, offset, len);
                     }
                     file.write_all(part)?;
-                    if piece < block.len() {
-                        berth::storage::FsStorage::start_writeback(
-                            &file,
-                            offset,
-                            part.len() as u64,
-                        );
+                    if as_berth {
+                        FsStorage::start_writeback(&file, offset, len);
                     }
-                    offset += part.len() as u64;
+                    offset += len;
                 }
             }
             file.sync_data()?;
