@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Crash safety of `berth serve`: kill -9 in the middle of uploads, restart on the same root.
-# Nothing half-written becomes visible, and an upload session survives the crash.
+# Nothing half-written becomes visible, and an upload session survives the crash of the
+# process; one from before the machine stopped is refused (its parts may be lost) and pushed again.
 #   tests/durability.sh BERTH_BINARY
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +48,31 @@ session_survives_kill() {
   cmp blob.bin pulled.bin
 }
 check "kill -9 between chunks: the session resumes after restart and the blob verifies" session_survives_kill
+
+session_refused_after_a_machine_stop() {
+  local root=$work/restart-root location
+  start_berth "$binary" "$root" || return 1
+  location=$(curl -s -D - -o /dev/null -X POST "http://$BERTH_ADDR/v2/crash/blobs/uploads/" | tr -d '\r' | sed -n 's/^location: //Ip')
+  [ -n "$location" ] || { echo "no Location"; return 1; }
+  equal "$(status -X PATCH -H 'Content-Range: 0-2999999' --data-binary @first.bin "http://$BERTH_ADDR$location")" 202 || return 1
+  kill -9 "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null
+  # The machine stopped too: the parts were recorded under a boot that is over.
+  local marker; marker=$(ls "$root"/.berth/parts/*/unsynced-boot)
+  [ -f "$marker" ] || { echo "no boot recorded in the parts: $marker"; return 1; }
+  printf '%032d' 0 >"$marker"
+  start_berth "$binary" "$root" || return 1
+  curl -s -o refused.json -w '%{http_code}' -X PATCH -H 'Content-Range: 3000000-7999999' \
+    --data-binary @rest.bin "http://$BERTH_ADDR$location" >refused.status
+  equal "$(cat refused.status)" 404 && grep -q BLOB_UPLOAD_UNKNOWN refused.json || { cat refused.json; return 1; }
+  equal "$(status "http://$BERTH_ADDR$location")" 404 &&
+  equal "$(ls "$root/.berth/parts")" "" &&
+  equal "$(status -X POST --data-binary @blob.bin "http://$BERTH_ADDR/v2/crash/blobs/uploads/?digest=$digest")" 201 &&
+  curl -s -o pulled.bin "http://$BERTH_ADDR/v2/crash/blobs/$digest" &&
+  cmp blob.bin pulled.bin
+}
+if [ -z "${BERTH_S3_ENDPOINT:-}" ]; then
+  check "machine stop between chunks: the upload is unknown after restart and is pushed again" session_refused_after_a_machine_stop
+fi
 
 # push_tagged TAG: pushes a one-blob image to journal:TAG; sets MANIFEST_DIGEST.
 push_tagged() {

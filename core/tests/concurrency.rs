@@ -84,6 +84,24 @@ async fn push_blob(registry: &Registry<FsStorage>, repo: &str, data: &[u8]) -> S
     digest
 }
 
+/// Opens an upload session on `registry` and sends `first` as its first chunk; returns the
+/// session's location.
+async fn upload_first_chunk(registry: &Registry<FsStorage>, first: &[u8]) -> String {
+    let (response, _) = send(registry, Method::Post, "/v2/r/blobs/uploads/", &[], vec![]).await;
+    let location = response.header("Location").expect("location").to_owned();
+    let range = format!("0-{}", first.len() - 1);
+    let (response, _) = send(
+        registry,
+        Method::Patch,
+        &location,
+        &[("Content-Range", &range)],
+        first.to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 202);
+    location
+}
+
 fn manifest(
     config: &str,
     config_len: usize,
@@ -327,17 +345,7 @@ async fn an_upload_continues_on_another_instance() {
     let first = registry(&root, "first");
     let second = registry(&root, "second");
     let data = blob(3, 10_000);
-    let (response, _) = send(&first, Method::Post, "/v2/r/blobs/uploads/", &[], vec![]).await;
-    let location = response.header("Location").expect("location").to_owned();
-    let (response, _) = send(
-        &first,
-        Method::Patch,
-        &location,
-        &[("Content-Range", "0-3999")],
-        data[..4000].to_vec(),
-    )
-    .await;
-    assert_eq!(response.status, 202);
+    let location = upload_first_chunk(&first, &data[..4000]).await;
     drop(first);
     let (response, _) = send(&second, Method::Get, &location, &[], vec![]).await;
     assert_eq!(
@@ -372,6 +380,61 @@ async fn an_upload_continues_on_another_instance() {
     )
     .await;
     assert_eq!(body, data);
+    std::fs::remove_dir_all(root).expect("cleanup");
+}
+
+/// On a local disk, parts are named before they are durable, under the boot that wrote them:
+/// once the machine has restarted (the boot recorded is not this one), the upload is unknown
+/// to a PATCH and to the finishing PUT alike, and nothing of it is published or kept.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_from_before_the_machine_restarted_is_unknown() {
+    let root = root("restarted");
+    let data = blob(5, 10_000);
+    let digest = Algorithm::Sha256.digest(&data);
+    for finish in [false, true] {
+        let before = registry(&root, "before");
+        let location = upload_first_chunk(&before, &data[..4000]).await;
+        drop(before);
+        let parts = root.join(".berth/parts");
+        for upload in std::fs::read_dir(&parts).expect("parts") {
+            let marker = upload.expect("upload").path().join("unsynced-boot");
+            assert!(
+                marker.exists(),
+                "the parts were named before they were durable"
+            );
+            std::fs::write(marker, "0".repeat(32)).expect("another boot");
+        }
+
+        let after = registry(&root, "after");
+        let (method, target) = if finish {
+            (Method::Put, format!("{location}?digest={digest}"))
+        } else {
+            (Method::Patch, location.clone())
+        };
+        let (response, body) = send(
+            &after,
+            method,
+            &target,
+            &[("Content-Range", "4000-9999")],
+            data[4000..].to_vec(),
+        )
+        .await;
+        assert_eq!(response.status, 404, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("BLOB_UPLOAD_UNKNOWN"));
+        let (response, _) = send(&after, Method::Get, &location, &[], vec![]).await;
+        assert_eq!(response.status, 404);
+        let (response, _) = send(
+            &after,
+            Method::Head,
+            &format!("/v2/r/blobs/{digest}"),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(response.status, 404);
+        assert_eq!(std::fs::read_dir(&parts).expect("parts").count(), 0);
+    }
     std::fs::remove_dir_all(root).expect("cleanup");
 }
 

@@ -167,7 +167,13 @@ impl<S: Storage> Registry<S> {
             })),
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
-                self.release(id, &meta, &before).await;
+                if error.code() == ErrorCode::BlobUploadUnknown {
+                    // Its parts are gone: the session cannot go on, though its record says so.
+                    self.discard(&before).await;
+                    let _ = self.end_session(id).await;
+                } else {
+                    self.release(id, &meta, &before).await;
+                }
                 Err(error)
             }
         }
@@ -423,7 +429,7 @@ impl<S: Storage> Registry<S> {
                     Either::Right((written, _)) => {
                         let written: Result<String, StorageError> = written;
                         in_flight = None;
-                        session.parts.push(written.map_err(internal)?);
+                        session.parts.push(written.map_err(parts_error)?);
                         continue;
                     }
                 },
@@ -441,14 +447,14 @@ impl<S: Storage> Registry<S> {
             for part in writer.push(chunk) {
                 if let Some(write) = in_flight.take() {
                     let written: Result<String, StorageError> = write.await;
-                    session.parts.push(written.map_err(internal)?);
+                    session.parts.push(written.map_err(parts_error)?);
                 }
                 in_flight = Some(Box::pin(self.start_part(session, staging, part).await?));
             }
         }
         if let Some(write) = in_flight.take() {
             let written: Result<String, StorageError> = write.await;
-            session.parts.push(written.map_err(internal)?);
+            session.parts.push(written.map_err(parts_error)?);
         }
         if let Some(expected) = expected
             && writer.received() != expected
@@ -492,7 +498,7 @@ impl<S: Storage> Registry<S> {
         // The session record saved next will name these parts: they must be durable first.
         // (The last body's parts are made durable when they are published.)
         if !last && let Some(upload) = &session.parts_upload {
-            self.storage.sync_parts(upload).await.map_err(internal)?;
+            self.storage.sync_parts(upload).await.map_err(parts_error)?;
         }
         session.offset += received;
         session.hash_state = hasher.save();
@@ -513,7 +519,7 @@ impl<S: Storage> Registry<S> {
         data: Chunks,
     ) -> Result<(), Error> {
         let part = self.start_part(session, staging, data).await?.await;
-        session.parts.push(part.map_err(internal)?);
+        session.parts.push(part.map_err(parts_error)?);
         Ok(())
     }
 
@@ -639,13 +645,13 @@ impl<S: Storage> Registry<S> {
                 Err(StorageError::AlreadyExists) => {
                     let _ = self.storage.abort_parts(&upload).await;
                 }
-                Err(StorageError::NotFound) => {
-                    return Err(Error::new(
-                        ErrorCode::BlobUploadUnknown,
-                        "the upload's parts are gone: it was cancelled or finished elsewhere",
-                    ));
+                Err(e) => {
+                    if matches!(e, StorageError::NotFound) {
+                        // Whatever is left of them (parts lost when the machine stopped).
+                        let _ = self.storage.abort_parts(&upload).await;
+                    }
+                    return Err(parts_error(e));
                 }
-                Err(e) => return Err(internal(e)),
             }
         }
         Ok(())
@@ -679,6 +685,19 @@ impl<S: Storage> Registry<S> {
         if let Some(key) = key {
             let _ = self.storage.delete(&key).await;
         }
+    }
+}
+
+/// A parts upload the storage no longer has is an unknown upload to the client, which starts
+/// it again; any other storage failure is the registry's.
+fn parts_error(error: StorageError) -> Error {
+    match error {
+        StorageError::NotFound => Error::new(
+            ErrorCode::BlobUploadUnknown,
+            "the upload's parts are gone: it was cancelled, finished elsewhere, or lost when the \
+             machine stopped; start it again",
+        ),
+        other => internal(other),
     }
 }
 

@@ -228,10 +228,12 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
         data: Chunks,
     ) -> Result<String, StorageError>;
 
-    /// Makes every part written to `upload` so far durable. A backend's `put_part` may
-    /// return before its part is (`FsStorage` only starts writing it to disk); the registry
-    /// calls this before a session record names the parts, and [`Storage::complete_parts`]
-    /// does it itself.
+    /// Makes every part written to `upload` so far safe for a session record to name: durable,
+    /// or, where the backend can tell when a crash may have lost them, refused from then on
+    /// ([`StorageError::NotFound`] here and from [`Storage::complete_parts`]). A backend's
+    /// `put_part` may return before its part is durable (`FsStorage` only starts writing it to
+    /// disk); the registry calls this before a session record names the parts, and
+    /// `complete_parts` makes them durable itself.
     async fn sync_parts(&self, _upload: &str) -> Result<(), StorageError> {
         Ok(())
     }
