@@ -299,11 +299,12 @@ impl FsStorage {
     /// that tools measuring a disk as berth uses it (`berth-bench`'s limits) write the same way.
     ///
     /// The disk then writes each part while the next is received, and the fsync that makes
-    /// the parts durable (when the upload completes, and on a network filesystem also before a
-    /// session record names them: see `Inner::sync_parts`) finds little left to write. An fdatasync per part instead flushed the disk's cache for
-    /// each (1 GiB in 16 MiB chunks: 942 vs 1,053 MB/s), and no fsync until the end, without
-    /// this, let the whole blob wait to be written then. `POSIX_FADV_DONTNEED` starts
-    /// writeback of the range's dirty pages; pages being written stay cached.
+    /// the parts durable (when the upload completes, and on a network filesystem also before
+    /// a session record names them: see `Inner::sync_parts`) finds little left to write. An
+    /// fdatasync per part instead flushed the disk's cache for each (1 GiB in 16 MiB chunks:
+    /// 942 vs 1,053 MB/s), and no fsync until the end, without this, let the whole blob wait
+    /// to be written then. `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages;
+    /// pages being written stay cached.
     pub fn start_writeback(file: &File, offset: u64, len: u64) {
         #[cfg(target_os = "linux")]
         {
