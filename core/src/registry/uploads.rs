@@ -495,8 +495,9 @@ impl<S: Storage> Registry<S> {
                 });
             }
         }
-        // The session record saved next will name these parts: they must be durable first.
-        // (The last body's parts are made durable when they are published.)
+        // The session record saved next will name these parts: they must be durable first, or
+        // be refused once a crash may have lost them (see `Storage::sync_parts`). The last
+        // body's parts are made durable when they are published.
         if !last && let Some(upload) = &session.parts_upload {
             self.storage.sync_parts(upload).await.map_err(parts_error)?;
         }
