@@ -5,7 +5,9 @@
 //! those two writes and cache flushes cost more than the object. So a small durable write is
 //! placed like any other but without the fsyncs, and recorded, whole, in this process's
 //! journal file; one `fdatasync` of the journal makes every record appended before it durable
-//! (group commit). A write returns once its record is durable.
+//! (group commit). A write returns once its record is durable. A writer on an async task
+//! (`Journal::durable`) places and records its object on its own thread and leaves the
+//! fdatasync to the journal's thread, so that no thread of the caller's waits for the disk.
 //!
 //! Should the machine stop before the objects reach the disk by themselves, the next storage
 //! opened on the root writes the journaled objects again ("replay", `FsStorage::new`). A
@@ -30,7 +32,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
@@ -162,6 +164,27 @@ pub(super) struct Journal {
     limit: u64,
     key_locks: Vec<Mutex<()>>,
     state: Mutex<State>,
+    /// The records waited for by `durable`, and the thread that makes them durable.
+    commits: Arc<Commits>,
+}
+
+/// Records that writers on async tasks wait for (`Journal::durable`). One thread of the
+/// journal's own makes them durable, so that a task waits without holding a thread: each
+/// fdatasync covers every record appended before it starts, and the records appended while
+/// it runs wait for the next.
+#[derive(Debug, Default)]
+struct Commits {
+    queue: Mutex<CommitQueue>,
+    arrived: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct CommitQueue {
+    waiting: Vec<(Pending, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    /// Whether the thread is running.
+    started: bool,
+    /// Set when the journal is dropped: the thread ends once nothing waits.
+    closed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -186,14 +209,36 @@ struct LogFile {
     /// Bytes made durable so far; held while an fdatasync runs, so that writers arriving
     /// meanwhile wait for it and then, mostly, find their records durable already.
     synced: Mutex<u64>,
+    /// The same figure, read without waiting for an fdatasync to end (`Journal::durable`).
+    durable: AtomicU64,
+}
+
+impl LogFile {
+    /// Makes the records up to `end`, and all appended before the fdatasync starts, durable.
+    fn sync_to(&self, end: u64) -> io::Result<()> {
+        let mut synced = lock(&self.synced);
+        if *synced < end {
+            let appended = self.appended.load(Ordering::Acquire);
+            self.file.sync_data()?;
+            *synced = appended;
+            self.durable.store(appended, Ordering::Release);
+        }
+        Ok(())
+    }
 }
 
 /// A record appended but not yet durable: where it ends, in which file.
 #[must_use = "a record is durable only once committed"]
+#[derive(Debug)]
 pub(super) struct Pending {
     log: Arc<LogFile>,
     end: u64,
 }
+
+/// A journal file grown past its limit, to checkpoint (`Journal::checkpoint`) on a thread
+/// that may wait for a `syncfs`.
+#[must_use = "a full journal file is checkpointed by the writer that filled it"]
+pub(super) struct Due(Arc<LogFile>);
 
 /// The journal files a new storage found: to replay, and to remove once the filesystem is
 /// synced.
@@ -228,6 +273,7 @@ impl Journal {
             limit,
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             state: Mutex::new(State::default()),
+            commits: Arc::default(),
         }))
     }
 
@@ -360,6 +406,7 @@ impl Journal {
             path,
             appended: AtomicU64::new(0),
             synced: Mutex::new(0),
+            durable: AtomicU64::new(0),
         })
     }
 
@@ -380,16 +427,59 @@ impl Journal {
         let Some(Pending { log, end }) = pending else {
             return Ok(());
         };
-        let mut synced = lock(&log.synced);
-        if *synced < end {
-            // Everything appended before the fdatasync starts is durable when it returns.
-            let appended = log.appended.load(Ordering::Acquire);
-            log.file.sync_data().map_err(StorageError::backend)?;
-            *synced = appended;
-        }
-        drop(synced);
+        log.sync_to(end).map_err(StorageError::backend)?;
         self.checkpoint_if_due(&log);
         Ok(())
+    }
+
+    /// Returns once the record is durable, without holding a thread meanwhile (the journal's
+    /// own thread runs the fdatasync); for a writer on an async task. Returns the file to
+    /// checkpoint if the record filled it.
+    pub(super) async fn durable(
+        &self,
+        pending: Option<Pending>,
+    ) -> Result<Option<Due>, StorageError> {
+        let Some(pending) = pending else {
+            return Ok(None);
+        };
+        let log = Arc::clone(&pending.log);
+        if log.durable.load(Ordering::Acquire) < pending.end {
+            let (done, result) = tokio::sync::oneshot::channel();
+            self.wait_for(pending, done)?;
+            match result.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(StorageError::backend(error)),
+                Err(_) => return Err(StorageError::backend("the journal's thread stopped")),
+            }
+        }
+        let full = log.appended.load(Ordering::Acquire) >= self.limit;
+        Ok(full.then_some(Due(log)))
+    }
+
+    /// Queues `pending` for the journal's thread, starting the thread if it is not running.
+    fn wait_for(
+        &self,
+        pending: Pending,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ) -> Result<(), StorageError> {
+        let mut queue = lock(&self.commits.queue);
+        if !queue.started {
+            let commits = Arc::clone(&self.commits);
+            std::thread::Builder::new()
+                .name("berth-journal".into())
+                .spawn(move || commit_waiting(&commits))
+                .map_err(StorageError::backend)?;
+            queue.started = true;
+        }
+        queue.waiting.push((pending, done));
+        drop(queue);
+        self.commits.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Checkpoints a file `durable` found full (see `checkpoint_if_due`).
+    pub(super) fn checkpoint(&self, due: Due) {
+        self.checkpoint_if_due(&due.0);
     }
 
     /// Once `log` (the current file) has grown past the limit: new records go to a new file,
@@ -428,6 +518,80 @@ impl Journal {
             // The old file stays, replayed after a crash and removed by the next storage
             // opened on the root: its keys still count as journaled.
             state.keys.extend(retired);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Journal {
+    /// The bytes appended to the current file and how many of them are durable.
+    pub(super) fn progress(&self) -> Option<(u64, u64)> {
+        let state = lock(&self.state);
+        let log = state.current.as_ref()?;
+        Some((
+            log.appended.load(Ordering::Acquire),
+            log.durable.load(Ordering::Acquire),
+        ))
+    }
+
+    /// What the journal's thread holds while it runs.
+    pub(super) fn commit_thread_holds(&self) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let commits: Arc<dyn std::any::Any + Send + Sync> = self.commits.clone();
+        Arc::downgrade(&commits)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        lock(&self.commits.queue).closed = true;
+        self.commits.arrived.notify_all();
+    }
+}
+
+/// The journal's thread: makes the queued records durable, one fdatasync per file for all
+/// that queued meanwhile, until the journal is dropped.
+fn commit_waiting(commits: &Commits) {
+    loop {
+        let batch = {
+            let mut queue = lock(&commits.queue);
+            while queue.waiting.is_empty() && !queue.closed {
+                queue = commits
+                    .arrived
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if queue.waiting.is_empty() {
+                return;
+            }
+            std::mem::take(&mut queue.waiting)
+        };
+        // Mostly one file; two while a checkpoint moves records to a new one. A file whose
+        // waiting records an fdatasync already covered (one that was running when they
+        // queued) is not synced again.
+        let mut files: Vec<(Arc<LogFile>, u64)> = Vec::new();
+        for (pending, _) in &batch {
+            match files
+                .iter_mut()
+                .find(|(log, _)| Arc::ptr_eq(log, &pending.log))
+            {
+                Some((_, end)) => *end = (*end).max(pending.end),
+                None => files.push((Arc::clone(&pending.log), pending.end)),
+            }
+        }
+        let synced: Vec<(Arc<LogFile>, Result<(), String>)> = files
+            .into_iter()
+            .map(|(log, end)| {
+                let result = log.sync_to(end).map_err(|e| e.to_string());
+                (log, result)
+            })
+            .collect();
+        for (pending, done) in batch {
+            let result = synced
+                .iter()
+                .find(|(log, _)| Arc::ptr_eq(log, &pending.log))
+                .map_or(Ok(()), |(_, result)| result.clone());
+            // The writer may have gone (its request dropped): nothing to tell.
+            let _ = done.send(result);
         }
     }
 }
