@@ -699,9 +699,11 @@ impl Inner {
         Ok(object_meta(&meta))
     }
 
-    /// Writes a durable object: through the journal where it is small enough (see `journal`),
-    /// else in place.
-    fn put_durable(
+    /// Writes a durable object in place, with its fsyncs: one too large for the journal, or
+    /// any where there is no journal (small ones with a journal are written by
+    /// `FsStorage::put` on the calling thread). Where the journal holds records of the key,
+    /// the write is recorded too, so that replay does not bring the older content back.
+    fn put_in_place(
         &self,
         key: &str,
         target: &Path,
@@ -709,21 +711,12 @@ impl Inner {
         mode: PutMode,
     ) -> Result<ObjectMeta, StorageError> {
         #[cfg(target_os = "linux")]
-        if let Some(journal) = &self.journal {
-            let (kind, how) = if data.len() <= journal::JOURNALED_MAX {
-                (journal::Kind::Put, Durability::Journaled)
-            } else if journal.holds(key) {
-                (journal::Kind::External, Durability::Fsync)
-            } else {
-                return self.put(target, data, mode, Durability::Fsync);
-            };
-            let record = if kind == journal::Kind::Put {
-                data
-            } else {
-                &[]
-            };
-            let (meta, pending) =
-                journal.record(key, kind, record, || self.put(target, data, mode, how))?;
+        if let Some(journal) = &self.journal
+            && journal.holds(key)
+        {
+            let (meta, pending) = journal.record(key, journal::Kind::External, &[], || {
+                self.put(target, data, mode, Durability::Fsync)
+            })?;
             journal.commit(pending)?;
             return Ok(meta);
         }
@@ -1154,7 +1147,7 @@ impl Storage for FsStorage {
             return Ok(meta);
         }
         let key = key.to_owned();
-        self.blocking(move |inner| inner.put_durable(&key, &target, &data, mode))
+        self.blocking(move |inner| inner.put_in_place(&key, &target, &data, mode))
             .await
     }
 
