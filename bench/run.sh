@@ -115,7 +115,7 @@ status=0
 # The WASM host runs on its in-memory store, which keeps every blob pushed to it (two per
 # round). Memory held that way slowed every page-cache writer measured after it on this VM:
 # berth's 1 GiB push ran at 560-670 MB/s and 1.9-2.3 server CPU s/GB in the rounds after it,
-# against 1,030-1,160 MB/s and 1.1-1.2 with it measured last (a process holding 6 GiB did the
+# against 1,020-1,160 MB/s and 1.1-1.2 with it measured last (a process holding 6 GiB did the
 # same: 1,120 -> 900 MB/s). So it is started only now, and measured in a pass of its own.
 workerd=$tools/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd
 if [ $smoke = 0 ] && [ -x "$workerd" ] && "$root/wasm/build.sh" >"$work/wasm-build.log" 2>&1; then
