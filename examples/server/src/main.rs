@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod threads;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Cli, Command, Settings, StorageSettings};
+use crate::threads::ConnectionThreads;
 
 /// How long open connections may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -62,7 +64,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Accepting connections, signals and purges; connections are served on threads of their
+    // own (see `threads`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -226,6 +230,8 @@ async fn serve(
         "berth is serving"
     );
 
+    let threads = ConnectionThreads::per_cpu()
+        .map_err(|e| format!("cannot start the connection threads: {e}"))?;
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -241,25 +247,36 @@ async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Handed over without its registration with this runtime: the connection's thread
+        // registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "accepted connection unusable");
+                continue;
+            }
+        };
         let registry = Arc::clone(&registry);
         let service = service_fn(move |request| http::serve(Arc::clone(&registry), request));
-        match &tls {
-            None => {
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let graceful_watch = graceful.watcher();
-                tokio::spawn(async move {
+        let builder = builder.clone();
+        let acceptor = tls.clone();
+        let watcher = graceful.watcher();
+        threads.serve(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "accepted connection unusable");
+                    return;
+                }
+            };
+            let served = match acceptor {
+                None => {
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
                     let stream = match acceptor.accept(stream).await {
                         Ok(stream) => stream,
                         Err(e) => {
@@ -270,12 +287,13 @@ async fn serve(
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = graceful_watch.watch(connection).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        }
+        });
     }
     tracing::info!("shutting down: finishing open requests");
     tokio::select! {
