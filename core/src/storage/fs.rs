@@ -42,10 +42,65 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_BATCH: usize = 8;
 /// Objects up to this size (manifests, links, records) are read on the calling thread.
 const INLINE_READ: u64 = READ_CHUNK as u64;
+/// Read buffers kept for the next stream: every chunk of 8 streams in flight, 4 MiB at most.
+const KEPT_READ_BUFFERS: usize = 8 * READ_BATCH;
+
+/// Buffers a stream reads into, used again once its chunks are sent. A new buffer is zeroed
+/// before it is read into; for every chunk of a pull that was 5.7% of the server's samples.
+/// Same-run A/B, 1 GiB pulls from the page cache, 4 rounds: 2,288 → 2,670 MB/s.
+#[derive(Debug, Default)]
+struct ReadBuffers(Mutex<Vec<Vec<u8>>>);
+
+impl ReadBuffers {
+    /// A buffer of `READ_CHUNK` bytes, kept or new.
+    fn take(&self) -> Vec<u8> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        kept.unwrap_or_else(|| vec![0; READ_CHUNK])
+    }
+
+    /// Keeps `buffer` for the next stream, if fewer than `KEPT_READ_BUFFERS` are kept.
+    fn give_back(&self, buffer: Vec<u8>) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT_READ_BUFFERS {
+            kept.push(buffer);
+        }
+    }
+}
+
+/// The first `len` bytes of a kept buffer, which goes back to its `ReadBuffers` when dropped.
+struct ReadChunk {
+    buffer: Vec<u8>,
+    len: usize,
+    kept: Arc<ReadBuffers>,
+}
+
+impl AsRef<[u8]> for ReadChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl Drop for ReadChunk {
+    fn drop(&mut self) {
+        self.kept.give_back(std::mem::take(&mut self.buffer));
+    }
+}
+
+/// Where a read's chunks go: new buffers of the size read (a small object, which may be kept
+/// long after), or kept ones (a stream).
+#[derive(Clone, Copy)]
+enum ReadInto<'a> {
+    Exact,
+    Kept(&'a Arc<ReadBuffers>),
+}
 
 /// Reads up to `READ_BATCH` chunks of at most `remaining` bytes in all.
-fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64), StorageError> {
-    let (chunks, read) = gather(remaining, |buffer| match file.read(buffer) {
+fn read_batch(
+    mut file: File,
+    remaining: u64,
+    into: ReadInto<'_>,
+) -> Result<(File, Vec<Bytes>, u64), StorageError> {
+    let (chunks, read) = gather(remaining, into, |buffer| match file.read(buffer) {
         Ok(0) => Err(StorageError::backend("object shrank while being read")),
         Ok(n) => Ok(Some(n)),
         Err(e) => Err(io_error(e)),
@@ -57,19 +112,41 @@ fn read_batch(mut file: File, remaining: u64) -> Result<(File, Vec<Bytes>, u64),
 /// returns how many bytes it put in a buffer, or `None` to end the batch there.
 fn gather(
     remaining: u64,
+    into: ReadInto<'_>,
     mut read_into: impl FnMut(&mut [u8]) -> Result<Option<usize>, StorageError>,
 ) -> Result<(Vec<Bytes>, u64), StorageError> {
     let mut chunks = Vec::with_capacity(READ_BATCH);
     let mut read = 0u64;
     while chunks.len() < READ_BATCH && read < remaining {
-        let want = usize::try_from((remaining - read).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-        let mut buffer = vec![0; want];
-        let Some(n) = read_into(&mut buffer)? else {
+        let (mut buffer, kept) = match into {
+            ReadInto::Exact => {
+                let want = usize::try_from((remaining - read).min(READ_CHUNK as u64))
+                    .unwrap_or(READ_CHUNK);
+                (vec![0; want], None)
+            }
+            ReadInto::Kept(kept) => (kept.take(), Some(kept)),
+        };
+        let want = usize::try_from(remaining - read)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        let Some(n) = read_into(&mut buffer[..want])? else {
+            if let Some(kept) = kept {
+                kept.give_back(buffer);
+            }
             break;
         };
-        buffer.truncate(n);
         read += n as u64;
-        chunks.push(Bytes::from(buffer));
+        chunks.push(match kept {
+            None => {
+                buffer.truncate(n);
+                Bytes::from(buffer)
+            }
+            Some(kept) => Bytes::from_owner(ReadChunk {
+                buffer,
+                len: n,
+                kept: Arc::clone(kept),
+            }),
+        });
     }
     Ok((chunks, read))
 }
@@ -79,9 +156,9 @@ fn gather(
 /// blob then streams without a trip to the blocking pool per batch: 1 GiB pulls, same-run
 /// A/B, 6 rounds: 1,534 → 1,763 MB/s with the client verifying the digest, 3,262 → 3,500
 /// without, 0.23 → 0.14 server CPU s/GB.
-fn read_cached(file: &File, remaining: u64) -> (Vec<Bytes>, u64) {
+fn read_cached(file: &File, remaining: u64, into: ReadInto<'_>) -> (Vec<Bytes>, u64) {
     #[cfg(target_os = "linux")]
-    return gather(remaining, |buffer| {
+    return gather(remaining, into, |buffer| {
         // At the file's position (`u64::MAX`), as `read` would.
         let cached = rustix::io::preadv2(
             file,
@@ -94,7 +171,7 @@ fn read_cached(file: &File, remaining: u64) -> (Vec<Bytes>, u64) {
     .unwrap_or_default();
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (file, remaining);
+        let _ = (file, remaining, into);
         (Vec::new(), 0)
     }
 }
@@ -234,6 +311,8 @@ struct Inner {
     /// then named in session records before they are durable (see `Inner::sync_parts`).
     /// `None` elsewhere, where `sync_parts` is an fdatasync.
     page_cache_boot: Option<String>,
+    /// Buffers that streamed reads are read into, kept for the next ones.
+    read_buffers: Arc<ReadBuffers>,
 }
 
 /// How many removed session records a process keeps to write again: more than the uploads
@@ -281,6 +360,7 @@ impl FsStorage {
             #[cfg(target_os = "linux")]
             unnamed_temps,
             spares: Mutex::new(Vec::new()),
+            read_buffers: Arc::default(),
         };
         #[cfg(target_os = "linux")]
         inner.recover()?;
@@ -1077,33 +1157,40 @@ impl Storage for FsStorage {
         file.seek(SeekFrom::Start(span.start)).map_err(io_error)?;
         let length = span.end - span.start;
         let (file, first, remaining) = if length <= INLINE_READ {
-            let (file, first, read) = read_batch(file, length)?;
+            let (file, first, read) = read_batch(file, length, ReadInto::Exact)?;
             (file, first, length - read)
         } else {
             (file, Vec::new(), length)
         };
-        let rest =
-            futures_util::stream::unfold((Some(file), remaining), |(file, remaining)| async move {
+        let buffers = Arc::clone(&self.inner.read_buffers);
+        let rest = futures_util::stream::unfold(
+            (Some(file), remaining, buffers),
+            |(file, remaining, buffers)| async move {
                 let file = file?;
                 if remaining == 0 {
                     return None;
                 }
-                let (cached, read) = read_cached(&file, remaining);
+                let (cached, read) = read_cached(&file, remaining, ReadInto::Kept(&buffers));
                 if read > 0 {
                     let results: Vec<_> = cached.into_iter().map(Ok).collect();
-                    return Some((results, (Some(file), remaining - read)));
+                    return Some((results, (Some(file), remaining - read, buffers)));
                 }
-                let read = tokio::task::spawn_blocking(move || read_batch(file, remaining)).await;
+                let kept = Arc::clone(&buffers);
+                let read = tokio::task::spawn_blocking(move || {
+                    read_batch(file, remaining, ReadInto::Kept(&kept))
+                })
+                .await;
                 Some(match read {
                     Ok(Ok((file, chunks, read))) => {
                         let results: Vec<_> = chunks.into_iter().map(Ok).collect();
-                        (results, (Some(file), remaining - read))
+                        (results, (Some(file), remaining - read, buffers))
                     }
-                    Ok(Err(e)) => (vec![Err(e)], (None, 0)),
-                    Err(e) => (vec![Err(StorageError::backend(e))], (None, 0)),
+                    Ok(Err(e)) => (vec![Err(e)], (None, 0, buffers)),
+                    Err(e) => (vec![Err(StorageError::backend(e))], (None, 0, buffers)),
                 })
-            })
-            .flat_map(futures_util::stream::iter);
+            },
+        )
+        .flat_map(futures_util::stream::iter);
         let stream = futures_util::stream::iter(first.into_iter().map(Ok)).chain(rest);
         Ok((meta, Box::pin(stream)))
     }
@@ -1572,6 +1659,12 @@ mod tests {
                 "a range, dropped: {dropped}"
             );
         }
+        // The streams' buffers were given back once their chunks were dropped, for the next.
+        let kept = storage.inner.read_buffers.0.lock().unwrap().len();
+        assert!(
+            (1..=KEPT_READ_BUFFERS).contains(&kept),
+            "{kept} buffers kept"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 
