@@ -12,7 +12,7 @@ use berth::storage::{ObjectStoreStorage, Storage};
 use berth::{FsStorage, Options, ReadOnly, Registry};
 use clap::Parser;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -232,7 +232,7 @@ async fn serve(
 
     let threads = ConnectionThreads::per_cpu()
         .map_err(|e| format!("cannot start the connection threads: {e}"))?;
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = auto::Builder::new(threads.clone());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -261,7 +261,7 @@ async fn serve(
         let builder = builder.clone();
         let acceptor = tls.clone();
         let watcher = graceful.watcher();
-        threads.serve(async move {
+        threads.spawn(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {

@@ -9,9 +9,11 @@
 //! chunks 81% → 85%, pull 70% → 75%, manifest GET 37.6k → 41.8k req/s, small images 369 →
 //! 383 images/s.
 //!
-//! A new connection goes to the thread with the fewest open connections, so threads share
-//! connections evenly; what they cannot share is one connection's work, which on the
-//! work-stealing runtime also ran on one core at a time.
+//! A new connection goes to the thread with the least work open, so threads share
+//! connections evenly; what they cannot share is one HTTP/1 connection's work, which on the
+//! work-stealing runtime also ran on one core at a time. HTTP/2 streams are spawned the same
+//! way (the threads are hyper's executor), so the uploads one HTTP/2 connection carries at once
+//! are hashed on every core.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,22 +21,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle};
 
-/// The threads, and how many connections each has open.
-#[derive(Debug)]
+/// The threads, and how much work each has open. Clones share the threads.
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectionThreads {
-    threads: Vec<ConnectionThread>,
+    threads: Arc<[ConnectionThread]>,
 }
 
 #[derive(Debug)]
 struct ConnectionThread {
     runtime: Handle,
+    /// Connections and HTTP/2 streams running on this thread.
     open: Arc<AtomicUsize>,
 }
 
-/// Counts a connection as open on its thread until dropped, however the connection ends.
-struct OpenConnection(Arc<AtomicUsize>);
+/// Counts work as open on its thread until dropped, however the work ends.
+struct OpenWork(Arc<AtomicUsize>);
 
-impl Drop for OpenConnection {
+impl Drop for OpenWork {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -64,9 +67,14 @@ impl ConnectionThreads {
         Self::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Runs `connection` on the thread with the fewest open connections. It is first polled
-    /// there, so what it registers with a runtime (its socket) belongs to that thread's.
-    pub(crate) fn serve(&self, connection: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `work` (a connection, or an HTTP/2 stream) on the thread with the least work
+    /// open. It is first polled there, so what it registers with a runtime (a connection's
+    /// socket) belongs to that thread's.
+    pub(crate) fn spawn<F>(&self, work: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let Some(thread) = self
             .threads
             .iter()
@@ -75,10 +83,21 @@ impl ConnectionThreads {
             return;
         };
         thread.open.fetch_add(1, Ordering::Relaxed);
-        let open = OpenConnection(Arc::clone(&thread.open));
+        let open = OpenWork(Arc::clone(&thread.open));
         thread.runtime.spawn(async move {
             let _open = open;
-            connection.await;
+            work.await
         });
+    }
+}
+
+/// hyper's executor: the tasks it spawns are HTTP/2 streams.
+impl<F> hyper::rt::Executor<F> for ConnectionThreads
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.spawn(future);
     }
 }
