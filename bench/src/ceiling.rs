@@ -133,7 +133,7 @@ async fn serve(
 ///
 /// Connections are served as `berth serve` serves them, each on one of a single-threaded
 /// runtime per CPU, taken in turn: on tokio's work-stealing runtime the ceiling itself was
-/// 10–12% slower at pushes and pulls (2 cores, same run), and a ceiling must be the best this
+/// 6–12% slower at pushes and pulls (2 cores, same run), and a ceiling must be the best this
 /// machine does.
 pub(crate) async fn run(addr: &str, blob_size: u64) -> Result<(), crate::client::Error> {
     let listener = TcpListener::bind(addr).await?;
