@@ -118,17 +118,12 @@ fn gather(
     let mut chunks = Vec::with_capacity(READ_BATCH);
     let mut read = 0u64;
     while chunks.len() < READ_BATCH && read < remaining {
+        // At most `READ_CHUNK`, the length of a kept buffer.
+        let want = usize::try_from((remaining - read).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
         let (mut buffer, kept) = match into {
-            ReadInto::Exact => {
-                let want = usize::try_from((remaining - read).min(READ_CHUNK as u64))
-                    .unwrap_or(READ_CHUNK);
-                (vec![0; want], None)
-            }
+            ReadInto::Exact => (vec![0; want], None),
             ReadInto::Kept(kept) => (kept.take(), Some(kept)),
         };
-        let want = usize::try_from(remaining - read)
-            .unwrap_or(usize::MAX)
-            .min(buffer.len());
         let Some(n) = read_into(&mut buffer[..want])? else {
             if let Some(kept) = kept {
                 kept.give_back(buffer);
