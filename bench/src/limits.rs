@@ -7,7 +7,6 @@ use std::time::Instant;
 use berth::storage::FsStorage;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Error;
 use crate::content::Rng;
@@ -29,14 +28,16 @@ pub(crate) async fn measure(
     let _ = hash.finalize();
     let sha = mb(started.elapsed().as_secs_f64());
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // One stream between two threads of their own (blocking sockets), in 1 MiB writes and
+    // reads, as the ceiling's pull moves its bytes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let sink = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await?;
-        let mut buffer = vec![0u8; 1 << 20];
+    let sink = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = vec![0u8; crate::content::FRAME];
         let mut total = 0u64;
         loop {
-            let n = stream.read(&mut buffer).await?;
+            let n = std::io::Read::read(&mut stream, &mut buffer)?;
             if n == 0 {
                 return Ok::<u64, std::io::Error>(total);
             }
@@ -44,13 +45,14 @@ pub(crate) async fn measure(
         }
     });
     let started = Instant::now();
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
     for _ in 0..rounds {
-        stream.write_all(&block).await?;
+        for frame in block.chunks(crate::content::FRAME) {
+            stream.write_all(frame)?;
+        }
     }
-    stream.shutdown().await?;
     drop(stream);
-    sink.await??;
+    sink.join().map_err(|_| "the loopback sink panicked")??;
     let tcp = mb(started.elapsed().as_secs_f64());
 
     // Written twice: in one go with one fdatasync at the end, and as berth's FsStorage writes

@@ -155,6 +155,8 @@ pub(crate) async fn pull(
         .await?;
     expect(response.status(), 200, "GET of the blob")?;
     let mut body = response.into_body().into_data_stream();
+    // Hashed as it is read, on the thread that reads the connection, as Go's clients verify a
+    // pull (a hashing thread of its own, fed the frames, was no faster).
     let mut hash = hash.then(Sha256::new);
     let mut received = 0u64;
     while let Some(frame) = body.next().await {
