@@ -132,7 +132,7 @@ def main():
         "Every server runs on loopback beside the load generator (`bench/`, Rust), over its own directory on the",
         "same disk. The load generator reads the connection of a blob's push or pull on one thread, where it uses",
         "the bytes, as curl and Go's clients do: on tokio's work-stealing runtime it had been the bound of the",
-        "ceiling's pull (2,738 MB/s there, 5,804 on one thread; every other figure the same either way).",
+        "ceiling's pull (2,738 MB/s there, 5,382 on one thread; berth's pull and pushes the same either way).",
         f"Each scenario ran on every server in turn, {args.rounds} round(s) (A B A B …); figures are",
         f"medians with min–max. Blobs are {size}; request-rate runs last {args.duration:g} s each.",
         "Before every push the page cache is emptied (`drop_caches`, as root) and a scratch file a quarter larger",

@@ -247,8 +247,9 @@ async fn run(settings: Settings) -> Result<(), Error> {
 /// Runs a round of the blob scenarios on a thread of its own, with a single-threaded runtime,
 /// so that the client reads its connection where it uses the bytes, as curl and Go's clients
 /// do. On the work-stealing runtime hyper's connection task and the reader of the body took
-/// turns on the two cores, and the client was the bound of the ceiling's pull (2 cores, same
-/// run: 2,738 MB/s there, 5,804 on one thread; berth's pull and every push the same either way).
+/// turns on the two cores, and the client was the bound of the ceiling's pull (2 cores, two
+/// runs back to back, 3 rounds each: 2,738 MB/s there, 5,382 on one thread; berth's pull 2,498
+/// and 2,524, its push in one PUT 1,120 and 1,134).
 async fn blob_round_on_own_thread(
     target: Target,
     round: u64,
