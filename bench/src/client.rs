@@ -38,12 +38,37 @@ pub(crate) struct Conn {
     host: String,
 }
 
+/// How a connection reads what the server sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reads {
+    /// hyper's default: reads that grow with the data waiting, up to about 400 KiB.
+    Adaptive,
+    /// Reads of exactly this many bytes, as a client copying a body through a fixed buffer
+    /// does (Go's `io.Copy`: 32 KiB).
+    Exact(usize),
+    /// Reads that grow up to this many bytes.
+    UpTo(usize),
+}
+
 impl Conn {
     pub(crate) async fn open(addr: &str) -> Result<Self, Error> {
+        Self::open_reading(addr, Reads::Adaptive).await
+    }
+
+    pub(crate) async fn open_reading(addr: &str, reads: Reads) -> Result<Self, Error> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        match reads {
+            Reads::Adaptive => {}
+            Reads::Exact(size) => {
+                builder.read_buf_exact_size(Some(size));
+            }
+            Reads::UpTo(size) => {
+                builder.max_buf_size(size);
+            }
+        }
+        let (sender, connection) = builder.handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
