@@ -31,6 +31,7 @@ mod error;
 mod hex;
 mod layout;
 mod manifest;
+pub mod offload;
 mod range;
 mod reference;
 mod registry;
@@ -49,6 +50,7 @@ pub use manifest::{
     DEFAULT_MANIFEST_LIMIT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest,
     ManifestKind, OCI_INDEX, OCI_MANIFEST,
 };
+pub use offload::Offload;
 pub use range::{ByteRange, ContentRange, RangeError};
 pub use reference::{
     MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError,

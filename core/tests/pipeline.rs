@@ -120,25 +120,13 @@ async fn post_whole<H: Hooks>(
 }
 
 async fn fetch<H: Hooks>(registry: &Registry<Arc<Hooked<H>>>, target: &str) -> (u16, Vec<u8>) {
-    use futures_util::StreamExt;
     let response = registry
         .handle(
             RequestHead::from_target(Method::Get, target),
             berth::empty_body(),
         )
         .await;
-    let bytes = match response.body {
-        berth::Body::Empty => Vec::new(),
-        berth::Body::Full(bytes) => bytes.to_vec(),
-        berth::Body::Stream(mut stream) => {
-            let mut out = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                out.extend_from_slice(&chunk.expect("chunk"));
-            }
-            out
-        }
-    };
-    (response.status, bytes)
+    (response.status, support::body_bytes(response.body).await)
 }
 
 /// Counts part writes.

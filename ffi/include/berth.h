@@ -412,7 +412,8 @@ enum berth_result berth_config_set_automatic_mount(struct berth_config *config, 
 
 /**
  * Upload part size in bytes (default 2 MiB; at least 1 byte): an upload request holds at most
- * two parts in memory, one being written while the next arrives.
+ * three parts in memory: one arriving, one being written, and what is still to be hashed on
+ * the registry's blocking threads (at most two parts, the one being written included).
  *
  * # Safety
  * `config` is a live configuration.

@@ -58,9 +58,12 @@ pub unsafe extern "C" fn berth_config_new(out: *mut *mut berth_config) -> berth_
         if out.is_null() {
             return Err(Failure::null("out"));
         }
+        let mut options = Options::system();
+        // Requests run on the registry's own runtime, so its blocking pool hashes uploads.
+        options.hash_offload = Some(berth::offload::tokio_blocking_pool());
         let config = Box::new(berth_config {
             storage: None,
-            options: Options::system(),
+            options,
             worker_threads: 0,
         });
         // SAFETY: the caller promises `out` is valid.
@@ -249,7 +252,8 @@ pub unsafe extern "C" fn berth_config_set_automatic_mount(
 }
 
 /// Upload part size in bytes (default 2 MiB; at least 1 byte): an upload request holds at most
-/// two parts in memory, one being written while the next arrives.
+/// three parts in memory: one arriving, one being written, and what is still to be hashed on
+/// the registry's blocking threads (at most two parts, the one being written included).
 ///
 /// # Safety
 /// `config` is a live configuration.

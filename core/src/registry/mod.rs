@@ -6,8 +6,9 @@
 //!
 //! A host calls [`Registry::handle`] once per HTTP request with the request head and its body
 //! as a stream of chunks, then writes the [`Response`]'s status and headers and streams its
-//! body. Memory per request is bounded by two upload parts: one being written while the next
-//! is received (see [`Options::part_size`]).
+//! body. Memory per request is bounded by two upload parts, one being written while the next is
+//! received (see [`Options::part_size`]); three with [`Options::hash_offload`], which hashes
+//! up to two parts behind the one arriving.
 
 mod blobs;
 mod index;
@@ -22,6 +23,7 @@ use futures_util::StreamExt;
 use crate::access::{AccessPolicy, Action, AllowAll, Decision};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode};
+use crate::offload::Offload;
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::Response;
@@ -45,7 +47,8 @@ pub struct Options {
     /// Largest manifest accepted, in bytes; larger ones get 413.
     pub manifest_limit: usize,
     /// Upload part size (raised to the storage's minimum). An upload request writes one part
-    /// while it receives the next, so it holds at most two parts in memory.
+    /// while it receives the next, so it holds at most two parts in memory (three with a
+    /// [`Options::hash_offload`]).
     pub part_size: usize,
     /// Whether `?mount=<digest>` without `from` links any blob the registry already has.
     pub automatic_mount: bool,
@@ -63,6 +66,11 @@ pub struct Options {
     /// The largest chunk a PATCH may carry, advertised as `OCI-Chunk-Max-Length`, for hosts
     /// whose platform limits request bodies; larger chunks get 413.
     pub chunk_max_length: Option<u64>,
+    /// Where an upload's parts are hashed while the body goes on arriving: one piece of work
+    /// per request body that has more than one part, which runs until the body ends. `None`
+    /// (the default) hashes each chunk on the receiving task as it arrives. `berth serve` and
+    /// the C library use tokio's blocking pool ([`crate::offload::tokio_blocking_pool`]).
+    pub hash_offload: Option<Offload>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
     /// Upload id source.
@@ -83,6 +91,7 @@ impl Options {
             chunk_max_length: None,
             blob_redirect: None,
             upload_lease: 15 * 60,
+            hash_offload: None,
             access: Arc::new(AllowAll),
             ids,
             clock,
@@ -101,6 +110,7 @@ impl std::fmt::Debug for Options {
             .field("chunk_max_length", &self.chunk_max_length)
             .field("upload_lease", &self.upload_lease)
             .field("blob_redirect", &self.blob_redirect)
+            .field("hash_offload", &self.hash_offload.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -10,6 +10,7 @@ use super::{Registry, body_error, internal, query};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode};
 use crate::layout;
+use crate::offload::HashQueue;
 use crate::reference::RepositoryName;
 use crate::request::{BodyError, RequestBody, RequestHead};
 use crate::response::Response;
@@ -403,7 +404,11 @@ impl<S: Storage> Registry<S> {
         last: bool,
     ) -> Result<Received, Error> {
         let part_size = self.part_size();
+        let offload = self.options.hash_offload.as_ref();
         let mut writer = PartWriter::new(session.hasher()?, part_size);
+        if offload.is_some() {
+            writer = writer.deferring_hash();
+        }
         if let Some(tail) = &session.tail {
             let (_, bytes) = self
                 .storage
@@ -419,7 +424,10 @@ impl<S: Storage> Registry<S> {
             )
         };
         // One part is written while the next is received, so the network and the storage
-        // work at once; at most two parts of this upload are in memory.
+        // work at once. With a hash offload, each part's bytes are hashed on another thread
+        // meanwhile, at most `HASHED_BEHIND` parts behind, so this task only receives; the
+        // hashing starts with the first part, and a body within one part is hashed here.
+        let mut hashing: Option<HashQueue> = None;
         let mut in_flight = None;
         loop {
             let next = match in_flight.as_mut() {
@@ -445,6 +453,13 @@ impl<S: Storage> Registry<S> {
                 return Err(chunk_too_large(max));
             }
             for part in writer.push(chunk) {
+                if let Some(offload) = offload {
+                    let queue = hashing
+                        .get_or_insert_with(|| HashQueue::start(offload, writer.take_hasher()));
+                    if !queue.push(writer.take_unhashed(), HASHED_BEHIND).await {
+                        return Err(hashing_dropped());
+                    }
+                }
                 if let Some(write) = in_flight.take() {
                     let written: Result<String, StorageError> = write.await;
                     session.parts.push(written.map_err(parts_error)?);
@@ -455,6 +470,9 @@ impl<S: Storage> Registry<S> {
         if let Some(write) = in_flight.take() {
             let written: Result<String, StorageError> = write.await;
             session.parts.push(written.map_err(parts_error)?);
+        }
+        if let Some(queue) = hashing {
+            writer.put_hasher(queue.finish().await.ok_or_else(hashing_dropped)?);
         }
         if let Some(expected) = expected
             && writer.received() != expected
@@ -687,6 +705,19 @@ impl<S: Storage> Registry<S> {
             let _ = self.storage.delete(&key).await;
         }
     }
+}
+
+/// How many parts' bytes may wait to be hashed on the offload, the one being hashed included:
+/// two keep its thread busy from one part to the next, and a request then holds at most three
+/// parts (one hashed, one hashed next and written, one arriving). Same-run A/B, 1 GiB one-PUT
+/// pushes, 5 rounds: 1,301 MB/s at one, 1,425 at two, 1,448 at four (peak RSS 22, 26, 36 MiB).
+const HASHED_BEHIND: usize = 2;
+
+fn hashing_dropped() -> Error {
+    Error::new(
+        ErrorCode::Unknown,
+        "the host dropped the hashing of this upload",
+    )
 }
 
 /// A parts upload the storage no longer has is an unknown upload to the client, which starts

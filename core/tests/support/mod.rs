@@ -92,3 +92,20 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.inner.abort_parts(upload).await
     }
 }
+
+/// All of a response body's bytes.
+#[allow(dead_code)] // Not every test that shares this module reads bodies.
+pub(crate) async fn body_bytes(body: berth::Body) -> Vec<u8> {
+    use futures_util::StreamExt;
+    match body {
+        berth::Body::Empty => Vec::new(),
+        berth::Body::Full(bytes) => bytes.to_vec(),
+        berth::Body::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.expect("chunk"));
+            }
+            out
+        }
+    }
+}

@@ -205,6 +205,7 @@ fn registry_options(settings: &Settings) -> Options {
     options.chunk_max_length = settings.chunk_max_length;
     options.upload_lease = settings.upload_lease;
     options.blob_redirect = settings.blob_redirect;
+    options.hash_offload = Some(berth::offload::tokio_blocking_pool());
     if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }

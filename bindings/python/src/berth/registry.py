@@ -122,7 +122,7 @@ class Registry(_Handle):
     :param automatic_mount: let ``?mount=<digest>`` without ``from`` link a blob the
         registry already has (default True).
     :param part_size: upload part size in bytes (default 2 MiB); an upload request holds at
-        most two parts in memory.
+        most three parts in memory.
     :param manifest_limit: the largest manifest accepted, in bytes (default 4 MiB).
     :param chunk_max_length: the largest PATCH chunk accepted (default: no limit).
     :param blob_redirect: answer blob GETs with redirects to URLs signed for this many

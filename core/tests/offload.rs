@@ -1,0 +1,261 @@
+//! Uploads whose parts are hashed on another thread (`Options::hash_offload`): the digest is
+//! verified exactly as when hashing inline, whatever the chunking and across PATCHes; the body
+//! keeps arriving while a part is hashed; and a host that drops the work fails the upload
+//! instead of storing an unverified blob.
+
+#[allow(dead_code)] // Only its body reader: these tests need no storage hooks.
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::offload::Offload;
+use berth::{Algorithm, BodyError, MemoryStorage, Method, Options, Registry, RequestBody};
+use berth::{RequestHead, Response};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+fn threads() -> Offload {
+    berth::offload::own_thread()
+}
+
+fn registry(part_size: usize, offload: Option<Offload>) -> Registry<MemoryStorage> {
+    let ids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut options = Options::new(
+        Arc::new(move || {
+            let n = ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            format!("upload{n}")
+        }),
+        Arc::new(|| 0),
+    );
+    options.part_size = part_size;
+    options.hash_offload = offload;
+    Registry::new(MemoryStorage::new(), options)
+}
+
+fn chunked_body(content: &[u8], chunk: usize) -> RequestBody {
+    let chunks: Vec<Result<Bytes, BodyError>> = content
+        .chunks(chunk.max(1))
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+async fn call(
+    registry: &Registry<MemoryStorage>,
+    method: Method,
+    target: &str,
+    body: RequestBody,
+) -> Response {
+    registry
+        .handle(RequestHead::from_target(method, target), body)
+        .await
+}
+
+async fn read(response: Response) -> Vec<u8> {
+    support::body_bytes(response.body).await
+}
+
+/// Pushes `content` with a POST, one PATCH per `patch` bytes (each body in `chunk`-byte
+/// chunks), and a PUT naming `digest`; the PUT's status.
+async fn push(
+    registry: &Registry<MemoryStorage>,
+    repository: &str,
+    content: &[u8],
+    patch: usize,
+    chunk: usize,
+    digest: &str,
+) -> u16 {
+    let started = call(
+        registry,
+        Method::Post,
+        &format!("/v2/{repository}/blobs/uploads/"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(started.status, 202);
+    let mut location = started.header("Location").expect("Location").to_owned();
+    for piece in content.chunks(patch.max(1)) {
+        let patched = call(
+            registry,
+            Method::Patch,
+            &location,
+            chunked_body(piece, chunk),
+        )
+        .await;
+        assert_eq!(patched.status, 202, "PATCH of {} bytes", piece.len());
+        location = patched.header("Location").expect("Location").to_owned();
+    }
+    let separator = if location.contains('?') { '&' } else { '?' };
+    call(
+        registry,
+        Method::Put,
+        &format!("{location}{separator}digest={digest}"),
+        berth::empty_body(),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn digests_hashed_elsewhere_match_inline_ones() {
+    let content: Vec<u8> = (0..97u32).map(|i| (i * 31 % 251) as u8).collect();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+    let wrong = Algorithm::Sha256.digest(b"other").to_string();
+    for (patch, chunk) in [
+        (97, 1),
+        (97, 4),
+        (97, 5),
+        (97, 13),
+        (20, 3),
+        (9, 9),
+        (31, 7),
+    ] {
+        for offload in [None, Some(threads())] {
+            let hashed_elsewhere = offload.is_some();
+            let registry = registry(4, offload);
+            let status = push(&registry, "pushed", &content, patch, chunk, &digest).await;
+            assert_eq!(
+                status, 201,
+                "patch {patch}, chunk {chunk}, elsewhere {hashed_elsewhere}"
+            );
+            let fetched = call(
+                &registry,
+                Method::Get,
+                &format!("/v2/pushed/blobs/{digest}"),
+                berth::empty_body(),
+            )
+            .await;
+            assert_eq!(fetched.status, 200);
+            assert_eq!(read(fetched).await, content);
+
+            let status = push(&registry, "refused", &content, patch, chunk, &wrong).await;
+            assert_eq!(status, 400, "a wrong digest is refused");
+            let missing = call(
+                &registry,
+                Method::Head,
+                &format!("/v2/refused/blobs/{wrong}"),
+                berth::empty_body(),
+            )
+            .await;
+            assert_eq!(missing.status, 404);
+
+            // One request carrying the whole blob (a monolithic POST).
+            let whole = call(
+                &registry,
+                Method::Post,
+                &format!("/v2/whole/blobs/uploads/?digest={digest}"),
+                chunked_body(&content, chunk),
+            )
+            .await;
+            assert_eq!(whole.status, 201);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_keeps_arriving_while_parts_wait_to_be_hashed() {
+    // The hashing is held until the test lets it run.
+    let (handed, mut held) =
+        mpsc::unbounded_channel::<(Box<dyn FnOnce() + Send>, oneshot::Sender<()>)>();
+    let offload: Offload = Arc::new(move |work| {
+        let (done, finished) = oneshot::channel();
+        handed.send((work, done)).expect("handed");
+        Box::pin(async move {
+            let _ = finished.await;
+        })
+    });
+    let registry = Arc::new(registry(4, Some(offload)));
+    let content = b"0123456789abcdefghij".to_vec();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+
+    // The body is a channel holding one chunk: a chunk sent is only taken when the upload
+    // asks for the next.
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, BodyError>>(1);
+    let body: RequestBody = Box::pin(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ));
+    let request = tokio::spawn({
+        let registry = Arc::clone(&registry);
+        let target = format!("/v2/pipe/blobs/uploads/?digest={digest}");
+        async move {
+            registry
+                .handle(RequestHead::from_target(Method::Post, &target), body)
+                .await
+                .status
+        }
+    });
+    let send = |from: usize, to: usize, wait: Duration| {
+        let chunk = Bytes::copy_from_slice(&content[from..to]);
+        let sender = sender.clone();
+        async move {
+            tokio::time::timeout(wait, sender.send(Ok(chunk)))
+                .await
+                .is_ok()
+        }
+    };
+    let long = Duration::from_secs(10);
+    // Parts 1 and 2 fill and wait to be hashed; part 3 is still taken from the body (and
+    // part 4's chunk waits in the channel)…
+    for from in [0, 4, 8, 12] {
+        assert!(
+            send(from, from + 4, long).await,
+            "the upload stopped taking the body"
+        );
+    }
+    // …but the upload takes no more while two parts wait: its memory stays bounded.
+    assert!(
+        !send(16, 20, Duration::from_millis(300)).await,
+        "the upload went on taking the body with two parts unhashed"
+    );
+    let (work, done) = held.recv().await.expect("the hashing was handed over");
+    assert!(
+        held.try_recv().is_err(),
+        "one hashing thread per request body"
+    );
+    std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    assert!(
+        send(16, 20, long).await,
+        "the upload stopped taking the body"
+    );
+    drop(sender);
+    assert_eq!(request.await.expect("request"), 201);
+    let fetched = call(
+        &registry,
+        Method::Get,
+        &format!("/v2/pipe/blobs/{digest}"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(read(fetched).await, content);
+}
+
+#[tokio::test]
+async fn dropped_hashing_fails_the_upload_and_stores_nothing() {
+    let dropping: Offload = Arc::new(|_work| Box::pin(std::future::ready(())));
+    let registry = registry(4, Some(dropping));
+    let content = b"0123456789".to_vec();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+    let response = call(
+        &registry,
+        Method::Post,
+        &format!("/v2/dropped/blobs/uploads/?digest={digest}"),
+        chunked_body(&content, 3),
+    )
+    .await;
+    assert_eq!(response.status, 500);
+    let body = String::from_utf8(read(response).await).expect("utf-8");
+    assert!(body.contains("UNKNOWN"), "{body}");
+    let missing = call(
+        &registry,
+        Method::Head,
+        &format!("/v2/dropped/blobs/{digest}"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+}
