@@ -43,9 +43,10 @@ work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 # each: a server whose files shared block groups with another's freed upload files (or with a
 # deleted earlier run) paid for that scan in every file and directory it made.
 chattr +T "$work" 2>/dev/null || true
-# Every server keeps the blobs pushed to it (two per round; five servers store them) beside
-# the disk-limit file and a scratch file: a disk that fills mid-run fails servers with ENOSPC.
-need_mib=$((blob_mib * (2 * rounds * 5 + 4)))
+# Every server keeps the blobs pushed to it (two per round and one to warm up; five servers
+# store them) beside the disk-limit file and a scratch file: a disk that fills mid-run fails
+# servers with ENOSPC.
+need_mib=$((blob_mib * ((2 * rounds + 1) * 5 + 4)))
 free_mib=$(df -Pm "$work" | awk 'NR == 2 {print $4}')
 if [ "$free_mib" -lt "$need_mib" ]; then
   log "$work has $free_mib MiB free; this run needs about $need_mib MiB"
