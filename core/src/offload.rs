@@ -1,7 +1,7 @@
 //! Work the driver may hand to another thread: hashing an upload's parts, so that the task
 //! receiving a large body only receives while a second core hashes (a 1 GiB push in one PUT,
-//! 2 cores: 1,185 → 1,425 MB/s; see docs/storage.md). The protocol layer starts no threads:
-//! the host supplies them, or the driver hashes inline.
+//! 2 cores: 1,185 → 1,425 MB/s; see docs/storage.md). The driver starts no threads: the host
+//! supplies them (tokio's blocking pool, or `own_thread`), or the driver hashes inline.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,10 +9,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use crate::digest::Hasher;
+use crate::storage::Chunks;
 
 /// Runs a piece of blocking work somewhere else; the future finishes once it has run. A host
 /// that drops the work instead makes the request that needed it fail, never hang.
@@ -82,7 +82,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    batches: VecDeque<Vec<Bytes>>,
+    batches: VecDeque<Chunks>,
     /// Batches queued and not yet hashed (including the one being hashed).
     pending: usize,
     closed: bool,
@@ -149,7 +149,7 @@ impl HashQueue {
 
     /// Queues `batch` once fewer than `most` batches wait; `false` if the host dropped the
     /// work.
-    pub(crate) async fn push(&mut self, batch: Vec<Bytes>, most: usize) -> bool {
+    pub(crate) async fn push(&mut self, batch: Chunks, most: usize) -> bool {
         let room = self.until(|state| state.pending < most).await && self.work.is_some();
         if room {
             let mut state = self.shared.lock();
@@ -207,6 +207,7 @@ impl Drop for HashQueue {
 mod tests {
     use super::*;
     use crate::digest::Algorithm;
+    use bytes::Bytes;
     use futures_util::FutureExt;
 
     #[tokio::test]
