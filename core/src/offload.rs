@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use crate::digest::Hasher;
@@ -83,7 +84,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     batches: VecDeque<Chunks>,
-    /// Batches queued and not yet hashed (including the one being hashed).
+    /// Bytes queued and not yet hashed (including the batch being hashed).
     pending: usize,
     closed: bool,
     /// The hasher, once every batch is hashed and the queue closed.
@@ -118,12 +119,14 @@ impl HashQueue {
             loop {
                 if let Some(batch) = state.batches.pop_front() {
                     drop(state);
+                    let mut hashed = 0;
                     for chunk in &batch {
                         hasher.update(chunk);
+                        hashed += chunk.len();
                     }
                     drop(batch);
                     state = worker.lock();
-                    state.pending -= 1;
+                    state.pending -= hashed;
                     if let Some(waker) = state.waiting.take() {
                         waker.wake();
                     }
@@ -147,14 +150,14 @@ impl HashQueue {
         }
     }
 
-    /// Queues `batch` once fewer than `most` batches wait; `false` if the host dropped the
-    /// work.
+    /// Queues `batch` once fewer than `most` bytes wait (so a batch larger than `most` is
+    /// still queued, alone); `false` if the host dropped the work.
     pub(crate) async fn push(&mut self, batch: Chunks, most: usize) -> bool {
         let room = self.until(|state| state.pending < most).await && self.work.is_some();
         if room {
             let mut state = self.shared.lock();
+            state.pending += batch.iter().map(Bytes::len).sum::<usize>();
             state.batches.push_back(batch);
-            state.pending += 1;
             drop(state);
             self.shared.queued.notify_one();
         }
@@ -207,7 +210,6 @@ impl Drop for HashQueue {
 mod tests {
     use super::*;
     use crate::digest::Algorithm;
-    use bytes::Bytes;
     use futures_util::FutureExt;
 
     #[tokio::test]
@@ -217,7 +219,7 @@ mod tests {
         for i in 0..50u8 {
             let batch = vec![Bytes::from(vec![i; 1000]), Bytes::from(vec![i ^ 0x55; 7])];
             direct.update(&batch.concat());
-            assert!(queue.push(batch, 2).await);
+            assert!(queue.push(batch, 4000).await);
         }
         let hashed = queue.finish().await.expect("hasher");
         assert_eq!(hashed.finish(), direct.finish());

@@ -199,6 +199,8 @@ pub struct PartWriter {
     received: u64,
     /// Bytes pushed and not hashed yet, when hashing is deferred.
     unhashed: Option<Chunks>,
+    /// How many bytes `unhashed` holds.
+    unhashed_len: usize,
 }
 
 impl PartWriter {
@@ -211,6 +213,7 @@ impl PartWriter {
             pending_len: 0,
             received: 0,
             unhashed: None,
+            unhashed_len: 0,
         }
     }
 
@@ -230,7 +233,10 @@ impl PartWriter {
     /// Feeds bytes; returns a part each time one fills up.
     pub fn push(&mut self, mut bytes: Bytes) -> Vec<Chunks> {
         match &mut self.unhashed {
-            Some(unhashed) => unhashed.push(bytes.clone()),
+            Some(unhashed) => {
+                self.unhashed_len += bytes.len();
+                unhashed.push(bytes.clone());
+            }
             None => self.hasher.update(&bytes),
         }
         self.received += bytes.len() as u64;
@@ -253,10 +259,16 @@ impl PartWriter {
 
     /// The bytes pushed since the last call and not hashed, in order (none unless deferring).
     pub fn take_unhashed(&mut self) -> Chunks {
+        self.unhashed_len = 0;
         self.unhashed
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// How many bytes [`PartWriter::take_unhashed`] would give.
+    pub fn unhashed_len(&self) -> usize {
+        self.unhashed_len
     }
 
     /// Takes the hasher, to continue it elsewhere with what [`PartWriter::take_unhashed`]

@@ -102,22 +102,28 @@ async fn digests_hashed_elsewhere_match_inline_ones() {
     let content: Vec<u8> = (0..97u32).map(|i| (i * 31 % 251) as u8).collect();
     let digest = Algorithm::Sha256.digest(&content).to_string();
     let wrong = Algorithm::Sha256.digest(b"other").to_string();
-    for (patch, chunk) in [
-        (97, 1),
-        (97, 4),
-        (97, 5),
-        (97, 13),
-        (20, 3),
-        (9, 9),
-        (31, 7),
-    ] {
+    // Parts of 4 bytes are handed over a byte at a time or a chunk at a time; parts of 16 in
+    // batches of 2 bytes, several to a part.
+    let shapes = [4, 16].into_iter().flat_map(|part_size| {
+        [
+            (97, 1),
+            (97, 4),
+            (97, 5),
+            (97, 13),
+            (20, 3),
+            (9, 9),
+            (31, 7),
+        ]
+        .map(|(patch, chunk)| (part_size, patch, chunk))
+    });
+    for (part_size, patch, chunk) in shapes {
         for offload in [None, Some(threads())] {
             let hashed_elsewhere = offload.is_some();
-            let registry = registry(4, offload);
+            let registry = registry(part_size, offload);
             let status = push(&registry, "pushed", &content, patch, chunk, &digest).await;
             assert_eq!(
                 status, 201,
-                "patch {patch}, chunk {chunk}, elsewhere {hashed_elsewhere}"
+                "part {part_size}, patch {patch}, chunk {chunk}, elsewhere {hashed_elsewhere}"
             );
             let fetched = call(
                 &registry,
@@ -179,11 +185,12 @@ async fn the_body_keeps_arriving_while_parts_wait_to_be_hashed() {
     let request = tokio::spawn({
         let registry = Arc::clone(&registry);
         let target = format!("/v2/pipe/blobs/uploads/?digest={digest}");
+        let length = content.len().to_string();
         async move {
-            registry
-                .handle(RequestHead::from_target(Method::Post, &target), body)
-                .await
-                .status
+            // Announced, so the hashing starts with the first chunk.
+            let head = RequestHead::from_target(Method::Post, &target)
+                .with_header("Content-Length", length);
+            registry.handle(head, body).await.status
         }
     });
     let send = |from: usize, to: usize, wait: Duration| {
