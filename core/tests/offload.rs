@@ -102,8 +102,8 @@ async fn digests_hashed_elsewhere_match_inline_ones() {
     let content: Vec<u8> = (0..97u32).map(|i| (i * 31 % 251) as u8).collect();
     let digest = Algorithm::Sha256.digest(&content).to_string();
     let wrong = Algorithm::Sha256.digest(b"other").to_string();
-    // Parts of 4 bytes are handed over a byte at a time or a chunk at a time; parts of 16 in
-    // batches of 2 bytes, several to a part.
+    // With parts of 4 bytes each chunk is handed over as it comes (batches of an eighth of a
+    // part, at least 1 byte); with parts of 16, batches of 2 bytes or more, several to a part.
     let shapes = [4, 16].into_iter().flat_map(|part_size| {
         [
             (97, 1),

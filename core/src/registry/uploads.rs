@@ -426,8 +426,8 @@ impl<S: Storage> Registry<S> {
         // One part is written while the next is received, so the network and the storage
         // work at once. With a hash offload, the bytes of a body larger than one part (by its
         // announced length, else once it is) are hashed on another thread meanwhile, in
-        // batches of an eighth of a part, at most `HASHED_BEHIND` parts behind, so this task only
-        // receives; a body within one part is hashed here.
+        // batches of an eighth of a part, at most `HASHED_BEHIND` parts behind, so this task
+        // only receives; a body within one part is hashed here.
         let hash_batch = (part_size / HASH_BATCHES_PER_PART).max(1);
         let mut hashing: Option<HashQueue> = None;
         let mut in_flight = None;
