@@ -199,8 +199,6 @@ pub struct PartWriter {
     received: u64,
     /// Bytes pushed and not hashed yet, when hashing is deferred.
     unhashed: Option<Chunks>,
-    /// How many bytes `unhashed` holds.
-    unhashed_len: usize,
 }
 
 impl PartWriter {
@@ -213,7 +211,6 @@ impl PartWriter {
             pending_len: 0,
             received: 0,
             unhashed: None,
-            unhashed_len: 0,
         }
     }
 
@@ -233,10 +230,7 @@ impl PartWriter {
     /// Feeds bytes; returns a part each time one fills up.
     pub fn push(&mut self, mut bytes: Bytes) -> Vec<Chunks> {
         match &mut self.unhashed {
-            Some(unhashed) => {
-                self.unhashed_len += bytes.len();
-                unhashed.push(bytes.clone());
-            }
+            Some(unhashed) => unhashed.push(bytes.clone()),
             None => self.hasher.update(&bytes),
         }
         self.received += bytes.len() as u64;
@@ -259,7 +253,6 @@ impl PartWriter {
 
     /// The bytes pushed since the last call and not hashed, in order (none unless deferring).
     pub fn take_unhashed(&mut self) -> Chunks {
-        self.unhashed_len = 0;
         self.unhashed
             .as_mut()
             .map(std::mem::take)
@@ -268,7 +261,7 @@ impl PartWriter {
 
     /// How many bytes [`PartWriter::take_unhashed`] would give.
     pub fn unhashed_len(&self) -> usize {
-        self.unhashed_len
+        self.unhashed.iter().flatten().map(Bytes::len).sum()
     }
 
     /// Takes the hasher, to continue it elsewhere with what [`PartWriter::take_unhashed`]
