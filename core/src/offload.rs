@@ -164,11 +164,16 @@ impl HashQueue {
         room
     }
 
+    /// Closes the queue: its thread ends once everything queued is hashed.
+    pub(crate) fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.queued.notify_one();
+    }
+
     /// Closes the queue; the hasher once everything queued is hashed, `None` if the host
     /// dropped the work.
     pub(crate) async fn finish(mut self) -> Option<Hasher> {
-        self.shared.lock().closed = true;
-        self.shared.queued.notify_one();
+        self.close();
         if !self.until(|state| state.finished.is_some()).await {
             return None;
         }

@@ -10,7 +10,9 @@
 //! The record holds everything the next request needs, whichever process takes it: the
 //! offset, the serialized hash midstate, and the parts written so far. Finishing therefore
 //! never re-reads the blob: the digest is the midstate's, and the parts are published as they
-//! are. A request changes the record only by compare-and-swap, so of two writers racing at
+//! are. Where the storage reads parts back, the midstate may lag one chunk behind the offset
+//! while the process that received that chunk still hashes it: that process continues its
+//! hasher, any other reads the chunk back from the parts and hashes it again. A request changes the record only by compare-and-swap, so of two writers racing at
 //! one offset exactly one wins; the other is told the current range (416).
 
 use bytes::Bytes;
@@ -29,8 +31,12 @@ pub struct UploadSession {
     pub repository: String,
     /// Bytes received so far.
     pub offset: u64,
-    /// The hash midstate after `offset` bytes ([`Hasher::save`]).
+    /// The hash midstate ([`Hasher::save`]) after `hashed` bytes, or after `offset` bytes.
     pub hash_state: String,
+    /// How many bytes `hash_state` covers, when fewer than `offset`: the rest lies in the
+    /// parts, being hashed by the process that received it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashed: Option<u64>,
     /// The storage parts upload, once the first part is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_upload: Option<String>,
@@ -65,6 +71,7 @@ impl UploadSession {
             repository: String::new(),
             offset: 0,
             hash_state: Hasher::new(algorithm).save(),
+            hashed: None,
             parts_upload: None,
             parts: Vec::new(),
             tail: None,
@@ -88,7 +95,13 @@ impl UploadSession {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// The restored hasher.
+    /// How many bytes the hash midstate covers: `offset`, unless the last chunk is still
+    /// being hashed.
+    pub fn hashed_offset(&self) -> u64 {
+        self.hashed.unwrap_or(self.offset).min(self.offset)
+    }
+
+    /// The restored hasher, after [`UploadSession::hashed_offset`] bytes.
     pub fn hasher(&self) -> Result<Hasher, Error> {
         Hasher::restore(&self.hash_state)
             .map_err(|e| Error::new(ErrorCode::BlobUploadInvalid, e.to_string()).with_status(400))
@@ -163,6 +176,12 @@ impl UploadSession {
 
     /// Verifies the finished upload against the client's digest.
     pub fn verify(&self, expected: &Digest) -> Result<(), Error> {
+        if self.hashed_offset() != self.offset {
+            return Err(Error::new(
+                ErrorCode::Unknown,
+                "the upload's last chunk was not hashed before it was verified",
+            ));
+        }
         let actual = self.hasher()?.finish();
         if &actual != expected {
             return Err(Error::new(

@@ -1,15 +1,16 @@
 //! Uploads whose parts are hashed on another thread (`Options::hash_offload`): the digest is
 //! verified exactly as when hashing inline, whatever the chunking and across PATCHes; the body
-//! keeps arriving while a part is hashed; and a host that drops the work fails the upload
-//! instead of storing an unverified blob.
+//! keeps arriving while a part is hashed; a chunk left hashing after its response is continued
+//! by the next chunk in the same process and read back from the parts by any other process;
+//! and a host that drops the work fails the upload instead of storing an unverified blob.
 
-#[allow(dead_code)] // Only its body reader: these tests need no storage hooks.
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth::offload::Offload;
+use berth::storage::Storage;
 use berth::{Algorithm, BodyError, MemoryStorage, Method, Options, Registry, RequestBody};
 use berth::{RequestHead, Response};
 use bytes::Bytes;
@@ -20,6 +21,10 @@ fn threads() -> Offload {
 }
 
 fn registry(part_size: usize, offload: Option<Offload>) -> Registry<MemoryStorage> {
+    Registry::new(MemoryStorage::new(), options(part_size, offload))
+}
+
+fn options(part_size: usize, offload: Option<Offload>) -> Options {
     let ids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut options = Options::new(
         Arc::new(move || {
@@ -30,7 +35,7 @@ fn registry(part_size: usize, offload: Option<Offload>) -> Registry<MemoryStorag
     );
     options.part_size = part_size;
     options.hash_offload = offload;
-    Registry::new(MemoryStorage::new(), options)
+    options
 }
 
 fn chunked_body(content: &[u8], chunk: usize) -> RequestBody {
@@ -41,8 +46,8 @@ fn chunked_body(content: &[u8], chunk: usize) -> RequestBody {
     Box::pin(futures_util::stream::iter(chunks))
 }
 
-async fn call(
-    registry: &Registry<MemoryStorage>,
+async fn call<S: Storage>(
+    registry: &Registry<S>,
     method: Method,
     target: &str,
     body: RequestBody,
@@ -265,4 +270,103 @@ async fn dropped_hashing_fails_the_upload_and_stores_nothing() {
     )
     .await;
     assert_eq!(missing.status, 404);
+}
+
+/// Counts the parts read back, and from where.
+#[derive(Debug, Default)]
+struct ReadsBack(std::sync::Mutex<Vec<u64>>);
+
+impl support::Hooks for ReadsBack {
+    fn parts_read(&self, skip: u64) {
+        self.0.lock().expect("lock").push(skip);
+    }
+}
+
+type Shared = Arc<support::Hooked<ReadsBack>>;
+
+/// Two processes over one storage, sharing an upload's chunks between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_reads_back_the_chunk_still_being_hashed() {
+    let storage: Shared = Arc::default();
+    let first = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
+    let second = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
+    let content: Vec<u8> = (0..60u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+    let wrong = Algorithm::Sha256.digest(b"other").to_string();
+    for (claimed, expected) in [(&digest, 201), (&wrong, 400)] {
+        storage.hooks.0.lock().expect("lock").clear();
+        let started = call(
+            &first,
+            Method::Post,
+            "/v2/shared/blobs/uploads/",
+            berth::empty_body(),
+        )
+        .await;
+        let mut location = started.header("Location").expect("Location").to_owned();
+        // Chunks of 10 bytes, 3 parts each: first, first, second, first, second, second; the
+        // PUT on the first.
+        let takers = [&first, &first, &second, &first, &second, &second];
+        for (piece, registry) in content.chunks(10).zip(takers) {
+            let patched = call(registry, Method::Patch, &location, chunked_body(piece, 3)).await;
+            assert_eq!(patched.status, 202);
+            location = patched.header("Location").expect("Location").to_owned();
+        }
+        let finished = call(
+            &first,
+            Method::Put,
+            &format!("{location}?digest={claimed}"),
+            berth::empty_body(),
+        )
+        .await;
+        assert_eq!(finished.status, expected);
+        // Each process went on from the other's chunk by reading it back; the first's second
+        // chunk went on with its first chunk's hasher.
+        assert_eq!(*storage.hooks.0.lock().expect("lock"), [10, 20, 30, 50]);
+    }
+    let fetched = call(
+        &second,
+        Method::Get,
+        &format!("/v2/shared/blobs/{digest}"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(read(fetched).await, content);
+}
+
+/// A process that stops after acknowledging a chunk loses nothing: another finishes the
+/// upload from the parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_acknowledged_by_a_stopped_process_is_not_lost() {
+    let storage: Shared = Arc::default();
+    let content: Vec<u8> = (0..40u32).map(|i| (i * 13 % 251) as u8).collect();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+    let stopped = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
+    let started = call(
+        &stopped,
+        Method::Post,
+        "/v2/kept/blobs/uploads/",
+        berth::empty_body(),
+    )
+    .await;
+    let location = started.header("Location").expect("Location").to_owned();
+    let patched = call(
+        &stopped,
+        Method::Patch,
+        &location,
+        chunked_body(&content[..30], 5),
+    )
+    .await;
+    assert_eq!(patched.status, 202);
+    drop(stopped);
+    let restarted = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
+    let location = patched.header("Location").expect("Location").to_owned();
+    let finished = call(
+        &restarted,
+        Method::Put,
+        &format!("{location}?digest={digest}"),
+        chunked_body(&content[30..], 5),
+    )
+    .await;
+    assert_eq!(finished.status, 201);
+    assert_eq!(*storage.hooks.0.lock().expect("lock"), [0]);
 }

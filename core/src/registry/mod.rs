@@ -123,6 +123,8 @@ pub struct Registry<S> {
     /// Repositories this registry has seen in the catalog index. Catalog entries are never
     /// removed, so what is here needs no second look at storage.
     cataloged: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Hashers still at work on chunks already acknowledged.
+    live_hashes: uploads::LiveHashes,
 }
 
 impl<S: Storage> Registry<S> {
@@ -132,6 +134,7 @@ impl<S: Storage> Registry<S> {
             storage,
             options,
             cataloged: Default::default(),
+            live_hashes: Default::default(),
         }
     }
 

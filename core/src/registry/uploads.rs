@@ -1,13 +1,15 @@
 //! Upload sessions: end-5 (PATCH), end-6 (the finishing PUT), end-13 (status), end-14
 //! (cancel), and their expiry. The state machine is `crate::upload`; this is its driver.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 
 use super::blobs::{content_length, created, parse_digest};
 use super::{Registry, body_error, internal, query};
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorCode};
 use crate::layout;
 use crate::offload::HashQueue;
@@ -40,6 +42,62 @@ pub(super) struct Received {
     /// The whole blob, when the request that ended the upload carried all of it within one
     /// part: kept in memory and stored with one write instead of as a parts upload.
     pub(super) whole: Option<Bytes>,
+    /// The chunk's hasher, still at work on its last bytes: the session records the midstate
+    /// from before the chunk, and the next chunk continues this hasher (see [`LiveHashes`]).
+    pub(super) hashing: Option<HashQueue>,
+}
+
+/// Hashers still at work on the chunks this process acknowledged, by upload id, each with the
+/// version of the session record its chunk saved. A chunk's response does not wait for its
+/// last bytes to be hashed: the client's next chunk takes the hasher from here, so one hasher
+/// runs from chunk to chunk without pause (1 GiB in 16 MiB PATCHes: 1,359 → 1,475 MB/s, 8
+/// rounds). A chunk that finds no hasher here for the record it read (another process took
+/// the previous chunk, or this one restarted) reads the previous chunk back from the parts.
+#[derive(Default)]
+pub(super) struct LiveHashes(std::sync::Mutex<HashMap<String, (String, HashQueue)>>);
+
+/// How many uploads' hashers [`LiveHashes`] keeps; beyond that the next chunk of an upload
+/// whose hasher was dropped reads its previous chunk back. Each holds at most
+/// `HASHED_BEHIND` parts until it finishes, then only its midstate.
+const LIVE_HASHES_KEPT: usize = 1024;
+
+impl LiveHashes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, HashQueue)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn keep(&self, id: &UploadId, record_version: String, hashing: HashQueue) {
+        let mut live = self.lock();
+        if live.len() >= LIVE_HASHES_KEPT
+            && let Some(dropped) = live.keys().next().cloned()
+        {
+            live.remove(&dropped);
+        }
+        live.insert(id.as_str().to_owned(), (record_version, hashing));
+    }
+
+    /// The hasher of the chunk that saved the record at `record_version`, if this process has it.
+    fn take(&self, id: &UploadId, record_version: &str) -> Option<HashQueue> {
+        // Another one is stale for good: records only move on.
+        match self.lock().remove(id.as_str()) {
+            Some((version, hashing)) if version == record_version => Some(hashing),
+            _ => None,
+        }
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.lock().remove(id.as_str());
+    }
+}
+
+impl std::fmt::Debug for LiveHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHashes")
+            .field("uploads", &self.lock().len())
+            .finish()
+    }
 }
 
 /// Upload session records are tiny; anything larger is not one of ours.
@@ -69,11 +127,14 @@ impl<S: Storage> Registry<S> {
             .save_session(name, id, &meta, &before, &session)
             .await?
         {
-            None => {
+            Ok(saved) => {
+                if let Some(hashing) = received.hashing {
+                    self.live_hashes.keep(id, saved.version, hashing);
+                }
                 self.delete_quietly(received.obsolete_tail).await;
                 Ok(in_progress(202, name, id, &session))
             }
-            Some(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
+            Err(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
         }
     }
 
@@ -128,6 +189,7 @@ impl<S: Storage> Registry<S> {
         finish: Option<&Digest>,
     ) -> Result<Result<Written, Response>, Error> {
         let (meta, mut session) = self.load_session(name, id).await?;
+        let read_version = meta.version.clone();
         let expected = match session.check_chunk(head.header("Content-Range")) {
             Ok(expected) => expected,
             Err(error) => return Ok(Err(range_error(&error, name, id, &session))),
@@ -146,16 +208,17 @@ impl<S: Storage> Registry<S> {
             Ok(meta) => meta,
             Err(busy) => return Ok(Err(busy)),
         };
+        let continued = self.live_hashes.take(id, &read_version);
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         let received = self
-            .receive(
+            .receive_continuing(
                 &mut session,
                 &staging,
                 body,
-                expected,
-                max,
+                (expected, max),
                 finish.is_some(),
+                continued,
             )
             .await;
         match received {
@@ -253,6 +316,7 @@ impl<S: Storage> Registry<S> {
 
     /// Removes a session's record.
     async fn end_session(&self, id: &UploadId) -> Result<(), Error> {
+        self.live_hashes.forget(id);
         self.storage
             .delete(&layout::upload_session(id))
             .await
@@ -361,8 +425,9 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Stores the advanced record, unless another request advanced it first; then this
-    /// request's parts are dropped and the record as the other request left it is returned.
+    /// Stores the advanced record (returning its version), unless another request advanced
+    /// it first; then this request's parts are dropped and the record as the other request
+    /// left it is returned.
     #[must_use = "a lost race must reach the client as a 416"]
     async fn save_session(
         &self,
@@ -371,18 +436,18 @@ impl<S: Storage> Registry<S> {
         read: &ObjectMeta,
         before: &UploadSession,
         after: &UploadSession,
-    ) -> Result<Option<UploadSession>, Error> {
+    ) -> Result<Result<ObjectMeta, UploadSession>, Error> {
         let key = layout::upload_session(id);
         match self
             .storage
             .put(&key, after.encode(), PutMode::Update(read.version.clone()))
             .await
         {
-            Ok(_) => Ok(None),
+            Ok(saved) => Ok(Ok(saved)),
             Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
                 self.discard_new_parts(before, after).await;
                 let (_, current) = self.load_session(name, id).await?;
-                Ok(Some(current))
+                Ok(Err(current))
             }
             Err(e) => Err(internal(e)),
         }
@@ -403,9 +468,33 @@ impl<S: Storage> Registry<S> {
         max: Option<u64>,
         last: bool,
     ) -> Result<Received, Error> {
+        self.receive_continuing(session, staging, body, (expected, max), last, None)
+            .await
+    }
+
+    /// [`Registry::receive`], continuing the previous chunk's hasher when this process still
+    /// has it (`continued`, from [`LiveHashes`]). Unless the body is the `last`, its hasher
+    /// may be left at work on its last bytes and returned in [`Received::hashing`].
+    async fn receive_continuing(
+        &self,
+        session: &mut UploadSession,
+        staging: &str,
+        body: &mut RequestBody,
+        (expected, max): (Option<u64>, Option<u64>),
+        last: bool,
+        continued: Option<HashQueue>,
+    ) -> Result<Received, Error> {
         let part_size = self.part_size();
         let offload = self.options.hash_offload.as_ref();
-        let mut writer = PartWriter::new(session.hasher()?, part_size);
+        let hasher = self.caught_up_hasher(session, continued).await?;
+        // Where the next chunk can read this one back, its response need not wait for its
+        // last bytes to be hashed: the record keeps the midstate from before it.
+        let leave_hashing = !last
+            && offload.is_some()
+            && self.storage.readable_parts()
+            && self.storage.min_part_size() == 0;
+        let hashed_before = leave_hashing.then(|| hasher.save());
+        let mut writer = PartWriter::new(hasher, part_size);
         if offload.is_some() {
             writer = writer.deferring_hash();
         }
@@ -480,9 +569,21 @@ impl<S: Storage> Registry<S> {
             let written: Result<String, StorageError> = write.await;
             session.parts.push(written.map_err(parts_error)?);
         }
-        if let Some(queue) = hashing {
-            writer.put_hasher(queue.finish().await.ok_or_else(hashing_dropped)?);
-        }
+        let still_hashing = match (hashing, leave_hashing) {
+            (Some(mut queue), true) => {
+                let rest = writer.take_unhashed();
+                if !rest.is_empty() && !queue.push(rest, usize::MAX).await {
+                    return Err(hashing_dropped());
+                }
+                queue.close();
+                Some(queue)
+            }
+            (Some(queue), false) => {
+                writer.put_hasher(queue.finish().await.ok_or_else(hashing_dropped)?);
+                None
+            }
+            (None, _) => None,
+        };
         if let Some(expected) = expected
             && writer.received() != expected
         {
@@ -499,6 +600,7 @@ impl<S: Storage> Registry<S> {
         let mut received_parts = Received {
             obsolete_tail: session.tail.take().map(|tail| tail.key),
             whole: None,
+            hashing: None,
         };
         if last && session.parts_upload.is_none() {
             received_parts.whole = Some(rest.map_or_else(Bytes::new, concat));
@@ -528,9 +630,56 @@ impl<S: Storage> Registry<S> {
         if !last && let Some(upload) = &session.parts_upload {
             self.storage.sync_parts(upload).await.map_err(parts_error)?;
         }
+        match (still_hashing, hashed_before) {
+            (Some(queue), Some(hashed_before)) => {
+                session.hash_state = hashed_before;
+                session.hashed = Some(session.offset);
+                received_parts.hashing = Some(queue);
+            }
+            _ => {
+                session.hash_state = hasher.save();
+                session.hashed = None;
+            }
+        }
         session.offset += received;
-        session.hash_state = hasher.save();
         Ok(received_parts)
+    }
+
+    /// The session's hasher after all `session.offset` bytes: the previous chunk's, when this
+    /// process still has it at work, else the record's midstate continued with the bytes it
+    /// does not cover, read back from the parts.
+    async fn caught_up_hasher(
+        &self,
+        session: &UploadSession,
+        continued: Option<HashQueue>,
+    ) -> Result<Hasher, Error> {
+        if let Some(queue) = continued
+            && let Some(hasher) = queue.finish().await
+        {
+            return Ok(hasher);
+        }
+        let mut hasher = session.hasher()?;
+        let hashed = session.hashed_offset();
+        if hashed == session.offset {
+            return Ok(hasher);
+        }
+        let gone = || parts_error(StorageError::NotFound);
+        let upload = session.parts_upload.as_deref().ok_or_else(gone)?;
+        let mut unhashed = self
+            .storage
+            .read_parts(upload, &session.parts, hashed)
+            .await
+            .map_err(parts_error)?;
+        let mut read = 0;
+        while let Some(chunk) = unhashed.next().await {
+            let chunk = chunk.map_err(parts_error)?;
+            read += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        if hashed + read != session.offset {
+            return Err(gone());
+        }
+        Ok(hasher)
     }
 
     /// The size of every part but an upload's last: the configured size, raised to the

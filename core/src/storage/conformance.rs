@@ -280,6 +280,24 @@ async fn parts<S: Storage + ?Sized>(storage: &S) {
         !storage.exists(target).await.unwrap(),
         "parts are invisible before completion"
     );
+    let listed = [one.clone(), two.clone()];
+    if storage.readable_parts() {
+        for skip in [0, 1, min as u64, min as u64 + 2, min as u64 + 3] {
+            let stream = storage.read_parts(&upload, &listed, skip).await.unwrap();
+            let mut expected = vec![b'a'; min];
+            expected.extend_from_slice(b"bbb");
+            assert_eq!(
+                collect(stream).await,
+                expected[skip as usize..],
+                "parts read back from byte {skip}"
+            );
+        }
+        let unknown = storage.read_parts("no-such-upload", &listed, 0).await;
+        assert!(matches!(unknown, Err(StorageError::NotFound)));
+    } else {
+        let refused = storage.read_parts(&upload, &listed, 0).await;
+        assert!(matches!(refused, Err(StorageError::Unsupported(_))));
+    }
     storage
         .complete_parts(&upload, &[one, two], target)
         .await

@@ -1384,6 +1384,71 @@ impl Storage for FsStorage {
         )
         .await
     }
+
+    fn readable_parts(&self) -> bool {
+        true
+    }
+
+    async fn read_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        skip: u64,
+    ) -> Result<ByteStream, StorageError> {
+        let ranges = parts
+            .iter()
+            .map(|id| part_range(id))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(StorageError::NotFound)?;
+        let upload = upload.to_owned();
+        let file = self
+            .blocking(move |inner| {
+                let dir = inner.parts_dir(&upload)?;
+                let file = File::open(dir.join(PARTS_DATA)).map_err(io_error)?;
+                // Named before they were durable, under a boot since ended: they may be lost.
+                if inner.unsynced_under_another_boot(&dir)? {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(file)
+            })
+            .await?;
+        let size = file.metadata().map_err(io_error)?.len();
+        if ranges.iter().any(|range| range.end > size) {
+            return Err(StorageError::NotFound);
+        }
+        let mut skip = skip;
+        let mut spans = std::collections::VecDeque::new();
+        for range in ranges {
+            let from = range.start + skip.min(range.end - range.start);
+            skip -= from - range.start;
+            if from < range.end {
+                spans.push_back(from..range.end);
+            }
+        }
+        // Read a piece at a time on the blocking pool: the parts may have left the page cache.
+        let file = Arc::new(file);
+        let pieces = futures_util::stream::unfold(spans, move |mut spans| {
+            let file = Arc::clone(&file);
+            async move {
+                let span = spans.pop_front()?;
+                let len = (span.end - span.start).min(READ_CHUNK as u64);
+                if span.start + len < span.end {
+                    spans.push_front(span.start + len..span.end);
+                }
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buffer = vec![0; len as usize];
+                    file.read_exact_at(&mut buffer, span.start)
+                        .map(|()| Bytes::from(buffer))
+                        .map_err(io_error)
+                })
+                .await
+                .map_err(StorageError::backend)
+                .and_then(|read| read);
+                Some((read, spans))
+            }
+        });
+        Ok(Box::pin(pieces))
+    }
 }
 
 #[cfg(test)]

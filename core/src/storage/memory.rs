@@ -213,6 +213,31 @@ impl Storage for MemoryStorage {
         self.lock().uploads.remove(upload);
         Ok(())
     }
+
+    fn readable_parts(&self) -> bool {
+        true
+    }
+
+    async fn read_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        skip: u64,
+    ) -> Result<ByteStream, StorageError> {
+        let state = self.lock();
+        let stored = state.uploads.get(upload).ok_or(StorageError::NotFound)?;
+        let mut skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let mut read = Vec::new();
+        for part in parts {
+            let bytes = stored.get(part).ok_or(StorageError::NotFound)?;
+            let from = skip.min(bytes.len());
+            skip -= from;
+            if from < bytes.len() {
+                read.push(Ok(bytes.slice(from..)));
+            }
+        }
+        Ok(Box::pin(futures_util::stream::iter(read)))
+    }
 }
 
 #[cfg(test)]

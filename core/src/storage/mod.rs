@@ -249,6 +249,26 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
 
     /// Discards a parts upload and everything written to it.
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError>;
+
+    /// Whether [`Storage::read_parts`] reads back the parts of an upload not yet completed (a
+    /// filesystem can; the multipart uploads of object stores cannot).
+    fn readable_parts(&self) -> bool {
+        false
+    }
+
+    /// Streams `parts` of `upload` (ids as [`Storage::put_part`] returned them), in order,
+    /// from byte `skip` of their concatenation. [`StorageError::NotFound`] when the upload or a
+    /// part is gone; [`StorageError::Unsupported`] where [`Storage::readable_parts`] is false.
+    async fn read_parts(
+        &self,
+        _upload: &str,
+        _parts: &[String],
+        _skip: u64,
+    ) -> Result<ByteStream, StorageError> {
+        Err(StorageError::Unsupported(
+            "reading back the parts of an upload",
+        ))
+    }
 }
 
 /// Shared storage is storage: `Arc<dyn Storage>` lets a host choose its backend at run time.
@@ -333,6 +353,19 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         (**self).abort_parts(upload).await
+    }
+
+    fn readable_parts(&self) -> bool {
+        (**self).readable_parts()
+    }
+
+    async fn read_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        skip: u64,
+    ) -> Result<ByteStream, StorageError> {
+        (**self).read_parts(upload, parts, skip).await
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) trait Hooks: std::fmt::Debug + Send + Sync + 'static {
     fn parts_synced(&self) {}
     /// An object was written (`put`).
     fn stored(&self, _key: &str) {}
+    /// Parts were read back (`read_parts`) from byte `skip`.
+    fn parts_read(&self, _skip: u64) {}
 }
 
 /// [`MemoryStorage`] calling `hooks`.
@@ -90,6 +92,18 @@ impl<H: Hooks> Storage for Hooked<H> {
     }
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         self.inner.abort_parts(upload).await
+    }
+    fn readable_parts(&self) -> bool {
+        self.inner.readable_parts()
+    }
+    async fn read_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        skip: u64,
+    ) -> Result<ByteStream, StorageError> {
+        self.hooks.parts_read(skip);
+        self.inner.read_parts(upload, parts, skip).await
     }
 }
 
