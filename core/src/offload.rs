@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -83,15 +84,30 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    batches: VecDeque<Chunks>,
+    batches: VecDeque<Queued>,
     /// Bytes queued and not yet hashed (including the batch being hashed).
     pending: usize,
     closed: bool,
-    /// The hasher, once every batch is hashed and the queue closed.
+    /// Whether the thread lets go when nothing arrives for `PAUSED_FOR`: between requests.
+    paused: bool,
+    /// The hasher, once every batch is hashed and the queue closed (or let go while paused).
     finished: Option<Hasher>,
+    /// The last mark the thread reached: the midstate after that many bytes of the upload.
+    reached: Option<(u64, String)>,
     /// The receiving task, waiting for room in the queue or for the hasher.
     waiting: Option<Waker>,
 }
+
+enum Queued {
+    Bytes(Chunks),
+    /// Save the midstate, which is the one after this many bytes of the upload.
+    Mark(u64),
+}
+
+/// How long a paused queue's thread waits for the next request before it lets go (that
+/// request then starts a thread of its own with the hasher left behind). The next chunk of a
+/// push follows within a millisecond; a client that pauses for longer holds no thread.
+const PAUSED_FOR: Duration = Duration::from_millis(50);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -99,10 +115,12 @@ impl Shared {
     }
 }
 
-/// An upload's hasher running on a thread of its own for the length of one request body:
-/// batches of bytes are queued in order and hashed there one after another. The thread stays
-/// busy while batches wait, instead of being woken once per part (on two busy cores a woken
-/// thread waited 0.5 ms for a core, against 1.1 ms to hash a 2 MiB part).
+/// An upload's hasher running on a thread of its own: batches of bytes are queued in order and
+/// hashed there one after another. The thread stays busy while batches wait, instead of being
+/// woken once per part (on two busy cores a woken thread waited 0.5 ms for a core, against
+/// 1.1 ms to hash a 2 MiB part). Between the chunks of an upload the queue is paused rather
+/// than finished, so the next chunk's bytes join the same queue while the last ones are still
+/// being hashed; marks tell which midstate the thread has reached.
 pub(crate) struct HashQueue {
     shared: Arc<Shared>,
     /// Finishes once the work ran, or was dropped by the host.
@@ -111,43 +129,101 @@ pub(crate) struct HashQueue {
 
 impl HashQueue {
     /// Starts hashing with `hasher` by way of `offload`.
-    pub(crate) fn start(offload: &Offload, mut hasher: Hasher) -> Self {
+    pub(crate) fn start(offload: &Offload, hasher: Hasher) -> Self {
+        Self::start_reached(offload, hasher, None)
+    }
+
+    fn start_reached(
+        offload: &Offload,
+        mut hasher: Hasher,
+        reached: Option<(u64, String)>,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
+        shared.lock().reached = reached;
         let worker = Arc::clone(&shared);
         let work = offload(Box::new(move || {
             let mut state = worker.lock();
             loop {
-                if let Some(batch) = state.batches.pop_front() {
-                    drop(state);
-                    let mut hashed = 0;
-                    for chunk in &batch {
-                        hasher.update(chunk);
-                        hashed += chunk.len();
+                match state.batches.pop_front() {
+                    Some(Queued::Bytes(batch)) => {
+                        drop(state);
+                        let mut hashed = 0;
+                        for chunk in &batch {
+                            hasher.update(chunk);
+                            hashed += chunk.len();
+                        }
+                        drop(batch);
+                        state = worker.lock();
+                        state.pending -= hashed;
+                        if let Some(waker) = state.waiting.take() {
+                            waker.wake();
+                        }
                     }
-                    drop(batch);
-                    state = worker.lock();
-                    state.pending -= hashed;
-                    if let Some(waker) = state.waiting.take() {
-                        waker.wake();
+                    Some(Queued::Mark(offset)) => state.reached = Some((offset, hasher.save())),
+                    None if state.closed => break,
+                    None if state.paused => {
+                        let (next, waited) = worker
+                            .queued
+                            .wait_timeout(state, PAUSED_FOR)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        state = next;
+                        if waited.timed_out() && state.paused && state.batches.is_empty() {
+                            state.closed = true;
+                        }
                     }
-                } else if state.closed {
-                    state.finished = Some(hasher);
-                    if let Some(waker) = state.waiting.take() {
-                        waker.wake();
+                    None => {
+                        state = worker
+                            .queued
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner);
                     }
-                    return;
-                } else {
-                    state = worker
-                        .queued
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
                 }
+            }
+            state.finished = Some(hasher);
+            if let Some(waker) = state.waiting.take() {
+                waker.wake();
             }
         }));
         Self {
             shared,
             work: Some(work),
         }
+    }
+
+    /// Queues a mark: once the bytes queued before it are hashed, [`HashQueue::reached`]
+    /// gives the midstate, which is the one after `offset` bytes of the upload.
+    pub(crate) fn mark(&self, offset: u64) {
+        self.shared.lock().batches.push_back(Queued::Mark(offset));
+        self.shared.queued.notify_one();
+    }
+
+    /// The last mark hashed up to: its offset and the midstate there.
+    pub(crate) fn reached(&self) -> Option<(u64, String)> {
+        self.shared.lock().reached.clone()
+    }
+
+    /// Pauses the queue between requests: its thread hashes what is queued, then waits a
+    /// little for [`HashQueue::resume`] before it lets go.
+    pub(crate) fn pause(&self) {
+        self.shared.lock().paused = true;
+        self.shared.queued.notify_one();
+    }
+
+    /// Takes up a paused queue for another request: the same thread if it still waits, else
+    /// a new one with the hasher it left; `None` if the host dropped the work.
+    pub(crate) async fn resume(mut self, offload: &Offload) -> Option<Self> {
+        {
+            let mut state = self.shared.lock();
+            if !state.closed {
+                state.paused = false;
+                drop(state);
+                return Some(self);
+            }
+        }
+        let reached = self.reached();
+        // Closed: the thread has let go, or is about to.
+        let hasher = self.finish_closed().await?;
+        Some(Self::start_reached(offload, hasher, reached))
     }
 
     /// Queues `batch` once fewer than `most` bytes wait (so a batch larger than `most` is
@@ -157,7 +233,7 @@ impl HashQueue {
         if room {
             let mut state = self.shared.lock();
             state.pending += batch.iter().map(Bytes::len).sum::<usize>();
-            state.batches.push_back(batch);
+            state.batches.push_back(Queued::Bytes(batch));
             drop(state);
             self.shared.queued.notify_one();
         }
@@ -165,7 +241,7 @@ impl HashQueue {
     }
 
     /// Closes the queue: its thread ends once everything queued is hashed.
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.queued.notify_one();
     }
@@ -174,6 +250,10 @@ impl HashQueue {
     /// dropped the work.
     pub(crate) async fn finish(mut self) -> Option<Hasher> {
         self.close();
+        self.finish_closed().await
+    }
+
+    async fn finish_closed(&mut self) -> Option<Hasher> {
         if !self.until(|state| state.finished.is_some()).await {
             return None;
         }

@@ -61,6 +61,19 @@ async fn read(response: Response) -> Vec<u8> {
     support::body_bytes(response.body).await
 }
 
+/// Opens an upload session in `repository`; its location.
+async fn start<S: Storage>(registry: &Registry<S>, repository: &str) -> String {
+    let started = call(
+        registry,
+        Method::Post,
+        &format!("/v2/{repository}/blobs/uploads/"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(started.status, 202);
+    started.header("Location").expect("Location").to_owned()
+}
+
 /// Pushes `content` with a POST, one PATCH per `patch` bytes (each body in `chunk`-byte
 /// chunks), and a PUT naming `digest`; the PUT's status.
 async fn push(
@@ -71,15 +84,7 @@ async fn push(
     chunk: usize,
     digest: &str,
 ) -> u16 {
-    let started = call(
-        registry,
-        Method::Post,
-        &format!("/v2/{repository}/blobs/uploads/"),
-        berth::empty_body(),
-    )
-    .await;
-    assert_eq!(started.status, 202);
-    let mut location = started.header("Location").expect("Location").to_owned();
+    let mut location = start(registry, repository).await;
     for piece in content.chunks(patch.max(1)) {
         let patched = call(
             registry,
@@ -284,44 +289,55 @@ impl support::Hooks for ReadsBack {
 
 type Shared = Arc<support::Hooked<ReadsBack>>;
 
-/// Two processes over one storage, sharing an upload's chunks between them.
+/// An offload that never runs the work it is handed, as if its process stopped: whatever it
+/// was to hash must be read back by another process.
+fn stalled() -> Offload {
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    Arc::new(move |work| {
+        held.lock().expect("lock").push(work);
+        Box::pin(std::future::pending())
+    })
+}
+
+/// Two processes over one storage, sharing an upload's chunks; the first never gets to hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_reads_back_the_chunk_still_being_hashed() {
     let storage: Shared = Arc::default();
-    let first = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
-    let second = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
-    let content: Vec<u8> = (0..60u32).map(|i| (i * 7 % 251) as u8).collect();
+    let first = Registry::new(Arc::clone(&storage), options(16, Some(stalled())));
+    let second = Registry::new(Arc::clone(&storage), options(16, Some(threads())));
+    let content: Vec<u8> = (0..80u32).map(|i| (i * 7 % 251) as u8).collect();
     let digest = Algorithm::Sha256.digest(&content).to_string();
     let wrong = Algorithm::Sha256.digest(b"other").to_string();
     for (claimed, expected) in [(&digest, 201), (&wrong, 400)] {
         storage.hooks.0.lock().expect("lock").clear();
-        let started = call(
-            &first,
-            Method::Post,
-            "/v2/shared/blobs/uploads/",
-            berth::empty_body(),
-        )
-        .await;
-        let mut location = started.header("Location").expect("Location").to_owned();
-        // Chunks of 10 bytes, 3 parts each: first, first, second, first, second, second; the
-        // PUT on the first.
-        let takers = [&first, &first, &second, &first, &second, &second];
-        for (piece, registry) in content.chunks(10).zip(takers) {
-            let patched = call(registry, Method::Patch, &location, chunked_body(piece, 3)).await;
+        let mut location = start(&first, "shared").await;
+        // Chunks of 20 bytes (more than a part, so they are hashed elsewhere), in pieces of
+        // 5: first, second, second, first; the PUT on the second.
+        let takers = [&first, &second, &second, &first];
+        for (piece, registry) in content.chunks(20).zip(takers) {
+            let patched = call(registry, Method::Patch, &location, chunked_body(piece, 5)).await;
             assert_eq!(patched.status, 202);
             location = patched.header("Location").expect("Location").to_owned();
         }
         let finished = call(
-            &first,
+            &second,
             Method::Put,
             &format!("{location}?digest={claimed}"),
             berth::empty_body(),
         )
         .await;
         assert_eq!(finished.status, expected);
-        // Each process went on from the other's chunk by reading it back; the first's second
-        // chunk went on with its first chunk's hasher.
-        assert_eq!(*storage.hooks.0.lock().expect("lock"), [10, 20, 30, 50]);
+        // The second read the first's chunks back: all of the first, and the last from its
+        // start. Its own second chunk went on with the hasher of its first, reading nothing;
+        // the first's second chunk read back what the record did not cover yet, if anything.
+        let reads = storage.hooks.0.lock().expect("lock").clone();
+        assert_eq!(
+            (reads.first(), reads.last()),
+            (Some(&0), Some(&60)),
+            "{reads:?}"
+        );
+        assert!(reads.len() <= 3, "{reads:?}");
+        assert!(reads.iter().all(|skip| skip % 20 == 0), "{reads:?}");
     }
     let fetched = call(
         &second,
@@ -333,22 +349,15 @@ async fn another_process_reads_back_the_chunk_still_being_hashed() {
     assert_eq!(read(fetched).await, content);
 }
 
-/// A process that stops after acknowledging a chunk loses nothing: another finishes the
-/// upload from the parts.
+/// A process that stops after acknowledging a chunk it had not hashed loses nothing: another
+/// finishes the upload from the parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_acknowledged_by_a_stopped_process_is_not_lost() {
     let storage: Shared = Arc::default();
     let content: Vec<u8> = (0..40u32).map(|i| (i * 13 % 251) as u8).collect();
     let digest = Algorithm::Sha256.digest(&content).to_string();
-    let stopped = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
-    let started = call(
-        &stopped,
-        Method::Post,
-        "/v2/kept/blobs/uploads/",
-        berth::empty_body(),
-    )
-    .await;
-    let location = started.header("Location").expect("Location").to_owned();
+    let stopped = Registry::new(Arc::clone(&storage), options(16, Some(stalled())));
+    let location = start(&stopped, "kept").await;
     let patched = call(
         &stopped,
         Method::Patch,
@@ -358,7 +367,7 @@ async fn a_chunk_acknowledged_by_a_stopped_process_is_not_lost() {
     .await;
     assert_eq!(patched.status, 202);
     drop(stopped);
-    let restarted = Registry::new(Arc::clone(&storage), options(4, Some(threads())));
+    let restarted = Registry::new(Arc::clone(&storage), options(16, Some(threads())));
     let location = patched.header("Location").expect("Location").to_owned();
     let finished = call(
         &restarted,
@@ -369,4 +378,30 @@ async fn a_chunk_acknowledged_by_a_stopped_process_is_not_lost() {
     .await;
     assert_eq!(finished.status, 201);
     assert_eq!(*storage.hooks.0.lock().expect("lock"), [0]);
+}
+
+/// A paused hasher that lets go of its thread hands its hasher to the next chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_after_a_pause_continues_the_hasher_left_behind() {
+    let storage: Shared = Arc::default();
+    let registry = Registry::new(Arc::clone(&storage), options(16, Some(threads())));
+    let content: Vec<u8> = (0..60u32).map(|i| (i * 11 % 251) as u8).collect();
+    let digest = Algorithm::Sha256.digest(&content).to_string();
+    let mut location = start(&registry, "paused").await;
+    for piece in content.chunks(20) {
+        let patched = call(&registry, Method::Patch, &location, chunked_body(piece, 5)).await;
+        assert_eq!(patched.status, 202);
+        location = patched.header("Location").expect("Location").to_owned();
+        // Longer than a paused hasher keeps its thread.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let finished = call(
+        &registry,
+        Method::Put,
+        &format!("{location}?digest={digest}"),
+        berth::empty_body(),
+    )
+    .await;
+    assert_eq!(finished.status, 201);
+    assert!(storage.hooks.0.lock().expect("lock").is_empty());
 }

@@ -8,7 +8,8 @@
 //! as a stream of chunks, then writes the [`Response`]'s status and headers and streams its
 //! body. Memory per request is bounded by two upload parts, one being written while the next is
 //! received (see [`Options::part_size`]); three with [`Options::hash_offload`], which hashes
-//! up to two parts behind the one arriving.
+//! up to two parts behind the one arriving, and may go on hashing them for a moment after the
+//! chunk's response, until the upload's next chunk joins them.
 
 mod blobs;
 mod index;
@@ -67,7 +68,8 @@ pub struct Options {
     /// whose platform limits request bodies; larger chunks get 413.
     pub chunk_max_length: Option<u64>,
     /// Where an upload's parts are hashed while the body goes on arriving: one piece of work
-    /// per request body that has more than one part, which runs until the body ends. `None`
+    /// per upload whose chunk has more than one part, which runs until the body ends or, where
+    /// the storage reads parts back, on into the upload's next chunk. `None`
     /// (the default) hashes each chunk on the receiving task as it arrives. `berth serve` and
     /// the C library use tokio's blocking pool ([`crate::offload::tokio_blocking_pool`]).
     pub hash_offload: Option<Offload>,
