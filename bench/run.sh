@@ -7,7 +7,9 @@
 # after round; counts the syncs a small image costs berth and registry:2 (strace, on a round
 # of its own); writes BENCHMARKS.md and its plots (bench/plots/*.png).
 #
-#   bench/run.sh            the full run (about 25 minutes on 2 cores, the build included)
+#   bench/run.sh            the full run (about 25 minutes on 2 cores, the build included;
+#                           first it installs the test suite's tools, which the Python and
+#                           WASM hosts run with, unless BERTH_SKIP_INSTALL=1)
 #   bench/run.sh --smoke    seconds, tiny sizes, berth beside registry:2: keeps the
 #                           benchmark working (CI); the report goes to target/bench-smoke
 #
@@ -61,6 +63,12 @@ log "building berth and berth-bench (release)"
 berth=$root/target/release/berth
 bench=$root/target/release/berth-bench
 
+# The full run measures the Python and WASM hosts too: what they need (gunicorn, workerd, the
+# wasm toolchain) comes with the test suite's tools. BERTH_SKIP_INSTALL=1 assumes them there.
+if [ $smoke = 0 ] && [ "${BERTH_SKIP_INSTALL:-0}" != 1 ]; then
+  log "installing the tools of berth's other hosts (scripts/install-test-deps.sh)"
+  "$root/scripts/install-test-deps.sh"
+fi
 command -v docker-registry >/dev/null || { log "registry:2 is needed: apt-get install docker-registry"; exit 1; }
 if [ ! -x "$tools/bin/distribution-v3" ] && [ $smoke = 0 ]; then
   log "go install distribution $DISTRIBUTION_VERSION"
@@ -98,14 +106,13 @@ if [ $smoke = 0 ]; then
   port=$(free_port); registry_config "$work/distribution3" "127.0.0.1:$port" >"$work/distribution3.yml"
   "$tools/bin/distribution-v3" serve "$work/distribution3.yml" >"$work/distribution3.log" 2>&1 &
   serve distribution3 $! "127.0.0.1:$port"
-  # berth's other hosts, where the test setup has installed them.
-  if [ -x "$tools/py-venv/bin/gunicorn" ]; then
-    BERTH_FFI_LIB=$root/target/release/libberth_ffi.so "$tools/py-venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps "$root/bindings/python"
-    port=$(free_port)
-    BERTH_ROOT=$work/python "$tools/py-venv/bin/gunicorn" -k gthread --threads 16 --timeout 600 \
-      --log-level warning -b "127.0.0.1:$port" 'berth.wsgi:create_app()' >"$work/python.log" 2>&1 &
-    serve python $! "127.0.0.1:$port"
-  fi
+  # berth's other hosts.
+  [ -x "$tools/py-venv/bin/gunicorn" ] || { log "gunicorn is missing: run scripts/install-test-deps.sh"; exit 1; }
+  BERTH_FFI_LIB=$root/target/release/libberth_ffi.so "$tools/py-venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps "$root/bindings/python"
+  port=$(free_port)
+  BERTH_ROOT=$work/python "$tools/py-venv/bin/gunicorn" -k gthread --threads 16 --timeout 600 \
+    --log-level warning -b "127.0.0.1:$port" 'berth.wsgi:create_app()' >"$work/python.log" 2>&1 &
+  serve python $! "127.0.0.1:$port"
 fi
 
 log "running: ${targets[*]}"
@@ -119,7 +126,9 @@ status=0
 # against 1,020-1,160 MB/s and 1.1-1.2 with it measured last (a process holding 6 GiB did the
 # same: 1,120 -> 900 MB/s). So it is started only now, and measured in a pass of its own.
 workerd=$tools/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd
-if [ $smoke = 0 ] && [ -x "$workerd" ] && "$root/wasm/build.sh" >"$work/wasm-build.log" 2>&1; then
+if [ $smoke = 0 ]; then
+  [ -x "$workerd" ] || { log "workerd is missing: run scripts/install-test-deps.sh"; exit 1; }
+  "$root/wasm/build.sh" >"$work/wasm-build.log" 2>&1 || { log "the wasm build failed: $work/wasm-build.log"; cat "$work/wasm-build.log" >&2; exit 1; }
   port=$(free_port)
   "$workerd" serve "$root/examples/edge-worker/config.capnp" --socket-addr "http=127.0.0.1:$port" >"$work/workerd.log" 2>&1 &
   targets=()
