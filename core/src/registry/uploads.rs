@@ -42,8 +42,8 @@ pub(super) struct Received {
     /// The whole blob, when the request that ended the upload carried all of it within one
     /// part: kept in memory and stored with one write instead of as a parts upload.
     pub(super) whole: Option<Bytes>,
-    /// The chunk's hasher, still at work on its last bytes: the session records the midstate
-    /// from before the chunk, and the next chunk continues this hasher (see [`LiveHashes`]).
+    /// The chunk's hasher, still at work on its last bytes: the session records an earlier
+    /// midstate, and the next chunk queues its bytes to this hasher (see [`LiveHashes`]).
     pub(super) hashing: Option<HashQueue>,
 }
 
