@@ -33,11 +33,15 @@ use futures_util::StreamExt;
 
 use super::{
     ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
+    spans_after,
 };
 
 /// Size of the chunks a read streams. Kept below glibc's initial mmap threshold (128 KiB):
 /// larger buffers raise it, after which freed buffers stay resident in per-thread arenas.
 const READ_CHUNK: usize = 64 * 1024;
+/// How much of an unfinished upload's parts one trip to the blocking pool reads back
+/// (`read_parts`): a chunk re-read there is typically 16 MiB, and a trip costs 50-100 us.
+const READ_BACK_PIECE: u64 = 1024 * 1024;
 /// Chunks read per trip to the blocking pool.
 const READ_BATCH: usize = 8;
 /// Objects up to this size (manifests, links, records) are read on the calling thread.
@@ -1416,22 +1420,17 @@ impl Storage for FsStorage {
         if ranges.iter().any(|range| range.end > size) {
             return Err(StorageError::NotFound);
         }
-        let mut skip = skip;
-        let mut spans = std::collections::VecDeque::new();
-        for range in ranges {
-            let from = range.start + skip.min(range.end - range.start);
-            skip -= from - range.start;
-            if from < range.end {
-                spans.push_back(from..range.end);
-            }
-        }
+        let spans: std::collections::VecDeque<_> = spans_after(ranges, skip)
+            .into_iter()
+            .filter(|span| !span.is_empty())
+            .collect();
         // Read a piece at a time on the blocking pool: the parts may have left the page cache.
         let file = Arc::new(file);
         let pieces = futures_util::stream::unfold(spans, move |mut spans| {
             let file = Arc::clone(&file);
             async move {
                 let span = spans.pop_front()?;
-                let len = (span.end - span.start).min(READ_CHUNK as u64);
+                let len = (span.end - span.start).min(READ_BACK_PIECE);
                 if span.start + len < span.end {
                     spans.push_front(span.start + len..span.end);
                 }

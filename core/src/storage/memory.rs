@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
+    spans_after,
 };
 
 /// Storage held in process memory. Cloning is not offered: share it with `Arc`.
@@ -226,16 +227,17 @@ impl Storage for MemoryStorage {
     ) -> Result<ByteStream, StorageError> {
         let state = self.lock();
         let stored = state.uploads.get(upload).ok_or(StorageError::NotFound)?;
-        let mut skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        let mut read = Vec::new();
-        for part in parts {
-            let bytes = stored.get(part).ok_or(StorageError::NotFound)?;
-            let from = skip.min(bytes.len());
-            skip -= from;
-            if from < bytes.len() {
-                read.push(Ok(bytes.slice(from..)));
-            }
-        }
+        let bytes = parts
+            .iter()
+            .map(|part| stored.get(part).ok_or(StorageError::NotFound))
+            .collect::<Result<Vec<_>, _>>()?;
+        let whole = bytes.iter().map(|part| 0..part.len() as u64);
+        let read: Vec<_> = bytes
+            .iter()
+            .zip(spans_after(whole, skip))
+            .filter(|(_, left)| !left.is_empty())
+            .map(|(part, left)| Ok(part.slice(left.start as usize..left.end as usize)))
+            .collect();
         Ok(Box::pin(futures_util::stream::iter(read)))
     }
 }

@@ -460,6 +460,22 @@ pub(crate) fn page_of(
 
 /// Splits `key` (which starts with `prefix`) for a delimited listing: the key itself, or the
 /// folded prefix up to and including the next `/`.
+/// What is left of each of `spans` (of parts, in order) once their first `skip` bytes are
+/// passed over, one range per span (empty where nothing is left): for [`Storage::read_parts`].
+pub(crate) fn spans_after(
+    spans: impl IntoIterator<Item = Range<u64>>,
+    mut skip: u64,
+) -> Vec<Range<u64>> {
+    spans
+        .into_iter()
+        .map(|span| {
+            let from = span.start + skip.min(span.end - span.start);
+            skip -= from - span.start;
+            from..span.end
+        })
+        .collect()
+}
+
 pub(crate) fn fold(prefix: &str, key: &str, delimiter: bool) -> (String, bool) {
     if delimiter && let Some(slash) = key[prefix.len()..].find('/') {
         return (key[..prefix.len() + slash + 1].to_owned(), true);
