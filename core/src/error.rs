@@ -1,7 +1,10 @@
 //! Protocol errors: each maps one to one onto an OCI error code and carries its HTTP status.
 //!
-//! The codes are those of the distribution spec (`spec.md#error-codes`), plus the two that
-//! Docker-era clients know (`RANGE_INVALID`, `PAGINATION_NUMBER_INVALID`).
+//! The codes are exactly those of the distribution spec (`spec.md#error-codes`), which says
+//! a body's code MUST be one of them; [`ErrorCode::Unknown`] is sent only with a 500. An
+//! out-of-order or malformed chunk range is `BLOB_UPLOAD_INVALID` with 416, an unsatisfiable
+//! blob range `SIZE_INVALID` with 416, a malformed `n` `UNSUPPORTED` with 400
+//! (docs/decisions/2026-12-06-error-codes.md says why).
 
 use std::fmt;
 
@@ -39,10 +42,6 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
-    /// A Range or Content-Range is invalid.
-    RangeInvalid,
-    /// The `n` of a paginated request is invalid.
-    PaginationNumberInvalid,
     /// The registry failed (its storage did); not the client's fault. Sent with 500.
     Unknown,
 }
@@ -65,8 +64,6 @@ impl ErrorCode {
             Self::Denied => "DENIED",
             Self::Unsupported => "UNSUPPORTED",
             Self::TooManyRequests => "TOOMANYREQUESTS",
-            Self::RangeInvalid => "RANGE_INVALID",
-            Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -82,15 +79,13 @@ impl ErrorCode {
             Self::Denied => 403,
             Self::Unsupported => 405,
             Self::TooManyRequests => 429,
-            Self::RangeInvalid => 416,
             Self::Unknown => 500,
             Self::BlobUploadInvalid
             | Self::DigestInvalid
             | Self::ManifestBlobUnknown
             | Self::ManifestInvalid
             | Self::NameInvalid
-            | Self::SizeInvalid
-            | Self::PaginationNumberInvalid => 400,
+            | Self::SizeInvalid => 400,
         }
     }
 }

@@ -79,6 +79,12 @@ pub(crate) fn upload_session(id: &UploadId) -> String {
     format!("berth/uploads/{}", id.as_str())
 }
 
+/// Where an upload hashed with another algorithm than its digest's is kept while it is read
+/// back and hashed again: outside every blob path, so unverified content is never a blob.
+pub(crate) fn rehash_interim(id: &UploadId) -> String {
+    format!("berth/rehash/{}", id.as_str())
+}
+
 /// The folder of all upload session records.
 pub(crate) fn upload_sessions() -> &'static str {
     "berth/uploads/"

@@ -51,9 +51,12 @@ pub use manifest::{
     ManifestKind, OCI_INDEX, OCI_MANIFEST,
 };
 pub use offload::Offload;
-pub use range::{ByteRange, ContentRange, RangeError};
+pub use range::{
+    ByteRange, ContentRange, MAX_RANGES, Multipart, RangeError, RangePlan, plan_ranges,
+};
 pub use reference::{
-    MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName, Tag, TagError,
+    MAX_NAME_COMPONENT_LEN, MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName,
+    Tag, TagError,
 };
 pub use registry::{Clock, DEFAULT_PART_SIZE, IdSource, Options, Registry};
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};

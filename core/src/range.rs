@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! content-range ::= [ "bytes " | "bytes=" ] start "-" end     (inclusive; spec.md#pushing-a-blob-in-chunks)
-//! range         ::= "bytes=" ( start "-" [ end ] | "-" suffix-length )   (RFC 9110 §14.1.2, one range)
+//! range         ::= "bytes=" range-spec *( OWS "," OWS range-spec )       (RFC 9110 §14.1.2)
+//! range-spec    ::= start "-" [ end ] | "-" suffix-length
 //! ```
+//!
+//! A GET with several ranges is answered with `multipart/byteranges` (RFC 9110 §14.6):
+//! [`plan_ranges`] decides what to send, [`Multipart`] lays the body out.
 
 use std::fmt;
 use std::str::FromStr;
@@ -125,6 +129,117 @@ impl ByteRange {
     }
 }
 
+/// The most ranges one GET may ask for; past this the whole blob is sent (RFC 9110 §14.2
+/// lets a server ignore a Range header). podman asks for a few hundred at most.
+pub const MAX_RANGES: usize = 1000;
+
+/// What a blob GET sends for its `Range` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangePlan {
+    /// No Range, a unit other than bytes, or one the server ignores: 200 with every byte.
+    Whole,
+    /// One satisfiable range (half-open): 206 with that span.
+    One(std::ops::Range<u64>),
+    /// Several satisfiable ranges, in the order asked: 206 `multipart/byteranges`.
+    Many(Vec<std::ops::Range<u64>>),
+    /// No range can be satisfied: 416.
+    Unsatisfiable,
+}
+
+/// Decides how to answer a `Range` header for a blob of `size` bytes. A malformed byte range
+/// is an error (answered like an unsatisfiable one); other units are ignored (RFC 9110 §14.2).
+/// Unsatisfiable ranges among satisfiable ones are left out (§14.1.1). Too many ranges, or
+/// ranges that add up to more than the blob (overlaps that would multiply what is sent), are
+/// ignored and the whole blob is sent.
+pub fn plan_ranges(header: Option<&str>, size: u64) -> Result<RangePlan, RangeError> {
+    let Some(text) = header else {
+        return Ok(RangePlan::Whole);
+    };
+    let Some(list) = text.trim().strip_prefix("bytes=") else {
+        return Ok(RangePlan::Whole);
+    };
+    let mut ranges = Vec::new();
+    // A list may hold empty elements (RFC 9110 §5.6.1), but not only those.
+    for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if ranges.len() == MAX_RANGES {
+            return Ok(RangePlan::Whole);
+        }
+        ranges.push(format!("bytes={spec}").parse::<ByteRange>()?);
+    }
+    if ranges.is_empty() {
+        return Err(RangeError);
+    }
+    let spans: Vec<_> = ranges.into_iter().filter_map(|r| r.resolve(size)).collect();
+    let total: u64 = spans.iter().map(|s| s.end - s.start).sum();
+    Ok(match spans.len() {
+        0 => RangePlan::Unsatisfiable,
+        1 => RangePlan::One(spans[0].clone()),
+        _ if total > size => RangePlan::Whole,
+        _ => RangePlan::Many(spans),
+    })
+}
+
+/// The layout of a `multipart/byteranges` body: each part's head, the span of the blob that
+/// follows it, and the closing delimiter. The body is streamed part by part from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Multipart {
+    /// The boundary, for the `Content-Type` header.
+    pub boundary: String,
+    /// Each part: the delimiter and part headers to send, then the span of the blob.
+    pub parts: Vec<(String, std::ops::Range<u64>)>,
+    /// What follows the last part's bytes.
+    pub closing: String,
+}
+
+impl Multipart {
+    /// Lays out `spans` of a blob of `size` bytes. The boundary is derived from the blob's
+    /// digest (`tag`): content that held it would have to contain part of its own hash.
+    pub fn new(spans: &[std::ops::Range<u64>], size: u64, tag: &str) -> Self {
+        let boundary = format!("berth-{tag}");
+        let parts = spans
+            .iter()
+            .enumerate()
+            .map(|(i, span)| {
+                // Each part after the first begins by ending the previous part's bytes.
+                let lead = if i == 0 { "" } else { "\r\n" };
+                let head = format!(
+                    "{lead}--{boundary}\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Range: bytes {}-{}/{size}\r\n\r\n",
+                    span.start,
+                    span.end - 1
+                );
+                (head, span.clone())
+            })
+            .collect();
+        let closing = format!("\r\n--{boundary}--\r\n");
+        Self {
+            boundary,
+            parts,
+            closing,
+        }
+    }
+
+    /// The `Content-Type` of the body.
+    pub fn content_type(&self) -> String {
+        format!("multipart/byteranges; boundary={}", self.boundary)
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        let parts: u64 = self
+            .parts
+            .iter()
+            .map(|(head, span)| head.len() as u64 + span.end - span.start)
+            .sum();
+        parts + self.closing.len() as u64
+    }
+
+    /// Never true: a multipart body has at least its closing delimiter.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +281,75 @@ mod tests {
         }
     }
 
+    #[test]
+    fn range_plans() {
+        let plan = |s: &str| plan_ranges(Some(s), 100);
+        assert_eq!(plan_ranges(None, 100), Ok(RangePlan::Whole));
+        assert_eq!(plan("items=0-1"), Ok(RangePlan::Whole));
+        assert_eq!(plan("bytes=0-9"), Ok(RangePlan::One(0..10)));
+        // podman's zstd:chunked ranges: adjacent, each satisfiable.
+        assert_eq!(
+            plan("bytes=0-9,10-19, 50-"),
+            Ok(RangePlan::Many(vec![0..10, 10..20, 50..100]))
+        );
+        // Unsatisfiable ranges among satisfiable ones are left out.
+        assert_eq!(plan("bytes=0-9,200-300"), Ok(RangePlan::One(0..10)));
+        assert_eq!(plan("bytes=200-300,400-"), Ok(RangePlan::Unsatisfiable));
+        // Overlaps that would send more than the blob: the whole blob instead.
+        assert_eq!(plan("bytes=0-,0-"), Ok(RangePlan::Whole));
+        let many = vec!["0-0"; MAX_RANGES + 1].join(",");
+        assert_eq!(plan(&format!("bytes={many}")), Ok(RangePlan::Whole));
+        for bad in [
+            "bytes=",
+            "bytes=,",
+            "bytes=5-1",
+            "bytes=0-1,x",
+            "bytes=\u{ff10}-9",
+        ] {
+            assert_eq!(plan(bad), Err(RangeError), "{bad}");
+        }
+    }
+
+    #[test]
+    fn multipart_layout() {
+        let body = Multipart::new(&[0..2, 5..6], 10, "abc");
+        assert_eq!(
+            body.content_type(),
+            "multipart/byteranges; boundary=berth-abc"
+        );
+        let blob = b"0123456789";
+        let mut text = String::new();
+        for (head, span) in &body.parts {
+            text += head;
+            text += std::str::from_utf8(&blob[span.start as usize..span.end as usize]).unwrap();
+        }
+        text += &body.closing;
+        assert_eq!(
+            text,
+            "--berth-abc\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-1/10\r\n\r\n01\
+             \r\n--berth-abc\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 5-5/10\r\n\r\n5\
+             \r\n--berth-abc--\r\n"
+        );
+        assert_eq!(body.len(), text.len() as u64);
+    }
+
     proptest! {
+        #[test]
+        fn range_plans_stay_within_the_blob(text in "bytes=[0-9,\\- ]{0,40}", size in 0u64..200) {
+            let spans = match plan_ranges(Some(&text), size) {
+                Ok(RangePlan::One(span)) => vec![span],
+                Ok(RangePlan::Many(spans)) => {
+                    let total: u64 = spans.iter().map(|s| s.end - s.start).sum();
+                    prop_assert!(spans.len() > 1 && total <= size);
+                    spans
+                }
+                _ => Vec::new(),
+            };
+            for span in spans {
+                prop_assert!(span.start < span.end && span.end <= size);
+            }
+        }
+
         #[test]
         fn content_range_round_trip(start in 0u64..1 << 50, len in 1u64..1 << 30) {
             let end = start + len - 1;

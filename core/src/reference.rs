@@ -15,6 +15,12 @@ use crate::digest::{Digest, DigestError};
 /// characters (with the host name); registry:2 enforces the same bound.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Longest path component of a repository name. Every storage key berth derives from a name
+/// must fit every backend, and a filesystem's file names stop at 255 bytes: the catalog
+/// index names each repository's entry by the name and a one-byte terminator
+/// (`berth/catalog/<name>!`), so a one-component name of 255 characters would not fit.
+pub const MAX_NAME_COMPONENT_LEN: usize = MAX_NAME_LEN - 1;
+
 /// A repository name such as `library/alpine`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepositoryName(String);
@@ -25,9 +31,11 @@ pub struct NameError;
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
+        write!(
+            f,
             "invalid repository name: use lower-case path components of [a-z0-9] \
-             joined by '.', '_', '__' or '-', separated by '/'",
+             joined by '.', '_', '__' or '-', separated by '/', each at most \
+             {MAX_NAME_COMPONENT_LEN} characters and {MAX_NAME_LEN} in all"
         )
     }
 }
@@ -45,7 +53,8 @@ impl FromStr for RepositoryName {
     type Err = NameError;
 
     fn from_str(text: &str) -> Result<Self, NameError> {
-        if text.is_empty() || text.len() > MAX_NAME_LEN || !text.split('/').all(is_path_component) {
+        let component = |c: &str| c.len() <= MAX_NAME_COMPONENT_LEN && is_path_component(c);
+        if text.is_empty() || text.len() > MAX_NAME_LEN || !text.split('/').all(component) {
             return Err(NameError);
         }
         Ok(Self(text.to_owned()))
@@ -237,6 +246,15 @@ mod tests {
                 .parse::<RepositoryName>()
                 .is_err()
         );
+        // At the exact limits: 255 in all, 254 in one component.
+        let longest = format!("a/{}", "b".repeat(MAX_NAME_LEN - 2));
+        assert!(longest.parse::<RepositoryName>().is_ok());
+        assert!(
+            "b".repeat(MAX_NAME_COMPONENT_LEN)
+                .parse::<RepositoryName>()
+                .is_ok()
+        );
+        assert!("b".repeat(MAX_NAME_LEN).parse::<RepositoryName>().is_err());
     }
 
     #[test]

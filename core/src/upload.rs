@@ -122,9 +122,10 @@ impl UploadSession {
         };
         let range: ContentRange = text.parse().map_err(|e: crate::range::RangeError| {
             Error::new(
-                ErrorCode::RangeInvalid,
+                ErrorCode::BlobUploadInvalid,
                 format!("Content-Range {text:?}: {e}"),
             )
+            .with_status(416)
         })?;
         if range.start != self.offset {
             return Err(self.out_of_order());
@@ -140,24 +141,26 @@ impl UploadSession {
     /// The 416 a request receives while another one writes to the session.
     pub fn busy(&self) -> Error {
         Error::new(
-            ErrorCode::RangeInvalid,
+            ErrorCode::BlobUploadInvalid,
             format!(
                 "another request is writing to this upload; it has {} bytes: GET it for the \
                  current Range and retry",
                 self.offset
             ),
         )
+        .with_status(416)
     }
 
     /// The 416 a chunk that does not start at the current offset receives.
     pub fn out_of_order(&self) -> Error {
         Error::new(
-            ErrorCode::RangeInvalid,
+            ErrorCode::BlobUploadInvalid,
             format!(
                 "chunk must start at byte {}: GET the upload for its current Range",
                 self.offset
             ),
         )
+        .with_status(416)
     }
 
     /// Makes the session hash with `algorithm` if it can: when it already does, or when it
@@ -327,10 +330,18 @@ mod tests {
         let error = session.check_chunk(Some("0-9")).unwrap_err();
         assert_eq!(
             (error.code(), error.status()),
-            (ErrorCode::RangeInvalid, 416)
+            (ErrorCode::BlobUploadInvalid, 416)
         );
         assert_eq!(session.check_chunk(Some("10-19")).unwrap(), Some(10));
         assert_eq!(session.check_chunk(Some("x")).unwrap_err().status(), 416);
+        // A full-width digit is no digit: refused like any other malformed range.
+        assert_eq!(
+            session
+                .check_chunk(Some("\u{ff10}-9"))
+                .unwrap_err()
+                .status(),
+            416
+        );
     }
 
     #[test]

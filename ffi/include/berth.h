@@ -471,7 +471,9 @@ enum berth_result berth_exchange_new(const struct berth_registry *registry,
                                      struct berth_exchange **out);
 
 /**
- * Adds a request header (before the first `write` or `finish`).
+ * Adds a request header (before the first `write` or `finish`). A name or value that is
+ * not UTF-8 is decoded lossily, so that the registry refuses a malformed header (a
+ * `Content-Range` of other bytes, say) as it refuses any other malformed value.
  *
  * # Safety
  * `exchange` is a live exchange; `name` and `value` are NUL-terminated.

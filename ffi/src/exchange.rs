@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Inner, berth_registry};
 use crate::result::{
-    Failure, berth_result, guard, guard_void, optional_str_arg, str_arg, write_out,
+    Failure, berth_result, guard, guard_void, lossy_str_arg, optional_str_arg, str_arg, write_out,
 };
 
 /// Request body chunks in flight between the host and the handler.
@@ -211,7 +211,9 @@ pub unsafe extern "C" fn berth_exchange_new(
     })
 }
 
-/// Adds a request header (before the first `write` or `finish`).
+/// Adds a request header (before the first `write` or `finish`). A name or value that is
+/// not UTF-8 is decoded lossily, so that the registry refuses a malformed header (a
+/// `Content-Range` of other bytes, say) as it refuses any other malformed value.
 ///
 /// # Safety
 /// `exchange` is a live exchange; `name` and `value` are NUL-terminated.
@@ -226,13 +228,13 @@ pub unsafe extern "C" fn berth_exchange_add_header(
         let (exchange, name, value) = unsafe {
             (
                 exchange_mut(exchange)?,
-                str_arg(name, "name")?,
-                str_arg(value, "value")?,
+                lossy_str_arg(name, "name")?,
+                lossy_str_arg(value, "value")?,
             )
         };
         match &mut exchange.state {
             State::Building(head) => {
-                head.headers.push((name.to_owned(), value.to_owned()));
+                head.headers.push((name, value));
                 Ok(())
             }
             _ => Err(Failure::wrong_state(

@@ -175,6 +175,20 @@ pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a s
     })
 }
 
+/// Reads a required NUL-terminated argument as text, decoding bytes that are not UTF-8 as
+/// U+FFFD.
+///
+/// # Safety
+/// As for [`str_arg`].
+pub(crate) unsafe fn lossy_str_arg(ptr: *const c_char, what: &str) -> Result<String, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: the caller promises a NUL-terminated string that outlives the call.
+    let text = unsafe { CStr::from_ptr(ptr) };
+    Ok(text.to_string_lossy().into_owned())
+}
+
 /// Reads an optional NUL-terminated UTF-8 argument (NULL for none).
 ///
 /// # Safety

@@ -29,7 +29,8 @@ def main():
     for i, step in enumerate(transcript["steps"]):
         request, expected = step["request"], step["response"]
         target = substitute(request["path"], variables)
-        headers = {k: substitute(v, variables) for k, v in request.get("headers", {}).items()}
+        # Sent as UTF-8 bytes: a transcript may hold a header value that is not ASCII.
+        headers = {k: substitute(v, variables).encode() for k, v in request.get("headers", {}).items()}
         if "body" in request:
             body = request["body"].encode()
         elif "body_repeat" in request:

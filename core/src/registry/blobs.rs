@@ -1,18 +1,23 @@
 //! Blobs: end-2 (GET, HEAD), end-10 (DELETE), end-4 and end-11 (starting an upload, a one-request
 //! push, a cross-repository mount).
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
 use super::uploads::in_progress;
 use super::{Registry, internal, query};
 use crate::access::Action;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
 use crate::layout;
-use crate::range::ByteRange;
+use crate::range::{Multipart, RangePlan, plan_ranges};
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
 use crate::routes::UploadId;
-use crate::storage::{PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{ByteStream, PutMode, Storage, StorageError, StorageExt};
 use crate::upload::UploadSession;
 
 impl<S: Storage> Registry<S> {
@@ -61,41 +66,61 @@ impl<S: Storage> Registry<S> {
                 .with_header("Content-Length", "0"));
         }
         let unsatisfiable = |why: String| {
-            Response::error(&Error::new(ErrorCode::RangeInvalid, why))
+            Response::error(&Error::new(ErrorCode::SizeInvalid, why).with_status(416))
                 .with_header("Content-Range", format!("bytes */{size}"))
         };
-        let span = match head.header("Range") {
-            None => None,
-            // Other units are ignored, as RFC 9110 §14.2 allows; a malformed byte range
-            // (an inverted one, say) is refused like an unsatisfiable one.
-            Some(text) if !text.trim_start().starts_with("bytes=") => None,
-            Some(text) => match text.parse::<ByteRange>().map(|range| range.resolve(size)) {
-                Ok(Some(span)) => Some(span),
-                Ok(None) => {
-                    return Ok(unsatisfiable(format!(
-                        "range {text:?} not satisfiable: the blob has {size} bytes"
-                    )));
+        let range = head.header("Range");
+        let plan = match plan_ranges(range, size) {
+            Ok(RangePlan::Unsatisfiable) => {
+                return Ok(unsatisfiable(format!(
+                    "range {:?} not satisfiable: the blob has {size} bytes",
+                    range.unwrap_or_default()
+                )));
+            }
+            Ok(plan) => plan,
+            Err(e) => {
+                return Ok(unsatisfiable(format!(
+                    "range {:?}: {e}",
+                    range.unwrap_or_default()
+                )));
+            }
+        };
+        let described = |status: u16, length: u64| {
+            Response::empty(status)
+                .with_header("Content-Length", length.to_string())
+                .with_header("Docker-Content-Digest", digest.as_str())
+                .with_header("ETag", format!("\"{digest}\""))
+                .with_header("Accept-Ranges", "bytes")
+        };
+        let octets = "application/octet-stream";
+        let (response, span) = match plan {
+            RangePlan::Many(spans) => {
+                let multipart = Multipart::new(&spans, size, &digest.hex()[..32]);
+                let response = described(206, multipart.len())
+                    .with_header("Content-Type", multipart.content_type());
+                if head.method == Method::Head {
+                    return Ok(response);
                 }
-                Err(e) => return Ok(unsatisfiable(format!("range {text:?}: {e}"))),
-            },
+                return Ok(Response {
+                    body: Body::Stream(multipart_body(Arc::clone(&self.storage), key, multipart)),
+                    ..response
+                });
+            }
+            RangePlan::One(span) => (
+                described(206, span.end - span.start)
+                    .with_header("Content-Type", octets)
+                    .with_header(
+                        "Content-Range",
+                        format!("bytes {}-{}/{size}", span.start, span.end - 1),
+                    ),
+                Some(span),
+            ),
+            RangePlan::Whole | RangePlan::Unsatisfiable => (
+                described(200, size).with_header("Content-Type", octets),
+                None,
+            ),
         };
-        let (status, length) = match &span {
-            Some(span) => (206, span.end - span.start),
-            None => (200, size),
-        };
-        let mut response = Response::empty(status)
-            .with_header("Content-Type", "application/octet-stream")
-            .with_header("Content-Length", length.to_string())
-            .with_header("Docker-Content-Digest", digest.as_str())
-            .with_header("ETag", format!("\"{digest}\""))
-            .with_header("Accept-Ranges", "bytes");
-        if let Some(span) = &span {
-            response = response.with_header(
-                "Content-Range",
-                format!("bytes {}-{}/{size}", span.start, span.end.saturating_sub(1)),
-            );
-        }
-        if head.method == Method::Head || length == 0 {
+        if head.method == Method::Head || size == 0 {
             return Ok(response);
         }
         let (_, stream) = match self.storage.get(&key, span).await {
@@ -103,8 +128,10 @@ impl<S: Storage> Registry<S> {
             Err(StorageError::NotFound) => return Err(unknown()),
             Err(e) => return Err(internal(e)),
         };
-        response.body = Body::Stream(stream);
-        Ok(response)
+        Ok(Response {
+            body: Body::Stream(stream),
+            ..response
+        })
     }
 
     pub(super) async fn delete_blob(
@@ -235,9 +262,9 @@ impl<S: Storage> Registry<S> {
             None => self.options.automatic_mount && self.blob_exists(digest).await?,
         };
         if available {
+            self.register_repository(name).await?;
             self.write_link(&layout::layer_link(name, digest), digest)
                 .await?;
-            self.register_repository(name).await?;
         }
         Ok(available)
     }
@@ -248,6 +275,32 @@ impl<S: Storage> Registry<S> {
             .await
             .map_err(internal)
     }
+}
+
+/// A `multipart/byteranges` body: each part's head, then its span read from storage only
+/// when the part before it has been sent, so one span at a time is in flight.
+fn multipart_body<S: Storage>(storage: Arc<S>, key: String, layout: Multipart) -> ByteStream {
+    enum Piece {
+        Text(String),
+        Span(std::ops::Range<u64>),
+    }
+    let mut pieces = Vec::with_capacity(layout.parts.len() * 2 + 1);
+    for (head, span) in layout.parts {
+        pieces.push(Piece::Text(head));
+        pieces.push(Piece::Span(span));
+    }
+    pieces.push(Piece::Text(layout.closing));
+    let streams = stream::iter(pieces).then(move |piece| {
+        let storage = Arc::clone(&storage);
+        let key = key.clone();
+        async move {
+            Ok::<ByteStream, StorageError>(match piece {
+                Piece::Text(text) => Box::pin(stream::iter([Ok(Bytes::from(text))])),
+                Piece::Span(span) => storage.get(&key, Some(span)).await?.1,
+            })
+        }
+    });
+    Box::pin(streams.try_flatten())
 }
 
 pub(super) fn parse_digest(text: &str) -> Result<Digest, Error> {

@@ -87,14 +87,21 @@ impl<S: Storage> Registry<S> {
             .map_err(internal)?
         {
             let tags = self.tag_names(name).await?;
+            // A tag that cannot be indexed (its link unreadable, say) is left out of this
+            // listing and the index stays incomplete, so a later listing tries it again:
+            // one bad entry never stops the listing.
+            let mut complete = true;
             for tag in &tags {
-                if let Some(digest) = self.read_link(&layout::tag_current(name, tag)).await? {
-                    self.index_tag(name, tag, &digest).await?;
-                }
+                let indexed = match self.read_link(&layout::tag_current(name, tag)).await {
+                    Ok(Some(digest)) => self.index_tag(name, tag, &digest).await,
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
+                };
+                complete &= indexed.is_ok();
             }
             // A repository without tags (or without existence) is cheap to look at again,
             // and leaves no marker behind.
-            if !tags.is_empty() {
+            if complete && !tags.is_empty() {
                 self.mark_complete(&layout::tag_index_complete(name))
                     .await?;
             }
@@ -124,12 +131,19 @@ impl<S: Storage> Registry<S> {
             .await
             .map_err(internal)?
         {
+            // As with tags: a repository that cannot be indexed (a folder whose name is no
+            // valid repository name, a failing write) is left out and the index stays
+            // incomplete, so the catalog still answers with every other repository.
+            let mut complete = true;
             for name in self.walk_repositories().await? {
-                if let Ok(name) = name.parse() {
-                    self.register_repository(&name).await?;
-                }
+                complete &= match name.parse() {
+                    Ok(name) => self.register_repository(&name).await.is_ok(),
+                    Err(_) => false,
+                };
             }
-            self.mark_complete(layout::catalog_complete()).await?;
+            if complete {
+                self.mark_complete(layout::catalog_complete()).await?;
+            }
         }
         let folder = layout::catalog_index();
         // `last` is a name; its entry is the name with the `!` terminator.

@@ -1,7 +1,7 @@
 //! Manifests, tags, referrers and the catalog: end-3, end-7, end-8, end-9, end-12, `_catalog`.
 
 use bytes::Bytes;
-use futures_util::future::{try_join_all, try_join3};
+use futures_util::future::{try_join, try_join_all};
 use serde::Serialize;
 
 use super::{Registry, internal, page_size, query, read_body};
@@ -175,10 +175,11 @@ impl<S: Storage> Registry<S> {
             // The tag index entry (see `index_tag`) holds the digest too.
             links.push(layout::tag_index_entry(name, tag));
         }
-        try_join3(
+        // The catalog entry first, so a failure leaves no link behind it.
+        self.register_repository(name).await?;
+        try_join(
             referrer,
             try_join_all(links.iter().map(|key| self.write_link(key, &digest))),
-            self.register_repository(name),
         )
         .await?;
 

@@ -120,7 +120,8 @@ impl std::fmt::Debug for Options {
 /// An OCI registry over a storage backend.
 #[derive(Debug)]
 pub struct Registry<S> {
-    storage: S,
+    /// Shared with response bodies that read more than one span (`multipart/byteranges`).
+    storage: Arc<S>,
     options: Options,
     /// Repositories this registry has seen in the catalog index. Catalog entries are never
     /// removed, so what is here needs no second look at storage.
@@ -133,7 +134,7 @@ impl<S: Storage> Registry<S> {
     /// A registry over `storage`.
     pub fn new(storage: S, options: Options) -> Self {
         Self {
-            storage,
+            storage: Arc::new(storage),
             options,
             cataloged: Default::default(),
             live_hashes: Default::default(),
@@ -142,7 +143,7 @@ impl<S: Storage> Registry<S> {
 
     /// The storage.
     pub fn storage(&self) -> &S {
-        &self.storage
+        self.storage.as_ref()
     }
 
     /// The options.
@@ -329,9 +330,10 @@ pub(crate) fn page_size(head: &RequestHead) -> Result<Option<usize>, Error> {
     };
     n.parse().map(Some).map_err(|_| {
         Error::new(
-            ErrorCode::PaginationNumberInvalid,
-            format!("n={n:?} is not a non-negative integer"),
+            ErrorCode::Unsupported,
+            format!("n={n:?} is not a non-negative integer: ask for a page of n entries"),
         )
+        .with_status(400)
     })
 }
 

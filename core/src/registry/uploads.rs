@@ -166,7 +166,7 @@ impl<S: Storage> Registry<S> {
         let finished = if written.hashed_as_named {
             self.finish(name, &digest, session, &staging, whole).await
         } else {
-            self.finish_rehashed(name, &digest, session, &staging, whole)
+            self.finish_rehashed(name, id, &digest, session, &staging, whole)
                 .await
         };
         // Finished or failed, the session is over: a digest mismatch cannot be repaired by
@@ -757,30 +757,43 @@ impl<S: Storage> Registry<S> {
             return Err(error);
         }
         self.publish(digest, session, staging, whole).await?;
+        // The catalog entry first: a link is what makes the blob visible, so it comes last.
+        self.register_repository(name).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
-            .await?;
-        self.register_repository(name).await
+            .await
     }
 
     /// Finishes an upload that was hashed with another algorithm than the digest it is
     /// finished with (a chunked sha512 push that did not say `?digest-algorithm=sha512`): the
-    /// content is published under the digest it was hashed with, then read back once and
-    /// rewritten under the named digest. The only path that re-reads a blob.
+    /// content is published under a key of the session's own, outside every blob path, read
+    /// back once and written again under the named digest, then the interim object is
+    /// deleted. Content whose named digest does not verify is never a blob, so nothing can
+    /// mount or pull it. The only path that re-reads a blob.
     async fn finish_rehashed(
         &self,
         name: &RepositoryName,
+        id: &UploadId,
         digest: &Digest,
         session: &UploadSession,
         staging: &str,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
-        let interim = session.hasher()?.finish();
-        self.publish(&interim, session, staging, whole).await?;
-        let (_, stream) = self
-            .storage
-            .get(&layout::blob_data(&interim), None)
-            .await
-            .map_err(internal)?;
+        let interim = layout::rehash_interim(id);
+        self.publish_to(&interim, session, staging, whole).await?;
+        let rehashed = self.rehash(name, digest, session, &interim, staging).await;
+        self.delete_quietly(Some(interim)).await;
+        rehashed
+    }
+
+    async fn rehash(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        session: &UploadSession,
+        interim: &str,
+        staging: &str,
+    ) -> Result<(), Error> {
+        let (_, stream) = self.storage.get(interim, None).await.map_err(internal)?;
         let mut body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
         let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
@@ -807,15 +820,27 @@ impl<S: Storage> Registry<S> {
         staging: &str,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
-        let target = layout::blob_data(digest);
+        self.publish_to(&layout::blob_data(digest), session, staging, whole)
+            .await
+    }
+
+    /// Publishes a session's parts, or the `whole` object held in memory, as `target` (or
+    /// drops them when `target` already exists: it holds the same content).
+    async fn publish_to(
+        &self,
+        target: &str,
+        session: &UploadSession,
+        staging: &str,
+        whole: Option<Bytes>,
+    ) -> Result<(), Error> {
         if let Some(whole) = whole {
-            return match self.storage.put(&target, whole, PutMode::Create).await {
+            return match self.storage.put(target, whole, PutMode::Create).await {
                 // Already there: the content is the same.
                 Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
                 Err(e) => Err(internal(e)),
             };
         }
-        if self.blob_exists(digest).await? {
+        if self.storage.exists(target).await.map_err(internal)? {
             self.discard(session).await;
         } else {
             let upload = match &session.parts_upload {
@@ -824,7 +849,7 @@ impl<S: Storage> Registry<S> {
             };
             match self
                 .storage
-                .complete_parts(&upload, &session.parts, &target)
+                .complete_parts(&upload, &session.parts, target)
                 .await
             {
                 Ok(()) => {}

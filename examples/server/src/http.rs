@@ -25,11 +25,14 @@ pub(crate) async fn serve<S: Storage>(
         method: Method::parse(parts.method.as_str()),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
+        // A value that is not visible ASCII is passed on (decoded lossily) rather than
+        // dropped: a malformed `Content-Range` must be refused, not taken for an absent one.
         headers: parts
             .headers
             .iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
             })
             .collect(),
     };

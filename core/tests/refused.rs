@@ -1,0 +1,217 @@
+//! Refused requests leave nothing a later request can observe, and one bad index entry never
+//! stops a listing (issue 27: defects 1 and 2).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth::storage::{PutMode, StorageExt};
+use berth::{
+    Algorithm, FsStorage, MemoryStorage, Method, Options, Registry, RequestHead, Response, Storage,
+    empty_body, full_body,
+};
+
+/// All of a response body's bytes.
+async fn body_bytes(body: berth::Body) -> Vec<u8> {
+    use futures_util::StreamExt;
+    match body {
+        berth::Body::Empty => Vec::new(),
+        berth::Body::Full(bytes) => bytes.to_vec(),
+        berth::Body::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.expect("chunk"));
+            }
+            out
+        }
+    }
+}
+
+fn options() -> Options {
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut options = Options::new(
+        Arc::new(move || format!("s{}", counter.fetch_add(1, Ordering::Relaxed))),
+        Arc::new(|| 1_000),
+    );
+    // Small parts, so the chunks below are written as several parts and a staged tail.
+    options.part_size = 4;
+    options
+}
+
+fn fs_root(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("berth-refused-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn send<S: Storage>(
+    registry: &Registry<S>,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = RequestHead::from_target(method, target);
+    for (name, value) in headers {
+        head = head.with_header(*name, *value);
+    }
+    let body = if body.is_empty() {
+        empty_body()
+    } else {
+        full_body(body.to_vec())
+    };
+    registry.handle(head, body).await
+}
+
+/// Every key in storage but berth's own bookkeeping of repositories (catalog entries).
+async fn stored_keys<S: Storage>(registry: &Registry<S>) -> Vec<String> {
+    let mut keys = registry.storage().list_all("").await.expect("list");
+    keys.retain(|key| !key.starts_with("berth/catalog"));
+    keys
+}
+
+/// A chunked upload that never said `?digest-algorithm=sha512` and is finished with a wrong
+/// sha512 digest (and an extra last chunk) is refused, and its bytes are neither a blob nor
+/// mountable into another repository; the right digest still works.
+async fn refused_digest_leaves_nothing<S: Storage>(registry: Registry<S>) {
+    let content = b"content no push was accepted for";
+    let sha256 = Algorithm::Sha256.digest(content);
+    let wrong = Algorithm::Sha512.digest(b"something else");
+    for last_chunk in [&b""[..], &b" and more"[..]] {
+        let start = send(&registry, Method::Post, "/v2/a/blobs/uploads/", &[], b"").await;
+        let location = start.header("Location").expect("location").to_owned();
+        let patch = send(&registry, Method::Patch, &location, &[], content).await;
+        assert_eq!(patch.status, 202);
+        let finish = send(
+            &registry,
+            Method::Put,
+            &format!("{location}?digest={wrong}"),
+            &[],
+            last_chunk,
+        )
+        .await;
+        assert_eq!(finish.status, 400);
+        assert!(body_text(finish).await.contains("DIGEST_INVALID"));
+        assert_eq!(stored_keys(&registry).await, Vec::<String>::new());
+        let mount = send(
+            &registry,
+            Method::Post,
+            &format!("/v2/other/blobs/uploads/?mount={sha256}"),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(mount.status, 202, "an automatic mount of refused bytes");
+        let head = format!("/v2/other/blobs/{sha256}");
+        assert_eq!(
+            send(&registry, Method::Head, &head, &[], b"").await.status,
+            404
+        );
+        // The session the mount fell back to.
+        let cancel = mount.header("Location").expect("location").to_owned();
+        assert_eq!(
+            send(&registry, Method::Delete, &cancel, &[], b"")
+                .await
+                .status,
+            204
+        );
+    }
+
+    let right = Algorithm::Sha512.digest(content);
+    let start = send(&registry, Method::Post, "/v2/a/blobs/uploads/", &[], b"").await;
+    let location = start.header("Location").expect("location").to_owned();
+    assert_eq!(
+        send(&registry, Method::Patch, &location, &[], content)
+            .await
+            .status,
+        202
+    );
+    let target = format!("{location}?digest={right}");
+    assert_eq!(
+        send(&registry, Method::Put, &target, &[], b"").await.status,
+        201
+    );
+    let pulled = send(
+        &registry,
+        Method::Get,
+        &format!("/v2/a/blobs/{right}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(body_bytes(pulled.body).await, content);
+    // Only the blob under its named digest and its link: no interim copy under sha256.
+    let keys = stored_keys(&registry).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.contains(right.hex())), "{keys:?}");
+}
+
+async fn body_text(response: Response) -> String {
+    String::from_utf8_lossy(&body_bytes(response.body).await).into_owned()
+}
+
+#[tokio::test]
+async fn refused_digest_leaves_nothing_in_memory() {
+    refused_digest_leaves_nothing(Registry::new(MemoryStorage::new(), options())).await;
+}
+
+#[tokio::test]
+async fn refused_digest_leaves_nothing_on_a_filesystem() {
+    let dir = fs_root("digest");
+    refused_digest_leaves_nothing(Registry::new(
+        FsStorage::new(&dir).expect("root"),
+        options(),
+    ))
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A name one character over the limit is refused before anything is written.
+#[tokio::test]
+async fn a_name_over_the_limit_writes_nothing() {
+    let dir = fs_root("name");
+    let registry = Registry::new(FsStorage::new(&dir).expect("root"), options());
+    let digest = Algorithm::Sha256.digest(b"x");
+    let target = format!("/v2/{}/blobs/uploads/?digest={digest}", "b".repeat(255));
+    let refused = send(&registry, Method::Post, &target, &[], b"x").await;
+    assert_eq!(refused.status, 400);
+    assert!(body_text(refused).await.contains("NAME_INVALID"));
+    assert_eq!(
+        registry.storage().list_all("").await.expect("list"),
+        Vec::<String>::new()
+    );
+    let catalog = send(&registry, Method::Get, "/v2/_catalog", &[], b"").await;
+    assert_eq!(catalog.status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A root registry:2 wrote holds a folder whose name is no valid repository name: the catalog
+/// lists every other repository (and tries the bad one again next time, leaving its index
+/// incomplete), instead of failing for everyone.
+#[tokio::test]
+async fn a_bad_folder_does_not_stop_the_catalog() {
+    let storage = MemoryStorage::new();
+    let link =
+        |name: &str| format!("docker/registry/v2/repositories/{name}/_layers/sha256/00/link");
+    for name in ["good/one", "Bad..Name", "good/two"] {
+        storage
+            .put(&link(name), "sha256:00".into(), PutMode::Overwrite)
+            .await
+            .expect("put");
+    }
+    let registry = Registry::new(storage, options());
+    for _ in 0..2 {
+        let catalog = send(&registry, Method::Get, "/v2/_catalog", &[], b"").await;
+        assert_eq!(catalog.status, 200);
+        assert_eq!(
+            body_text(catalog).await,
+            r#"{"repositories":["good/one","good/two"]}"#
+        );
+    }
+    assert!(
+        !registry
+            .storage()
+            .exists("berth/catalog-complete")
+            .await
+            .expect("head")
+    );
+}
