@@ -215,3 +215,26 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
             .expect("head")
     );
 }
+
+/// A `Content-Length` no byte count can be is refused before the body is read (a body that
+/// never ends stands for the client that sends nothing more).
+#[tokio::test]
+async fn a_length_that_is_no_byte_count_is_refused_at_once() {
+    let registry = Registry::new(MemoryStorage::new(), options());
+    let digest = Algorithm::Sha256.digest(b"x");
+    for length in ["99999999999999999999", "12abc", "-1"] {
+        let head = RequestHead::from_target(
+            Method::Post,
+            &format!("/v2/r/blobs/uploads/?digest={digest}"),
+        )
+        .with_header("Content-Length", length);
+        let never_ends: berth::RequestBody = Box::pin(futures_util::stream::pending());
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            registry.handle(head, never_ends),
+        );
+        let refused = answer.await.expect("answered without reading the body");
+        assert_eq!(refused.status, 400, "{length}");
+        assert!(body_text(refused).await.contains("SIZE_INVALID"));
+    }
+}

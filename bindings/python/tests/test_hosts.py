@@ -173,3 +173,47 @@ def test_asgi_lifespan_and_factory(monkeypatch):
 
     asyncio.run(app({"type": "lifespan"}, receive, send))
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+class NeverReadInput:
+    """A request body whose client never sends it: reading it is the bug."""
+
+    def read(self, *_):
+        raise AssertionError("the app waited for a body whose length is no byte count")
+
+
+def test_wsgi_refuses_an_uncountable_length_without_reading():
+    app = WSGIApp(berth.Registry(memory=True))
+    for length in ("99999999999999999999", "12abc"):
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/v2/w/blobs/uploads/",
+            "QUERY_STRING": "digest=" + digest(b"x"),
+            "wsgi.input": NeverReadInput(),
+            "CONTENT_LENGTH": length,
+        }
+        captured = {}
+        body = b"".join(app(environ, lambda status, headers: captured.setdefault("status", status)))
+        assert captured["status"].startswith("400") and b"SIZE_INVALID" in body
+
+
+def test_asgi_refuses_an_uncountable_length_without_waiting():
+    app = ASGIApp(berth.Registry(memory=True))
+    sent = []
+
+    async def never_sent():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/a/blobs/uploads/",
+        "query_string": ("digest=" + digest(b"x")).encode(),
+        "headers": [(b"content-length", b"99999999999999999999")],
+    }
+    asyncio.run(asyncio.wait_for(app(scope, never_sent, send), 10))
+    assert sent[0]["status"] == 400
+    assert b"SIZE_INVALID" in b"".join(m.get("body", b"") for m in sent[1:])

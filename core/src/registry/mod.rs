@@ -153,6 +153,17 @@ impl<S: Storage> Registry<S> {
 
     /// Answers one request. Never fails: every error becomes a spec error response.
     pub async fn handle(&self, head: RequestHead, body: RequestBody) -> Response {
+        // A length that is no byte count (too large for one, or not digits) is refused without
+        // reading or draining the body: a host that trusted it would wait for bytes that never
+        // come.
+        if let Some(length) = head.header("Content-Length")
+            && length.trim().parse::<u64>().is_err()
+        {
+            return error_response(&Error::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Length {length:?} is not a byte count"),
+            ));
+        }
         let is_head = head.method == Method::Head;
         // Handlers and the drain below may both look for the end of the body; a fused
         // stream answers `None` again rather than panic, whatever stream the host passed.
@@ -176,6 +187,7 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         let method = head.method;
         let route = Route::parse(method, &head.path)?;
+
         if !route.allows(method) {
             return Err(Error::new(
                 ErrorCode::Unsupported,

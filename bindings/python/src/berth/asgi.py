@@ -11,6 +11,7 @@ import asyncio
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from ._env import registry_from_env
+from ._http import length_is_countable
 from .registry import Registry
 
 Scope = Dict[str, Any]
@@ -38,7 +39,7 @@ class ASGIApp:
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", [])]
         exchange = await asyncio.to_thread(self.registry.start, scope["method"], path, query, headers)
         try:
-            while True:
+            while length_is_countable(headers):
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     exchange.close()  # cut off: nothing half-sent is kept

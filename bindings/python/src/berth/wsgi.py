@@ -2,6 +2,10 @@
 
     BERTH_ROOT=./registry-data gunicorn -k gthread --threads 8 'berth.wsgi:create_app()'
 
+gunicorn's threads read request heads themselves, so clients that send their headers slowly
+hold a thread each: put a proxy that buffers requests in front of it (see the README), or
+serve the ASGI app with uvicorn, which reads heads without holding a thread.
+
 Request bodies are passed to berth as they are read from ``wsgi.input``; response bodies
 are iterated chunk by chunk from storage.
 """
@@ -11,6 +15,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
 from ._env import registry_from_env
+from ._http import length_is_countable
 from .registry import Registry, Response
 
 READ_CHUNK = 1 << 20
@@ -99,10 +104,12 @@ class WSGIApp:
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path, query = _target(environ)
-        exchange = self.registry.start(environ["REQUEST_METHOD"], path, query, list(_headers(environ)))
+        headers = list(_headers(environ))
+        exchange = self.registry.start(environ["REQUEST_METHOD"], path, query, headers)
         try:
-            for chunk in _body(environ):
-                exchange.write(chunk)
+            if length_is_countable(headers):
+                for chunk in _body(environ):
+                    exchange.write(chunk)
         except BaseException:
             exchange.close()  # the registry hears the body was cut off
             raise
