@@ -58,7 +58,9 @@ pub use reference::{
     MAX_NAME_COMPONENT_LEN, MAX_NAME_LEN, NameError, Reference, ReferenceError, RepositoryName,
     Tag, TagError,
 };
-pub use registry::{Clock, DEFAULT_PART_SIZE, IdSource, Options, Registry};
+#[cfg(feature = "fs")]
+pub use registry::tokio_timer;
+pub use registry::{Clock, DEFAULT_PART_SIZE, IdSource, LEASE_SECONDS, Options, Pause, Registry};
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};
 pub use routes::{Route, UploadId};

@@ -61,6 +61,7 @@ pub unsafe extern "C" fn berth_config_new(out: *mut *mut berth_config) -> berth_
         let mut options = Options::system();
         // Requests run on the registry's own runtime, so its blocking pool hashes uploads.
         options.hash_offload = Some(berth::offload::tokio_blocking_pool());
+        options.pause = Some(berth::tokio_timer());
         let config = Box::new(berth_config {
             storage: None,
             options,

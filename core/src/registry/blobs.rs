@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use super::leases::Leased;
 use super::uploads::in_progress;
 use super::{Registry, internal, query};
 use crate::access::Action;
@@ -141,15 +142,24 @@ impl<S: Storage> Registry<S> {
     ) -> Result<Response, Error> {
         self.check_delete_enabled()?;
         let link = layout::layer_link(name, digest);
-        if self.read_link(&link).await?.is_none() {
+        let lease = self.lease(name, Leased::Layer(digest)).await?;
+        let unlinked = async {
+            if self.read_link(&link).await?.is_none() {
+                return Ok(false);
+            }
+            // Unlinking removes the blob from the repository; the content stays for other
+            // repositories until a garbage collection, as with registry:2.
+            self.storage.delete(&link).await.map_err(internal)?;
+            Ok::<_, Error>(true)
+        }
+        .await;
+        self.give_back(lease).await;
+        if !unlinked? {
             return Err(Error::new(
                 ErrorCode::BlobUnknown,
                 format!("blob {digest} is not in {name}"),
             ));
         }
-        // Unlinking removes the blob from the repository; the content stays for other
-        // repositories until a garbage collection, as with registry:2.
-        self.storage.delete(&link).await.map_err(internal)?;
         Ok(Response::empty(202).with_header("Content-Length", "0"))
     }
 

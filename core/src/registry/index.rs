@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::leases::Leased;
 use super::{Registry, internal};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -21,6 +22,19 @@ impl<S: Storage> Registry<S> {
     ) -> Result<(), Error> {
         self.write_link(&layout::tag_index_entry(name, tag), digest)
             .await
+    }
+
+    /// Indexes a tag found in the registry:2 folders, holding its lease, so that a tag
+    /// deleted meanwhile is not indexed again.
+    async fn reindex_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<(), Error> {
+        let lease = self.lease(name, Leased::Tag(tag)).await?;
+        let indexed = match self.read_link(&layout::tag_current(name, tag)).await {
+            Ok(Some(digest)) => self.index_tag(name, tag, &digest).await,
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        self.give_back(lease).await;
+        indexed
     }
 
     /// Removes a tag: its registry:2 folder and its index entry.
@@ -92,12 +106,7 @@ impl<S: Storage> Registry<S> {
             // one bad entry never stops the listing.
             let mut complete = true;
             for tag in &tags {
-                let indexed = match self.read_link(&layout::tag_current(name, tag)).await {
-                    Ok(Some(digest)) => self.index_tag(name, tag, &digest).await,
-                    Ok(None) => Ok(()),
-                    Err(error) => Err(error),
-                };
-                complete &= indexed.is_ok();
+                complete &= self.reindex_tag(name, tag).await.is_ok();
             }
             // A repository without tags (or without existence) is cheap to look at again,
             // and leaves no marker behind.

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use futures_util::future::{try_join, try_join_all};
 use serde::Serialize;
 
+use super::leases::Leased;
 use super::{Registry, internal, page_size, query, read_body};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
@@ -136,52 +137,14 @@ impl<S: Storage> Registry<S> {
             Ok(_) | Err(StorageError::AlreadyExists) => {}
             Err(e) => return Err(internal(e)),
         }
-        // With the content durable, the names that lead to it are written at once (their
-        // fsyncs overlap): the subject's referrer entry, the revision link, and each tag's
-        // links and index entry. None is acknowledged before all are stored.
-        let referrer = async {
-            let Some(subject) = &manifest.subject else {
-                return Ok(());
-            };
-            let descriptor = Descriptor {
-                media_type: manifest.media_type.clone(),
-                digest: digest.clone(),
-                size: bytes.len() as u64,
-                artifact_type: manifest.artifact_type.clone(),
-                annotations: manifest.annotations.clone(),
-                urls: None,
-                extra: Default::default(),
-            };
-            let entry = serde_json::to_vec(&descriptor).map_err(|e| {
-                Error::new(
-                    ErrorCode::Unknown,
-                    format!("cannot encode a descriptor: {e}"),
-                )
-            })?;
-            self.storage
-                .put(
-                    &layout::referrer(name, &subject.digest, &digest),
-                    entry.into(),
-                    PutMode::Overwrite,
-                )
-                .await
-                .map(drop)
-                .map_err(internal)
-        };
-        let mut links = vec![layout::revision_link(name, &digest)];
-        for tag in &tags {
-            links.push(layout::tag_index(name, tag, &digest));
-            links.push(layout::tag_current(name, tag));
-            // The tag index entry (see `index_tag`) holds the digest too.
-            links.push(layout::tag_index_entry(name, tag));
-        }
         // The catalog entry first, so a failure leaves no link behind it.
         self.register_repository(name).await?;
-        try_join(
-            referrer,
-            try_join_all(links.iter().map(|key| self.write_link(key, &digest))),
-        )
-        .await?;
+        let leases = self.lease_all(name, Some(&digest), &tags).await?;
+        let linked = self
+            .link_manifest(name, &digest, &manifest, bytes.len() as u64, &tags)
+            .await;
+        self.release_all(leases).await;
+        linked?;
 
         let mut response = Response::empty(201)
             .with_header("Location", format!("/v2/{name}/manifests/{digest}"))
@@ -196,6 +159,62 @@ impl<S: Storage> Registry<S> {
         Ok(response)
     }
 
+    /// Writes the names that lead to a stored manifest, holding its leases: the subject's
+    /// referrer entry, the revision link, and each tag's links and index entry.
+    async fn link_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+        tags: &[Tag],
+    ) -> Result<(), Error> {
+        // With the content durable, the names that lead to it are written at once (their
+        // fsyncs overlap). None is acknowledged before all are stored.
+        let referrer = async {
+            let Some(subject) = &manifest.subject else {
+                return Ok(());
+            };
+            let descriptor = Descriptor {
+                media_type: manifest.media_type.clone(),
+                digest: digest.clone(),
+                size,
+                artifact_type: manifest.artifact_type.clone(),
+                annotations: manifest.annotations.clone(),
+                urls: None,
+                extra: Default::default(),
+            };
+            let entry = serde_json::to_vec(&descriptor).map_err(|e| {
+                Error::new(
+                    ErrorCode::Unknown,
+                    format!("cannot encode a descriptor: {e}"),
+                )
+            })?;
+            self.storage
+                .put(
+                    &layout::referrer(name, &subject.digest, digest),
+                    entry.into(),
+                    PutMode::Overwrite,
+                )
+                .await
+                .map(drop)
+                .map_err(internal)
+        };
+        let mut links = vec![layout::revision_link(name, digest)];
+        for tag in tags {
+            links.push(layout::tag_index(name, tag, digest));
+            links.push(layout::tag_current(name, tag));
+            // The tag index entry (see `index_tag`) holds the digest too.
+            links.push(layout::tag_index_entry(name, tag));
+        }
+        try_join(
+            referrer,
+            try_join_all(links.iter().map(|key| self.write_link(key, digest))),
+        )
+        .await
+        .map(drop)
+    }
+
     pub(super) async fn delete_manifest(
         &self,
         name: &RepositoryName,
@@ -208,56 +227,90 @@ impl<S: Storage> Registry<S> {
                 format!("manifest {reference} is not in {name}"),
             )
         };
-        match reference {
+        let found = match reference {
             Reference::Tag(tag) => {
-                if self
-                    .read_link(&layout::tag_current(name, tag))
-                    .await?
-                    .is_none()
-                {
-                    return Err(unknown());
-                }
-                self.delete_tag(name, tag).await?;
+                let lease = self.lease(name, Leased::Tag(tag)).await?;
+                let deleted = self.delete_tag_if(name, tag, None).await;
+                self.give_back(lease).await;
+                deleted?
             }
             Reference::Digest(digest) => {
-                if self
-                    .read_link(&layout::revision_link(name, digest))
-                    .await?
-                    .is_none()
-                {
-                    return Err(unknown());
-                }
-                // Forget it as a referrer of its subject.
-                if let Ok((_, bytes)) = self
-                    .storage
-                    .read_small(&layout::blob_data(digest), STORED_MANIFEST_LIMIT)
-                    .await
-                    && let Ok(manifest) = Manifest::parse(&bytes, None)
-                    && let Some(subject) = manifest.subject
-                {
-                    self.storage
-                        .delete(&layout::referrer(name, &subject.digest, digest))
-                        .await
-                        .map_err(internal)?;
-                }
-                // Tags that point at it go too, as with registry:2.
-                for tag in self.tag_names(name).await? {
-                    if self
-                        .read_link(&layout::tag_current(name, &tag))
-                        .await?
-                        .as_ref()
-                        == Some(digest)
-                    {
-                        self.delete_tag(name, &tag).await?;
-                    }
-                }
-                self.storage
-                    .delete(&layout::revision_link(name, digest))
-                    .await
-                    .map_err(internal)?;
+                let lease = self.lease(name, Leased::Digest(digest)).await?;
+                let deleted = self.delete_revision(name, digest).await;
+                self.give_back(lease).await;
+                deleted?
             }
+        };
+        if !found {
+            return Err(unknown());
         }
         Ok(Response::empty(202).with_header("Content-Length", "0"))
+    }
+
+    /// Removes a tag, holding its lease, if it exists and (when `pointing_at` is given) points
+    /// at that digest. Returns whether it did.
+    async fn delete_tag_if(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        pointing_at: Option<&Digest>,
+    ) -> Result<bool, Error> {
+        let Some(current) = self.read_link(&layout::tag_current(name, tag)).await? else {
+            return Ok(false);
+        };
+        if pointing_at.is_some_and(|digest| digest != &current) {
+            return Ok(false);
+        }
+        self.delete_tag(name, tag).await?;
+        Ok(true)
+    }
+
+    /// Removes a manifest from a repository, holding its digest's lease: its referrer entry,
+    /// the tags that point at it (as registry:2 does), then its revision link. Returns
+    /// whether the repository had it.
+    async fn delete_revision(&self, name: &RepositoryName, digest: &Digest) -> Result<bool, Error> {
+        if self
+            .read_link(&layout::revision_link(name, digest))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        // Forget it as a referrer of its subject.
+        if let Ok((_, bytes)) = self
+            .storage
+            .read_small(&layout::blob_data(digest), STORED_MANIFEST_LIMIT)
+            .await
+            && let Ok(manifest) = Manifest::parse(&bytes, None)
+            && let Some(subject) = manifest.subject
+        {
+            self.storage
+                .delete(&layout::referrer(name, &subject.digest, digest))
+                .await
+                .map_err(internal)?;
+        }
+        // No tag can be moved to this digest meanwhile (that needs the lease held here); one
+        // moved away from it is seen under its own lease and left alone.
+        for tag in self.tag_names(name).await? {
+            if self
+                .read_link(&layout::tag_current(name, &tag))
+                .await?
+                .as_ref()
+                == Some(digest)
+            {
+                let lease = self.lease(name, Leased::Tag(&tag)).await?;
+                let deleted = self.delete_tag_if(name, &tag, Some(digest)).await;
+                self.give_back(lease).await;
+                deleted?;
+            }
+        }
+        // Last, so that a request that dies half-way leaves a manifest with fewer tags, which
+        // some serial order of deletes also leaves, and never a tag without its manifest.
+        self.storage
+            .delete(&layout::revision_link(name, digest))
+            .await
+            .map_err(internal)?;
+        Ok(true)
     }
 
     /// The names of the folders directly below `prefix` (without the prefix or the `/`),

@@ -13,13 +13,18 @@
 
 mod blobs;
 mod index;
+mod leases;
 mod manifests;
 mod uploads;
 
+pub use leases::LEASE_SECONDS;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 
 use crate::access::{AccessPolicy, Action, AllowAll, Decision};
 use crate::digest::Digest;
@@ -40,6 +45,14 @@ pub const DEFAULT_PART_SIZE: usize = 2 * 1024 * 1024;
 pub type IdSource = Arc<dyn Fn() -> String + Send + Sync>;
 /// Tells the time in seconds since the Unix epoch; the host supplies the clock.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+/// Waits for the given time; the host supplies the timer.
+pub type Pause = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Waits on tokio's timer (the runtime must have its time driver enabled).
+#[cfg(feature = "fs")]
+pub fn tokio_timer() -> Pause {
+    Arc::new(|duration| Box::pin(tokio::time::sleep(duration)))
+}
 
 /// How a registry behaves. Build with [`Options::new`] and adjust fields.
 #[derive(Clone)]
@@ -73,6 +86,11 @@ pub struct Options {
     /// (the default) hashes each chunk on the receiving task as it arrives. `berth serve` and
     /// the C library use tokio's blocking pool ([`crate::offload::tokio_blocking_pool`]).
     pub hash_offload: Option<Offload>,
+    /// The timer a request waits on while another one holds the lease on a manifest or tag it
+    /// changes (rare: two changes of one digest or tag at once). `None` (the default) tries
+    /// again at the pace of storage reads. `berth serve` and the C library use
+    /// [`tokio_timer`].
+    pub pause: Option<Pause>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
     /// Upload id source.
@@ -94,6 +112,7 @@ impl Options {
             blob_redirect: None,
             upload_lease: 15 * 60,
             hash_offload: None,
+            pause: None,
             access: Arc::new(AllowAll),
             ids,
             clock,
@@ -113,6 +132,7 @@ impl std::fmt::Debug for Options {
             .field("upload_lease", &self.upload_lease)
             .field("blob_redirect", &self.blob_redirect)
             .field("hash_offload", &self.hash_offload.is_some())
+            .field("pause", &self.pause.is_some())
             .finish_non_exhaustive()
     }
 }

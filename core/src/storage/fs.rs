@@ -495,6 +495,17 @@ fn remove_stale_spares(dir: &Path) {
 /// exists costs one failed `mkdir` and no `stat`: most objects go into existing directories.
 /// Should `dir` be a file, the write into it fails instead.
 fn ensure_dir(dir: &Path) -> io::Result<()> {
+    // A concurrent delete may prune a parent made a moment ago: make it again, a few times.
+    let mut attempts = 0;
+    loop {
+        match make_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn make_dir(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
@@ -582,14 +593,25 @@ impl Inner {
         #[cfg(target_os = "linux")]
         if self.unnamed_temps {
             let dir = target.parent().unwrap_or(&scratch);
-            let file = match unnamed::create(dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    ensure_dir(dir)?;
-                    unnamed::create(dir)?
+            // As in `place`: a concurrent delete may prune the directory just made; try again.
+            // A directory being removed at that moment refuses an unnamed file with EPERM
+            // rather than ENOENT. Should unnamed files keep failing, a named one will do.
+            let mut attempts = 0;
+            loop {
+                match unnamed::create(dir) {
+                    Ok(file) => return Ok(Temp { file, path: None }),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                        ) && attempts < 100 =>
+                    {
+                        attempts += 1;
+                        ensure_dir(dir)?;
+                    }
+                    Err(_) => break,
                 }
-                other => other?,
-            };
-            return Ok(Temp { file, path: None });
+            }
         }
         #[cfg(not(target_os = "linux"))]
         let _ = target;
@@ -1205,10 +1227,10 @@ impl Storage for FsStorage {
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
         let target = self.inner.path(key)?;
-        // Upload-session state is rebuilt by clients, not recovered: it skips the fsyncs,
+        // Upload-session state and leases are rebuilt, not recovered: they skip the fsyncs,
         // which are most of the cost of a small push.
         // Unsynced writes take microseconds, less than the trip to the blocking pool.
-        if crate::layout::is_upload_state(key) {
+        if crate::layout::is_volatile(key) {
             return self.inner.put(&target, &data, mode, Durability::Recycled);
         }
         #[cfg(target_os = "linux")]
@@ -1239,9 +1261,9 @@ impl Storage for FsStorage {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.inner.path(key)?;
-        // Upload-session records live in a folder that is never pruned: removing one is a
-        // single unlink, quicker than the trip to the blocking pool.
-        if crate::layout::is_upload_state(key) {
+        // Upload-session records and leases live in folders that are never pruned: removing
+        // one is a single unlink, quicker than the trip to the blocking pool.
+        if crate::layout::is_volatile(key) {
             return self.inner.retire(&path);
         }
         let key = key.to_owned();

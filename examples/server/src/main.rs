@@ -206,6 +206,7 @@ fn registry_options(settings: &Settings) -> Options {
     options.upload_lease = settings.upload_lease;
     options.blob_redirect = settings.blob_redirect;
     options.hash_offload = Some(berth::offload::tokio_blocking_pool());
+    options.pause = Some(berth::tokio_timer());
     if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }

@@ -1,0 +1,644 @@
+//! Manifest and tag operations are linearizable: for random concurrent operations on one
+//! repository (PUT by tag, by digest and by digest with `?tag=`, DELETE by tag and by digest,
+//! referrers, mounts, blob deletes), the final state and every response equal those of some
+//! serial order of the same operations, applied to a model.
+//!
+//! Each schedule starts from a fresh storage, applies a few operations one after the other
+//! (checked against the model too), then runs two or three at once, on one registry or spread
+//! over two registries sharing one storage. A storage wrapper yields to the scheduler a random
+//! number of times before each call, so the operations interleave differently in every
+//! schedule; on memory storage and one thread a seed replays its schedule exactly.
+//!
+//! `BERTH_SCHEDULES` sets the number of schedules per configuration (default 10,000 on memory
+//! storage, 1,000 on the filesystem and object_store), `BERTH_FIRST_SCHEDULE` the first seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
+use berth::{
+    Algorithm, Digest, FsStorage, MemoryStorage, Method, Options, Registry, RequestHead,
+    empty_body, full_body,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+const TAGS: [&str; 2] = ["a", "b"];
+const LAYER: &[u8] = b"the layer";
+const CONFIG: &[u8] = b"{\"architecture\":\"amd64\"}";
+
+/// A tiny deterministic random source (xorshift64*).
+#[derive(Debug)]
+struct Dice(AtomicU64);
+
+impl Dice {
+    fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1))
+    }
+    fn roll(&self, below: u64) -> u64 {
+        let mut x = self.0.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+    }
+}
+
+/// A storage that yields to the scheduler a random number of times before each call.
+#[derive(Debug)]
+struct Jittery<S> {
+    inner: S,
+    dice: Arc<Dice>,
+}
+
+impl<S> Jittery<S> {
+    async fn jitter(&self) {
+        for _ in 0..self.dice.roll(4) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Storage for Jittery<S> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        self.jitter().await;
+        self.inner.get(key, range).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.jitter().await;
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        self.jitter().await;
+        self.inner.put(key, data, mode).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.jitter().await;
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StorageError> {
+        self.jitter().await;
+        self.inner.list(prefix, delimiter, start_after, limit).await
+    }
+    fn min_part_size(&self) -> u64 {
+        self.inner.min_part_size()
+    }
+    fn positional_parts(&self) -> bool {
+        self.inner.positional_parts()
+    }
+    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+        self.inner.create_parts(staging_key).await
+    }
+    async fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        data: Chunks,
+    ) -> Result<String, StorageError> {
+        self.inner.put_part(upload, number, data).await
+    }
+    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.inner.sync_parts(upload).await
+    }
+    async fn complete_parts(
+        &self,
+        upload: &str,
+        parts: &[String],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        self.jitter().await;
+        self.inner.complete_parts(upload, parts, target).await
+    }
+    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+        self.inner.abort_parts(upload).await
+    }
+}
+
+/// The manifests the schedules push: two images and a referrer of the first.
+struct Manifests {
+    bodies: Vec<String>,
+    digests: Vec<Digest>,
+}
+
+impl Manifests {
+    fn new() -> Self {
+        let descriptor = |media_type: &str, data: &[u8]| {
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": Algorithm::Sha256.digest(data).as_str(),
+                "size": data.len(),
+            })
+        };
+        let image = |extra: serde_json::Value| {
+            let mut doc = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": descriptor("application/vnd.oci.image.config.v1+json", CONFIG),
+                "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", LAYER)],
+            });
+            if let (Some(doc), Some(extra)) = (doc.as_object_mut(), extra.as_object()) {
+                doc.extend(extra.clone());
+            }
+            doc.to_string()
+        };
+        let first = image(serde_json::json!({ "annotations": { "n": "0" } }));
+        let second = image(serde_json::json!({ "annotations": { "n": "1" } }));
+        let referrer = image(serde_json::json!({
+            "artifactType": "application/vnd.example.sig",
+            "subject": descriptor("application/vnd.oci.image.manifest.v1+json", first.as_bytes()),
+        }));
+        let bodies = vec![first, second, referrer];
+        let digests = bodies
+            .iter()
+            .map(|b| Algorithm::Sha256.digest(b.as_bytes()))
+            .collect();
+        Self { bodies, digests }
+    }
+}
+
+/// One operation of a schedule.
+#[derive(Debug, Clone)]
+enum Op {
+    PutByTag { manifest: usize, tag: usize },
+    PutByDigest { manifest: usize, tags: Vec<usize> },
+    DeleteTag { tag: usize },
+    DeleteManifest { manifest: usize },
+    MountLayer,
+    DeleteLayer,
+}
+
+impl Op {
+    fn random(dice: &Dice) -> Self {
+        let manifest = dice.roll(3) as usize;
+        let tag = dice.roll(2) as usize;
+        match dice.roll(11) {
+            0..=2 => Self::PutByTag { manifest, tag },
+            3 => Self::PutByDigest {
+                manifest,
+                tags: Vec::new(),
+            },
+            4 => Self::PutByDigest {
+                manifest,
+                tags: vec![0, 1],
+            },
+            5 | 6 => Self::DeleteTag { tag },
+            7 | 8 => Self::DeleteManifest { manifest },
+            9 => Self::MountLayer,
+            _ => Self::DeleteLayer,
+        }
+    }
+}
+
+/// What the repository holds, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    manifests: BTreeSet<usize>,
+    tags: BTreeMap<usize, usize>,
+    layer: bool,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            manifests: BTreeSet::new(),
+            tags: BTreeMap::new(),
+            layer: true,
+        }
+    }
+
+    /// Applies `op`, returning the status a registry answers it with.
+    fn apply(&mut self, op: &Op) -> u16 {
+        match op {
+            Op::PutByTag { manifest, tag } => self.put(*manifest, &[*tag]),
+            Op::PutByDigest { manifest, tags } => self.put(*manifest, tags),
+            Op::DeleteTag { tag } => match self.tags.remove(tag) {
+                Some(_) => 202,
+                None => 404,
+            },
+            Op::DeleteManifest { manifest } => {
+                if self.manifests.remove(manifest) {
+                    self.tags.retain(|_, m| m != manifest);
+                    202
+                } else {
+                    404
+                }
+            }
+            Op::MountLayer => {
+                self.layer = true;
+                201
+            }
+            Op::DeleteLayer => {
+                if std::mem::replace(&mut self.layer, false) {
+                    202
+                } else {
+                    404
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, manifest: usize, tags: &[usize]) -> u16 {
+        // Every manifest names the layer, which must be in the repository.
+        if !self.layer {
+            return 400;
+        }
+        self.manifests.insert(manifest);
+        for tag in tags {
+            self.tags.insert(*tag, manifest);
+        }
+        201
+    }
+
+    /// The referrers of the first manifest: the referrer, while it is there.
+    fn referrers(&self) -> BTreeSet<usize> {
+        self.manifests.iter().copied().filter(|m| *m == 2).collect()
+    }
+}
+
+async fn send<S: Storage>(
+    registry: &Registry<S>,
+    method: Method,
+    target: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, Option<String>, Vec<u8>) {
+    let mut head = RequestHead::from_target(method, target);
+    if let Some(content_type) = content_type {
+        head = head.with_header("Content-Type", content_type);
+    }
+    let body = if body.is_empty() {
+        empty_body()
+    } else {
+        full_body(body.to_vec())
+    };
+    let response = registry.handle(head, body).await;
+    let digest = response.header("Docker-Content-Digest").map(str::to_owned);
+    let bytes = match response.body {
+        berth::Body::Empty => Vec::new(),
+        berth::Body::Full(bytes) => bytes.to_vec(),
+        berth::Body::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.expect("chunk"));
+            }
+            out
+        }
+    };
+    (response.status, digest, bytes)
+}
+
+async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op) -> u16 {
+    let layer = Algorithm::Sha256.digest(LAYER);
+    let oci = Some("application/vnd.oci.image.manifest.v1+json");
+    let (target, method, body) = match op {
+        Op::PutByTag { manifest, tag } => (
+            format!("/v2/r/manifests/{}", TAGS[*tag]),
+            Method::Put,
+            manifests.bodies[*manifest].as_bytes(),
+        ),
+        Op::PutByDigest { manifest, tags } => {
+            let query: Vec<String> = tags.iter().map(|t| format!("tag={}", TAGS[*t])).collect();
+            (
+                format!(
+                    "/v2/r/manifests/{}?{}",
+                    manifests.digests[*manifest],
+                    query.join("&")
+                ),
+                Method::Put,
+                manifests.bodies[*manifest].as_bytes(),
+            )
+        }
+        Op::DeleteTag { tag } => (
+            format!("/v2/r/manifests/{}", TAGS[*tag]),
+            Method::Delete,
+            &b""[..],
+        ),
+        Op::DeleteManifest { manifest } => (
+            format!("/v2/r/manifests/{}", manifests.digests[*manifest]),
+            Method::Delete,
+            &b""[..],
+        ),
+        Op::MountLayer => (
+            format!("/v2/r/blobs/uploads/?mount={layer}&from=src"),
+            Method::Post,
+            &b""[..],
+        ),
+        Op::DeleteLayer => (format!("/v2/r/blobs/{layer}"), Method::Delete, &b""[..]),
+    };
+    let content_type = if method == Method::Put { oci } else { None };
+    let (status, _, body) = send(registry, method, &target, content_type, body).await;
+    // Never a 5xx, whatever runs at the same time.
+    assert!(
+        status < 500,
+        "{op:?}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    status
+}
+
+/// What the registry holds, read through the API.
+async fn observe<S: Storage>(
+    registry: &Registry<S>,
+    manifests: &Manifests,
+) -> (State, BTreeSet<usize>) {
+    let mut state = State::new();
+    for (i, digest) in manifests.digests.iter().enumerate() {
+        let (status, ..) = send(
+            registry,
+            Method::Head,
+            &format!("/v2/r/manifests/{digest}"),
+            None,
+            b"",
+        )
+        .await;
+        if status == 200 {
+            state.manifests.insert(i);
+        }
+    }
+    for (i, tag) in TAGS.iter().enumerate() {
+        let (status, digest, _) = send(
+            registry,
+            Method::Get,
+            &format!("/v2/r/manifests/{tag}"),
+            None,
+            b"",
+        )
+        .await;
+        if status == 200 {
+            let digest = digest.expect("a digest header");
+            let manifest = manifests.digests.iter().position(|d| d.as_str() == digest);
+            state.tags.insert(i, manifest.expect("a known manifest"));
+        }
+    }
+    // The tag list agrees with what each tag resolves to.
+    let (status, _, body) = send(registry, Method::Get, "/v2/r/tags/list", None, b"").await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let listed: BTreeSet<usize> = listed["tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .map(|t| {
+                    TAGS.iter()
+                        .position(|n| Some(*n) == t.as_str())
+                        .expect("known tag")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let resolved: BTreeSet<usize> = state.tags.keys().copied().collect();
+    assert_eq!(
+        listed, resolved,
+        "the tag list disagrees with the tags that resolve"
+    );
+    let layer = Algorithm::Sha256.digest(LAYER);
+    state.layer = send(
+        registry,
+        Method::Head,
+        &format!("/v2/r/blobs/{layer}"),
+        None,
+        b"",
+    )
+    .await
+    .0 == 200;
+    let (status, _, body) = send(
+        registry,
+        Method::Get,
+        &format!("/v2/r/referrers/{}", manifests.digests[0]),
+        None,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let referrers = index["manifests"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|d| {
+                    let digest = d["digest"].as_str().unwrap_or_default();
+                    manifests
+                        .digests
+                        .iter()
+                        .position(|m| m.as_str() == digest)
+                        .expect("known")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (state, referrers)
+}
+
+/// Every order of `0..n`.
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for order in orders(n - 1) {
+        for at in 0..=order.len() {
+            let mut next = order.clone();
+            next.insert(at, n - 1);
+            all.push(next);
+        }
+    }
+    all
+}
+
+/// Runs one schedule over `registries` (which share one storage); panics on an
+/// inconsistency, naming the seed.
+async fn schedule<S: Storage>(
+    seed: u64,
+    dice: &Dice,
+    registries: &[Registry<S>],
+    manifests: &Manifests,
+    plan: Plan,
+) {
+    let first = &registries[0];
+    let layer = Algorithm::Sha256.digest(LAYER);
+    let config = Algorithm::Sha256.digest(CONFIG);
+    for (repo, digest, data) in [
+        ("r", &config, CONFIG),
+        ("r", &layer, LAYER),
+        ("src", &layer, LAYER),
+    ] {
+        let target = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+        assert_eq!(send(first, Method::Post, &target, None, data).await.0, 201);
+    }
+    let mut model = State::new();
+    let (serial, ops) = plan(dice);
+    for op in serial {
+        let registry = &registries[dice.roll(registries.len() as u64) as usize];
+        let expected = model.apply(&op);
+        assert_eq!(
+            run(registry, manifests, &op).await,
+            expected,
+            "seed {seed}: serial {op:?}"
+        );
+    }
+    let placed: Vec<usize> = ops
+        .iter()
+        .map(|_| dice.roll(registries.len() as u64) as usize)
+        .collect();
+    let statuses = futures_util::future::join_all(
+        ops.iter()
+            .zip(&placed)
+            .map(|(op, at)| run(&registries[*at], manifests, op)),
+    )
+    .await;
+    let (observed, referrers) = observe(first, manifests).await;
+    assert_eq!(referrers, observed.referrers(), "seed {seed}: referrers");
+    let explained = orders(ops.len()).into_iter().any(|order| {
+        let mut state = model.clone();
+        order.iter().all(|&i| state.apply(&ops[i]) == statuses[i]) && state == observed
+    });
+    assert!(
+        explained,
+        "seed {seed}: no serial order of {ops:?} answers {statuses:?} and leaves {observed:?} \
+         (from {model:?})"
+    );
+}
+
+fn options() -> Options {
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut options = Options::new(
+        Arc::new(move || format!("s{}", counter.fetch_add(1, Ordering::Relaxed))),
+        Arc::new(|| 1_000),
+    );
+    options.pause = Some(berth::tokio_timer());
+    options
+}
+
+fn schedules(default: u64) -> u64 {
+    std::env::var("BERTH_SCHEDULES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The operations of a schedule: those applied one after the other, then those run at once.
+type Plan = fn(&Dice) -> (Vec<Op>, Vec<Op>);
+
+/// A few random operations, then two or three at once.
+fn random_plan(dice: &Dice) -> (Vec<Op>, Vec<Op>) {
+    let serial = (0..dice.roll(4)).map(|_| Op::random(dice)).collect();
+    let concurrent = (0..2 + dice.roll(2)).map(|_| Op::random(dice)).collect();
+    (serial, concurrent)
+}
+
+/// Runs `count` random schedules, each over `instances` registries on a storage `make`
+/// returns.
+async fn check<S: Storage>(count: u64, instances: usize, make: impl Fn(u64) -> Vec<S>) {
+    check_plan(count, instances, make, random_plan).await;
+}
+
+/// Runs `count` schedules of `plan`.
+async fn check_plan<S: Storage>(
+    count: u64,
+    instances: usize,
+    make: impl Fn(u64) -> Vec<S>,
+    plan: Plan,
+) {
+    let manifests = Manifests::new();
+    let first: u64 = std::env::var("BERTH_FIRST_SCHEDULE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for seed in first..first + count {
+        let dice = Arc::new(Dice::new(seed));
+        let registries: Vec<_> = make(seed)
+            .into_iter()
+            .take(instances)
+            .map(|inner| {
+                Registry::new(
+                    Jittery {
+                        inner,
+                        dice: Arc::clone(&dice),
+                    },
+                    options(),
+                )
+            })
+            .collect();
+        schedule(seed, &dice, &registries, &manifests, plan).await;
+    }
+}
+
+/// The race issue 27 found: a DELETE by digest and a PUT by tag of the same manifest left the
+/// tag pointing at a manifest that was gone.
+#[tokio::test]
+async fn delete_by_digest_racing_put_by_tag_of_the_same_manifest() {
+    let plan: Plan = |_| {
+        let put = Op::PutByTag {
+            manifest: 0,
+            tag: 0,
+        };
+        (
+            vec![put.clone()],
+            vec![Op::DeleteManifest { manifest: 0 }, put],
+        )
+    };
+    let shared = |_| {
+        let shared = Arc::new(MemoryStorage::new());
+        vec![Arc::clone(&shared), shared]
+    };
+    check_plan(schedules(2_000), 2, shared, plan).await;
+}
+
+#[tokio::test]
+async fn one_registry_over_memory() {
+    check(schedules(10_000), 1, |_| vec![MemoryStorage::new()]).await;
+}
+
+#[tokio::test]
+async fn two_registries_over_one_memory_storage() {
+    check(schedules(10_000), 2, |_| {
+        let shared = Arc::new(MemoryStorage::new());
+        vec![Arc::clone(&shared), shared]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registries_over_one_filesystem_root() {
+    let dir = std::env::temp_dir().join(format!("berth-linearizable-{}", std::process::id()));
+    check(schedules(1_000), 2, |seed| {
+        let root = dir.join(seed.to_string());
+        let _ = std::fs::remove_dir_all(&root);
+        vec![
+            FsStorage::new(&root).expect("root"),
+            FsStorage::new(&root).expect("root"),
+        ]
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "object-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registries_over_one_object_store_bucket() {
+    use berth::storage::ObjectStoreStorage;
+    check(schedules(1_000), 2, |_| {
+        let bucket: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        vec![
+            ObjectStoreStorage::new(Arc::clone(&bucket)),
+            ObjectStoreStorage::new(bucket),
+        ]
+    })
+    .await;
+}
