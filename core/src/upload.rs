@@ -52,6 +52,11 @@ pub struct UploadSession {
     /// The request writing parts now, on storage whose parts are positional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterClaim>,
+    /// The digest the session's content was verified against and published under, when the
+    /// request that finished it failed after that (its link not written): a retry of the
+    /// same PUT only links it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
 }
 
 /// A request's claim on a session while it writes parts, so that no other request writes
@@ -77,6 +82,7 @@ impl UploadSession {
             tail: None,
             started_at: now,
             writer: None,
+            published: None,
         }
     }
 

@@ -37,14 +37,16 @@ impl<S: Storage> Registry<S> {
         indexed
     }
 
-    /// Removes a tag: its registry:2 folder and its index entry.
+    /// Removes a tag: its index entry, then its registry:2 folder. In that order, a request
+    /// that fails half-way leaves a tag that still resolves but is not listed, which its
+    /// retry (finding the folder) removes; the other order would leave an entry no retry finds.
     pub(super) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<(), Error> {
         self.storage
-            .delete_all(&layout::tag(name, tag))
+            .delete(&layout::tag_index_entry(name, tag))
             .await
             .map_err(internal)?;
         self.storage
-            .delete(&layout::tag_index_entry(name, tag))
+            .delete_all(&layout::tag(name, tag))
             .await
             .map_err(internal)
     }

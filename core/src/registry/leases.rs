@@ -93,10 +93,13 @@ impl<S: Storage> Registry<S> {
         subject: Leased<'_>,
     ) -> Result<Lease, Error> {
         let key = layout::lease(&lease_id(name, subject));
+        // The nonce tells this request's record from another's, should a write fail in a
+        // way that leaves it unclear whether it happened.
+        let nonce = (self.options.ids)();
         let mut wait = FIRST_WAIT;
         loop {
             let now = (self.options.clock)();
-            let record = Bytes::from((now + LEASE_SECONDS).to_string());
+            let record = Bytes::from(format!("{} {nonce}", now + LEASE_SECONDS));
             match self
                 .storage
                 .put(&key, record.clone(), PutMode::Create)
@@ -109,14 +112,14 @@ impl<S: Storage> Registry<S> {
                     });
                 }
                 Err(StorageError::AlreadyExists) => {}
-                Err(e) => return Err(internal(e)),
+                Err(e) => return self.recover(key, &record, e).await,
             }
             match self.storage.read_small(&key, 64).await {
                 Ok((meta, held)) if lapsed(&held, now) => {
                     // Its holder died: take it over, unless another request just did.
                     match self
                         .storage
-                        .put(&key, record, PutMode::Update(meta.version))
+                        .put(&key, record.clone(), PutMode::Update(meta.version))
                         .await
                     {
                         Ok(meta) => {
@@ -126,7 +129,7 @@ impl<S: Storage> Registry<S> {
                             });
                         }
                         Err(StorageError::PreconditionFailed | StorageError::NotFound) => {}
-                        Err(e) => return Err(internal(e)),
+                        Err(e) => return self.recover(key, &record, e).await,
                     }
                 }
                 // Held, or given back since the put: try again.
@@ -146,6 +149,23 @@ impl<S: Storage> Registry<S> {
         }
     }
 
+    /// After a write of `record` failed with `error`: the lease, if the write happened after
+    /// all, else the error (and a lease that cannot be told lapses).
+    async fn recover(
+        &self,
+        key: String,
+        record: &[u8],
+        error: StorageError,
+    ) -> Result<Lease, Error> {
+        match self.storage.read_small(&key, 64).await {
+            Ok((meta, held)) if held == record => Ok(Lease {
+                key,
+                version: meta.version,
+            }),
+            _ => Err(internal(error)),
+        }
+    }
+
     /// Gives leases back (best effort: one that cannot be removed lapses).
     pub(super) async fn release_all(&self, leases: Vec<Lease>) {
         for lease in leases.into_iter().rev() {
@@ -155,10 +175,18 @@ impl<S: Storage> Registry<S> {
 
     /// Gives a lease back, unless it lapsed and another request took it over meanwhile.
     pub(super) async fn give_back(&self, lease: Lease) {
-        if let Ok(meta) = self.storage.head(&lease.key).await
-            && meta.version == lease.version
-        {
-            let _ = self.storage.delete(&lease.key).await;
+        // A few tries: a lease that is left behind delays the next change by a whole lease.
+        for _ in 0..3 {
+            match self.storage.head(&lease.key).await {
+                Ok(meta) if meta.version == lease.version => {
+                    if self.storage.delete(&lease.key).await.is_ok() {
+                        return;
+                    }
+                }
+                Err(StorageError::Backend(_)) => {}
+                // Gone, or lapsed and taken over by another request.
+                Ok(_) | Err(_) => return,
+            }
         }
     }
 }
@@ -180,11 +208,12 @@ impl Future for YieldNow {
     }
 }
 
-/// Whether a lease record says it lapsed before `now` (an unreadable record has).
+/// Whether a lease record (`<until> <nonce>`) says it lapsed before `now` (an unreadable
+/// record has).
 fn lapsed(record: &[u8], now: u64) -> bool {
     std::str::from_utf8(record)
         .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
+        .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
         .is_none_or(|until| until <= now)
 }
 
@@ -205,8 +234,8 @@ mod tests {
 
     #[test]
     fn lapsed_records() {
-        assert!(!lapsed(b"100", 99));
-        assert!(lapsed(b"100", 100));
+        assert!(!lapsed(b"100 n1", 99));
+        assert!(lapsed(b"100 n1", 100));
         assert!(lapsed(b"garbage", 0));
     }
 

@@ -276,11 +276,18 @@ impl<S: Storage> Registry<S> {
         {
             return Ok(false);
         }
-        // Forget it as a referrer of its subject.
-        if let Ok((_, bytes)) = self
+        // Forget it as a referrer of its subject. A storage failure here fails the request
+        // (which a retry completes); only a manifest that is gone or unreadable has no subject.
+        let stored = match self
             .storage
             .read_small(&layout::blob_data(digest), STORED_MANIFEST_LIMIT)
             .await
+        {
+            Ok((_, bytes)) => Some(bytes),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(internal(e)),
+        };
+        if let Some(bytes) = stored
             && let Ok(manifest) = Manifest::parse(&bytes, None)
             && let Some(subject) = manifest.subject
         {

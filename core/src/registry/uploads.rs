@@ -169,8 +169,35 @@ impl<S: Storage> Registry<S> {
             self.finish_rehashed(name, id, &digest, session, &staging, whole)
                 .await
         };
-        // Finished or failed, the session is over: a digest mismatch cannot be repaired by
-        // sending more bytes, and registry:2 also ends the session.
+        if let Err(error) = &finished
+            && error.status() >= 500
+        {
+            // The storage failed, not the client: the client may send the same PUT again.
+            if written.hashed_as_named
+                && session.verify(&digest).is_ok()
+                && self.blob_exists(&digest).await.unwrap_or(false)
+            {
+                // Verified and stored, only not linked: the record says so, for the retry
+                // (best effort: without it, the retry finds the parts gone and the client
+                // pushes again, finding the blob stored).
+                let mut published = written.before.clone();
+                published.writer = None;
+                published.published = Some(digest.as_str().to_owned());
+                let key = layout::upload_session(id);
+                let version = PutMode::Update(written.meta.version.clone());
+                let _ = self.storage.put(&key, published.encode(), version).await;
+            } else {
+                // The session stays as its record says, with what this request wrote dropped.
+                self.discard_new_parts(&written.before, &written.session)
+                    .await;
+                self.release(id, &written.meta, &written.before).await;
+            }
+            return Err(error.clone());
+        }
+        // Finished or refused, the session is over: a digest mismatch cannot be repaired by
+        // sending more bytes, and registry:2 also ends the session. Should its record stay,
+        // the request fails: a retry is finished or refused again from the record (a refusal
+        // needs only its midstate), or finds the session gone.
         self.end_session(id).await?;
         self.delete_quietly(written.received.obsolete_tail).await;
         finished?;
@@ -190,6 +217,9 @@ impl<S: Storage> Registry<S> {
         finish: Option<&Digest>,
     ) -> Result<Result<Written, Response>, Error> {
         let (meta, mut session) = self.load_session(name, id).await?;
+        if let Some(published) = &session.published {
+            return self.finish_published(name, id, published, finish).await;
+        }
         let read_version = meta.version.clone();
         let expected = match session.check_chunk(head.header("Content-Range")) {
             Ok(expected) => expected,
@@ -205,6 +235,16 @@ impl<S: Storage> Registry<S> {
             Some(digest) => session.adopt_algorithm(digest.algorithm())?,
             None => true,
         };
+        if let Some(digest) = finish
+            && hashed_as_named
+            && session.hashed_offset() == session.offset
+            && self.blob_exists(digest).await?
+        {
+            return self
+                .finish_stored(name, id, &session, digest, body, expected)
+                .await
+                .map(Err);
+        }
         let meta = match self.claim(name, id, meta, &mut session).await? {
             Ok(meta) => meta,
             Err(busy) => return Ok(Err(busy)),
@@ -242,6 +282,80 @@ impl<S: Storage> Registry<S> {
                 Err(error)
             }
         }
+    }
+
+    /// Finishes an upload whose content the registry already stores (pushed before, to this
+    /// or another repository, or published by an earlier try of this request that failed
+    /// after): the rest of the body is hashed, not stored, and the blob is linked once the
+    /// digest verifies. Nothing is written but the link, and a retry needs none of the parts
+    /// an earlier try consumed.
+    async fn finish_stored(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        session: &UploadSession,
+        digest: &Digest,
+        body: &mut RequestBody,
+        expected: Option<u64>,
+    ) -> Result<Response, Error> {
+        let mut hasher = session.hasher()?;
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            received += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        if let Some(expected) = expected
+            && expected != received
+        {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range announced {expected} bytes, the body has {received}"),
+            ));
+        }
+        let actual = hasher.finish();
+        self.discard(session).await;
+        if &actual != digest {
+            self.end_session(id).await?;
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!("uploaded content has digest {actual}, not {digest}"),
+            ));
+        }
+        self.register_repository(name).await?;
+        self.write_link(&layout::layer_link(name, digest), digest)
+            .await?;
+        self.end_session(id).await?;
+        Ok(created(name, digest))
+    }
+
+    /// Answers a request for a session whose content is verified and published, its link not
+    /// yet written: the PUT that finishes it with the same digest links it (whatever last
+    /// chunk it carries again); anything else is refused.
+    async fn finish_published(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        published: &str,
+        finish: Option<&Digest>,
+    ) -> Result<Result<Written, Response>, Error> {
+        let Some(digest) = finish else {
+            return Err(Error::new(
+                ErrorCode::BlobUploadInvalid,
+                "the upload is complete: finish it with PUT ?digest=",
+            ));
+        };
+        if digest.as_str() != published {
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!("the upload's content has digest {published}, not {digest}"),
+            ));
+        }
+        self.register_repository(name).await?;
+        self.write_link(&layout::layer_link(name, digest), digest)
+            .await?;
+        self.end_session(id).await?;
+        Ok(Err(created(name, digest)))
     }
 
     pub(super) async fn cancel_upload(
@@ -352,7 +466,13 @@ impl<S: Storage> Registry<S> {
                     Err(e) => return Err(internal(e)),
                 };
                 match record.as_deref().map(UploadSession::decode) {
-                    Some(Ok(session)) => self.discard(&session).await,
+                    Some(Ok(session)) => {
+                        self.discard(&session).await;
+                        // What a failed rehash kept for a retry that never came.
+                        if let Some(id) = UploadId::parse(id) {
+                            self.delete_quietly(Some(layout::rehash_interim(&id))).await;
+                        }
+                    }
                     Some(Err(_)) => {
                         self.purge_legacy_session(id, &record.unwrap_or_default())
                             .await?
@@ -439,9 +559,10 @@ impl<S: Storage> Registry<S> {
         after: &UploadSession,
     ) -> Result<Result<ObjectMeta, UploadSession>, Error> {
         let key = layout::upload_session(id);
+        let record = after.encode();
         match self
             .storage
-            .put(&key, after.encode(), PutMode::Update(read.version.clone()))
+            .put(&key, record.clone(), PutMode::Update(read.version.clone()))
             .await
         {
             Ok(saved) => Ok(Ok(saved)),
@@ -450,7 +571,17 @@ impl<S: Storage> Registry<S> {
                 let (_, current) = self.load_session(name, id).await?;
                 Ok(Err(current))
             }
-            Err(e) => Err(internal(e)),
+            // The write may have happened with only its answer lost: the record tells. (It
+            // names this request's parts, so no other request wrote the same bytes.) Told
+            // nothing, the parts stay: the record may name them.
+            Err(e) => match self.storage.read_small(&key, SESSION_RECORD_LIMIT).await {
+                Ok((saved, stored)) if stored == record => Ok(Ok(saved)),
+                Ok(_) | Err(StorageError::NotFound) => {
+                    self.discard_new_parts(before, after).await;
+                    Err(internal(e))
+                }
+                Err(_) => Err(internal(e)),
+            },
         }
     }
 
@@ -779,9 +910,13 @@ impl<S: Storage> Registry<S> {
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         let interim = layout::rehash_interim(id);
+        // A retry after a storage failure finds the interim object there (its session's parts
+        // went into it) and reads it back again.
         self.publish_to(&interim, session, staging, whole).await?;
         let rehashed = self.rehash(name, digest, session, &interim, staging).await;
-        self.delete_quietly(Some(interim)).await;
+        if rehashed.as_ref().is_ok() || rehashed.as_ref().is_err_and(|e| e.status() < 500) {
+            self.delete_quietly(Some(interim)).await;
+        }
         rehashed
     }
 

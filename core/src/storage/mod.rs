@@ -35,6 +35,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 pub mod conformance;
+mod faults;
 #[cfg(feature = "fs")]
 mod fs;
 mod memory;
@@ -43,6 +44,7 @@ mod object_store;
 #[cfg(feature = "s3")]
 mod s3;
 
+pub use faults::{Faults, FaultyStorage};
 #[cfg(feature = "fs")]
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
