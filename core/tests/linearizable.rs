@@ -515,9 +515,10 @@ async fn schedule<S: Storage>(
 }
 
 fn options() -> Options {
-    let counter = Arc::new(AtomicU64::new(0));
+    // Ids are unique across instances, as a host's must be (upload ids, lease nonces).
+    static IDS: AtomicU64 = AtomicU64::new(0);
     let mut options = Options::new(
-        Arc::new(move || format!("s{}", counter.fetch_add(1, Ordering::Relaxed))),
+        Arc::new(|| format!("s{}", IDS.fetch_add(1, Ordering::Relaxed))),
         Arc::new(|| 1_000),
     );
     options.pause = Some(berth::tokio_timer());

@@ -97,6 +97,7 @@ impl<S: Storage> Registry<S> {
         // way that leaves it unclear whether it happened.
         let nonce = (self.options.ids)();
         let mut wait = FIRST_WAIT;
+        let mut failures = 0;
         loop {
             let now = (self.options.clock)();
             let record = Bytes::from(format!("{} {nonce}", now + LEASE_SECONDS));
@@ -111,10 +112,19 @@ impl<S: Storage> Registry<S> {
                         version: meta.version,
                     });
                 }
+                // Held; or the write failed, perhaps after it landed: the read tells.
                 Err(StorageError::AlreadyExists) => {}
-                Err(e) => return self.recover(key, &record, e).await,
+                Err(e @ StorageError::Backend(_)) => failures = count(failures, e)?,
+                Err(e) => return Err(internal(e)),
             }
             match self.storage.read_small(&key, 64).await {
+                // An earlier try of this request took it after all.
+                Ok((meta, held)) if holder(&held) == Some(nonce.as_str()) => {
+                    return Ok(Lease {
+                        key,
+                        version: meta.version,
+                    });
+                }
                 Ok((meta, held)) if lapsed(&held, now) => {
                     // Its holder died: take it over, unless another request just did.
                     match self
@@ -129,11 +139,13 @@ impl<S: Storage> Registry<S> {
                             });
                         }
                         Err(StorageError::PreconditionFailed | StorageError::NotFound) => {}
-                        Err(e) => return self.recover(key, &record, e).await,
+                        Err(e @ StorageError::Backend(_)) => failures = count(failures, e)?,
+                        Err(e) => return Err(internal(e)),
                     }
                 }
                 // Held, or given back since the put: try again.
                 Ok(_) | Err(StorageError::NotFound) => {}
+                Err(e @ StorageError::Backend(_)) => failures = count(failures, e)?,
                 Err(e) => return Err(internal(e)),
             }
             match &self.options.pause {
@@ -146,23 +158,6 @@ impl<S: Storage> Registry<S> {
                 // holder run.
                 None => YieldNow(false).await,
             }
-        }
-    }
-
-    /// After a write of `record` failed with `error`: the lease, if the write happened after
-    /// all, else the error (and a lease that cannot be told lapses).
-    async fn recover(
-        &self,
-        key: String,
-        record: &[u8],
-        error: StorageError,
-    ) -> Result<Lease, Error> {
-        match self.storage.read_small(&key, 64).await {
-            Ok((meta, held)) if held == record => Ok(Lease {
-                key,
-                version: meta.version,
-            }),
-            _ => Err(internal(error)),
         }
     }
 
@@ -208,6 +203,24 @@ impl Future for YieldNow {
     }
 }
 
+/// How many storage failures a request rides out while it waits for a lease: a failing
+/// storage fails the request after this many.
+const FAILURES_TOLERATED: u32 = 10;
+
+/// Counts one more storage failure, or gives up with it.
+fn count(failures: u32, error: StorageError) -> Result<u32, Error> {
+    if failures + 1 >= FAILURES_TOLERATED {
+        Err(internal(error))
+    } else {
+        Ok(failures + 1)
+    }
+}
+
+/// The nonce of the request that wrote a lease record (`<until> <nonce>`).
+fn holder(record: &[u8]) -> Option<&str> {
+    std::str::from_utf8(record).ok()?.split_whitespace().nth(1)
+}
+
 /// Whether a lease record (`<until> <nonce>`) says it lapsed before `now` (an unreadable
 /// record has).
 fn lapsed(record: &[u8], now: u64) -> bool {
@@ -236,6 +249,8 @@ mod tests {
     fn lapsed_records() {
         assert!(!lapsed(b"100 n1", 99));
         assert!(lapsed(b"100 n1", 100));
+        assert_eq!(holder(b"100 n1"), Some("n1"));
+        assert_eq!(holder(b"100"), None);
         assert!(lapsed(b"garbage", 0));
     }
 

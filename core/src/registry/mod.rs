@@ -41,7 +41,8 @@ use crate::storage::{Storage, StorageError, StorageExt};
 /// at 8 MiB, at half the memory; object stores raise it to their minimum, 5 MiB on S3).
 pub const DEFAULT_PART_SIZE: usize = 2 * 1024 * 1024;
 
-/// Produces upload session ids; the host supplies randomness.
+/// Produces ids unique across every instance that shares the storage (upload sessions, lease
+/// nonces); the host supplies randomness.
 pub type IdSource = Arc<dyn Fn() -> String + Send + Sync>;
 /// Tells the time in seconds since the Unix epoch; the host supplies the clock.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -162,7 +162,7 @@ impl<S: Storage> Registry<S> {
         };
         let staging = layout::upload_staging(name, id);
         let session = &written.session;
-        let whole = written.received.whole;
+        let whole = written.received.whole.clone();
         let finished = if written.hashed_as_named {
             self.finish(name, &digest, session, &staging, whole).await
         } else {
@@ -177,15 +177,8 @@ impl<S: Storage> Registry<S> {
                 && session.verify(&digest).is_ok()
                 && self.blob_exists(&digest).await.unwrap_or(false)
             {
-                // Verified and stored, only not linked: the record says so, for the retry
-                // (best effort: without it, the retry finds the parts gone and the client
-                // pushes again, finding the blob stored).
-                let mut published = written.before.clone();
-                published.writer = None;
-                published.published = Some(digest.as_str().to_owned());
-                let key = layout::upload_session(id);
-                let version = PutMode::Update(written.meta.version.clone());
-                let _ = self.storage.put(&key, published.encode(), version).await;
+                self.mark_published(id, &written.before, &written.meta, &digest)
+                    .await;
             } else {
                 // The session stays as its record says, with what this request wrote dropped.
                 self.discard_new_parts(&written.before, &written.session)
@@ -196,9 +189,18 @@ impl<S: Storage> Registry<S> {
         }
         // Finished or refused, the session is over: a digest mismatch cannot be repaired by
         // sending more bytes, and registry:2 also ends the session. Should its record stay,
-        // the request fails: a retry is finished or refused again from the record (a refusal
-        // needs only its midstate), or finds the session gone.
-        self.end_session(id).await?;
+        // the request fails, and the record no longer holds this request's claim: a finished
+        // upload's record says it is published, so the retry only links; a refused one is as
+        // before, and the retry is refused again from its midstate.
+        if let Err(error) = self.end_session(id).await {
+            if finished.is_ok() {
+                self.mark_published(id, &written.before, &written.meta, &digest)
+                    .await;
+            } else {
+                self.release(id, &written.meta, &written.before).await;
+            }
+            return Err(error);
+        }
         self.delete_quietly(written.received.obsolete_tail).await;
         finished?;
         Ok(created(name, &digest))
@@ -235,6 +237,19 @@ impl<S: Storage> Registry<S> {
             Some(digest) => session.adopt_algorithm(digest.algorithm())?,
             None => true,
         };
+        if let Some(digest) = finish
+            && !hashed_as_named
+            && self
+                .storage
+                .exists(&layout::rehash_interim(id))
+                .await
+                .map_err(internal)?
+        {
+            return self
+                .finish_interim(name, id, &session, digest)
+                .await
+                .map(Err);
+        }
         if let Some(digest) = finish
             && hashed_as_named
             && session.hashed_offset() == session.offset
@@ -329,6 +344,45 @@ impl<S: Storage> Registry<S> {
         Ok(created(name, digest))
     }
 
+    /// Finishes a rehashed upload (see `finish_rehashed`) whose earlier try published its
+    /// content as the interim object and failed after: the session's parts went into that
+    /// object, so it is read back again (the body, the same last chunk sent again, is not
+    /// needed).
+    async fn finish_interim(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        session: &UploadSession,
+        digest: &Digest,
+    ) -> Result<Response, Error> {
+        let interim = layout::rehash_interim(id);
+        let staging = layout::upload_staging(name, id);
+        let rehashed = self.rehash(name, digest, session, &interim, &staging).await;
+        if rehashed.as_ref().is_ok() || rehashed.as_ref().is_err_and(|e| e.status() < 500) {
+            self.delete_quietly(Some(interim)).await;
+            self.end_session(id).await?;
+        }
+        rehashed?;
+        Ok(created(name, digest))
+    }
+
+    /// Records that a session's content is verified and published as `digest` (its link
+    /// perhaps not yet written), for the retry of the request that failed after that: best
+    /// effort, by compare-and-swap on the version this request read or claimed. Without it,
+    /// the retry finds the parts gone and the client pushes again, finding the blob stored.
+    async fn mark_published(
+        &self,
+        id: &UploadId,
+        before: &UploadSession,
+        read: &ObjectMeta,
+        digest: &Digest,
+    ) {
+        let mut published = before.clone();
+        published.writer = None;
+        published.published = Some(digest.as_str().to_owned());
+        self.replace_record(id, read, published).await;
+    }
+
     /// Answers a request for a session whose content is verified and published, its link not
     /// yet written: the PUT that finishes it with the same digest links it (whatever last
     /// chunk it carries again); anything else is refused.
@@ -418,15 +472,21 @@ impl<S: Storage> Registry<S> {
         }
         let mut released = before.clone();
         released.writer = None;
+        self.replace_record(id, claimed, released).await;
+    }
+
+    /// Replaces a session's record, if it is still at the version `read` (best effort, a few
+    /// tries: a claim left behind keeps the session busy until it lapses).
+    async fn replace_record(&self, id: &UploadId, read: &ObjectMeta, record: UploadSession) {
         let key = layout::upload_session(id);
-        let _ = self
-            .storage
-            .put(
-                &key,
-                released.encode(),
-                PutMode::Update(claimed.version.clone()),
-            )
-            .await;
+        let record = record.encode();
+        for _ in 0..3 {
+            let version = PutMode::Update(read.version.clone());
+            match self.storage.put(&key, record.clone(), version).await {
+                Err(StorageError::Backend(_)) => {}
+                Ok(_) | Err(_) => return,
+            }
+        }
     }
 
     /// Removes a session's record.
@@ -578,9 +638,14 @@ impl<S: Storage> Registry<S> {
                 Ok((saved, stored)) if stored == record => Ok(Ok(saved)),
                 Ok(_) | Err(StorageError::NotFound) => {
                     self.discard_new_parts(before, after).await;
+                    self.release(id, read, before).await;
                     Err(internal(e))
                 }
-                Err(_) => Err(internal(e)),
+                Err(_) => {
+                    // A compare-and-swap on the claimed version: harmless if the save landed.
+                    self.release(id, read, before).await;
+                    Err(internal(e))
+                }
             },
         }
     }

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
     };
     let work = async move {
         let (storage, description) = open_storage(&settings)?;
+        let (storage, description) = with_injected_faults(storage, description)?;
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
             Mode::PurgeUploads => {
@@ -179,6 +180,26 @@ async fn check_storage(storage: Arc<dyn Storage>, description: &str) -> Result<(
             ))
         }
     }
+}
+
+/// For tests of the registry under failing storage (`tests/faults.sh`): `BERTH_FAULTS` set to
+/// `seed:per_mille[:kinds]` wraps the storage in [`berth::storage::FaultyStorage`]. Never set
+/// it in production: the registry then fails on purpose.
+fn with_injected_faults(
+    storage: Arc<dyn Storage>,
+    description: String,
+) -> Result<(Arc<dyn Storage>, String), String> {
+    let Ok(spec) = std::env::var("BERTH_FAULTS") else {
+        return Ok((storage, description));
+    };
+    let faults = berth::storage::Faults::parse(&spec)
+        .ok_or_else(|| format!("BERTH_FAULTS={spec:?}: expected seed:per_mille[:kinds]"))?;
+    tracing::warn!(%spec, "BERTH_FAULTS: storage fails on purpose (for tests only)");
+    let faulty = berth::storage::FaultyStorage::new(storage, faults, Some(berth::tokio_timer()));
+    Ok((
+        Arc::new(faulty),
+        format!("{description} with injected faults {spec}"),
+    ))
 }
 
 /// The storage the settings name, and a description for the log.
