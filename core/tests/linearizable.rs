@@ -13,18 +13,15 @@
 //! storage, 1,000 on the filesystem and object_store), `BERTH_FIRST_SCHEDULE` the first seed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
-use berth::{
-    Algorithm, Digest, FsStorage, MemoryStorage, Method, Options, Registry, RequestHead,
-    empty_body, full_body,
-};
-use bytes::Bytes;
-use futures_util::StreamExt;
+use berth::storage::Storage;
+use berth::{Algorithm, Digest, FsStorage, MemoryStorage, Method, Options, Registry};
+
+mod support;
+use support::{Hooked, Hooks, body_bytes};
 
 const TAGS: [&str; 2] = ["a", "b"];
 const LAYER: &[u8] = b"the layer";
@@ -48,84 +45,16 @@ impl Dice {
     }
 }
 
-/// A storage that yields to the scheduler a random number of times before each call.
+/// Yields to the scheduler a random number of times before each storage call.
 #[derive(Debug)]
-struct Jittery<S> {
-    inner: S,
-    dice: Arc<Dice>,
-}
-
-impl<S> Jittery<S> {
-    async fn jitter(&self) {
-        for _ in 0..self.dice.roll(4) {
-            tokio::task::yield_now().await;
-        }
-    }
-}
+struct Jitter(Arc<Dice>);
 
 #[async_trait]
-impl<S: Storage> Storage for Jittery<S> {
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
-        self.jitter().await;
-        self.inner.get(key, range).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
-        self.jitter().await;
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
-        self.jitter().await;
-        self.inner.put(key, data, mode).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.jitter().await;
-        self.inner.delete(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        delimiter: bool,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage, StorageError> {
-        self.jitter().await;
-        self.inner.list(prefix, delimiter, start_after, limit).await
-    }
-    fn min_part_size(&self) -> u64 {
-        self.inner.min_part_size()
-    }
-    fn positional_parts(&self) -> bool {
-        self.inner.positional_parts()
-    }
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
-        self.inner.create_parts(staging_key).await
-    }
-    async fn put_part(
-        &self,
-        upload: &str,
-        number: u32,
-        data: Chunks,
-    ) -> Result<String, StorageError> {
-        self.inner.put_part(upload, number, data).await
-    }
-    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
-        self.inner.sync_parts(upload).await
-    }
-    async fn complete_parts(
-        &self,
-        upload: &str,
-        parts: &[String],
-        target: &str,
-    ) -> Result<(), StorageError> {
-        self.jitter().await;
-        self.inner.complete_parts(upload, parts, target).await
-    }
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
-        self.inner.abort_parts(upload).await
+impl Hooks for Jitter {
+    async fn before(&self) {
+        for _ in 0..self.0.roll(4) {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -277,29 +206,13 @@ async fn send<S: Storage>(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, Option<String>, Vec<u8>) {
-    let mut head = RequestHead::from_target(method, target);
-    if let Some(content_type) = content_type {
-        head = head.with_header("Content-Type", content_type);
-    }
-    let body = if body.is_empty() {
-        empty_body()
-    } else {
-        full_body(body.to_vec())
-    };
-    let response = registry.handle(head, body).await;
+    let headers: Vec<_> = content_type
+        .map(|t| ("Content-Type", t))
+        .into_iter()
+        .collect();
+    let response = support::send(registry, method, target, &headers, body).await;
     let digest = response.header("Docker-Content-Digest").map(str::to_owned);
-    let bytes = match response.body {
-        berth::Body::Empty => Vec::new(),
-        berth::Body::Full(bytes) => bytes.to_vec(),
-        berth::Body::Stream(mut stream) => {
-            let mut out = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                out.extend_from_slice(&chunk.expect("chunk"));
-            }
-            out
-        }
-    };
-    (response.status, digest, bytes)
+    (response.status, digest, body_bytes(response.body).await)
 }
 
 async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op) -> u16 {
@@ -566,13 +479,8 @@ async fn check_plan<S: Storage>(
             .into_iter()
             .take(instances)
             .map(|inner| {
-                Registry::new(
-                    Jittery {
-                        inner,
-                        dice: Arc::clone(&dice),
-                    },
-                    options(),
-                )
+                let hooks = Jitter(Arc::clone(&dice));
+                Registry::new(Hooked { inner, hooks }, options())
             })
             .collect();
         schedule(seed, &dice, &registries, &manifests, plan).await;

@@ -7,24 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use berth::storage::{PutMode, StorageExt};
 use berth::{
     Algorithm, FsStorage, MemoryStorage, Method, Options, Registry, RequestHead, Response, Storage,
-    empty_body, full_body,
 };
 
-/// All of a response body's bytes.
-async fn body_bytes(body: berth::Body) -> Vec<u8> {
-    use futures_util::StreamExt;
-    match body {
-        berth::Body::Empty => Vec::new(),
-        berth::Body::Full(bytes) => bytes.to_vec(),
-        berth::Body::Stream(mut stream) => {
-            let mut out = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                out.extend_from_slice(&chunk.expect("chunk"));
-            }
-            out
-        }
-    }
-}
+mod support;
+use support::{body_bytes, send};
 
 fn options() -> Options {
     let counter = Arc::new(AtomicU64::new(0));
@@ -41,25 +27,6 @@ fn fs_root(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("berth-refused-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-async fn send<S: Storage>(
-    registry: &Registry<S>,
-    method: Method,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    let mut head = RequestHead::from_target(method, target);
-    for (name, value) in headers {
-        head = head.with_header(*name, *value);
-    }
-    let body = if body.is_empty() {
-        empty_body()
-    } else {
-        full_body(body.to_vec())
-    };
-    registry.handle(head, body).await
 }
 
 /// Every key in storage but berth's own bookkeeping of repositories (catalog entries).

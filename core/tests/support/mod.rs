@@ -1,4 +1,5 @@
-//! Memory storage with hooks a test watches: what listings return and when part writes run.
+//! Storage with hooks a test watches or steers (what listings return, when part writes run,
+//! a pause before each call), and the helpers tests share to send requests and read bodies.
 
 use std::ops::Range;
 
@@ -8,8 +9,12 @@ use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage,
 use bytes::Bytes;
 
 /// What a test observes; every hook does nothing unless implemented.
+#[allow(dead_code)] // Not every test that shares this module watches its storage.
 #[async_trait]
 pub(crate) trait Hooks: std::fmt::Debug + Send + Sync + 'static {
+    /// A call to the storage begins (get, head, put, delete, list, complete_parts); it
+    /// proceeds when this returns.
+    async fn before(&self) {}
     /// A listing returned this many entries (objects and prefixes).
     fn listed(&self, _entries: usize) {}
     /// A part write begins; it proceeds when this returns.
@@ -24,30 +29,35 @@ pub(crate) trait Hooks: std::fmt::Debug + Send + Sync + 'static {
     fn parts_read(&self, _skip: u64) {}
 }
 
-/// [`MemoryStorage`] calling `hooks`.
+/// A storage (memory unless said) calling `hooks`.
+#[allow(dead_code)] // Not every test that shares this module watches its storage.
 #[derive(Debug, Default)]
-pub(crate) struct Hooked<H> {
-    pub(crate) inner: MemoryStorage,
+pub(crate) struct Hooked<H, S = MemoryStorage> {
+    pub(crate) inner: S,
     pub(crate) hooks: H,
 }
 
 #[async_trait]
-impl<H: Hooks> Storage for Hooked<H> {
+impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     async fn get(
         &self,
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        self.hooks.before().await;
         self.inner.get(key, range).await
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.hooks.before().await;
         self.inner.head(key).await
     }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+        self.hooks.before().await;
         self.hooks.stored(key);
         self.inner.put(key, data, mode).await
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.hooks.before().await;
         self.inner.delete(key).await
     }
     async fn list(
@@ -57,12 +67,19 @@ impl<H: Hooks> Storage for Hooked<H> {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StorageError> {
+        self.hooks.before().await;
         let page = self
             .inner
             .list(prefix, delimiter, start_after, limit)
             .await?;
         self.hooks.listed(page.objects.len() + page.prefixes.len());
         Ok(page)
+    }
+    fn min_part_size(&self) -> u64 {
+        self.inner.min_part_size()
+    }
+    fn positional_parts(&self) -> bool {
+        self.inner.positional_parts()
     }
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
         self.inner.create_parts(staging_key).await
@@ -88,6 +105,7 @@ impl<H: Hooks> Storage for Hooked<H> {
         parts: &[String],
         target: &str,
     ) -> Result<(), StorageError> {
+        self.hooks.before().await;
         self.inner.complete_parts(upload, parts, target).await
     }
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
@@ -105,6 +123,27 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.hooks.parts_read(skip);
         self.inner.read_parts(upload, parts, skip).await
     }
+}
+
+/// Sends one request with `headers` and `body`.
+#[allow(dead_code)] // Not every test that shares this module sends requests this way.
+pub(crate) async fn send<S: Storage>(
+    registry: &berth::Registry<S>,
+    method: berth::Method,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> berth::Response {
+    let mut head = berth::RequestHead::from_target(method, target);
+    for (name, value) in headers {
+        head = head.with_header(*name, *value);
+    }
+    let body = if body.is_empty() {
+        berth::empty_body()
+    } else {
+        berth::full_body(body.to_vec())
+    };
+    registry.handle(head, body).await
 }
 
 /// All of a response body's bytes.
