@@ -7,10 +7,12 @@
 //! (checked against the model too), then runs two or three at once, on one registry or spread
 //! over two registries sharing one storage. A storage wrapper yields to the scheduler a random
 //! number of times before each call, so the operations interleave differently in every
-//! schedule; on memory storage and one thread a seed replays its schedule exactly.
+//! schedule; on memory storage and one thread a seed replays its schedule exactly. The same
+//! schedules also run over HTTP against `berth serve` processes sharing one root or one bucket
+//! (`servers_over_one_storage`, started by tests/linearizable.sh).
 //!
-//! `BERTH_SCHEDULES` sets the number of schedules per configuration (default 10,000 on memory
-//! storage, 1,000 on the filesystem and object_store), `BERTH_FIRST_SCHEDULE` the first seed.
+//! `BERTH_SCHEDULES` sets the number of schedules per configuration (default 10,000; 1,000 on
+//! the filesystem), `BERTH_FIRST_SCHEDULE` the first seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -199,28 +201,135 @@ impl State {
     }
 }
 
-async fn send<S: Storage>(
-    registry: &Registry<S>,
-    method: Method,
-    target: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> (u16, Option<String>, Vec<u8>) {
-    let headers: Vec<_> = content_type
-        .map(|t| ("Content-Type", t))
-        .into_iter()
-        .collect();
-    let response = support::send(registry, method, target, &headers, body).await;
-    let digest = response.header("Docker-Content-Digest").map(str::to_owned);
-    (response.status, digest, body_bytes(response.body).await)
+/// Where a schedule's requests go: a registry in this process, or a `berth serve` over HTTP.
+#[async_trait]
+trait Target: Sync {
+    /// Sends one request: the status, the `Docker-Content-Digest` header and the body.
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<String>, Vec<u8>);
 }
 
-async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op) -> u16 {
+#[async_trait]
+impl<S: Storage> Target for Registry<S> {
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<String>, Vec<u8>) {
+        let headers: Vec<_> = content_type
+            .map(|t| ("Content-Type", t))
+            .into_iter()
+            .collect();
+        let response = support::send(self, method, target, &headers, body).await;
+        let digest = response.header("Docker-Content-Digest").map(str::to_owned);
+        (response.status, digest, body_bytes(response.body).await)
+    }
+}
+
+/// A registry at an HTTP address (`127.0.0.1:5000`), one connection per request.
+struct Remote(String);
+
+#[async_trait]
+impl Target for Remote {
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<String>, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.0)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.0));
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.0,
+            body.len()
+        );
+        if let Some(content_type) = content_type {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.expect("send request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read response");
+        parse_response(&raw, method == Method::Head)
+    }
+}
+
+/// Status, `Docker-Content-Digest` and body of an HTTP/1.1 response read to its end.
+fn parse_response(raw: &[u8], head_only: bool) -> (u16, Option<String>, Vec<u8>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let mut digest = None;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        if name.eq_ignore_ascii_case("Docker-Content-Digest") {
+            digest = Some(value.trim().to_owned());
+        }
+        if name.eq_ignore_ascii_case("Transfer-Encoding") && value.trim() == "chunked" {
+            chunked = true;
+        }
+    }
+    let mut rest = &raw[split + 4..];
+    if head_only || !chunked {
+        return (
+            status,
+            digest,
+            if head_only { Vec::new() } else { rest.to_vec() },
+        );
+    }
+    let mut body = Vec::new();
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size_line = String::from_utf8_lossy(&rest[..end]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        rest = &rest[end + 2..];
+        if size == 0 {
+            return (status, digest, body);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// The two repositories of a schedule: the one operated on and a mount source.
+struct Repos {
+    r: String,
+    src: String,
+}
+
+async fn run(target: &impl Target, repos: &Repos, manifests: &Manifests, op: &Op) -> u16 {
     let layer = Algorithm::Sha256.digest(LAYER);
+    let Repos { r, src } = repos;
     let oci = Some("application/vnd.oci.image.manifest.v1+json");
-    let (target, method, body) = match op {
+    let (path, method, body) = match op {
         Op::PutByTag { manifest, tag } => (
-            format!("/v2/r/manifests/{}", TAGS[*tag]),
+            format!("/v2/{r}/manifests/{}", TAGS[*tag]),
             Method::Put,
             manifests.bodies[*manifest].as_bytes(),
         ),
@@ -228,7 +337,7 @@ async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op)
             let query: Vec<String> = tags.iter().map(|t| format!("tag={}", TAGS[*t])).collect();
             (
                 format!(
-                    "/v2/r/manifests/{}?{}",
+                    "/v2/{r}/manifests/{}?{}",
                     manifests.digests[*manifest],
                     query.join("&")
                 ),
@@ -237,24 +346,24 @@ async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op)
             )
         }
         Op::DeleteTag { tag } => (
-            format!("/v2/r/manifests/{}", TAGS[*tag]),
+            format!("/v2/{r}/manifests/{}", TAGS[*tag]),
             Method::Delete,
             &b""[..],
         ),
         Op::DeleteManifest { manifest } => (
-            format!("/v2/r/manifests/{}", manifests.digests[*manifest]),
+            format!("/v2/{r}/manifests/{}", manifests.digests[*manifest]),
             Method::Delete,
             &b""[..],
         ),
         Op::MountLayer => (
-            format!("/v2/r/blobs/uploads/?mount={layer}&from=src"),
+            format!("/v2/{r}/blobs/uploads/?mount={layer}&from={src}"),
             Method::Post,
             &b""[..],
         ),
-        Op::DeleteLayer => (format!("/v2/r/blobs/{layer}"), Method::Delete, &b""[..]),
+        Op::DeleteLayer => (format!("/v2/{r}/blobs/{layer}"), Method::Delete, &b""[..]),
     };
     let content_type = if method == Method::Put { oci } else { None };
-    let (status, _, body) = send(registry, method, &target, content_type, body).await;
+    let (status, _, body) = target.send(method, &path, content_type, body).await;
     // Never a 5xx, whatever runs at the same time.
     assert!(
         status < 500,
@@ -265,33 +374,30 @@ async fn run<S: Storage>(registry: &Registry<S>, manifests: &Manifests, op: &Op)
 }
 
 /// What the registry holds, read through the API.
-async fn observe<S: Storage>(
-    registry: &Registry<S>,
+async fn observe(
+    target: &impl Target,
+    repos: &Repos,
     manifests: &Manifests,
 ) -> (State, BTreeSet<usize>) {
+    let r = &repos.r;
     let mut state = State::new();
     for (i, digest) in manifests.digests.iter().enumerate() {
-        let (status, ..) = send(
-            registry,
-            Method::Head,
-            &format!("/v2/r/manifests/{digest}"),
-            None,
-            b"",
-        )
-        .await;
+        let (status, ..) = target
+            .send(
+                Method::Head,
+                &format!("/v2/{r}/manifests/{digest}"),
+                None,
+                b"",
+            )
+            .await;
         if status == 200 {
             state.manifests.insert(i);
         }
     }
     for (i, tag) in TAGS.iter().enumerate() {
-        let (status, digest, _) = send(
-            registry,
-            Method::Get,
-            &format!("/v2/r/manifests/{tag}"),
-            None,
-            b"",
-        )
-        .await;
+        let (status, digest, _) = target
+            .send(Method::Get, &format!("/v2/{r}/manifests/{tag}"), None, b"")
+            .await;
         if status == 200 {
             let digest = digest.expect("a digest header");
             let manifest = manifests.digests.iter().position(|d| d.as_str() == digest);
@@ -299,7 +405,9 @@ async fn observe<S: Storage>(
         }
     }
     // The tag list agrees with what each tag resolves to.
-    let (status, _, body) = send(registry, Method::Get, "/v2/r/tags/list", None, b"").await;
+    let (status, _, body) = target
+        .send(Method::Get, &format!("/v2/{r}/tags/list"), None, b"")
+        .await;
     assert_eq!(status, 200);
     let listed: serde_json::Value = serde_json::from_slice(&body).expect("json");
     let listed: BTreeSet<usize> = listed["tags"]
@@ -320,23 +428,19 @@ async fn observe<S: Storage>(
         "the tag list disagrees with the tags that resolve"
     );
     let layer = Algorithm::Sha256.digest(LAYER);
-    state.layer = send(
-        registry,
-        Method::Head,
-        &format!("/v2/r/blobs/{layer}"),
-        None,
-        b"",
-    )
-    .await
-    .0 == 200;
-    let (status, _, body) = send(
-        registry,
-        Method::Get,
-        &format!("/v2/r/referrers/{}", manifests.digests[0]),
-        None,
-        b"",
-    )
-    .await;
+    state.layer = target
+        .send(Method::Head, &format!("/v2/{r}/blobs/{layer}"), None, b"")
+        .await
+        .0
+        == 200;
+    let (status, _, body) = target
+        .send(
+            Method::Get,
+            &format!("/v2/{r}/referrers/{}", manifests.digests[0]),
+            None,
+            b"",
+        )
+        .await;
     assert_eq!(status, 200);
     let index: serde_json::Value = serde_json::from_slice(&body).expect("json");
     let referrers = index["manifests"]
@@ -373,48 +477,49 @@ fn orders(n: usize) -> Vec<Vec<usize>> {
     all
 }
 
-/// Runs one schedule over `registries` (which share one storage); panics on an
-/// inconsistency, naming the seed.
-async fn schedule<S: Storage>(
+/// Runs one schedule over `targets` (registries sharing one storage, or servers sharing one
+/// root or bucket) on the repositories `repos`; panics on an inconsistency, naming the seed.
+async fn schedule<T: Target>(
     seed: u64,
     dice: &Dice,
-    registries: &[Registry<S>],
+    targets: &[T],
+    repos: &Repos,
     manifests: &Manifests,
     plan: Plan,
 ) {
-    let first = &registries[0];
+    let first = &targets[0];
     let layer = Algorithm::Sha256.digest(LAYER);
     let config = Algorithm::Sha256.digest(CONFIG);
     for (repo, digest, data) in [
-        ("r", &config, CONFIG),
-        ("r", &layer, LAYER),
-        ("src", &layer, LAYER),
+        (&repos.r, &config, CONFIG),
+        (&repos.r, &layer, LAYER),
+        (&repos.src, &layer, LAYER),
     ] {
-        let target = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
-        assert_eq!(send(first, Method::Post, &target, None, data).await.0, 201);
+        let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+        assert_eq!(first.send(Method::Post, &path, None, data).await.0, 201);
     }
     let mut model = State::new();
     let (serial, ops) = plan(dice);
     for op in serial {
-        let registry = &registries[dice.roll(registries.len() as u64) as usize];
+        let target = &targets[dice.roll(targets.len() as u64) as usize];
         let expected = model.apply(&op);
         assert_eq!(
-            run(registry, manifests, &op).await,
+            run(target, repos, manifests, &op).await,
             expected,
             "seed {seed}: serial {op:?}"
         );
     }
     let placed: Vec<usize> = ops
         .iter()
-        .map(|_| dice.roll(registries.len() as u64) as usize)
+        .map(|_| dice.roll(targets.len() as u64) as usize)
         .collect();
     let statuses = futures_util::future::join_all(
         ops.iter()
             .zip(&placed)
-            .map(|(op, at)| run(&registries[*at], manifests, op)),
+            .map(|(op, at)| run(&targets[*at], repos, manifests, op)),
     )
     .await;
-    let (observed, referrers) = observe(first, manifests).await;
+    let (observed, referrers) = observe(first, repos, manifests).await;
     assert_eq!(referrers, observed.referrers(), "seed {seed}: referrers");
     let explained = orders(ops.len()).into_iter().any(|order| {
         let mut state = model.clone();
@@ -483,7 +588,11 @@ async fn check_plan<S: Storage>(
                 Registry::new(Hooked { inner, hooks }, options())
             })
             .collect();
-        schedule(seed, &dice, &registries, &manifests, plan).await;
+        let repos = Repos {
+            r: "r".to_owned(),
+            src: "src".to_owned(),
+        };
+        schedule(seed, &dice, &registries, &repos, &manifests, plan).await;
     }
 }
 
@@ -545,7 +654,7 @@ async fn two_registries_over_one_filesystem_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_registries_over_one_object_store_bucket() {
     use berth::storage::ObjectStoreStorage;
-    check(schedules(1_000), 2, |_| {
+    check(schedules(10_000), 2, |_| {
         let bucket: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
         vec![
@@ -554,4 +663,39 @@ async fn two_registries_over_one_object_store_bucket() {
         ]
     })
     .await;
+}
+
+/// Two or more `berth serve` processes over one root or one bucket, named by
+/// `BERTH_MODEL_SERVERS` (`127.0.0.1:5000,127.0.0.1:5001`): tests/linearizable.sh starts them.
+/// Each schedule works in repositories of its own, so the servers need no fresh storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs servers: run by tests/linearizable.sh"]
+async fn servers_over_one_storage() {
+    let servers: Vec<Remote> = std::env::var("BERTH_MODEL_SERVERS")
+        .expect("BERTH_MODEL_SERVERS: the addresses of the servers")
+        .split(',')
+        .map(|addr| Remote(addr.trim().to_owned()))
+        .collect();
+    let manifests = Manifests::new();
+    let first: u64 = std::env::var("BERTH_FIRST_SCHEDULE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // A run of its own, so that a rerun against the same servers starts from nothing.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos());
+    let count = schedules(10_000);
+    for seed in first..first + count {
+        let dice = Dice::new(seed);
+        let repos = Repos {
+            r: format!("model-{run}/{seed}/r"),
+            src: format!("model-{run}/{seed}/src"),
+        };
+        schedule(seed, &dice, &servers, &repos, &manifests, random_plan).await;
+    }
+    println!(
+        "{count} schedules over {} servers: consistent",
+        servers.len()
+    );
 }
