@@ -133,6 +133,8 @@ hostile() {
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 check "$host host: a length no byte count can be is refused at once" hostile endless-length
+check "$host host: pipelined requests, a malformed one among them, are answered in order" hostile pipelined
+check "$host host: 21 requests only a raw socket sends get a 4xx or a close; nothing stored" hostile malformed
 case $host in
   # gunicorn's gthread workers read request heads on their threads, so slow heads hold them
   # all: served from gunicorn, berth needs a proxy that buffers heads in front (README).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The `berth serve` binary itself: configuration by TOML file and environment, read-only mode,
-# TLS with rustls (pushed to and pulled from by skopeo), graceful shutdown, clear start-up errors.
+# TLS with rustls (pushed to and pulled from by skopeo), graceful shutdown, clear start-up errors,
+# and hostile clients (slow heads, endless lengths, pipelining, malformed framing).
 #   tests/server.sh BERTH_BINARY
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -116,5 +117,17 @@ check_storage() {
   [ -z "$(ls "$work/check-root" | grep -v '^berth$')" ]
 }
 check "berth check-storage runs the storage conformance suite on a root and cleans up" check_storage
+
+# hostile CHECK: berth serve keeps answering everyone else (tests/lib/hostile_clients.py);
+# the hosts get the same checks in tests/hosts.sh.
+hostile() {
+  start_berth "$binary" "$work/hostile-$1" || return 1
+  python3 "$here/lib/hostile_clients.py" "http://$BERTH_ADDR" "$1"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "a length no byte count can be is refused at once" hostile endless-length
+check "30 clients sending their heads slowly starve no one" hostile slow-heads
+check "pipelined requests, a malformed one among them, are answered in order" hostile pipelined
+check "21 requests only a raw socket sends get a 4xx or a close; nothing stored" hostile malformed
 
 summary server

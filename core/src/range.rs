@@ -52,6 +52,18 @@ fn number(text: &str) -> Result<u64, RangeError> {
     text.parse().map_err(|_| RangeError)
 }
 
+/// A position in a `Range` header: any run of digits, a number past `u64::MAX` read as
+/// `u64::MAX` (RFC 9110 §14.1.1: a last position past the end means the end, a suffix longer
+/// than the content means all of it, a first position past the end is unsatisfiable).
+fn position(text: &str) -> Result<u64, RangeError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RangeError);
+    }
+    Ok(text.bytes().fold(0u64, |n, digit| {
+        n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+    }))
+}
+
 impl FromStr for ContentRange {
     type Err = RangeError;
 
@@ -96,13 +108,13 @@ impl FromStr for ByteRange {
         }
         let (start, end) = spec.trim().split_once('-').ok_or(RangeError)?;
         if start.is_empty() {
-            return Ok(Self::Suffix(number(end)?));
+            return Ok(Self::Suffix(position(end)?));
         }
-        let start = number(start)?;
+        let start = position(start)?;
         let end = if end.is_empty() {
             None
         } else {
-            Some(number(end)?)
+            Some(position(end)?)
         };
         if end.is_some_and(|end| end < start) {
             return Err(RangeError);

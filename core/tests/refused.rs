@@ -189,12 +189,22 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
 async fn a_length_that_is_no_byte_count_is_refused_at_once() {
     let registry = Registry::new(MemoryStorage::new(), options());
     let digest = Algorithm::Sha256.digest(b"x");
-    for length in ["99999999999999999999", "12abc", "-1"] {
-        let head = RequestHead::from_target(
+    // One field no byte count can be, a list of two lengths, or two fields that disagree.
+    for lengths in [
+        &["99999999999999999999"][..],
+        &["12abc"],
+        &["-1"],
+        &["1, 0"],
+        &["1", "0"],
+    ] {
+        let mut head = RequestHead::from_target(
             Method::Post,
             &format!("/v2/r/blobs/uploads/?digest={digest}"),
-        )
-        .with_header("Content-Length", length);
+        );
+        for length in lengths {
+            head = head.with_header("Content-Length", *length);
+        }
+        let length = lengths.join("|");
         let never_ends: berth::RequestBody = Box::pin(futures_util::stream::pending());
         let answer = tokio::time::timeout(
             std::time::Duration::from_secs(5),

@@ -118,6 +118,22 @@ static enum MHD_Result fail(struct MHD_Connection *connection) {
   return queued;
 }
 
+/* A request whose body length cannot be known: a transfer coding other than chunked, which
+ * libmicrohttpd would read until the client closes (RFC 9112 section 6.3 asks for a 400). */
+static enum MHD_Result refuse_framing(struct MHD_Connection *connection) {
+  static const char body[] =
+      "{\"errors\":[{\"code\":\"SIZE_INVALID\",\"message\":"
+      "\"a transfer coding other than chunked: the body's length cannot be known\"}]}";
+  struct MHD_Response *response =
+      MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+  if (!response) return MHD_NO;
+  MHD_add_response_header(response, "Content-Type", "application/json");
+  MHD_add_response_header(response, "Docker-Distribution-API-Version", "registry/2.0");
+  enum MHD_Result queued = MHD_queue_response(connection, 400, response);
+  MHD_destroy_response(response);
+  return queued;
+}
+
 /* Hands berth's response to libmicrohttpd. */
 static enum MHD_Result respond(struct MHD_Connection *connection, request *r) {
   uint16_t status = 500;
@@ -175,6 +191,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   if (!r || !r->target) return MHD_NO;
 
   if (!r->exchange) {
+    const char *coding =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (coding && strcasecmp(coding, "chunked") != 0) return refuse_framing(connection);
     char *query = strchr(r->target, '?');
     if (query) *query++ = '\0';
     r->failure = berth_exchange_new(registry, method, r->target, query, &r->exchange);

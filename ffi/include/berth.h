@@ -458,7 +458,9 @@ enum berth_result berth_config_set_worker_threads(struct berth_config *config, s
 /**
  * Begins a request: `method` as on the request line (`GET`), `path` still
  * percent-encoded (`/v2/library/alpine/manifests/latest`), `query` the text after `?` or
- * NULL.
+ * NULL. Bytes that are not UTF-8 are decoded lossily, so that the registry answers such a
+ * request as it answers any malformed one (a 4xx with a JSON body), whatever HTTP server
+ * the host uses lets through.
  *
  * # Safety
  * `registry` is a live registry; the strings are NUL-terminated (`query` may be NULL);

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Inner, berth_registry};
 use crate::result::{
-    Failure, berth_result, guard, guard_void, lossy_str_arg, optional_str_arg, str_arg, write_out,
+    Failure, berth_result, guard, guard_void, lossy_str_arg, optional_lossy_str_arg, write_out,
 };
 
 /// Request body chunks in flight between the host and the handler.
@@ -174,7 +174,9 @@ unsafe fn responded<'a>(exchange: *const berth_exchange) -> Result<&'a Responded
 
 /// Begins a request: `method` as on the request line (`GET`), `path` still
 /// percent-encoded (`/v2/library/alpine/manifests/latest`), `query` the text after `?` or
-/// NULL.
+/// NULL. Bytes that are not UTF-8 are decoded lossily, so that the registry answers such a
+/// request as it answers any malformed one (a 4xx with a JSON body), whatever HTTP server
+/// the host uses lets through.
 ///
 /// # Safety
 /// `registry` is a live registry; the strings are NUL-terminated (`query` may be NULL);
@@ -192,16 +194,16 @@ pub unsafe extern "C" fn berth_exchange_new(
         let (registry, method, path, query) = unsafe {
             (
                 berth_registry::from_ptr(registry)?,
-                str_arg(method, "method")?,
-                str_arg(path, "path")?,
-                optional_str_arg(query, "query")?,
+                lossy_str_arg(method, "method")?,
+                lossy_str_arg(path, "path")?,
+                optional_lossy_str_arg(query, "query")?,
             )
         };
         if out.is_null() {
             return Err(Failure::null("out"));
         }
-        let mut head = RequestHead::new(Method::parse(method), path);
-        head.query = query.map(str::to_owned);
+        let mut head = RequestHead::new(Method::parse(&method), path);
+        head.query = query;
         let exchange = Box::new(berth_exchange {
             inner: Arc::clone(&registry.inner),
             state: State::Building(head),

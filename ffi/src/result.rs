@@ -205,6 +205,22 @@ pub(crate) unsafe fn optional_str_arg<'a>(
     }
 }
 
+/// [`lossy_str_arg`] for a string that may be NULL.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn optional_lossy_str_arg(
+    ptr: *const c_char,
+    what: &str,
+) -> Result<Option<String>, Failure> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { lossy_str_arg(ptr, what) }.map(Some)
+    }
+}
+
 /// Writes an out-parameter after checking it, only on success.
 ///
 /// # Safety

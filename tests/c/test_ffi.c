@@ -507,6 +507,18 @@ static int test_purge_uploads(void) {
   return 1;
 }
 
+static int test_path_not_utf8(void) {
+  berth_registry *registry = registry_over("memory", NULL);
+  CHECK(registry);
+  response r;
+  /* A path that is not UTF-8 is refused like any malformed name. */
+  CHECK(exchange(registry, "GET", "/v2/\xff\xfe/tags/list", NULL, NULL, 0, &r) == BERTH_RESULT_OK);
+  CHECK(r.status == 400 && strstr(r.body, "NAME_INVALID"));
+  response_clear(&r);
+  berth_registry_free(registry);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) blob_mib = (size_t)atoi(argv[1]);
   if (!mkdtemp(fs_root)) {
@@ -528,6 +540,7 @@ int main(int argc, char **argv) {
   run("memstore passes the storage contract suite", test_memstore_meets_the_contract);
   run("a broken storage fails the check, serves errors, is finalized once", test_broken_storage);
   run("purging uploads keeps fresh sessions", test_purge_uploads);
+  run("a path that is not UTF-8 gets 400", test_path_not_utf8);
   char command[128];
   snprintf(command, sizeof command, "rm -rf %s", fs_root);
   if (system(command) != 0) fprintf(stderr, "could not remove %s\n", fs_root);

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Replays one transcript (tests/transcripts/*.json) over HTTP against a running registry.
 
-    replay_transcript.py http://127.0.0.1:5000 tests/transcripts/blob-chunked.json
+    replay_transcript.py http://127.0.0.1:5000 tests/transcripts/blob-chunked.json [--all]
 
-Exits non-zero with a message naming the first step that does not match.
+Exits non-zero with a message naming the first step that does not match (with --all, after
+naming every step that does not match).
 """
 import http.client
 import json
@@ -21,8 +22,25 @@ def substitute(text, variables):
     return text
 
 
+def parsed(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def error_code(data):
+    """The code of the first error of a JSON error body, or None."""
+    try:
+        return parsed(data)["errors"][0]["code"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
 def main():
     base, path = sys.argv[1], sys.argv[2]
+    keep_going = "--all" in sys.argv[3:]
+    mismatches = []
     host = urllib.parse.urlparse(base).netloc
     transcript = json.load(open(path))
     variables = {}
@@ -53,7 +71,11 @@ def main():
 
 
         def fail(what):
-            sys.exit(f"{context}: {what}\n  status {response.status}, headers {got}\n  body {data[:300]!r}")
+            message = f"{context}: {what}\n  status {response.status}, headers {got}\n  body {data[:300]!r}"
+            if not keep_going:
+                sys.exit(message)
+            mismatches.append(message)
+            print(message, file=sys.stderr)
 
         if response.status != expected["status"]:
             fail(f"status {response.status}, expected {expected['status']}")
@@ -66,17 +88,18 @@ def main():
         for name in expected.get("absent_headers", []):
             if name.lower() in got:
                 fail(f"header {name} should be absent")
-        if "error" in expected:
-            if json.loads(data)["errors"][0]["code"] != expected["error"]:
-                fail(f"error code, expected {expected['error']}")
+        if "error" in expected and error_code(data) != expected["error"]:
+            fail(f"error code, expected {expected['error']}")
         if "body" in expected and data.decode(errors="replace") != expected["body"]:
             fail(f"body, expected {expected['body']!r}")
-        if "json" in expected and json.loads(data) != expected["json"]:
+        if "json" in expected and parsed(data) != expected["json"]:
             fail(f"JSON body, expected {expected['json']}")
         if request["method"] != "HEAD" and "content-length" in got and int(got["content-length"]) != len(data):
             fail("Content-Length does not match the body")
         for name, header in step.get("save", {}).items():
             variables[name] = got[header.lower()]
+    if mismatches:
+        sys.exit(f"{transcript['name']}: {len(mismatches)} of {len(transcript['steps'])} steps do not match")
     print(f"{transcript['name']}: {len(transcript['steps'])} steps match")
 
 

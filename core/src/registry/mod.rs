@@ -174,15 +174,14 @@ impl<S: Storage> Registry<S> {
 
     /// Answers one request. Never fails: every error becomes a spec error response.
     pub async fn handle(&self, head: RequestHead, body: RequestBody) -> Response {
-        // A length that is no byte count (too large for one, or not digits) is refused without
-        // reading or draining the body: a host that trusted it would wait for bytes that never
-        // come.
-        if let Some(length) = head.header("Content-Length")
-            && length.trim().parse::<u64>().is_err()
-        {
+        // A length that is no byte count (too large for one, or not digits), or lengths that
+        // disagree (RFC 9112 §6.3: the framing is invalid), are refused without reading or
+        // draining the body: a host that trusted one would wait for bytes that never come, or
+        // take a body of another length than the client meant.
+        if let Err(lengths) = agreed_content_length(&head) {
             return error_response(&Error::new(
                 ErrorCode::SizeInvalid,
-                format!("Content-Length {length:?} is not a byte count"),
+                format!("Content-Length {lengths:?} is not one byte count"),
             ));
         }
         let is_head = head.method == Method::Head;
@@ -212,7 +211,10 @@ impl<S: Storage> Registry<S> {
         if !route.allows(method) {
             return Err(Error::new(
                 ErrorCode::Unsupported,
-                format!("{method} is not supported on this endpoint"),
+                match method {
+                    Method::Other => "this method is not supported on this endpoint".to_owned(),
+                    known => format!("{known} is not supported on this endpoint"),
+                },
             ));
         }
         let action = match method {
@@ -299,6 +301,26 @@ impl<S: Storage> Registry<S> {
 
 /// The response for an error: its JSON body, and for a 401 the challenge the access hook gave
 /// (`WWW-Authenticate`), which clients need to find the token service.
+/// The request's body length from every `Content-Length` field (a field may hold a list of
+/// equal values, RFC 9110 §8.6), or the values as received when one is no byte count or
+/// they disagree.
+fn agreed_content_length(head: &RequestHead) -> Result<Option<u64>, Vec<&str>> {
+    let fields: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Content-Length"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let mut agreed = None;
+    for value in fields.iter().flat_map(|field| field.split(',')) {
+        match value.trim().parse::<u64>() {
+            Ok(length) if agreed.is_none_or(|agreed| agreed == length) => agreed = Some(length),
+            _ => return Err(fields),
+        }
+    }
+    Ok(agreed)
+}
+
 fn error_response(error: &Error) -> Response {
     let response = Response::error(error);
     match (
