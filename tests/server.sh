@@ -118,6 +118,25 @@ check_storage() {
 }
 check "berth check-storage runs the storage conformance suite on a root and cleans up" check_storage
 
+notices_logged() {
+  # A root registry:2 wrote, with a folder no repository can be named: the catalog leaves it
+  # out, and the log says which and why.
+  mkdir -p "$work/notice-root/docker/registry/v2/repositories/"{good,Bad..Name}/_layers/sha256/00
+  for name in good Bad..Name; do
+    printf 'sha256:00' >"$work/notice-root/docker/registry/v2/repositories/$name/_layers/sha256/00/link"
+  done
+  local port; port=$(free_port)
+  "$binary" serve --addr "127.0.0.1:$port" --root "$work/notice-root" --log warn >"$work/notice.log" 2>&1 &
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/v2/" || return 1
+  equal "$(curl -s "http://127.0.0.1:$port/v2/_catalog")" '{"repositories":["good"]}' &&
+  contains "$(cat "$work/notice.log")" 'WARN' &&
+  contains "$(cat "$work/notice.log")" 'the catalog left out the repository folder "Bad..Name"'
+  local ok=$?; stop_server "$pid"; return $ok
+}
+check "a catalog entry that cannot be indexed is left out and logged as a warning" notices_logged
+
 # hostile CHECK: berth serve keeps answering everyone else (tests/lib/hostile_clients.py);
 # the hosts get the same checks in tests/hosts.sh.
 hostile() {

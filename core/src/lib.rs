@@ -31,6 +31,7 @@ mod error;
 mod hex;
 mod layout;
 mod manifest;
+mod notice;
 pub mod offload;
 mod range;
 mod reference;
@@ -50,6 +51,7 @@ pub use manifest::{
     DEFAULT_MANIFEST_LIMIT, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest,
     ManifestKind, OCI_INDEX, OCI_MANIFEST,
 };
+pub use notice::{Notice, NoticeSink};
 pub use offload::Offload;
 pub use range::{
     ByteRange, ContentRange, MAX_RANGES, Multipart, RangeError, RangePlan, plan_ranges,

@@ -1,12 +1,13 @@
 //! Refused requests leave nothing a later request can observe, and one bad index entry never
 //! stops a listing (issue 27: defects 1 and 2).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use berth::storage::{PutMode, StorageExt};
 use berth::{
-    Algorithm, FsStorage, MemoryStorage, Method, Options, Registry, RequestHead, Response, Storage,
+    Algorithm, FsStorage, MemoryStorage, Method, Notice, Options, Registry, RequestHead, Response,
+    Storage,
 };
 
 mod support;
@@ -21,6 +22,16 @@ fn options() -> Options {
     // Small parts, so the chunks below are written as several parts and a staged tail.
     options.part_size = 4;
     options
+}
+
+/// `options` with a notice sink that keeps what it hears.
+fn hearing_notices(mut options: Options) -> (Options, Arc<Mutex<Vec<Notice>>>) {
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let heard = Arc::clone(&notices);
+    options.notices = Some(Arc::new(move |notice: &Notice| {
+        heard.lock().expect("lock").push(notice.clone());
+    }));
+    (options, notices)
 }
 
 fn fs_root(name: &str) -> std::path::PathBuf {
@@ -165,7 +176,8 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
             .await
             .expect("put");
     }
-    let registry = Registry::new(storage, options());
+    let (options, notices) = hearing_notices(options());
+    let registry = Registry::new(storage, options);
     for _ in 0..2 {
         let catalog = send(&registry, Method::Get, "/v2/_catalog", &[], b"").await;
         assert_eq!(catalog.status, 200);
@@ -174,12 +186,54 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
             r#"{"repositories":["good/one","good/two"]}"#
         );
     }
+    // Each listing tells the host what it left out, and why.
+    let notices: Vec<String> = notices
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        notices[0].contains("\"Bad..Name\"") && notices[0].contains("invalid repository name"),
+        "{notices:?}"
+    );
     assert!(
         !registry
             .storage()
             .exists("berth/catalog-complete")
             .await
             .expect("head")
+    );
+}
+
+/// A tag registry:2 wrote whose link holds no digest: the tag list answers with the other tags
+/// and tells the host which tag it left out.
+#[tokio::test]
+async fn a_tag_that_cannot_be_indexed_is_reported() {
+    let storage = MemoryStorage::new();
+    let digest = Algorithm::Sha256.digest(b"m");
+    let current =
+        |tag: &str| format!("docker/registry/v2/repositories/r/_manifests/tags/{tag}/current/link");
+    for (tag, link) in [("good", digest.as_str()), ("broken", "no digest here")] {
+        storage
+            .put(&current(tag), link.to_owned().into(), PutMode::Overwrite)
+            .await
+            .expect("put");
+    }
+    let (options, notices) = hearing_notices(options());
+    let registry = Registry::new(storage, options);
+    let tags = send(&registry, Method::Get, "/v2/r/tags/list", &[], b"").await;
+    assert_eq!(tags.status, 200);
+    assert_eq!(body_text(tags).await, r#"{"name":"r","tags":["good"]}"#);
+    let notices = notices.lock().expect("lock").clone();
+    assert!(
+        matches!(
+            notices.as_slice(),
+            [Notice::Unindexed { repository: Some(r), entry, reason }]
+                if r == "r" && entry == "broken" && reason.contains("holds no digest")
+        ),
+        "{notices:?}"
     );
 }
 

@@ -49,6 +49,12 @@ static void report(const char *what, berth_result result) {
           len ? ": " : "", len ? detail : "");
 }
 
+/* Notices (what a response could not carry, such as a catalog entry left out) go to the log. */
+static void log_notice(void *env, const char *message) {
+  (void)env;
+  fprintf(stderr, "berth-c-server: notice: %s\n", message);
+}
+
 static void request_unref(request *r) {
   if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
     berth_exchange_free(r->exchange);
@@ -243,6 +249,7 @@ int main(int argc, char **argv) {
   if (result == BERTH_RESULT_OK)
     result = use_memstore ? memstore_install(config) : berth_config_set_fs(config, root);
   if (result == BERTH_RESULT_OK && part_size) result = berth_config_set_part_size(config, part_size);
+  if (result == BERTH_RESULT_OK) result = berth_config_set_notice_callback(config, log_notice, NULL);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

@@ -456,6 +456,21 @@ enum berth_result berth_config_set_blob_redirect(struct berth_config *config, ui
 enum berth_result berth_config_set_worker_threads(struct berth_config *config, size_t threads);
 
 /**
+ * Calls `callback(env, message)` with each notice of registries made from this
+ * configuration: what a response could not carry, for the host's log (a catalog or tag
+ * listing that left out an entry it cannot index, and why). `message` is valid during the
+ * call only. NULL `callback` stops the notices (the default).
+ *
+ * # Safety
+ * `config` is a live configuration. `callback` may be called from any of the registry's
+ * threads, concurrently, with `env`, for as long as a registry made from this configuration
+ * lives.
+ */
+enum berth_result berth_config_set_notice_callback(struct berth_config *config,
+                                                   void (*callback)(void *env, const char *message),
+                                                   void *env);
+
+/**
  * Begins a request: `method` as on the request line (`GET`), `path` still
  * percent-encoded (`/v2/library/alpine/manifests/latest`), `query` the text after `?` or
  * NULL. Bytes that are not UTF-8 are decoded lossily, so that the registry answers such a

@@ -1,7 +1,7 @@
 //! `berth_config`: which storage a registry runs over and how it behaves, set up before the
 //! registry is created.
 
-use std::ffi::c_char;
+use std::ffi::{CString, c_char, c_void};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -177,8 +177,8 @@ pub unsafe extern "C" fn berth_config_set_s3(
 pub unsafe extern "C" fn berth_config_set_storage(
     config: *mut berth_config,
     vtable: *const berth_storage_vtable,
-    env: *mut std::ffi::c_void,
-    finalizer: Option<unsafe extern "C" fn(env: *mut std::ffi::c_void)>,
+    env: *mut c_void,
+    finalizer: Option<unsafe extern "C" fn(env: *mut c_void)>,
 ) -> berth_result {
     // Take ownership of `env` first, so that every path out runs the finalizer exactly once.
     let storage = CallbackStorage::new(env, finalizer);
@@ -348,6 +348,57 @@ pub unsafe extern "C" fn berth_config_set_worker_threads(
     unsafe {
         configure(config, |config| {
             config.worker_threads = threads;
+            Ok(())
+        })
+    }
+}
+
+/// A host's notice callback and the `env` it is called with.
+struct NoticeCallback {
+    callback: unsafe extern "C" fn(env: *mut c_void, message: *const c_char),
+    env: *mut c_void,
+}
+
+// SAFETY: the host promises (berth_config_set_notice_callback) that its callback may be called
+// from any thread, concurrently, with `env`; berth never touches `env` itself.
+unsafe impl Send for NoticeCallback {}
+// SAFETY: as above.
+unsafe impl Sync for NoticeCallback {}
+
+impl NoticeCallback {
+    fn call(&self, notice: &berth::Notice) {
+        // A message with a NUL in it (from a folder name) is cut there.
+        let text = notice.to_string();
+        let text = text.split('\0').next().unwrap_or_default();
+        if let Ok(message) = CString::new(text) {
+            // SAFETY: the host promised the callback may be called with `env`, from any thread.
+            unsafe { (self.callback)(self.env, message.as_ptr()) };
+        }
+    }
+}
+
+/// Calls `callback(env, message)` with each notice of registries made from this
+/// configuration: what a response could not carry, for the host's log (a catalog or tag
+/// listing that left out an entry it cannot index, and why). `message` is valid during the
+/// call only. NULL `callback` stops the notices (the default).
+///
+/// # Safety
+/// `config` is a live configuration. `callback` may be called from any of the registry's
+/// threads, concurrently, with `env`, for as long as a registry made from this configuration
+/// lives.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_notice_callback(
+    config: *mut berth_config,
+    callback: Option<unsafe extern "C" fn(env: *mut c_void, message: *const c_char)>,
+    env: *mut c_void,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.notices = callback.map(|callback| {
+                let host = NoticeCallback { callback, env };
+                Arc::new(move |notice: &berth::Notice| host.call(notice)) as berth::NoticeSink
+            });
             Ok(())
         })
     }

@@ -519,6 +519,49 @@ static int test_path_not_utf8(void) {
   return 1;
 }
 
+static int notices_heard;
+static char last_notice[512];
+
+static void hear_notice(void *env, const char *message) {
+  (*(int *)env)++;
+  snprintf(last_notice, sizeof last_notice, "%s", message);
+}
+
+static int write_file(const char *path, const char *text) {
+  char command[1024];
+  snprintf(command, sizeof command, "mkdir -p \"$(dirname '%s')\"", path);
+  if (system(command) != 0) return 0;
+  FILE *f = fopen(path, "w");
+  if (!f) return 0;
+  fputs(text, f);
+  return fclose(f) == 0;
+}
+
+static int test_notices(void) {
+  char root[600], link[800];
+  snprintf(root, sizeof root, "%s/notices", fs_root);
+  const char *names[] = {"good", "Bad..Name"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(link, sizeof link, "%s/docker/registry/v2/repositories/%s/_layers/sha256/00/link", root,
+             names[i]);
+    CHECK(write_file(link, "sha256:00"));
+  }
+  berth_config *config = NULL;
+  berth_registry *registry = NULL;
+  CHECK(berth_config_new(&config) == BERTH_RESULT_OK);
+  CHECK(berth_config_set_fs(config, root) == BERTH_RESULT_OK);
+  CHECK(berth_config_set_notice_callback(config, hear_notice, &notices_heard) == BERTH_RESULT_OK);
+  CHECK(berth_registry_new(config, &registry) == BERTH_RESULT_OK);
+  berth_config_free(config);
+  response r;
+  CHECK(exchange(registry, "GET", "/v2/_catalog", NULL, NULL, 0, &r) == BERTH_RESULT_OK);
+  CHECK(r.status == 200 && strcmp(r.body, "{\"repositories\":[\"good\"]}") == 0);
+  response_clear(&r);
+  CHECK(notices_heard == 1 && strstr(last_notice, "\"Bad..Name\""));
+  berth_registry_free(registry);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) blob_mib = (size_t)atoi(argv[1]);
   if (!mkdtemp(fs_root)) {
@@ -541,6 +584,7 @@ int main(int argc, char **argv) {
   run("a broken storage fails the check, serves errors, is finalized once", test_broken_storage);
   run("purging uploads keeps fresh sessions", test_purge_uploads);
   run("a path that is not UTF-8 gets 400", test_path_not_utf8);
+  run("notices reach the host's callback", test_notices);
   char command[128];
   snprintf(command, sizeof command, "rm -rf %s", fs_root);
   if (system(command) != 0) fprintf(stderr, "could not remove %s\n", fs_root);

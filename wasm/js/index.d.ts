@@ -78,4 +78,7 @@ export interface RegistryOptions {
   automaticMount?: boolean;
   manifestLimit?: number;
   chunkMaxLength?: number;
+  /** Called with each notice: what a response could not carry, for the operator's log (a
+   * listing that left out an entry it cannot index, and why). Default: `console.warn`. */
+  onNotice?: (message: string) => void;
 }

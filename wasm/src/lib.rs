@@ -61,6 +61,24 @@ fn bool_option(options: &JsValue, name: &str) -> Result<Option<bool>, RegistryEr
         .ok_or_else(|| RegistryError::options(format!("option {name} must be a boolean")))
 }
 
+/// The `onNotice` option: a function called with each notice's message (what a response could
+/// not carry, for the operator); by default `console.warn`, which a worker's logs show.
+fn notice_sink(options: &JsValue) -> Result<berth::NoticeSink, RegistryError> {
+    let value = Reflect::get(options, &JsValue::from_str("onNotice")).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(Arc::new(|notice: &berth::Notice| {
+            web_sys::console::warn_1(&JsValue::from_str(&format!("berth: {notice}")));
+        }));
+    }
+    let Some(function) = value.dyn_ref::<js_sys::Function>().cloned() else {
+        return Err(RegistryError::options("option onNotice must be a function"));
+    };
+    Ok(Arc::new(move |notice: &berth::Notice| {
+        // A notice is advice: a function that throws changes no answer.
+        let _ = function.call1(&JsValue::NULL, &JsValue::from_str(&notice.to_string()));
+    }))
+}
+
 fn random_upload_id() -> String {
     let mut bytes = [0u8; 16];
     // crypto.getRandomValues exists in workerd, browsers, Deno and Node >= 19.
@@ -93,7 +111,8 @@ impl Registry {
     /// binding, or one of the package's stores). Options: `partSize` (upload part size, at
     /// most two held per upload request; default 2 MiB, raised to `minPartSize`), `minPartSize` (the storage's smallest multipart part, default
     /// 5 MiB as on R2), `readOnly`, `deleteEnabled`, `automaticMount`, `manifestLimit`,
-    /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies).
+    /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
+    /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
         if !options.is_object() {
@@ -128,6 +147,7 @@ impl Registry {
         if let Some(enabled) = bool_option(options, "automaticMount")? {
             settings.automatic_mount = enabled;
         }
+        settings.notices = Some(notice_sink(options)?);
         Ok(Registry {
             inner: Rc::new(berth::Registry::new(storage, settings)),
         })

@@ -123,6 +123,21 @@ test("protocol errors are OCI responses; misuse throws RegistryError", async () 
   await assert.rejects(registry.fetch("not a request"), (error) => error.code === "INVALID_REQUEST" && error.status === 400);
 });
 
+test("notices reach onNotice: a catalog entry that cannot be indexed, and why", async () => {
+  const storage = new MemoryBucket();
+  for (const name of ["good", "Bad..Name"]) {
+    await storage.put(`docker/registry/v2/repositories/${name}/_layers/sha256/00/link`, "sha256:00");
+  }
+  const heard = [];
+  const registry = new Registry({ storage, onNotice: (message) => heard.push(message) });
+  const response = await send(registry, "GET", "/v2/_catalog");
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { repositories: ["good"] });
+  assert.equal(heard.length, 1);
+  assert.match(heard[0], /"Bad\.\.Name"/);
+  assert.throws(() => new Registry({ storage, onNotice: "loud" }), (error) => error.code === "INVALID_OPTIONS");
+});
+
 test("read-only registries refuse pushes", async () => {
   const registry = new Registry({ storage: new MemoryBucket(), readOnly: true });
   assert.equal((await send(registry, "POST", "/v2/node/ro/blobs/uploads/")).status, 405);

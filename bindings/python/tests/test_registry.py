@@ -1,4 +1,5 @@
-"""The package over the C ABI: requests, streaming bodies, errors, threads."""
+"""The package over the C ABI: requests, streaming bodies, errors, threads, notices."""
+import logging
 import os
 import threading
 
@@ -146,3 +147,28 @@ def test_response_outlives_registry_close():
     response = registry.handle("GET", f"/v2/py/keep/blobs/{digest(data)}")
     registry.close()
     assert response.read() == data
+
+
+def _registry2_root_with_a_bad_folder(root):
+    for name in ["good", "Bad..Name"]:
+        link = root / "docker/registry/v2/repositories" / name / "_layers/sha256/00/link"
+        link.parent.mkdir(parents=True)
+        link.write_text("sha256:00")
+
+
+def test_notices_reach_the_callback(tmp_path):
+    _registry2_root_with_a_bad_folder(tmp_path)
+    heard = []
+    with berth.Registry(tmp_path, on_notice=heard.append) as registry:
+        response = registry.handle("GET", "/v2/_catalog")
+        assert response.status == 200
+        assert response.json() == {"repositories": ["good"]}
+    assert len(heard) == 1 and '"Bad..Name"' in heard[0], heard
+
+
+def test_notices_are_logged_by_default(tmp_path, caplog):
+    _registry2_root_with_a_bad_folder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="berth"), berth.Registry(tmp_path) as registry:
+        assert registry.handle("GET", "/v2/_catalog").status == 200
+    assert any('"Bad..Name"' in record.getMessage() for record in caplog.records), caplog.records
+

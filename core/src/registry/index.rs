@@ -9,6 +9,7 @@ use super::{Registry, internal};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::layout;
+use crate::notice::Notice;
 use crate::reference::{RepositoryName, Tag};
 use crate::storage::{ListPage, PutMode, Storage, StorageError, StorageExt};
 
@@ -108,7 +109,14 @@ impl<S: Storage> Registry<S> {
             // one bad entry never stops the listing.
             let mut complete = true;
             for tag in &tags {
-                complete &= self.reindex_tag(name, tag).await.is_ok();
+                if let Err(error) = self.reindex_tag(name, tag).await {
+                    complete = false;
+                    self.notify(Notice::Unindexed {
+                        repository: Some(name.as_str().to_owned()),
+                        entry: tag.as_str().to_owned(),
+                        reason: error.to_string(),
+                    });
+                }
             }
             // A repository without tags (or without existence) is cheap to look at again,
             // and leaves no marker behind.
@@ -146,11 +154,22 @@ impl<S: Storage> Registry<S> {
             // valid repository name, a failing write) is left out and the index stays
             // incomplete, so the catalog still answers with every other repository.
             let mut complete = true;
-            for name in self.walk_repositories().await? {
-                complete &= match name.parse() {
-                    Ok(name) => self.register_repository(&name).await.is_ok(),
-                    Err(_) => false,
+            for folder in self.walk_repositories().await? {
+                let indexed = match folder.parse::<RepositoryName>() {
+                    Ok(name) => self
+                        .register_repository(&name)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 };
+                if let Err(reason) = indexed {
+                    complete = false;
+                    self.notify(Notice::Unindexed {
+                        repository: None,
+                        entry: folder,
+                        reason,
+                    });
+                }
             }
             if complete {
                 self.mark_complete(layout::catalog_complete()).await?;

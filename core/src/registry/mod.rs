@@ -92,6 +92,9 @@ pub struct Options {
     /// again at the pace of storage reads. `berth serve` and the C library use
     /// [`tokio_timer`].
     pub pause: Option<Pause>,
+    /// Where the registry reports what its responses cannot carry (entries an index rebuild
+    /// left out). `None` (the default) drops them.
+    pub notices: Option<crate::NoticeSink>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
     /// Upload id source.
@@ -114,6 +117,7 @@ impl Options {
             upload_lease: 15 * 60,
             hash_offload: None,
             pause: None,
+            notices: None,
             access: Arc::new(AllowAll),
             ids,
             clock,
@@ -134,6 +138,7 @@ impl std::fmt::Debug for Options {
             .field("blob_redirect", &self.blob_redirect)
             .field("hash_offload", &self.hash_offload.is_some())
             .field("pause", &self.pause.is_some())
+            .field("notices", &self.notices.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +175,13 @@ impl<S: Storage> Registry<S> {
     /// The options.
     pub fn options(&self) -> &Options {
         &self.options
+    }
+
+    /// Reports `notice` to the host, if it listens.
+    pub(crate) fn notify(&self, notice: crate::Notice) {
+        if let Some(sink) = &self.options.notices {
+            sink(&notice);
+        }
     }
 
     /// Answers one request. Never fails: every error becomes a spec error response.

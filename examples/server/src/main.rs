@@ -228,6 +228,9 @@ fn registry_options(settings: &Settings) -> Options {
     options.blob_redirect = settings.blob_redirect;
     options.hash_offload = Some(berth::offload::tokio_blocking_pool());
     options.pause = Some(berth::tokio_timer());
+    options.notices = Some(Arc::new(|notice: &berth::Notice| {
+        tracing::warn!("{notice}");
+    }));
     if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }

@@ -55,6 +55,7 @@ _SIGNATURES = {
     "berth_config_set_chunk_max_length": (c_uint32, [Config, c_uint64]),
     "berth_config_set_blob_redirect": (c_uint32, [Config, c_uint64]),
     "berth_config_set_worker_threads": (c_uint32, [Config, c_size_t]),
+    "berth_config_set_notice_callback": (c_uint32, [Config, c_void_p, c_void_p]),
     "berth_registry_new": (c_uint32, [Config, POINTER(Registry)]),
     "berth_registry_free": (None, [Registry]),
     "berth_registry_purge_uploads": (c_uint32, [Registry, c_uint64, POINTER(c_uint64)]),

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 from dataclasses import dataclass
 from os import PathLike, fspath
-from typing import Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from ._native import check, lib, text
@@ -31,10 +32,33 @@ class S3:
     path_style: bool = False
 
 
+#: The C type of a notice callback: ``void (*)(void *env, const char *message)``.
+_NOTICE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+#: Every notice callback handed to the library: a registry (or an exchange it still runs)
+#: may call one until the process ends, so none is ever collected.
+_NOTICE_CALLBACKS = []
+
+
+def _log_notice(message: str) -> None:
+    logging.getLogger("berth").warning("%s", message)
+
+
+def _notice_callback(on_notice: Callable[[str], None]):
+    def call(_env, message: bytes) -> None:
+        try:
+            on_notice(message.decode("utf-8", "replace"))
+        except Exception:  # an exception cannot cross into the library
+            logging.getLogger("berth").exception("the notice callback failed")
+
+    callback = _NOTICE_CALLBACK(call)
+    _NOTICE_CALLBACKS.append(callback)
+    return callback
+
+
 class _Config:
     """A berth_config handle, freed when dropped."""
 
-    def __init__(self, path, s3, memory, options: dict) -> None:
+    def __init__(self, path, s3, memory, options: dict, on_notice: Callable[[str], None]) -> None:
         handle = _native.Config()
         check(lib.berth_config_new(ctypes.byref(handle)))
         self.handle = handle
@@ -69,6 +93,8 @@ class _Config:
         for name, value in options.items():
             if value is not None:
                 check(setters[name](handle, value))
+        callback = _notice_callback(on_notice)
+        check(lib.berth_config_set_notice_callback(handle, ctypes.cast(callback, ctypes.c_void_p), None))
 
     def __del__(self) -> None:
         handle = getattr(self, "handle", None)
@@ -128,6 +154,9 @@ class Registry(_Handle):
     :param blob_redirect: answer blob GETs with redirects to URLs signed for this many
         seconds (S3 only).
     :param worker_threads: berth's worker threads (default: one per core).
+    :param on_notice: called with each notice, a message for the operator that no response
+        carries (a listing that left out an entry it cannot index, and why); by default
+        logged as a warning on the ``berth`` logger. It may be called from berth's threads.
     """
 
     def __init__(
@@ -144,6 +173,7 @@ class Registry(_Handle):
         chunk_max_length: Optional[int] = None,
         blob_redirect: Optional[int] = None,
         worker_threads: Optional[int] = None,
+        on_notice: Callable[[str], None] = _log_notice,
     ) -> None:
         self._config = _Config(
             path,
@@ -159,6 +189,7 @@ class Registry(_Handle):
                 "blob_redirect": blob_redirect,
                 "worker_threads": worker_threads,
             },
+            on_notice,
         )
         handle = _native.Registry()
         check(lib.berth_registry_new(self._config.handle, ctypes.byref(handle)))
