@@ -3,7 +3,7 @@
 # Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
 # valgrind, Chromium and chromedriver, and rustc-web for a wasm32 std where rustup has no
 # wasm32 target), Python virtualenvs (moto; pytest, gunicorn and uvicorn for the Python
-# package), wasm-bindgen-cli, the npm workerd (the Workers runtime), Go clients (crane, oras,
+# package), wasm-bindgen-cli, cargo-fuzz, the npm workerd (the Workers runtime), Go clients (crane, oras,
 # regctl) and the two official OCI conformance suites.
 # Idempotent: a tool already in place is not fetched again.
 set -euo pipefail
@@ -18,6 +18,7 @@ CRANE_VERSION=v0.22.1
 ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.1
 WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen pin in wasm/Cargo.toml
+CARGO_FUZZ_VERSION=0.13.2
 WORKERD_VERSION=1.20261117.1
 # The Go module proxy refuses the exact commits named in SPEC.md (a139cc4 = v1.1.1 and
 # 967efdc, "403 This module version is not available"); these are the nearest versions
@@ -80,6 +81,13 @@ fi
 if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
   log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION"
   cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$tools"
+fi
+
+# cargo-fuzz, which builds and runs the fuzz targets (fuzz/run.sh; stable Rust with
+# RUSTC_BOOTSTRAP=1 for the sanitizer flags).
+if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then
+  log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$tools"
 fi
 
 # workerd, the Workers runtime, from npm (Node >= 20 runs the Node host and tests).

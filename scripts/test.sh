@@ -3,7 +3,8 @@
 # lints, unit/property/transcript tests, then one release build of `berth` and of the C ABI
 # library that the conformance suites, the real clients, the registry:2 compatibility
 # checks, the C tests and the C and Python hosts all run against; then one build of the
-# WebAssembly package that its tests and the Node and workerd hosts run against.
+# WebAssembly package that its tests and the Node and workerd hosts run against; a short run
+# of each fuzz target.
 #
 #   scripts/test.sh            everything
 #   BERTH_SKIP_INSTALL=1 ...   assume the tools are already installed
@@ -38,6 +39,9 @@ step "format, lints, docs"
 cargo fmt --all --check || failures+=("cargo fmt")
 cargo clippy --workspace --all-targets --features berth/object-store --locked -- -D warnings || failures+=("cargo clippy")
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features berth/object-store --locked || failures+=("cargo doc")
+# The fuzz targets are a workspace of their own.
+cargo fmt --manifest-path fuzz/Cargo.toml --check || failures+=("cargo fmt (fuzz)")
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings || failures+=("cargo clippy (fuzz)")
 
 step "unit, property, transcript and concurrency tests"
 cargo test --workspace --features berth/object-store --locked 2>&1 | tee "$logs/cargo-test.out"
@@ -80,6 +84,9 @@ if wasm/build.sh; then
 else
   failures+=("wasm build")
 fi
+
+# The fuzz targets, briefly (20 s each, from the transcripts' seeds); longer runs by hand.
+suite fuzz fuzz/run.sh 20
 
 # The benchmark is not a test: this smoke run (seconds, tiny sizes) keeps it working.
 step "benchmark smoke run (bench/run.sh --smoke)"

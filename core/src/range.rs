@@ -135,7 +135,9 @@ impl ByteRange {
                 let end = end.map_or(size, |end| end.saturating_add(1).min(size));
                 Some(start..end)
             }
+            // No suffix of an empty blob has a byte in it (RFC 9110 §14.1.1).
             Self::Suffix(0) => None,
+            Self::Suffix(_) if size == 0 => None,
             Self::Suffix(n) => Some(size.saturating_sub(n)..size),
         }
     }
@@ -288,6 +290,13 @@ mod tests {
         assert_eq!(range("bytes=-200").resolve(100), Some(0..100));
         assert_eq!(range("bytes=100-").resolve(100), None);
         assert_eq!(range("bytes=-0").resolve(100), None);
+        // An empty blob has no byte to send, whatever the range (found by fuzz/ranges).
+        assert_eq!(range("bytes=-47").resolve(0), None);
+        assert_eq!(range("bytes=0-").resolve(0), None);
+        // Positions past 2^64: the end, or the whole blob.
+        assert_eq!(range("bytes=2-99999999999999999999").resolve(10), Some(2..10));
+        assert_eq!(range("bytes=-99999999999999999999").resolve(10), Some(0..10));
+        assert_eq!(range("bytes=99999999999999999999-").resolve(10), None);
         for bad in ["0-9", "bytes=", "bytes=5-1", "bytes=0-1,3-4", "bytes=x-"] {
             assert!(bad.parse::<ByteRange>().is_err(), "{bad}");
         }

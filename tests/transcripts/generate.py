@@ -74,6 +74,9 @@ transcripts["blob-monolithic"] = [
     # The empty blob.
     push_blob("r", ""),
     step(req("GET", f"/v2/r/blobs/{sha256('')}"), 200, body="", headers={"Content-Length": "0"}),
+    # No range of an empty blob holds a byte.
+    step(req("GET", f"/v2/r/blobs/{sha256('')}", headers={"Range": "bytes=-5"}), 416,
+         headers={"Content-Range": "bytes */0"}, **error("SIZE_INVALID")),
 ]
 
 transcripts["bad-input"] = [
