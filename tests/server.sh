@@ -118,6 +118,15 @@ check_storage() {
 }
 check "berth check-storage runs the storage conformance suite on a root and cleans up" check_storage
 
+check_storage_failing() {
+  # Storage that fails half its operations: the report names a failed check, and the exit
+  # status says so.
+  local out
+  out=$(BERTH_FAULTS=1:500 "$binary" check-storage --root "$work/failing-root" 2>/dev/null) && return 1
+  contains "$out" "FAIL "
+}
+check "berth check-storage reports the checks failing storage breaks, and exits non-zero" check_storage_failing
+
 notices_logged() {
   # A root registry:2 wrote, with a folder no repository can be named: the catalog leaves it
   # out, and the log says which and why.

@@ -294,8 +294,14 @@ mod tests {
         assert_eq!(range("bytes=-47").resolve(0), None);
         assert_eq!(range("bytes=0-").resolve(0), None);
         // Positions past 2^64: the end, or the whole blob.
-        assert_eq!(range("bytes=2-99999999999999999999").resolve(10), Some(2..10));
-        assert_eq!(range("bytes=-99999999999999999999").resolve(10), Some(0..10));
+        assert_eq!(
+            range("bytes=2-99999999999999999999").resolve(10),
+            Some(2..10)
+        );
+        assert_eq!(
+            range("bytes=-99999999999999999999").resolve(10),
+            Some(0..10)
+        );
         assert_eq!(range("bytes=99999999999999999999-").resolve(10), None);
         for bad in ["0-9", "bytes=", "bytes=5-1", "bytes=0-1,3-4", "bytes=x-"] {
             assert!(bad.parse::<ByteRange>().is_err(), "{bad}");

@@ -1,7 +1,6 @@
 //! `berth_registry`: a registry over the configured storage, with the worker threads that
 //! drive it; and `berth_check_storage`, the storage contract's test suite for hosts.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use berth::storage::ObjectStoreStorage;
@@ -9,7 +8,7 @@ use berth::{FsStorage, Registry, Storage};
 use tokio::runtime::Runtime;
 
 use crate::config::{StorageChoice, berth_config};
-use crate::result::{Failure, berth_result, guard, guard_void, panic_message, write_out};
+use crate::result::{Failure, berth_result, guard, guard_void, write_out};
 
 /// The registry's driver and the runtime it runs on, shared with every exchange it starts
 /// so that a response body can outlive `berth_registry_free`.
@@ -160,15 +159,17 @@ pub unsafe extern "C" fn berth_check_storage(config: *const berth_config) -> ber
             let _entered = runtime.enter();
             open_storage(config)?
         };
-        // The suite's checks are assertions: a failed one panics, and that is the verdict.
-        let verdict = catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(berth::storage::conformance::run(&*storage));
-        }));
-        verdict.map_err(|panic| {
-            Failure::new(
-                berth_result::CheckFailed,
-                format!("storage contract: {}", panic_message(&*panic)),
-            )
-        })
+        let report = runtime.block_on(berth::storage::conformance::run(&*storage));
+        if report.passed() {
+            return Ok(());
+        }
+        let failures: Vec<String> = report
+            .failures()
+            .map(|(check, why)| format!("{check}: {why}"))
+            .collect();
+        Err(Failure::new(
+            berth_result::CheckFailed,
+            format!("storage contract: {}", failures.join("; ")),
+        ))
     })
 }

@@ -181,13 +181,20 @@ impl Registry {
 }
 
 /// Runs berth's storage contract suite against a JavaScript storage (it writes, then
-/// removes, keys under `conformance/`). A failed check traps the instance with its message,
-/// so call it in tests, not in a serving isolate.
+/// removes, keys under `conformance/`). Resolves to `true` when every check passes; rejects
+/// with a `RegistryError` (`STORAGE`) whose message is the report, a line per check.
 #[wasm_bindgen(js_name = checkStorage)]
 pub fn check_storage(storage: JsValue, min_part_size: Option<f64>) -> Promise {
     future_to_promise(async move {
         let storage = JsStorage::new(storage, min_part_size.map(|n| n as u64))?;
-        berth::storage::conformance::run(&storage).await;
-        Ok(JsValue::TRUE)
+        let report = berth::storage::conformance::run(&storage).await;
+        if report.passed() {
+            Ok(JsValue::TRUE)
+        } else {
+            Err(
+                RegistryError::storage(format!("the storage contract is not met:\n{report}"))
+                    .into(),
+            )
+        }
     })
 }

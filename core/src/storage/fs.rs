@@ -1484,7 +1484,8 @@ mod tests {
     }
 
     async fn conformance(root: PathBuf, storage: FsStorage) {
-        crate::storage::conformance::run(&storage).await;
+        let report = crate::storage::conformance::run(&storage).await;
+        assert!(report.passed(), "{report}");
         // Nothing is left in the scratch space, and deletes pruned their directories.
         assert_eq!(fs::read_dir(root.join(".berth/tmp")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(root.join(".berth/parts")).unwrap().count(), 0);

@@ -248,7 +248,9 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_conformance_suite() {
-        crate::storage::conformance::run(&MemoryStorage::new()).await;
-        crate::storage::conformance::run(&MemoryStorage::with_min_part_size(5)).await;
+        let report = crate::storage::conformance::run(&MemoryStorage::new()).await;
+        assert!(report.passed(), "{report}");
+        let report = crate::storage::conformance::run(&MemoryStorage::with_min_part_size(5)).await;
+        assert!(report.passed(), "{report}");
     }
 }

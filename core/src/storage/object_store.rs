@@ -639,7 +639,8 @@ mod tests {
     #[tokio::test]
     async fn in_memory_object_store_passes_the_conformance_suite() {
         let storage = ObjectStoreStorage::new(Arc::new(::object_store::memory::InMemory::new()));
-        crate::storage::conformance::run(&storage).await;
+        let report = crate::storage::conformance::run(&storage).await;
+        assert!(report.passed(), "{report}");
         assert!(
             storage.list_all(PARTS_PREFIX).await.unwrap().is_empty(),
             "no parts left behind"
@@ -651,7 +652,8 @@ mod tests {
         let store = Arc::new(::object_store::memory::InMemory::new());
         let storage = ObjectStoreStorage::with_multipart(store.clone(), store);
         assert!(storage.positional_parts());
-        crate::storage::conformance::run(&storage).await;
+        let report = crate::storage::conformance::run(&storage).await;
+        assert!(report.passed(), "{report}");
         let left = storage.list_all("conformance/").await.unwrap();
         assert!(left.is_empty(), "no staging objects left behind: {left:?}");
     }

@@ -156,29 +156,19 @@ enum Mode {
     CheckStorage,
 }
 
-/// Runs the storage conformance suite; its assertions panic, and the panic is the verdict.
+/// Runs the storage conformance suite and prints its report, one line per check.
 async fn check_storage(storage: Arc<dyn Storage>, description: &str) -> Result<(), String> {
-    let outcome =
-        tokio::spawn(async move { berth::storage::conformance::run(&*storage).await }).await;
-    match outcome {
-        Ok(()) => {
-            println!("storage conformance: every check passed ({description})");
-            Ok(())
-        }
-        Err(failure) => {
-            let reason = match failure.try_into_panic() {
-                Ok(panic) => panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "a check failed".to_owned()),
-                Err(e) => e.to_string(),
-            };
-
-            Err(format!(
-                "{description} does not meet the storage contract: {reason}"
-            ))
-        }
+    let report = berth::storage::conformance::run(&*storage).await;
+    print!("{report}");
+    if report.passed() {
+        println!("storage conformance: every check passed ({description})");
+        Ok(())
+    } else {
+        let failed: Vec<_> = report.failures().map(|(name, _)| name).collect();
+        Err(format!(
+            "{description} does not meet the storage contract: {} failed",
+            failed.join(", ")
+        ))
     }
 }
 
