@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct data {
   atomic_int refs;
@@ -24,6 +25,7 @@ typedef struct object {
   char *key;
   data *data;
   uint64_t version;
+  uint64_t modified; /* when it was written: milliseconds since the Unix epoch */
 } object;
 
 typedef struct part {
@@ -92,22 +94,34 @@ static upload *find_upload(memstore *s, const char *id) {
   return NULL;
 }
 
-static uint32_t report_meta(berth_storage_out *out, size_t len, uint64_t version) {
+static uint64_t now_millis(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static uint32_t report_meta(berth_storage_out *out, size_t len, uint64_t version,
+                            uint64_t modified) {
   char text[24];
   snprintf(text, sizeof text, "%" PRIu64, version);
-  return berth_storage_out_set_meta(out, len, text) == BERTH_RESULT_OK ? BERTH_RESULT_OK
-                                                                       : BERTH_RESULT_STORAGE_FAILED;
+  return berth_storage_out_set_meta(out, len, text) == BERTH_RESULT_OK &&
+                 berth_storage_out_set_last_modified(out, modified) == BERTH_RESULT_OK
+             ? BERTH_RESULT_OK
+             : BERTH_RESULT_STORAGE_FAILED;
 }
 
 /* Stores `d` (taking its reference) under `key`; the caller holds the lock. */
-static uint32_t store(memstore *s, const char *key, data *d, uint64_t *out_version) {
+static uint32_t store(memstore *s, const char *key, data *d, uint64_t *out_version,
+                      uint64_t *out_modified) {
   int found;
   size_t at = find(s, key, &found);
   uint64_t version = ++s->counter;
+  uint64_t modified = now_millis();
   if (found) {
     data_unref(s->objects[at].data);
     s->objects[at].data = d;
     s->objects[at].version = version;
+    s->objects[at].modified = modified;
   } else {
     if (s->count == s->capacity) {
       size_t capacity = s->capacity ? s->capacity * 2 : 64;
@@ -119,10 +133,11 @@ static uint32_t store(memstore *s, const char *key, data *d, uint64_t *out_versi
     char *copy = strdup(key);
     if (!copy) return BERTH_RESULT_STORAGE_FAILED;
     memmove(&s->objects[at + 1], &s->objects[at], (s->count - at) * sizeof(object));
-    s->objects[at] = (object){copy, d, version};
+    s->objects[at] = (object){copy, d, version, modified};
     s->count++;
   }
   *out_version = version;
+  *out_modified = modified;
   return BERTH_RESULT_OK;
 }
 
@@ -138,7 +153,7 @@ static uint32_t ms_get(void *env, const char *key, bool has_range, uint64_t star
   }
   object *o = &s->objects[at];
   data *d = data_ref(o->data);
-  uint64_t version = o->version;
+  uint64_t version = o->version, modified = o->modified;
   pthread_mutex_unlock(&s->lock);
 
   if (!has_range) {
@@ -161,7 +176,7 @@ static uint32_t ms_get(void *env, const char *key, bool has_range, uint64_t star
     free(r);
     return BERTH_RESULT_STORAGE_FAILED;
   }
-  return report_meta(out, d->len, version);
+  return report_meta(out, d->len, version, modified);
 }
 
 static uint32_t ms_read(void *env, void *handle, uint8_t *buffer, size_t capacity, size_t *out_len) {
@@ -189,8 +204,9 @@ static uint32_t ms_head(void *env, const char *key, berth_storage_out *out) {
   size_t at = find(s, key, &found);
   size_t len = found ? s->objects[at].data->len : 0;
   uint64_t version = found ? s->objects[at].version : 0;
+  uint64_t modified = found ? s->objects[at].modified : 0;
   pthread_mutex_unlock(&s->lock);
-  return found ? report_meta(out, len, version) : BERTH_RESULT_NOT_FOUND;
+  return found ? report_meta(out, len, version, modified) : BERTH_RESULT_NOT_FOUND;
 }
 
 static uint32_t ms_put(void *env, const char *key, const uint8_t *bytes, size_t len,
@@ -211,14 +227,14 @@ static uint32_t ms_put(void *env, const char *key, const uint8_t *bytes, size_t 
     if (!found || !expected_version || strcmp(current, expected_version) != 0)
       result = BERTH_RESULT_PRECONDITION_FAILED;
   }
-  uint64_t version = 0;
-  if (result == BERTH_RESULT_OK) result = store(s, key, d, &version);
+  uint64_t version = 0, modified = 0;
+  if (result == BERTH_RESULT_OK) result = store(s, key, d, &version, &modified);
   pthread_mutex_unlock(&s->lock);
   if (result != BERTH_RESULT_OK) {
     data_unref(d);
     return result;
   }
-  return report_meta(out, len, version);
+  return report_meta(out, len, version, modified);
 }
 
 static uint32_t ms_delete(void *env, const char *key) {
@@ -379,8 +395,8 @@ static uint32_t ms_complete_parts(void *env, const char *upload_id, const char *
   if (result == BERTH_RESULT_OK) {
     for (size_t i = 0, at = 0; i < count; at += chosen[i]->len, i++)
       memcpy(joined->bytes + at, chosen[i]->bytes, chosen[i]->len);
-    uint64_t version;
-    result = store(s, target, joined, &version);
+    uint64_t version, modified;
+    result = store(s, target, joined, &version, &modified);
     if (result == BERTH_RESULT_OK) remove_upload(s, u);
     else data_unref(joined);
   }

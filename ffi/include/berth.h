@@ -282,6 +282,19 @@ enum berth_result berth_storage_out_set_meta(struct berth_storage_out *out,
                                              const char *version);
 
 /**
+ * Reports when an object was last written, in milliseconds since the Unix epoch, by the
+ * storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
+ * it). Call it from `get` and `head` besides `berth_storage_out_set_meta`; ages measured for
+ * garbage collection and retention come from it, so a storage that does not report it has
+ * objects of unknown age.
+ *
+ * # Safety
+ * `out` is the one the running callback was given.
+ */
+enum berth_result berth_storage_out_set_last_modified(struct berth_storage_out *out,
+                                                      uint64_t millis);
+
+/**
  * Reports the reader `get` opened; berth reads it with `read` and closes it with `close`
  * (also when the call fails after this).
  *

@@ -47,6 +47,7 @@ pub struct berth_slice {
 #[derive(Debug, Default)]
 pub struct berth_storage_out {
     meta: Option<ObjectMeta>,
+    last_modified: Option<u64>,
     reader: Option<usize>,
     id: Option<String>,
     page: ListPage,
@@ -261,6 +262,16 @@ fn c_string(text: &str) -> Result<CString, StorageError> {
     CString::new(text).map_err(|_| StorageError::backend(format!("{text:?} contains NUL")))
 }
 
+impl berth_storage_out {
+    /// The meta the callback reported, with the modification time it reported (in either
+    /// order).
+    fn meta(&self, operation: &str) -> Result<ObjectMeta, StorageError> {
+        let mut meta = require(self.meta.clone(), operation, "the object's meta")?;
+        meta.last_modified = meta.last_modified.or(self.last_modified);
+        Ok(meta)
+    }
+}
+
 fn require<T>(value: Option<T>, operation: &str, what: &str) -> Result<T, StorageError> {
     value.ok_or_else(|| {
         StorageError::backend(format!(
@@ -357,7 +368,7 @@ impl Storage for CallbackStorage {
             handle: handle as *mut c_void,
         });
         check(code, "get")?;
-        let meta = require(out.meta, "get", "the object's meta")?;
+        let meta = out.meta("get")?;
         let stream: ByteStream = match reader {
             Some(reader) => Box::pin(futures_util::stream::unfold(reader, |mut reader| async {
                 reader.next_chunk().map(|chunk| (chunk, reader))
@@ -376,7 +387,7 @@ impl Storage for CallbackStorage {
             unsafe { head(self.shared.env, key.as_ptr(), &mut out) },
             "head",
         )?;
-        require(out.meta, "head", "the object's meta")
+        out.meta("head")
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
@@ -402,7 +413,7 @@ impl Storage for CallbackStorage {
             )
         };
         check(code, "put")?;
-        require(out.meta, "put", "the new meta")
+        out.meta("put")
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -564,7 +575,33 @@ pub unsafe extern "C" fn berth_storage_out_set_meta(
     unsafe {
         report(out, |out| {
             let version = str_arg(version, "version")?.to_owned();
-            out.meta = Some(ObjectMeta { size, version });
+            out.meta = Some(ObjectMeta {
+                size,
+                version,
+                last_modified: None,
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Reports when an object was last written, in milliseconds since the Unix epoch, by the
+/// storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
+/// it). Call it from `get` and `head` besides `berth_storage_out_set_meta`; ages measured for
+/// garbage collection and retention come from it, so a storage that does not report it has
+/// objects of unknown age.
+///
+/// # Safety
+/// `out` is the one the running callback was given.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_storage_out_set_last_modified(
+    out: *mut berth_storage_out,
+    millis: u64,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `out`.
+    unsafe {
+        report(out, |out| {
+            out.last_modified = Some(millis);
             Ok(())
         })
     }

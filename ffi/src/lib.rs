@@ -24,8 +24,9 @@ pub mod result;
 
 pub use callbacks::{
     berth_put_mode, berth_slice, berth_storage_out, berth_storage_out_add_object,
-    berth_storage_out_add_prefix, berth_storage_out_set_id, berth_storage_out_set_meta,
-    berth_storage_out_set_reader, berth_storage_out_set_truncated, berth_storage_vtable,
+    berth_storage_out_add_prefix, berth_storage_out_set_id, berth_storage_out_set_last_modified,
+    berth_storage_out_set_meta, berth_storage_out_set_reader, berth_storage_out_set_truncated,
+    berth_storage_vtable,
 };
 pub use config::{
     berth_config, berth_config_free, berth_config_new, berth_config_set_automatic_mount,

@@ -123,14 +123,21 @@ fn field(object: &JsValue, name: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(name)).unwrap_or_default()
 }
 
-/// Size and version of an R2 object.
+/// Size, version and upload time of an R2 object (`uploaded`, a `Date`).
 fn meta(object: &JsValue) -> Result<ObjectMeta, StorageError> {
     let size = field(object, "size").as_f64();
     let etag = field(object, "etag").as_string();
+    let uploaded = field(object, "uploaded")
+        .dyn_into::<js_sys::Date>()
+        .ok()
+        .map(|date| date.get_time())
+        .filter(|millis| millis.is_finite() && *millis >= 0.0)
+        .map(|millis| millis as u64);
     match (size, etag) {
         (Some(size), Some(version)) => Ok(ObjectMeta {
             size: size as u64,
             version,
+            last_modified: uploaded,
         }),
         _ => Err(StorageError::backend(
             "storage: an object without a numeric size and a string etag",

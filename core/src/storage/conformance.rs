@@ -140,16 +140,36 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
         .or_fail("put")?;
     ensure_eq(written.size, 5, "put reports the size written")?;
     let (meta, body) = storage.get(key, None).await.or_fail("get")?;
-    ensure_eq(&meta, &written, "get reports what put reported")?;
+    ensure_eq(
+        (meta.size, &meta.version),
+        (written.size, &written.version),
+        "get reports the size and version put reported",
+    )?;
     ensure_eq(
         collect(body).await?,
         Bytes::from_static(b"hello"),
         "get returns what was put",
     )?;
-    ensure_eq(
-        storage.head(key).await.or_fail("head")?,
-        written,
-        "head reports what put reported",
+    let head = storage.head(key).await.or_fail("head")?;
+    ensure_eq(&head, &meta, "head reports what get reported")?;
+    let Some(written_at) = head.last_modified else {
+        return Err("head reports when the object was last written".to_owned());
+    };
+    ensure(
+        written_at >= 1_577_836_800_000,
+        format!("last_modified is milliseconds since the Unix epoch (got {written_at})"),
+    )?;
+    if let Some(reported) = written.last_modified {
+        ensure_eq(reported, written_at, "put reports the time head reports")?;
+    }
+    storage
+        .put(key, Bytes::from_static(b"again"), PutMode::Overwrite)
+        .await
+        .or_fail("put over an object")?;
+    let rewritten = storage.head(key).await.or_fail("head")?;
+    ensure(
+        rewritten.last_modified.is_some_and(|t| t >= written_at),
+        "an object written again is no older than before",
     )?;
 
     let empty = "conformance/basic/empty";

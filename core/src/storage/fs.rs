@@ -522,9 +522,14 @@ fn make_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
+    let modified = meta.modified().ok().and_then(|time| {
+        let since = time.duration_since(UNIX_EPOCH).ok()?;
+        u64::try_from(since.as_millis()).ok()
+    });
     ObjectMeta {
         size: meta.size(),
         version: version_of(meta),
+        last_modified: modified,
     }
 }
 

@@ -23,7 +23,8 @@ pub struct MemoryStorage {
 
 #[derive(Debug, Default)]
 struct State {
-    objects: BTreeMap<String, (Bytes, u64)>,
+    /// Each object: its bytes, version and when it was written.
+    objects: BTreeMap<String, (Bytes, u64, Option<u64>)>,
     uploads: HashMap<String, HashMap<String, Bytes>>,
     /// Source of versions, upload ids and part ids: unique for the life of the store.
     counter: u64,
@@ -68,10 +69,25 @@ impl State {
     }
 }
 
-fn meta(data: &Bytes, version: u64) -> ObjectMeta {
+fn meta(data: &Bytes, version: u64, last_modified: Option<u64>) -> ObjectMeta {
     ObjectMeta {
         size: data.len() as u64,
         version: version.to_string(),
+        last_modified,
+    }
+}
+
+/// The writer's clock, in milliseconds since the Unix epoch. WebAssembly has no system clock
+/// here; its hosts use JavaScript storage, which dates objects itself.
+fn now_millis() -> Option<u64> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.ok().and_then(|t| u64::try_from(t.as_millis()).ok())
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        None
     }
 }
 
@@ -83,13 +99,13 @@ impl Storage for MemoryStorage {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
-        let (data, version) = self
+        let (data, version, modified) = self
             .lock()
             .objects
             .get(key)
             .cloned()
             .ok_or(StorageError::NotFound)?;
-        let meta = meta(&data, version);
+        let meta = meta(&data, version, modified);
         let body = match range {
             Some(range) => {
                 let end = usize::try_from(range.end.min(meta.size)).unwrap_or(data.len());
@@ -104,8 +120,8 @@ impl Storage for MemoryStorage {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         let state = self.lock();
-        let (data, version) = state.objects.get(key).ok_or(StorageError::NotFound)?;
-        Ok(meta(data, *version))
+        let (data, version, modified) = state.objects.get(key).ok_or(StorageError::NotFound)?;
+        Ok(meta(data, *version, *modified))
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
@@ -113,14 +129,18 @@ impl Storage for MemoryStorage {
         match (&mode, state.objects.get(key)) {
             (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
             (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
-            (PutMode::Update(expected), Some((_, version))) if *expected != version.to_string() => {
+            (PutMode::Update(expected), Some((_, version, _)))
+                if *expected != version.to_string() =>
+            {
                 return Err(StorageError::PreconditionFailed);
             }
             _ => {}
         }
         let version = state.next();
-        let meta = meta(&data, version);
-        state.objects.insert(key.to_owned(), (data, version));
+        let meta = meta(&data, version, now_millis());
+        state
+            .objects
+            .insert(key.to_owned(), (data, version, meta.last_modified));
         Ok(meta)
     }
 
@@ -206,7 +226,7 @@ impl Storage for MemoryStorage {
         let version = state.next();
         state
             .objects
-            .insert(target.to_owned(), (data.freeze(), version));
+            .insert(target.to_owned(), (data.freeze(), version, now_millis()));
         Ok(())
     }
 

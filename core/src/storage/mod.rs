@@ -11,7 +11,8 @@
 //!   when the key exists; [`PutMode::Update`] succeeds only while the object's version is the
 //!   one given, else [`StorageError::PreconditionFailed`]. Concurrent writers lose nothing.
 //! - **Versions.** Every [`ObjectMeta`] carries an opaque version that changes whenever the
-//!   object's content is replaced.
+//!   object's content is replaced, and (from `head` and `get`) when it was last written, by
+//!   the storage's clock.
 //! - **Ranges.** [`Storage::get`] with a range returns exactly those bytes; callers check the
 //!   range against [`Storage::head`] first.
 //! - **Listing.** [`Storage::list`] returns keys in lexical order after `start_after`; with a
@@ -95,6 +96,12 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Opaque version for [`PutMode::Update`].
     pub version: String,
+    /// When the object was last written, in milliseconds since the Unix epoch, by the
+    /// storage's own clock (a file's mtime, S3's `LastModified`, the writer's clock for memory,
+    /// C and JavaScript storage), so that ages (a grace period, a retention rule) never
+    /// depend on a host's clock. [`Storage::head`] and [`Storage::get`] report it;
+    /// [`Storage::put`] may not (`None`), where the backend's answer to a write lacks it.
+    pub last_modified: Option<u64>,
 }
 
 /// How [`Storage::put`] treats an existing object.

@@ -215,6 +215,7 @@ fn meta(meta: &::object_store::ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         size: meta.size,
         version: version(meta.e_tag.as_deref(), meta.version.as_deref()),
+        last_modified: u64::try_from(meta.last_modified.timestamp_millis()).ok(),
     }
 }
 
@@ -260,9 +261,11 @@ impl Storage for ObjectStoreStorage {
             .put_opts(&path(key)?, data.into(), PutOptions::from(mode))
             .await
             .map_err(error)?;
+        // A PUT's answer carries no modification time; head reports it.
         Ok(ObjectMeta {
             size,
             version: version(result.e_tag.as_deref(), result.version.as_deref()),
+            last_modified: None,
         })
     }
 
