@@ -290,7 +290,7 @@ def main():
         lines += ["", "## Failed measurements", ""] + [
             f"- {row['scenario']} on {row['target']} (round {row['round']}): {row['error']}" for row in failures]
     lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
-    lines += ["", "Raw results: `bench-results.jsonl` (one JSON line per measurement).", ""]
+    lines += ["", "Raw results: `bench/results.jsonl` (one JSON line per measurement).", ""]
     with open(os.path.join(args.out, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
 

@@ -38,6 +38,9 @@ else
   [ -n "${BENCH_ONLY:-}" ] && out=$root/target/bench-only
 fi
 mkdir -p "$out"
+# The raw results: beside the report, except for the full run's, which live in bench/.
+results=$out/bench-results.jsonl
+[ "$out" = "$root" ] && results=$root/bench/results.jsonl
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 # Each server's root, made in this directory, starts in its own region of the filesystem
 # (ext4's "top directory" flag: its subdirectories are spread like those of /). ext4 without
@@ -118,7 +121,7 @@ fi
 log "running: ${targets[*]}"
 status=0
 "$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
-  --images "$images" --limits-dir "$work" ${BENCH_ONLY:+--only "$BENCH_ONLY"} --out "$out/bench-results.jsonl" || status=$?
+  --images "$images" --limits-dir "$work" ${BENCH_ONLY:+--only "$BENCH_ONLY"} --out "$results" || status=$?
 
 # The WASM host runs on its in-memory store, which keeps every blob pushed to it (two per
 # round). Memory held that way slowed every page-cache writer measured after it on this VM:
@@ -140,7 +143,7 @@ if [ $smoke = 0 ]; then
     log "running, after the others: ${targets[*]}"
     "$bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" --duration "$duration" \
       --images "$images" --only "$only" --out "$work/workerd.jsonl" || status=$?
-    cat "$work/workerd.jsonl" >>"$out/bench-results.jsonl"
+    cat "$work/workerd.jsonl" >>"$results"
   fi
 fi
 # The syncs a small image costs berth and registry:2: each, traced by strace, takes a round of
@@ -164,10 +167,10 @@ elif [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,small-images,* ]]; then
       $NF ~ /^(fsync|fdatasync|syncfs|sync)$/ { calls[$NF] = $4 }
       END { printf "{\"scenario\":\"syncs-per-image\",\"target\":\"%s\",\"round\":0,\"images\":%d", name, images
             for (c in calls) printf ",\"%s\":%d", c, calls[c]
-            print "}" }' "$work/$name.syncs" >>"$out/bench-results.jsonl"
+            print "}" }' "$work/$name.syncs" >>"$results"
   done
 fi
-"$tools/bench-venv/bin/python" "$here/report.py" "$out/bench-results.jsonl" "$out" \
+"$tools/bench-venv/bin/python" "$here/report.py" "$results" "$out" \
   --blob-mib "$blob_mib" --rounds "$rounds" --duration "$duration" --images "$images"
 log "report: $out/BENCHMARKS.md"
 exit $status

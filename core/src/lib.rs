@@ -29,6 +29,7 @@ mod access;
 mod digest;
 mod error;
 mod hex;
+mod http;
 mod layout;
 mod manifest;
 mod notice;

@@ -16,6 +16,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode};
+use crate::http::parse_digest;
 use crate::reference::{Reference, RepositoryName};
 use crate::request::{Method, percent_decode};
 
@@ -219,12 +220,6 @@ fn parse_name(segments: &[&str]) -> Result<RepositoryName, Error> {
         .join("/")
         .parse()
         .map_err(|e: crate::reference::NameError| Error::new(ErrorCode::NameInvalid, e.to_string()))
-}
-
-fn parse_digest(text: &str) -> Result<Digest, Error> {
-    text.parse().map_err(|e: crate::digest::DigestError| {
-        Error::new(ErrorCode::DigestInvalid, e.to_string())
-    })
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::leases::Leased;
-use super::uploads::in_progress;
-use super::{Registry, internal, query};
+use super::{Registry, internal};
 use crate::access::Action;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
+use crate::http::{content_length, created, in_progress, parse_digest, query};
 use crate::layout;
 use crate::range::{Multipart, RangePlan, plan_ranges};
 use crate::reference::RepositoryName;
@@ -311,22 +311,4 @@ fn multipart_body<S: Storage>(storage: Arc<S>, key: String, layout: Multipart) -
         }
     });
     Box::pin(streams.try_flatten())
-}
-
-pub(super) fn parse_digest(text: &str) -> Result<Digest, Error> {
-    text.parse().map_err(|e: crate::digest::DigestError| {
-        Error::new(ErrorCode::DigestInvalid, format!("{text:?}: {e}"))
-    })
-}
-
-pub(super) fn content_length(head: &RequestHead) -> Option<u64> {
-    head.header("Content-Length")
-        .and_then(|v| v.trim().parse().ok())
-}
-
-pub(super) fn created(name: &RepositoryName, digest: &Digest) -> Response {
-    Response::empty(201)
-        .with_header("Location", format!("/v2/{name}/blobs/{digest}"))
-        .with_header("Docker-Content-Digest", digest.as_str())
-        .with_header("Content-Length", "0")
 }

@@ -5,13 +5,14 @@ use futures_util::future::{try_join, try_join_all};
 use serde::Serialize;
 
 use super::leases::Leased;
-use super::{Registry, internal, page_size, query, read_body};
+use super::{Registry, internal, read_body};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
+use crate::http::{next_page, page_size, query};
 use crate::layout;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX, stored_media_type};
 use crate::reference::{Reference, RepositoryName, Tag};
-use crate::request::{RequestBody, RequestHead, percent_encode};
+use crate::request::{RequestBody, RequestHead};
 use crate::response::Response;
 use crate::storage::{PutMode, Storage, StorageError, StorageExt};
 
@@ -394,10 +395,7 @@ impl<S: Storage> Registry<S> {
         if let (Some(next), Some(n)) = (next, limit) {
             response = response.with_header(
                 "Link",
-                format!(
-                    "</v2/{name}/tags/list?n={n}&last={}>; rel=\"next\"",
-                    percent_encode(&next)
-                ),
+                next_page(&format!("/v2/{name}/tags/list"), n, &next),
             );
         }
         Ok(response)
@@ -432,13 +430,7 @@ impl<S: Storage> Registry<S> {
             serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
         let mut response = Response::json(200, body);
         if let (Some(next), Some(n)) = (next, limit) {
-            response = response.with_header(
-                "Link",
-                format!(
-                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
-                    percent_encode(&next)
-                ),
-            );
+            response = response.with_header("Link", next_page("/v2/_catalog", n, &next));
         }
         Ok(response)
     }

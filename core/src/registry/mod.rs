@@ -389,25 +389,3 @@ pub(crate) fn body_error(error: crate::request::BodyError) -> Error {
         format!("request body could not be read: {error}"),
     )
 }
-
-/// Parses the `n` of a paginated request.
-pub(crate) fn page_size(head: &RequestHead) -> Result<Option<usize>, Error> {
-    let Some((_, n)) = head.query_pairs().into_iter().find(|(k, _)| k == "n") else {
-        return Ok(None);
-    };
-    n.parse().map(Some).map_err(|_| {
-        Error::new(
-            ErrorCode::Unsupported,
-            format!("n={n:?} is not a non-negative integer: ask for a page of n entries"),
-        )
-        .with_status(400)
-    })
-}
-
-/// The value of a query parameter.
-pub(crate) fn query(head: &RequestHead, name: &str) -> Option<String> {
-    head.query_pairs()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 
-use super::blobs::{content_length, created, parse_digest};
-use super::{Registry, body_error, internal, query};
+use super::{Registry, body_error, internal};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorCode};
+use crate::http::{content_length, created, in_progress, parse_digest, query, with_progress};
 use crate::layout;
 use crate::offload::HashQueue;
 use crate::reference::RepositoryName;
@@ -1139,19 +1139,6 @@ fn chunk_too_large(max: u64) -> Error {
     .with_status(413)
 }
 
-fn upload_location(name: &RepositoryName, id: &UploadId) -> String {
-    format!("/v2/{name}/blobs/uploads/{}", id.as_str())
-}
-
-pub(super) fn in_progress(
-    status: u16,
-    name: &RepositoryName,
-    id: &UploadId,
-    session: &UploadSession,
-) -> Response {
-    with_progress(Response::empty(status), name, id, session).with_header("Content-Length", "0")
-}
-
 fn range_error(
     error: &Error,
     name: &RepositoryName,
@@ -1159,19 +1146,6 @@ fn range_error(
     session: &UploadSession,
 ) -> Response {
     with_progress(Response::error(error), name, id, session)
-}
-
-/// The headers that tell a client where an upload stands.
-fn with_progress(
-    response: Response,
-    name: &RepositoryName,
-    id: &UploadId,
-    session: &UploadSession,
-) -> Response {
-    response
-        .with_header("Location", upload_location(name, id))
-        .with_header("Range", session.range())
-        .with_header("Docker-Upload-UUID", id.as_str())
 }
 
 /// One buffer of a part's chunks (no copy when there is only one).
