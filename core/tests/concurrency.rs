@@ -127,7 +127,7 @@ async fn race_first_chunk<S: berth::storage::Storage>(
 ) {
     // Where parts are positional, a loser may be turned away while the winner holds the
     // session, before it recorded its chunk; elsewhere every loser sees the winner's range.
-    let may_be_turned_away = registry.storage().positional_parts();
+    let may_be_turned_away = registry.storage().capabilities().positional_parts;
     let (response, _) = send(
         &**registry,
         Method::Post,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth::Storage;
-use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, StorageError};
+use berth::storage::{
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, StorageError,
+};
 use bytes::{Bytes, BytesMut};
 
 use crate::result::{Failure, berth_result, guard, str_arg};
@@ -452,18 +454,15 @@ impl Storage for CallbackStorage {
         Ok(out.page)
     }
 
-    fn min_part_size(&self) -> u64 {
-        self.shared.vtable.map_or(0, |v| v.min_part_size)
-    }
-
-    fn max_parts(&self) -> Option<u32> {
+    fn capabilities(&self) -> Capabilities {
         self.shared
             .vtable
-            .and_then(|v| (v.max_parts > 0).then_some(v.max_parts))
-    }
-
-    fn positional_parts(&self) -> bool {
-        self.shared.vtable.is_some_and(|v| v.positional_parts)
+            .map_or_else(Capabilities::default, |v| Capabilities {
+                min_part_size: v.min_part_size,
+                max_parts: (v.max_parts > 0).then_some(v.max_parts),
+                positional_parts: v.positional_parts,
+                readable_parts: false,
+            })
     }
 
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {

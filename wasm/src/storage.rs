@@ -19,7 +19,9 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use berth::Storage;
-use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, StorageError};
+use berth::storage::{
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, StorageError,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
@@ -296,16 +298,14 @@ impl Storage for JsStorage {
         Ok(page)
     }
 
-    fn min_part_size(&self) -> u64 {
-        self.min_part_size
-    }
-
-    fn max_parts(&self) -> Option<u32> {
-        Some(R2_MAX_PARTS)
-    }
-
-    fn positional_parts(&self) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        // R2's multipart uploads: numbered parts, at most 10,000.
+        Capabilities {
+            min_part_size: self.min_part_size,
+            max_parts: Some(R2_MAX_PARTS),
+            positional_parts: true,
+            readable_parts: false,
+        }
     }
 
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {

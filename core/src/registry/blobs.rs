@@ -238,7 +238,7 @@ impl<S: Storage> Registry<S> {
             .await
             .map_err(internal)?;
         let mut response = in_progress(202, name, &id, &session);
-        let min = self.storage.min_part_size();
+        let min = self.storage.capabilities().min_part_size;
         if min > 0 {
             response = response.with_header("OCI-Chunk-Min-Length", min.to_string());
         }

@@ -433,7 +433,7 @@ impl<S: Storage> Registry<S> {
         read: ObjectMeta,
         session: &mut UploadSession,
     ) -> Result<Result<ObjectMeta, Response>, Error> {
-        if !self.storage.positional_parts() {
+        if !self.storage.capabilities().positional_parts {
             return Ok(Ok(read));
         }
         let now = (self.options.clock)();
@@ -687,8 +687,8 @@ impl<S: Storage> Registry<S> {
         // last bytes to be hashed: the record keeps an earlier midstate.
         let leave_hashing = !last
             && offload.is_some()
-            && self.storage.readable_parts()
-            && self.storage.min_part_size() == 0;
+            && self.storage.capabilities().readable_parts
+            && self.storage.capabilities().min_part_size == 0;
         let mut hashing: Option<HashQueue> = match (continued, offload) {
             (Some(queue), Some(offload)) => queue.resume(offload).await,
             _ => None,
@@ -813,7 +813,7 @@ impl<S: Storage> Registry<S> {
         if last && session.parts_upload.is_none() {
             received_parts.whole = Some(rest.map_or_else(Bytes::new, concat));
         } else if let Some(rest) = rest {
-            if last || self.storage.min_part_size() == 0 {
+            if last || self.storage.capabilities().min_part_size == 0 {
                 self.write_part(session, staging, rest).await?;
             } else {
                 let data = concat(rest);
@@ -891,7 +891,7 @@ impl<S: Storage> Registry<S> {
     /// The size of every part but an upload's last: the configured size, raised to the
     /// storage's minimum.
     fn part_size(&self) -> usize {
-        let min = usize::try_from(self.storage.min_part_size()).unwrap_or(usize::MAX);
+        let min = usize::try_from(self.storage.capabilities().min_part_size).unwrap_or(usize::MAX);
         self.options.part_size.max(min).max(1)
     }
 
@@ -924,7 +924,12 @@ impl<S: Storage> Registry<S> {
             }
         };
         let number = u32::try_from(session.parts.len() + 1).unwrap_or(u32::MAX);
-        if self.storage.max_parts().is_some_and(|max| number > max) {
+        if self
+            .storage
+            .capabilities()
+            .max_parts
+            .is_some_and(|max| number > max)
+        {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
                 format!(

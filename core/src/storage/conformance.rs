@@ -386,7 +386,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
 }
 
 async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
-    let min = usize::try_from(storage.min_part_size())
+    let min = usize::try_from(storage.capabilities().min_part_size)
         .map_err(|_| "min_part_size does not fit in memory".to_owned())?
         .max(1);
     // A part arrives as several chunks.
@@ -413,7 +413,7 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .put_part(&upload, 1, part(b'a', min))
         .await
         .or_fail("put_part")?;
-    if !storage.positional_parts() {
+    if !storage.capabilities().positional_parts {
         ensure(first != rival, "part ids are unique per write")?;
     }
     let two = storage
@@ -425,7 +425,7 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         "parts are invisible before completion",
     )?;
     let listed = [rival.clone(), two.clone()];
-    if storage.readable_parts() {
+    if storage.capabilities().readable_parts {
         for skip in [0, 1, min as u64, min as u64 + 2, min as u64 + 3] {
             let stream = storage
                 .read_parts(&upload, &listed, skip)

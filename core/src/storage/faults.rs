@@ -16,7 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
+use super::{
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
+};
 use crate::registry::Pause;
 
 /// Which faults to inject, and how often.
@@ -222,16 +224,8 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.run("list", false, listing).await
     }
 
-    fn min_part_size(&self) -> u64 {
-        self.inner.min_part_size()
-    }
-
-    fn max_parts(&self) -> Option<u32> {
-        self.inner.max_parts()
-    }
-
-    fn positional_parts(&self) -> bool {
-        self.inner.positional_parts()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
     async fn presigned_get(
@@ -275,10 +269,6 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         self.run("abort_parts", true, self.inner.abort_parts(upload))
             .await
-    }
-
-    fn readable_parts(&self) -> bool {
-        self.inner.readable_parts()
     }
 
     async fn read_parts(

@@ -32,8 +32,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
-    spans_after,
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold,
+    page_of, spans_after,
 };
 
 /// Size of the chunks a read streams. Kept below glibc's initial mmap threshold (128 KiB):
@@ -1416,8 +1416,11 @@ impl Storage for FsStorage {
         .await
     }
 
-    fn readable_parts(&self) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            readable_parts: true,
+            ..Capabilities::default()
+        }
     }
 
     async fn read_parts(

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold, page_of,
-    spans_after,
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold,
+    page_of, spans_after,
 };
 
 /// Storage held in process memory. Cloning is not offered: share it with `Arc`.
@@ -166,12 +166,13 @@ impl Storage for MemoryStorage {
         Ok(page_of(entries, start_after, limit))
     }
 
-    fn min_part_size(&self) -> u64 {
-        self.min_part_size
-    }
-
-    fn max_parts(&self) -> Option<u32> {
-        self.max_parts
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            min_part_size: self.min_part_size,
+            max_parts: self.max_parts,
+            positional_parts: false,
+            readable_parts: true,
+        }
     }
 
     async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
@@ -233,10 +234,6 @@ impl Storage for MemoryStorage {
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         self.lock().uploads.remove(upload);
         Ok(())
-    }
-
-    fn readable_parts(&self) -> bool {
-        true
     }
 
     async fn read_parts(

@@ -19,7 +19,7 @@
 //!   delimiter, keys below the next `/` are folded into one prefix ending in `/`.
 //! - **Parts.** A large object is written as parts (`create_parts`, `put_part`,
 //!   `complete_parts`, `abort_parts`). Unless the backend declares
-//!   [`Storage::positional_parts`], part ids are unique even when two writers send the same
+//!   [`Capabilities::positional_parts`], part ids are unique even when two writers send the same
 //!   part number, so a writer that loses a compare-and-swap never damages the winner's parts.
 //!   Nothing written as parts is visible until `complete_parts` publishes it.
 //! - **Deletes** are idempotent: deleting a missing key is not an error.
@@ -115,6 +115,22 @@ pub enum PutMode {
     Update(String),
 }
 
+/// What a backend can do with parts, declared once ([`Storage::capabilities`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The smallest part (but the last) the backend accepts; 0 when any size goes.
+    pub min_part_size: u64,
+    /// The most parts one upload may have (S3 allows 10,000); `None` for no limit.
+    pub max_parts: Option<u32>,
+    /// Whether a part written again under the same number replaces the earlier one, as in
+    /// the native multipart uploads of S3, GCS, Azure and R2. The registry then lets one
+    /// request at a time write a session's parts (it claims the session first).
+    pub positional_parts: bool,
+    /// Whether [`Storage::read_parts`] reads back the parts of an upload not yet completed (a
+    /// filesystem can; the multipart uploads of object stores cannot).
+    pub readable_parts: bool,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
@@ -199,21 +215,10 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
         limit: usize,
     ) -> Result<ListPage, StorageError>;
 
-    /// The smallest part (but the last) the backend accepts; 0 when any size goes.
-    fn min_part_size(&self) -> u64 {
-        0
-    }
-
-    /// The most parts one upload may have (S3 allows 10,000); `None` for no limit.
-    fn max_parts(&self) -> Option<u32> {
-        None
-    }
-
-    /// Whether a part written again under the same number replaces the earlier one, as in
-    /// the native multipart uploads of S3, GCS, Azure and R2. The registry then lets one
-    /// request at a time write a session's parts (it claims the session first).
-    fn positional_parts(&self) -> bool {
-        false
+    /// What the backend can and cannot do with parts (the defaults: any part size, any
+    /// number of parts, part ids unique per write, parts not readable before completion).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// A URL from which a client may GET the object directly for `expires_in` seconds, when
@@ -259,15 +264,10 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// Discards a parts upload and everything written to it.
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError>;
 
-    /// Whether [`Storage::read_parts`] reads back the parts of an upload not yet completed (a
-    /// filesystem can; the multipart uploads of object stores cannot).
-    fn readable_parts(&self) -> bool {
-        false
-    }
-
     /// Streams `parts` of `upload` (ids as [`Storage::put_part`] returned them), in order,
     /// from byte `skip` of their concatenation. [`StorageError::NotFound`] when the upload or a
-    /// part is gone; [`StorageError::Unsupported`] where [`Storage::readable_parts`] is false.
+    /// part is gone; [`StorageError::Unsupported`] where [`Capabilities::readable_parts`] is
+    /// false.
     async fn read_parts(
         &self,
         _upload: &str,
@@ -314,18 +314,6 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         (**self).list(prefix, delimiter, start_after, limit).await
     }
 
-    fn min_part_size(&self) -> u64 {
-        (**self).min_part_size()
-    }
-
-    fn positional_parts(&self) -> bool {
-        (**self).positional_parts()
-    }
-
-    fn max_parts(&self) -> Option<u32> {
-        (**self).max_parts()
-    }
-
     async fn presigned_get(
         &self,
         key: &str,
@@ -364,8 +352,8 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         (**self).abort_parts(upload).await
     }
 
-    fn readable_parts(&self) -> bool {
-        (**self).readable_parts()
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
     }
 
     async fn read_parts(

@@ -31,8 +31,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, StorageExt, fold,
-    page_of,
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
+    StorageExt, fold, page_of,
 };
 
 /// Where parts live until their upload completes (parts kept as objects).
@@ -330,20 +330,15 @@ impl Storage for ObjectStoreStorage {
         Ok(page_of(entries, start_after, limit))
     }
 
-    fn min_part_size(&self) -> u64 {
-        if self.multipart.is_some() {
-            NATIVE_MIN_PART
-        } else {
-            0
+    fn capabilities(&self) -> Capabilities {
+        // Native multipart uploads have S3's rules; parts emulated as objects have none.
+        let native = self.multipart.is_some();
+        Capabilities {
+            min_part_size: if native { NATIVE_MIN_PART } else { 0 },
+            max_parts: native.then_some(NATIVE_MAX_PARTS),
+            positional_parts: native,
+            readable_parts: false,
         }
-    }
-
-    fn positional_parts(&self) -> bool {
-        self.multipart.is_some()
-    }
-
-    fn max_parts(&self) -> Option<u32> {
-        self.multipart.as_ref().map(|_| NATIVE_MAX_PARTS)
     }
 
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
@@ -654,7 +649,7 @@ mod tests {
     async fn native_multipart_passes_the_conformance_suite() {
         let store = Arc::new(::object_store::memory::InMemory::new());
         let storage = ObjectStoreStorage::with_multipart(store.clone(), store);
-        assert!(storage.positional_parts());
+        assert!(storage.capabilities().positional_parts);
         let report = crate::storage::conformance::run(&storage).await;
         assert!(report.passed(), "{report}");
         let left = storage.list_all("conformance/").await.unwrap();

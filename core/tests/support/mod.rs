@@ -5,7 +5,9 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use berth::MemoryStorage;
-use berth::storage::{ByteStream, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError};
+use berth::storage::{
+    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
+};
 use bytes::Bytes;
 
 /// What a test observes; every hook does nothing unless implemented.
@@ -75,11 +77,8 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
         self.hooks.listed(page.objects.len() + page.prefixes.len());
         Ok(page)
     }
-    fn min_part_size(&self) -> u64 {
-        self.inner.min_part_size()
-    }
-    fn positional_parts(&self) -> bool {
-        self.inner.positional_parts()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
     async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
         self.inner.create_parts(staging_key).await
@@ -110,9 +109,6 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     }
     async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
         self.inner.abort_parts(upload).await
-    }
-    fn readable_parts(&self) -> bool {
-        self.inner.readable_parts()
     }
     async fn read_parts(
         &self,
