@@ -1,14 +1,11 @@
-//! Manifests, tags, referrers and the catalog: end-3, end-7, end-8, end-9, end-12, `_catalog`.
+//! Manifests: end-3 (GET/HEAD), end-7 (PUT) and end-9 (DELETE).
 
-use bytes::Bytes;
 use futures_util::future::{try_join, try_join_all};
-use serde::Serialize;
 
 use super::leases::Leased;
 use super::{Registry, internal, read_body};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
-use crate::http::{next_page, page_size, query};
 use crate::layout;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX, stored_media_type};
 use crate::reference::{Reference, RepositoryName, Tag};
@@ -319,158 +316,5 @@ impl<S: Storage> Registry<S> {
             .await
             .map_err(internal)?;
         Ok(true)
-    }
-
-    /// The names of the folders directly below `prefix` (without the prefix or the `/`),
-    /// following every page of the listing.
-    async fn folders(&self, prefix: &str) -> Result<Vec<String>, Error> {
-        let mut folders = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .storage
-                .list(prefix, true, after.as_deref(), 1000)
-                .await
-                .map_err(internal)?;
-            after = page.prefixes.last().or(page.objects.last()).cloned();
-            folders.extend(
-                page.prefixes
-                    .iter()
-                    .map(|p| p[prefix.len()..].trim_end_matches('/').to_owned()),
-            );
-            if !page.truncated || after.is_none() {
-                return Ok(folders);
-            }
-        }
-    }
-
-    /// Every tag of a repository, in lexical order.
-    pub(super) async fn tag_names(&self, name: &RepositoryName) -> Result<Vec<Tag>, Error> {
-        let mut tags: Vec<Tag> = self
-            .folders(&layout::tags(name))
-            .await?
-            .iter()
-            .filter_map(|folder| folder.parse().ok())
-            .collect();
-        // Storage orders "v1-rc/" before "v1/"; tags order "v1" before "v1-rc".
-        tags.sort();
-        Ok(tags)
-    }
-
-    async fn repository_exists(&self, name: &RepositoryName) -> Result<bool, Error> {
-        let page = self
-            .storage
-            .list(&layout::repository(name), true, None, 1)
-            .await
-            .map_err(internal)?;
-        Ok(!page.objects.is_empty() || !page.prefixes.is_empty())
-    }
-
-    pub(super) async fn list_tags(
-        &self,
-        head: &RequestHead,
-        name: &RepositoryName,
-    ) -> Result<Response, Error> {
-        let limit = page_size(head)?;
-        let last = query(head, "last");
-        let (page, truncated) = self.tags_page(name, last.as_deref(), limit).await?;
-        if page.is_empty() && last.is_none() && !self.repository_exists(name).await? {
-            return Err(Error::new(
-                ErrorCode::NameUnknown,
-                format!("repository {name} is not known"),
-            ));
-        }
-        let next = page.last().filter(|_| truncated).cloned();
-        #[derive(Serialize)]
-        struct TagList<'a> {
-            name: &'a str,
-            tags: &'a [String],
-        }
-        let body = serde_json::to_vec(&TagList {
-            name: name.as_str(),
-            tags: &page,
-        })
-        .unwrap_or_default();
-        let mut response = Response::json(200, body);
-        if let (Some(next), Some(n)) = (next, limit) {
-            response = response.with_header(
-                "Link",
-                next_page(&format!("/v2/{name}/tags/list"), n, &next),
-            );
-        }
-        Ok(response)
-    }
-
-    /// Every repository, found by walking the registry:2 tree: a folder is a repository when
-    /// it holds `_manifests`, `_layers` or `_uploads`; other folders are namespaces.
-    pub(super) async fn walk_repositories(&self) -> Result<Vec<String>, Error> {
-        let root = layout::repositories();
-        let mut repositories = Vec::new();
-        let mut pending = vec![root.clone()];
-        while let Some(prefix) = pending.pop() {
-            for segment in self.folders(&prefix).await? {
-                if !segment.starts_with('_') {
-                    pending.push(format!("{prefix}{segment}/"));
-                } else if prefix != root {
-                    repositories.push(prefix[root.len()..].trim_end_matches('/').to_owned());
-                }
-            }
-        }
-        repositories.sort();
-        repositories.dedup();
-        Ok(repositories)
-    }
-
-    pub(super) async fn catalog(&self, head: &RequestHead) -> Result<Response, Error> {
-        let limit = page_size(head)?;
-        let last = query(head, "last");
-        let (page, truncated) = self.catalog_page(last.as_deref(), limit).await?;
-        let next = page.last().filter(|_| truncated).cloned();
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
-        let mut response = Response::json(200, body);
-        if let (Some(next), Some(n)) = (next, limit) {
-            response = response.with_header("Link", next_page("/v2/_catalog", n, &next));
-        }
-        Ok(response)
-    }
-
-    pub(super) async fn referrers(
-        &self,
-        head: &RequestHead,
-        name: &RepositoryName,
-        subject: &Digest,
-    ) -> Result<Response, Error> {
-        let filter = query(head, "artifactType").filter(|t| !t.is_empty());
-        let prefix = layout::referrers(name, subject);
-        let mut descriptors = Vec::new();
-        for key in self.storage.list_all(&prefix).await.map_err(internal)? {
-            let bytes = match self.storage.read_small(&key, 1024 * 1024).await {
-                Ok((_, bytes)) => bytes,
-                // Deleted between the listing and the read.
-                Err(StorageError::NotFound) => continue,
-                Err(e) => return Err(internal(e)),
-            };
-            let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else {
-                continue;
-            };
-            if filter
-                .as_ref()
-                .is_none_or(|f| descriptor.artifact_type.as_ref() == Some(f))
-            {
-                descriptors.push(descriptor);
-            }
-        }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": descriptors,
-        });
-        let body = Bytes::from(serde_json::to_vec(&index).unwrap_or_default());
-        let mut response = Response::empty(200).with_full_body(OCI_INDEX, body);
-        if filter.is_some() {
-            response = response.with_header("OCI-Filters-Applied", "artifactType");
-        }
-        Ok(response)
     }
 }

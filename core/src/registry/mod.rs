@@ -12,9 +12,12 @@
 //! chunk's response, until the upload's next chunk joins them.
 
 mod blobs;
+mod catalog;
 mod index;
 mod leases;
 mod manifests;
+mod referrers;
+mod tags;
 mod uploads;
 
 pub use leases::LEASE_SECONDS;
