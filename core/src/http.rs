@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorCode};
 use crate::reference::RepositoryName;
 use crate::request::{RequestHead, percent_encode};
 use crate::response::Response;
-use crate::routes::UploadId;
+use crate::upload::UploadId;
 use crate::upload::UploadSession;
 
 /// A digest from a request (a path or a query parameter): `DIGEST_INVALID` when malformed.

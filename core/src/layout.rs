@@ -5,7 +5,7 @@
 
 use crate::digest::Digest;
 use crate::reference::{RepositoryName, Tag};
-use crate::routes::UploadId;
+use crate::upload::UploadId;
 
 const ROOT: &str = "docker/registry/v2";
 

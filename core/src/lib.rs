@@ -66,8 +66,8 @@ pub use registry::tokio_timer;
 pub use registry::{Clock, DEFAULT_PART_SIZE, IdSource, LEASE_SECONDS, Options, Pause, Registry};
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};
-pub use routes::{Route, UploadId};
+pub use routes::Route;
 #[cfg(feature = "fs")]
 pub use storage::FsStorage;
 pub use storage::{MemoryStorage, Storage, StorageError};
-pub use upload::{PartWriter, UploadSession};
+pub use upload::{PartWriter, UploadId, UploadSession};

@@ -17,8 +17,8 @@ use crate::range::{Multipart, RangePlan, plan_ranges};
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
-use crate::routes::UploadId;
 use crate::storage::{ByteStream, PutMode, Storage, StorageError, StorageExt};
+use crate::upload::UploadId;
 use crate::upload::UploadSession;
 
 impl<S: Storage> Registry<S> {

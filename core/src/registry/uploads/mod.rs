@@ -16,8 +16,8 @@ use crate::offload::HashQueue;
 use crate::reference::RepositoryName;
 use crate::request::{BodyError, RequestBody, RequestHead};
 use crate::response::Response;
-use crate::routes::UploadId;
 use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::upload::UploadId;
 use crate::upload::{PartWriter, StagedTail, UploadSession, WriterClaim};
 
 mod finish;
