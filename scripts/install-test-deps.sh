@@ -42,6 +42,8 @@ command -v python3 >/dev/null || debian_packages+=(python3)
 for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
   dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
 done
+# libFuzzer, which the fuzz targets link (fuzz/), is C++.
+dpkg -s g++ >/dev/null 2>&1 || debian_packages+=(g++)
 # The browser test of the WebAssembly build.
 for package in chromium chromium-driver; do
   dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
