@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::time::Instant;
 
-use berth::storage::FsStorage;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -71,11 +70,11 @@ pub(crate) async fn measure(
                 for part in block.chunks(piece) {
                     let len = part.len() as u64;
                     if as_berth {
-                        FsStorage::preallocate(&file, offset, len);
+                        berth::testing::preallocate(&file, offset, len);
                     }
                     file.write_all(part)?;
                     if as_berth {
-                        FsStorage::start_writeback(&file, offset, len);
+                        berth::testing::start_writeback(&file, offset, len);
                     }
                     offset += len;
                 }

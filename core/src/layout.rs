@@ -102,30 +102,6 @@ pub(crate) fn lease(id: &str) -> String {
     format!("berth/leases/{id}")
 }
 
-/// The folder of all leases.
-#[cfg(feature = "fs")]
-fn leases() -> &'static str {
-    "berth/leases/"
-}
-
-/// Whether `key` is state that need not survive the machine stopping: upload-session records
-/// (a client rebuilds one by restarting or, told the current offset by a 416, resuming an
-/// upload; the parts a record names are made durable before it) and leases (a lease lost
-/// with the machine is one no request holds any more).
-#[cfg(feature = "fs")]
-pub(crate) fn is_volatile(key: &str) -> bool {
-    key.starts_with(upload_sessions()) || key.starts_with(leases())
-}
-
-/// Whether the folder `dir` (a key prefix, no trailing `/`) is kept when it empties: the
-/// folders every upload session and every lease pass through. Removing and recreating one
-/// for each upload or change costs a directory inode each time, and a filesystem slows down
-/// as freed inodes pile up.
-#[cfg(feature = "fs")]
-pub(crate) fn keeps_when_empty(dir: &str) -> bool {
-    Some(dir) == upload_sessions().strip_suffix('/') || Some(dir) == leases().strip_suffix('/')
-}
-
 /// Where a parts upload for a session may be staged.
 pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())

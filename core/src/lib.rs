@@ -41,8 +41,11 @@ mod request;
 mod response;
 mod routes;
 pub mod storage;
+mod stream;
 #[cfg(feature = "system")]
 pub mod system;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod upload;
 
 pub use access::{AccessPolicy, Action, AllowAll, Decision, ReadOnly};
@@ -70,4 +73,7 @@ pub use routes::Route;
 #[cfg(feature = "fs")]
 pub use storage::FsStorage;
 pub use storage::{MemoryStorage, Storage, StorageError};
-pub use upload::{PartWriter, UploadId, UploadSession};
+pub use upload::{
+    ChunkPlan, ChunkRequest, IllegalTransition, Midstate, PartWriter, StagedTail, UploadId,
+    UploadSession, WriterClaim,
+};

@@ -6,7 +6,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::storage::ByteStream;
+use crate::stream::ByteStream;
 
 /// A response body.
 pub enum Body {

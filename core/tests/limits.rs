@@ -126,11 +126,11 @@ async fn sessions_in_the_earlier_layout_are_purged() {
     let storage = registry.storage();
     let session = r#"{"offset":0,"hash_state":"sha256:","parts":[],"started_at":100}"#;
     storage
-        .put(record, session.into(), PutMode::Create)
+        .put(record, session.into(), PutMode::Create.into())
         .await
         .expect("record");
     storage
-        .put(entry, "a/b".into(), PutMode::Create)
+        .put(entry, "a/b".into(), PutMode::Create.into())
         .await
         .expect("entry");
     let fresh = send(&registry, Method::Post, "/v2/a/b/blobs/uploads/", &[], b"").await;

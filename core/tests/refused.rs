@@ -172,7 +172,7 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
         |name: &str| format!("docker/registry/v2/repositories/{name}/_layers/sha256/00/link");
     for name in ["good/one", "Bad..Name", "good/two"] {
         storage
-            .put(&link(name), "sha256:00".into(), PutMode::Overwrite)
+            .put(&link(name), "sha256:00".into(), PutMode::Overwrite.into())
             .await
             .expect("put");
     }
@@ -217,7 +217,11 @@ async fn a_tag_that_cannot_be_indexed_is_reported() {
         |tag: &str| format!("docker/registry/v2/repositories/r/_manifests/tags/{tag}/current/link");
     for (tag, link) in [("good", digest.as_str()), ("broken", "no digest here")] {
         storage
-            .put(&current(tag), link.to_owned().into(), PutMode::Overwrite)
+            .put(
+                &current(tag),
+                link.to_owned().into(),
+                PutMode::Overwrite.into(),
+            )
             .await
             .expect("put");
     }

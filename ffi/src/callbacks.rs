@@ -12,7 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
+    StorageError,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -392,10 +393,17 @@ impl Storage for CallbackStorage {
         out.meta("head")
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    /// Every write reaches the host as durable: the callback table has no durability, and a
+    /// host that makes every write durable is correct.
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
         let put = callback(self.vtable()?.put)?;
         let key = c_string(key)?;
-        let (mode, expected) = match mode {
+        let (mode, expected) = match options.mode {
             PutMode::Overwrite => (berth_put_mode::Overwrite, None),
             PutMode::Create => (berth_put_mode::Create, None),
             PutMode::Update(version) => (berth_put_mode::Update, Some(c_string(&version)?)),
@@ -418,7 +426,7 @@ impl Storage for CallbackStorage {
         out.meta("put")
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
         let remove = callback(self.vtable()?.remove)?;
         let key = c_string(key)?;
         // SAFETY: `key` lives across the call.

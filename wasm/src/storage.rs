@@ -20,7 +20,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
+    StorageError,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -226,7 +227,14 @@ impl Storage for JsStorage {
         meta(&object)
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    /// Buckets have one durability: every write is durable.
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        put: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
+        let mode = put.mode;
         let (condition, failure) = match &mode {
             PutMode::Overwrite => (None, StorageError::PreconditionFailed),
             PutMode::Create => (
@@ -252,7 +260,7 @@ impl Storage for JsStorage {
         meta(&object)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
         self.bucket_call("delete", &[JsValue::from_str(key)])
             .await?;
         Ok(())
@@ -403,7 +411,7 @@ impl JsStorage {
             )
             .await?
         };
-        let _ = self.delete(staging_key).await;
+        let _ = self.delete(staging_key, Durability::Durable).await;
         if published.is_null() || published.is_undefined() {
             return Err(StorageError::AlreadyExists);
         }

@@ -17,9 +17,9 @@ use crate::range::{Multipart, RangePlan, plan_ranges};
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
-use crate::storage::{ByteStream, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{ByteStream, Durability, PutMode, Storage, StorageError, StorageExt};
 use crate::upload::UploadId;
-use crate::upload::UploadSession;
+use crate::upload::{ChunkPlan, UploadSession};
 
 impl<S: Storage> Registry<S> {
     pub(super) async fn get_blob(
@@ -149,7 +149,10 @@ impl<S: Storage> Registry<S> {
             }
             // Unlinking removes the blob from the repository; the content stays for other
             // repositories until a garbage collection, as with registry:2.
-            self.storage.delete(&link).await.map_err(internal)?;
+            self.storage
+                .delete(&link, Durability::Durable)
+                .await
+                .map_err(internal)?;
             Ok::<_, Error>(true)
         }
         .await;
@@ -201,13 +204,10 @@ impl<S: Storage> Registry<S> {
             })?;
         if let Some(digest) = query(head, "digest") {
             let digest = parse_digest(&digest)?;
-            let mut session = UploadSession::start(digest.algorithm(), now);
+            let mut session = UploadSession::start(digest.algorithm(), name, now);
             let staging = layout::upload_staging(name, &id);
-            let expected = content_length(head);
-            let received = match self
-                .receive(&mut session, &staging, body, expected, None, true)
-                .await
-            {
+            let plan = ChunkPlan::whole_body(content_length(head));
+            let received = match self.receive(&mut session, &staging, body, &plan).await {
                 Ok(received) => received,
                 Err(error) => {
                     self.discard(&session).await;
@@ -227,13 +227,12 @@ impl<S: Storage> Registry<S> {
             })?,
             None => Algorithm::Sha256,
         };
-        let mut session = UploadSession::start(algorithm, now);
-        session.repository = name.as_str().to_owned();
+        let session = UploadSession::start(algorithm, name, now);
         self.storage
             .put(
                 &layout::upload_session(&id),
                 session.encode(),
-                PutMode::Create,
+                PutMode::Create.volatile(),
             )
             .await
             .map_err(internal)?;

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::layout;
 use crate::notice::Notice;
 use crate::reference::{RepositoryName, Tag};
-use crate::storage::{ListPage, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{Durability, ListPage, PutMode, Storage, StorageError, StorageExt};
 
 impl<S: Storage> Registry<S> {
     /// Records a tag in the tag index.
@@ -43,7 +43,7 @@ impl<S: Storage> Registry<S> {
     /// retry (finding the folder) removes; the other order would leave an entry no retry finds.
     pub(super) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<(), Error> {
         self.storage
-            .delete(&layout::tag_index_entry(name, tag))
+            .delete(&layout::tag_index_entry(name, tag), Durability::Durable)
             .await
             .map_err(internal)?;
         self.storage
@@ -61,7 +61,7 @@ impl<S: Storage> Registry<S> {
         if !self.storage.exists(&entry).await.map_err(internal)? {
             match self
                 .storage
-                .put(&entry, Bytes::new(), PutMode::Create)
+                .put(&entry, Bytes::new(), PutMode::Create.into())
                 .await
             {
                 Ok(_) | Err(StorageError::AlreadyExists) => {}
@@ -221,7 +221,7 @@ impl<S: Storage> Registry<S> {
 
     async fn mark_complete(&self, key: &str) -> Result<(), Error> {
         self.storage
-            .put(key, Bytes::new(), PutMode::Overwrite)
+            .put(key, Bytes::new(), PutMode::Overwrite.into())
             .await
             .map(drop)
             .map_err(internal)

@@ -27,7 +27,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 use crate::layout;
 use crate::reference::{RepositoryName, Tag};
-use crate::storage::{PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{Durability, PutMode, Storage, StorageError, StorageExt};
 
 /// How long a lease lasts. A change holds it for a few storage round trips; a lease left by a
 /// request that died is taken over after this long.
@@ -103,7 +103,7 @@ impl<S: Storage> Registry<S> {
             let record = Bytes::from(format!("{} {nonce}", now + LEASE_SECONDS));
             match self
                 .storage
-                .put(&key, record.clone(), PutMode::Create)
+                .put(&key, record.clone(), PutMode::Create.volatile())
                 .await
             {
                 Ok(meta) => {
@@ -129,7 +129,11 @@ impl<S: Storage> Registry<S> {
                     // Its holder died: take it over, unless another request just did.
                     match self
                         .storage
-                        .put(&key, record.clone(), PutMode::Update(meta.version))
+                        .put(
+                            &key,
+                            record.clone(),
+                            PutMode::Update(meta.version).volatile(),
+                        )
                         .await
                     {
                         Ok(meta) => {
@@ -174,7 +178,12 @@ impl<S: Storage> Registry<S> {
         for _ in 0..3 {
             match self.storage.head(&lease.key).await {
                 Ok(meta) if meta.version == lease.version => {
-                    if self.storage.delete(&lease.key).await.is_ok() {
+                    if self
+                        .storage
+                        .delete(&lease.key, Durability::Volatile)
+                        .await
+                        .is_ok()
+                    {
                         return;
                     }
                 }

@@ -11,7 +11,7 @@ use crate::manifest::{Descriptor, Manifest, OCI_INDEX, stored_media_type};
 use crate::reference::{Reference, RepositoryName, Tag};
 use crate::request::{RequestBody, RequestHead};
 use crate::response::Response;
-use crate::storage::{PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{Durability, PutMode, Storage, StorageError, StorageExt};
 
 /// The most a stored manifest may be when read back, whatever today's push limit is.
 const STORED_MANIFEST_LIMIT: u64 = 64 * 1024 * 1024;
@@ -129,7 +129,7 @@ impl<S: Storage> Registry<S> {
         let data_key = layout::blob_data(&digest);
         match self
             .storage
-            .put(&data_key, bytes.clone(), PutMode::Create)
+            .put(&data_key, bytes.clone(), PutMode::Create.into())
             .await
         {
             Ok(_) | Err(StorageError::AlreadyExists) => {}
@@ -192,7 +192,7 @@ impl<S: Storage> Registry<S> {
                 .put(
                     &layout::referrer(name, &subject.digest, digest),
                     entry.into(),
-                    PutMode::Overwrite,
+                    PutMode::Overwrite.into(),
                 )
                 .await
                 .map(drop)
@@ -290,7 +290,10 @@ impl<S: Storage> Registry<S> {
             && let Some(subject) = manifest.subject
         {
             self.storage
-                .delete(&layout::referrer(name, &subject.digest, digest))
+                .delete(
+                    &layout::referrer(name, &subject.digest, digest),
+                    Durability::Durable,
+                )
                 .await
                 .map_err(internal)?;
         }
@@ -312,7 +315,7 @@ impl<S: Storage> Registry<S> {
         // Last, so that a request that dies half-way leaves a manifest with fewer tags, which
         // some serial order of deletes also leaves, and never a tag without its manifest.
         self.storage
-            .delete(&layout::revision_link(name, digest))
+            .delete(&layout::revision_link(name, digest), Durability::Durable)
             .await
             .map_err(internal)?;
         Ok(true)

@@ -306,7 +306,7 @@ impl<S: Storage> Registry<S> {
             .put(
                 key,
                 Bytes::copy_from_slice(digest.as_str().as_bytes()),
-                crate::storage::PutMode::Overwrite,
+                crate::storage::PutMode::Overwrite.into(),
             )
             .await
             .map(drop)

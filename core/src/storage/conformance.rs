@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::{ByteStream, PutMode, Storage, StorageError, StorageExt};
+use super::{ByteStream, Durability, PutMode, Storage, StorageError, StorageExt};
 
 /// What the suite found: each check in the order run, with the broken rule of a failed one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +73,10 @@ pub async fn run<S: Storage + ?Sized>(storage: &S) -> Report {
         "conditional puts and versions",
         conditional_puts(storage).await,
     );
+    report.record(
+        "volatile writes keep the same rules",
+        volatile_writes(storage).await,
+    );
     report.record("ranged reads", ranged_reads(storage).await);
     report.record("ordered, delimited, paged listing", listing(storage).await);
     report.record("parts", parts(storage).await);
@@ -124,6 +128,49 @@ async fn collect(stream: ByteStream) -> Result<Bytes, String> {
     Ok(out.freeze())
 }
 
+/// A volatile write may skip syncs, never the rules: created once, updated by version,
+/// deleted, and its folder usable again after it empties. The second round deletes it as a
+/// durable object, which removes what a backend kept for volatile objects (a folder).
+async fn volatile_writes<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
+    let key = "conformance/volatile/record";
+    for round in 0..2 {
+        let created = storage
+            .put(key, Bytes::from_static(b"one"), PutMode::Create.volatile())
+            .await
+            .or_fail("volatile put (create)")?;
+        ensure(
+            matches!(
+                storage
+                    .put(key, Bytes::from_static(b"two"), PutMode::Create.volatile())
+                    .await,
+                Err(StorageError::AlreadyExists)
+            ),
+            "a volatile create over an object fails with AlreadyExists",
+        )?;
+        storage
+            .put(
+                key,
+                Bytes::from_static(b"two"),
+                PutMode::Update(created.version).volatile(),
+            )
+            .await
+            .or_fail("volatile put (update)")?;
+        let (_, body) = storage.get(key, None).await.or_fail("get")?;
+        ensure_eq(
+            collect(body).await?,
+            Bytes::from_static(b"two"),
+            "a volatile update is read back",
+        )?;
+        let durability = [Durability::Volatile, Durability::Durable][round];
+        storage.delete(key, durability).await.or_fail("delete")?;
+        ensure(
+            matches!(storage.head(key).await, Err(StorageError::NotFound)),
+            format!("a {durability:?} delete removes a volatile object"),
+        )?;
+    }
+    Ok(())
+}
+
 async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
     let key = "conformance/basic/object";
     ensure(
@@ -135,7 +182,7 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
         "get of a missing key must be NotFound",
     )?;
     let written = storage
-        .put(key, Bytes::from_static(b"hello"), PutMode::Overwrite)
+        .put(key, Bytes::from_static(b"hello"), PutMode::Overwrite.into())
         .await
         .or_fail("put")?;
     ensure_eq(written.size, 5, "put reports the size written")?;
@@ -163,7 +210,7 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
         ensure_eq(reported, written_at, "put reports the time head reports")?;
     }
     storage
-        .put(key, Bytes::from_static(b"again"), PutMode::Overwrite)
+        .put(key, Bytes::from_static(b"again"), PutMode::Overwrite.into())
         .await
         .or_fail("put over an object")?;
     let rewritten = storage.head(key).await.or_fail("head")?;
@@ -174,7 +221,7 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
 
     let empty = "conformance/basic/empty";
     storage
-        .put(empty, Bytes::new(), PutMode::Overwrite)
+        .put(empty, Bytes::new(), PutMode::Overwrite.into())
         .await
         .or_fail("put of an empty object")?;
     let (meta, body) = storage
@@ -187,13 +234,16 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
         "an empty object reads as no bytes",
     )?;
 
-    storage.delete(key).await.or_fail("delete")?;
+    storage
+        .delete(key, Durability::Durable)
+        .await
+        .or_fail("delete")?;
     ensure(
         !storage.exists(key).await.or_fail("head after delete")?,
         "a deleted key is gone",
     )?;
     storage
-        .delete(key)
+        .delete(key, Durability::Durable)
         .await
         .or_fail("deleting a missing key (which is not an error)")
 }
@@ -201,13 +251,13 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
 async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
     let key = "conformance/cas/record";
     let first = storage
-        .put(key, Bytes::from_static(b"v1"), PutMode::Create)
+        .put(key, Bytes::from_static(b"v1"), PutMode::Create.into())
         .await
         .or_fail("create on a free key")?;
     ensure(
         matches!(
             storage
-                .put(key, Bytes::from_static(b"other"), PutMode::Create)
+                .put(key, Bytes::from_static(b"other"), PutMode::Create.into())
                 .await,
             Err(StorageError::AlreadyExists)
         ),
@@ -217,7 +267,7 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
         .put(
             key,
             Bytes::from_static(b"v2"),
-            PutMode::Update(first.version.clone()),
+            PutMode::Update(first.version.clone()).into(),
         )
         .await
         .or_fail("update with the current version")?;
@@ -231,7 +281,7 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
                 .put(
                     key,
                     Bytes::from_static(b"lost"),
-                    PutMode::Update(first.version)
+                    PutMode::Update(first.version).into()
                 )
                 .await,
             Err(StorageError::PreconditionFailed)
@@ -244,7 +294,7 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
                 .put(
                     "conformance/cas/missing",
                     Bytes::new(),
-                    PutMode::Update(second.version.clone())
+                    PutMode::Update(second.version.clone()).into()
                 )
                 .await,
             Err(StorageError::PreconditionFailed | StorageError::NotFound)
@@ -262,7 +312,11 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
 async fn ranged_reads<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
     let key = "conformance/range/object";
     storage
-        .put(key, Bytes::from_static(b"0123456789"), PutMode::Overwrite)
+        .put(
+            key,
+            Bytes::from_static(b"0123456789"),
+            PutMode::Overwrite.into(),
+        )
         .await
         .or_fail("put")?;
     for (range, expected) in [
@@ -300,7 +354,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
     ];
     for key in names {
         storage
-            .put(key, Bytes::from_static(b"x"), PutMode::Overwrite)
+            .put(key, Bytes::from_static(b"x"), PutMode::Overwrite.into())
             .await
             .or_fail("put")?;
     }

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutOptions, Storage,
+    StorageError,
 };
 use crate::registry::Pause;
 
@@ -205,12 +206,19 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.run("head", false, self.inner.head(key)).await
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
-        self.run("put", true, self.inner.put(key, data, mode)).await
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
+        self.run("put", true, self.inner.put(key, data, options))
+            .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.run("delete", true, self.inner.delete(key)).await
+    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+        self.run("delete", true, self.inner.delete(key, durability))
+            .await
     }
 
     async fn list(

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold,
-    page_of, spans_after,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
+    Storage, StorageError, fold, page_of, spans_after,
 };
 
 /// Storage held in process memory. Cloning is not offered: share it with `Arc`.
@@ -124,9 +124,14 @@ impl Storage for MemoryStorage {
         Ok(meta(data, *version, *modified))
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
         let mut state = self.lock();
-        match (&mode, state.objects.get(key)) {
+        match (&options.mode, state.objects.get(key)) {
             (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
             (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
             (PutMode::Update(expected), Some((_, version, _)))
@@ -144,7 +149,7 @@ impl Storage for MemoryStorage {
         Ok(meta)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
         self.lock().objects.remove(key);
         Ok(())
     }
@@ -269,5 +274,29 @@ mod tests {
         assert!(report.passed(), "{report}");
         let report = crate::storage::conformance::run(&MemoryStorage::with_min_part_size(5)).await;
         assert!(report.passed(), "{report}");
+    }
+
+    /// A small read of a large object is refused as such, not as a backend failure.
+    #[tokio::test]
+    async fn small_reads_refuse_large_objects() {
+        use crate::storage::StorageExt;
+        let storage = MemoryStorage::new();
+        storage
+            .put("k", Bytes::from_static(b"12345"), PutMode::Create.into())
+            .await
+            .unwrap();
+        assert_eq!(storage.read_small("k", 5).await.unwrap().1, "12345");
+        let refused = storage.read_small("k", 4).await.unwrap_err();
+        assert!(matches!(
+            refused,
+            StorageError::TooLarge {
+                size: Some(5),
+                limit: 4
+            }
+        ));
+        assert_eq!(
+            refused.to_string(),
+            "object is 5 bytes, more than the 4 expected"
+        );
     }
 }

@@ -7,6 +7,11 @@
 //! - **Atomic publish.** [`Storage::put`] and [`Storage::complete_parts`] make an object
 //!   visible whole or not at all; a reader never sees a partial object. On a local disk the
 //!   data is durable (fsync) before the call returns.
+//! - **Durability is the caller's to ask.** A write or delete asks for [`Durability::Durable`]
+//!   (the default) or [`Durability::Volatile`] (state the registry rebuilds rather than
+//!   recovers, written and removed at a high rate: upload-session records, leases). A backend
+//!   may skip syncs for volatile objects and keep their folders when they empty; it never
+//!   infers durability from a key's name. Treating every write as durable is always correct.
 //! - **Conditional writes.** [`PutMode::Create`] fails with [`StorageError::AlreadyExists`]
 //!   when the key exists; [`PutMode::Update`] succeeds only while the object's version is the
 //!   one given, else [`StorageError::PreconditionFailed`]. Concurrent writers lose nothing.
@@ -26,13 +31,10 @@
 //!
 //! [`conformance`] checks all of this, and every backend runs it in its tests.
 
-use std::fmt;
 use std::ops::Range;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures_core::Stream;
 use futures_util::StreamExt;
 
 pub mod conformance;
@@ -78,16 +80,8 @@ pub trait MaybeSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSync for T {}
 
-/// An object's body, as a stream of chunks.
-#[cfg(not(target_arch = "wasm32"))]
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
-/// An object's body, as a stream of chunks.
-#[cfg(target_arch = "wasm32")]
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>>>>;
-
-/// A part's bytes, as the chunks they arrived in: parts are passed on without being copied
-/// into one buffer (a copy that would also keep a part-sized allocation per thread resident).
-pub type Chunks = Vec<Bytes>;
+pub use crate::stream::{ByteStream, StorageError};
+pub use crate::upload::Chunks;
 
 /// What a backend reports of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +96,46 @@ pub struct ObjectMeta {
     /// depend on a host's clock. [`Storage::head`] and [`Storage::get`] report it;
     /// [`Storage::put`] may not (`None`), where the backend's answer to a write lacks it.
     pub last_modified: Option<u64>,
+}
+
+/// How long a write or a delete must last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives the machine stopping once the call returns.
+    #[default]
+    Durable,
+    /// May be lost when the machine stops, and comes and goes often: a backend may skip
+    /// syncs, and keep the object's folder when it empties.
+    Volatile,
+}
+
+/// What [`Storage::put`] is asked to do: how it treats an existing object, and how long the
+/// write must last. A [`PutMode`] converts into durable options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOptions {
+    /// How an existing object is treated.
+    pub mode: PutMode,
+    /// How long the write must last.
+    pub durability: Durability,
+}
+
+impl From<PutMode> for PutOptions {
+    fn from(mode: PutMode) -> Self {
+        Self {
+            mode,
+            durability: Durability::Durable,
+        }
+    }
+}
+
+impl PutMode {
+    /// Options for a [`Durability::Volatile`] write in this mode.
+    pub fn volatile(self) -> PutOptions {
+        PutOptions {
+            mode: self,
+            durability: Durability::Volatile,
+        }
+    }
 }
 
 /// How [`Storage::put`] treats an existing object.
@@ -142,50 +176,6 @@ pub struct ListPage {
     pub truncated: bool,
 }
 
-/// A storage failure.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StorageError {
-    /// No object at the key (or no parts upload with that id).
-    NotFound,
-    /// [`PutMode::Create`] found the key taken.
-    AlreadyExists,
-    /// [`PutMode::Update`] found another version.
-    PreconditionFailed,
-    /// The backend cannot do this operation.
-    Unsupported(&'static str),
-    /// Anything else the backend reports: IO, network, service errors.
-    Backend(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl StorageError {
-    /// Wraps a backend's own error.
-    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Backend(error.into())
-    }
-}
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotFound => f.write_str("object not found"),
-            Self::AlreadyExists => f.write_str("object already exists"),
-            Self::PreconditionFailed => f.write_str("object changed since it was read"),
-            Self::Unsupported(what) => write!(f, "storage backend does not support {what}"),
-            Self::Backend(e) => write!(f, "storage backend error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StorageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Backend(e) => Some(e.as_ref()),
-            _ => None,
-        }
-    }
-}
-
 /// The storage a [`crate::Registry`] runs over. See the module docs for the contract.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -200,11 +190,16 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// Size and version of an object.
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError>;
 
-    /// Writes a whole (small) object atomically.
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError>;
+    /// Writes a whole (small) object atomically (pass a [`PutMode`] for a durable write).
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError>;
 
     /// Removes an object; a missing key is not an error.
-    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError>;
 
     /// Lists keys that start with `prefix`, after `start_after`, at most `limit` entries.
     async fn list(
@@ -296,12 +291,17 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         (**self).head(key).await
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
-        (**self).put(key, data, mode).await
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
+        (**self).put(key, data, options).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        (**self).delete(key).await
+    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+        (**self).delete(key, durability).await
     }
 
     async fn list(
@@ -374,19 +374,17 @@ pub trait StorageExt: Storage {
     async fn read_small(&self, key: &str, limit: u64) -> Result<(ObjectMeta, Bytes), StorageError> {
         let (meta, mut stream) = self.get(key, None).await?;
         if meta.size > limit {
-            return Err(StorageError::backend(format!(
-                "object {key} is {} bytes, more than the {limit} expected",
-                meta.size
-            )));
+            return Err(StorageError::TooLarge {
+                size: Some(meta.size),
+                limit,
+            });
         }
         let mut buffer = BytesMut::with_capacity(usize::try_from(meta.size).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             buffer.extend_from_slice(&chunk);
             if buffer.len() as u64 > limit {
-                return Err(StorageError::backend(format!(
-                    "object {key} grew past {limit} bytes"
-                )));
+                return Err(StorageError::TooLarge { size: None, limit });
             }
         }
         Ok((meta, buffer.freeze()))
@@ -418,7 +416,7 @@ pub trait StorageExt: Storage {
     /// Deletes every object below `prefix`.
     async fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
         for key in self.list_all(prefix).await? {
-            self.delete(&key).await?;
+            self.delete(&key, Durability::Durable).await?;
         }
         Ok(())
     }

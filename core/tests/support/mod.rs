@@ -6,7 +6,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::MemoryStorage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutOptions, Storage,
+    StorageError,
 };
 use bytes::Bytes;
 
@@ -53,14 +54,19 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
         self.hooks.before().await;
         self.inner.head(key).await
     }
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
         self.hooks.before().await;
         self.hooks.stored(key);
-        self.inner.put(key, data, mode).await
+        self.inner.put(key, data, options).await
     }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
         self.hooks.before().await;
-        self.inner.delete(key).await
+        self.inner.delete(key, durability).await
     }
     async fn list(
         &self,

@@ -83,9 +83,10 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
     ) {
         let mut published = before.clone();
-        published.writer = None;
-        published.published = Some(digest.as_str().to_owned());
-        self.replace_record(id, read, published).await;
+        published.release();
+        if published.content_published(digest).is_ok() {
+            self.replace_record(id, read, published).await;
+        }
     }
 
     /// Answers a request for a session whose content is verified and published, its link not
@@ -97,7 +98,7 @@ impl<S: Storage> Registry<S> {
         id: &UploadId,
         published: &str,
         finish: Option<&Digest>,
-    ) -> Result<Result<Written, Response>, Error> {
+    ) -> Result<Response, Error> {
         let Some(digest) = finish else {
             return Err(Error::new(
                 ErrorCode::BlobUploadInvalid,
@@ -114,7 +115,7 @@ impl<S: Storage> Registry<S> {
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
         self.end_session(id).await?;
-        Ok(Err(created(name, digest)))
+        Ok(created(name, digest))
     }
 
     /// Verifies the digest, publishes the content, and links it into the repository.
@@ -174,9 +175,14 @@ impl<S: Storage> Registry<S> {
         let (_, stream) = self.storage.get(interim, None).await.map_err(internal)?;
         let mut body: RequestBody =
             Box::pin(stream.map(|chunk| chunk.map_err(|e| Box::new(e) as BodyError)));
-        let mut rehashed = UploadSession::start(digest.algorithm(), session.started_at);
+        let mut rehashed = UploadSession::start(digest.algorithm(), name, session.started_at());
         let received = match self
-            .receive(&mut rehashed, staging, &mut body, None, None, true)
+            .receive(
+                &mut rehashed,
+                staging,
+                &mut body,
+                &ChunkPlan::whole_body(None),
+            )
             .await
         {
             Ok(received) => received,
@@ -212,7 +218,11 @@ impl<S: Storage> Registry<S> {
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         if let Some(whole) = whole {
-            return match self.storage.put(target, whole, PutMode::Create).await {
+            return match self
+                .storage
+                .put(target, whole, PutMode::Create.into())
+                .await
+            {
                 // Already there: the content is the same.
                 Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
                 Err(e) => Err(internal(e)),
@@ -221,13 +231,13 @@ impl<S: Storage> Registry<S> {
         if self.storage.exists(target).await.map_err(internal)? {
             self.discard(session).await;
         } else {
-            let upload = match &session.parts_upload {
-                Some(upload) => upload.clone(),
+            let upload = match session.parts_upload() {
+                Some(upload) => upload.to_owned(),
                 None => self.storage.create_parts(staging).await.map_err(internal)?,
             };
             match self
                 .storage
-                .complete_parts(&upload, &session.parts, target)
+                .complete_parts(&upload, session.parts(), target)
                 .await
             {
                 Ok(()) => {}
@@ -249,23 +259,23 @@ impl<S: Storage> Registry<S> {
 
     /// Drops a session's parts (best effort: an abandoned parts upload is also purged later).
     pub(in crate::registry) async fn discard(&self, session: &UploadSession) {
-        if let Some(upload) = &session.parts_upload {
+        if let Some(upload) = session.parts_upload() {
             let _ = self.storage.abort_parts(upload).await;
         }
-        self.delete_quietly(session.tail.as_ref().map(|t| t.key.clone()))
+        self.delete_quietly(session.tail().map(|t| t.key.clone()))
             .await;
     }
 
     /// Drops what this request wrote but could not record: a parts upload it created, a tail
     /// it staged.
     pub(super) async fn discard_new_parts(&self, before: &UploadSession, after: &UploadSession) {
-        if before.parts_upload.is_none()
-            && let Some(upload) = &after.parts_upload
+        if before.parts_upload().is_none()
+            && let Some(upload) = after.parts_upload()
         {
             let _ = self.storage.abort_parts(upload).await;
         }
-        if after.tail != before.tail {
-            self.delete_quietly(after.tail.as_ref().map(|t| t.key.clone()))
+        if after.tail() != before.tail() {
+            self.delete_quietly(after.tail().map(|t| t.key.clone()))
                 .await;
         }
     }
@@ -273,7 +283,7 @@ impl<S: Storage> Registry<S> {
     /// Deletes an object nothing refers to any more; failing leaves only garbage.
     pub(super) async fn delete_quietly(&self, key: Option<String>) {
         if let Some(key) = key {
-            let _ = self.storage.delete(&key).await;
+            let _ = self.storage.delete(&key, Durability::Durable).await;
         }
     }
 }

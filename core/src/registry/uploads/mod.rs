@@ -16,9 +16,11 @@ use crate::offload::HashQueue;
 use crate::reference::RepositoryName;
 use crate::request::{BodyError, RequestBody, RequestHead};
 use crate::response::Response;
-use crate::storage::{Chunks, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
-use crate::upload::UploadId;
-use crate::upload::{PartWriter, StagedTail, UploadSession, WriterClaim};
+use crate::storage::{Chunks, Durability, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::upload::{
+    ChunkPlan, ChunkRequest, Midstate, PartWriter, StagedTail, UploadId, UploadSession,
+    chunk_too_large, longer_than_announced,
+};
 
 mod finish;
 mod receive;
@@ -26,8 +28,34 @@ mod session;
 
 use receive::*;
 
+/// What became of a chunk's request.
+pub(super) enum Taken {
+    /// The chunk was taken into the session, not yet recorded.
+    Written(Box<Written>),
+    /// The request was answered without taking a chunk: refused (416 with the current
+    /// range), or finished without parts (its content already stored or published).
+    Answered(Response),
+}
+
+/// How claiming a session for a request went.
+pub(super) enum Claim {
+    /// The request may write parts; the record's version after the claim.
+    Claimed(ObjectMeta),
+    /// Another request writes to the session: the 416 to answer with.
+    Busy(Response),
+}
+
+/// How saving an advanced session record went.
+pub(super) enum Saved {
+    /// Stored, at this version.
+    Stored(ObjectMeta),
+    /// Another request advanced it first: this request's parts are dropped, and this is the
+    /// record as the other request left it.
+    Overtaken(UploadSession),
+}
+
 /// A chunk taken into a session, not yet recorded.
-struct Written {
+pub(super) struct Written {
     /// The record's version (after the claim, if one was taken).
     meta: ObjectMeta,
     /// The session as the record holds it.
@@ -119,8 +147,8 @@ impl<S: Storage> Registry<S> {
         body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let written = match self.write_chunk(head, name, id, body, None).await? {
-            Ok(written) => written,
-            Err(refused) => return Ok(refused),
+            Taken::Written(written) => written,
+            Taken::Answered(response) => return Ok(response),
         };
         let Written {
             meta,
@@ -128,20 +156,22 @@ impl<S: Storage> Registry<S> {
             mut session,
             received,
             ..
-        } = written;
-        session.writer = None;
+        } = *written;
+        session.release();
         match self
             .save_session(name, id, &meta, &before, &session)
             .await?
         {
-            Ok(saved) => {
+            Saved::Stored(saved) => {
                 if let Some(hashing) = received.hashing {
                     self.live_hashes.keep(id, saved.version, hashing);
                 }
                 self.delete_quietly(received.obsolete_tail).await;
                 Ok(in_progress(202, name, id, &session))
             }
-            Err(current) => Ok(range_error(&current.out_of_order(), name, id, &current)),
+            Saved::Overtaken(current) => {
+                Ok(range_error(&current.out_of_order(), name, id, &current))
+            }
         }
     }
 
@@ -163,8 +193,8 @@ impl<S: Storage> Registry<S> {
             .write_chunk(head, name, id, body, Some(&digest))
             .await?
         {
-            Ok(written) => written,
-            Err(refused) => return Ok(refused),
+            Taken::Written(written) => written,
+            Taken::Answered(response) => return Ok(response),
         };
         let staging = layout::upload_staging(name, id);
         let session = &written.session;

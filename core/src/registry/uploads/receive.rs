@@ -15,74 +15,71 @@ impl<S: Storage> Registry<S> {
         id: &UploadId,
         body: &mut RequestBody,
         finish: Option<&Digest>,
-    ) -> Result<Result<Written, Response>, Error> {
+    ) -> Result<Taken, Error> {
         let (meta, mut session) = self.load_session(name, id).await?;
-        if let Some(published) = &session.published {
-            return self.finish_published(name, id, published, finish).await;
+        if let Some(published) = session.published() {
+            let published = published.to_owned();
+            return self
+                .finish_published(name, id, &published, finish)
+                .await
+                .map(Taken::Answered);
         }
         let read_version = meta.version.clone();
-        let expected = match session.check_chunk(head.header("Content-Range")) {
-            Ok(expected) => expected,
-            Err(error) => return Ok(Err(range_error(&error, name, id, &session))),
+        let capabilities = self.storage.capabilities();
+        let request = ChunkRequest {
+            content_range: head.header("Content-Range"),
+            content_length: content_length(head),
+            finish,
+            chunk_max_length: self.options.chunk_max_length,
+            hash_offload: self.options.hash_offload.is_some(),
+            parts_read_back: capabilities.readable_parts && capabilities.min_part_size == 0,
         };
-        let max = self.options.chunk_max_length;
-        if let (Some(max), Some(len)) = (max, expected.or(content_length(head)))
-            && len > max
-        {
-            return Err(chunk_too_large(max));
-        }
-        let hashed_as_named = match finish {
-            Some(digest) => session.adopt_algorithm(digest.algorithm())?,
-            None => true,
+        let plan = match session.plan_chunk(&request) {
+            Ok(plan) => plan,
+            Err(error) => return refuse(error, name, id, &session).map(Taken::Answered),
         };
-        if let Some(digest) = finish
-            && !hashed_as_named
-            && self
+        if let Some(digest) = finish {
+            if plan.hashed_as_named {
+                session.adopt_algorithm(digest.algorithm())?;
+            } else if self
                 .storage
                 .exists(&layout::rehash_interim(id))
                 .await
                 .map_err(internal)?
-        {
-            return self
-                .finish_interim(name, id, &session, digest)
-                .await
-                .map(Err);
-        }
-        if let Some(digest) = finish
-            && hashed_as_named
-            && session.hashed_offset() == session.offset
-            && self.blob_exists(digest).await?
-        {
-            return self
-                .finish_stored(name, id, &session, digest, body, expected)
-                .await
-                .map(Err);
+            {
+                return self
+                    .finish_interim(name, id, &session, digest)
+                    .await
+                    .map(Taken::Answered);
+            }
+            if plan.hashed_as_named
+                && session.hashed_offset() == session.offset()
+                && self.blob_exists(digest).await?
+            {
+                return self
+                    .finish_stored(name, id, &session, digest, body, plan.expected)
+                    .await
+                    .map(Taken::Answered);
+            }
         }
         let meta = match self.claim(name, id, meta, &mut session).await? {
-            Ok(meta) => meta,
-            Err(busy) => return Ok(Err(busy)),
+            Claim::Claimed(meta) => meta,
+            Claim::Busy(busy) => return Ok(Taken::Answered(busy)),
         };
         let continued = self.live_hashes.take(id, &read_version);
         let before = session.clone();
         let staging = layout::upload_staging(name, id);
         let received = self
-            .receive_continuing(
-                &mut session,
-                &staging,
-                body,
-                (expected, max),
-                finish.is_some(),
-                continued,
-            )
+            .receive_continuing(&mut session, &staging, body, &plan, continued)
             .await;
         match received {
-            Ok(received) => Ok(Ok(Written {
+            Ok(received) => Ok(Taken::Written(Box::new(Written {
                 meta,
                 before,
                 session,
                 received,
-                hashed_as_named,
-            })),
+                hashed_as_named: plan.hashed_as_named,
+            }))),
             Err(error) => {
                 self.discard_new_parts(&before, &session).await;
                 if error.code() == ErrorCode::BlobUploadUnknown {
@@ -97,45 +94,43 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Streams a request body into parts, advancing `session` (in memory only). A body longer
-    /// than `expected` (its announced length) or than `max` (a chunk limit) is refused. When
-    /// the body is not the `last` of the upload and the storage has a minimum part size, the
-    /// remainder is staged as the session's tail rather than written as a short part. When the
-    /// body is the `last` and the whole upload fits in one part, nothing is written: the blob
-    /// is returned in memory.
+    /// Streams a request body into parts as `plan` says, advancing `session` (in memory only).
+    /// A body longer than it announced or than the chunk limit is refused. When the body is not
+    /// the last of the upload and the storage has a minimum part size, the remainder is staged
+    /// as the session's tail rather than written as a short part. When the body is the last
+    /// and the whole upload fits in one part, nothing is written: the blob is returned in
+    /// memory.
     pub(in crate::registry) async fn receive(
         &self,
         session: &mut UploadSession,
         staging: &str,
         body: &mut RequestBody,
-        expected: Option<u64>,
-        max: Option<u64>,
-        last: bool,
+        plan: &ChunkPlan,
     ) -> Result<Received, Error> {
-        self.receive_continuing(session, staging, body, (expected, max), last, None)
+        self.receive_continuing(session, staging, body, plan, None)
             .await
     }
 
     /// [`Registry::receive`], continuing the previous chunk's hasher when this process still
-    /// has it (`continued`, from [`LiveHashes`]). Unless the body is the `last`, its hasher
+    /// has it (`continued`, from [`LiveHashes`]). Where the plan lets hashing lag, its hasher
     /// may be left at work on its last bytes and returned in [`Received::hashing`].
     pub(super) async fn receive_continuing(
         &self,
         session: &mut UploadSession,
         staging: &str,
         body: &mut RequestBody,
-        (expected, max): (Option<u64>, Option<u64>),
-        last: bool,
+        plan: &ChunkPlan,
         continued: Option<HashQueue>,
     ) -> Result<Received, Error> {
+        let ChunkPlan {
+            expected,
+            max,
+            last,
+            hashing_may_lag: leave_hashing,
+            ..
+        } = *plan;
         let part_size = self.part_size();
         let offload = self.options.hash_offload.as_ref();
-        // Where the next chunk can read this one back, its response need not wait for its
-        // last bytes to be hashed: the record keeps an earlier midstate.
-        let leave_hashing = !last
-            && offload.is_some()
-            && self.storage.capabilities().readable_parts
-            && self.storage.capabilities().min_part_size == 0;
         let mut hashing: Option<HashQueue> = match (continued, offload) {
             (Some(queue), Some(offload)) => queue.resume(offload).await,
             _ => None,
@@ -145,7 +140,10 @@ impl<S: Storage> Registry<S> {
             Some(_) => (Hasher::new(session.hasher()?.algorithm()), None),
             None => {
                 let hasher = self.caught_up_hasher(session).await?;
-                let hashed = leave_hashing.then(|| (session.offset, hasher.save()));
+                let hashed = leave_hashing.then(|| Midstate {
+                    covers: session.offset(),
+                    state: hasher.save(),
+                });
                 (hasher, hashed)
             }
         };
@@ -153,7 +151,7 @@ impl<S: Storage> Registry<S> {
         if offload.is_some() {
             writer = writer.deferring_hash();
         }
-        if let Some(tail) = &session.tail {
+        if let Some(tail) = session.tail() {
             let (_, bytes) = self
                 .storage
                 .read_small(&tail.key, part_size as u64)
@@ -161,12 +159,6 @@ impl<S: Storage> Registry<S> {
                 .map_err(internal)?;
             writer.preload(bytes);
         }
-        let too_long = |expected: u64| {
-            Error::new(
-                ErrorCode::SizeInvalid,
-                format!("the body is longer than the {expected} bytes its headers announce"),
-            )
-        };
         // One part is written while the next is received, so the network and the storage
         // work at once. With a hash offload, the bytes of a body larger than one part (by its
         // announced length, else once it is) are hashed on another thread meanwhile, in
@@ -182,7 +174,7 @@ impl<S: Storage> Registry<S> {
                     Either::Right((written, _)) => {
                         let written: Result<String, StorageError> = written;
                         in_flight = None;
-                        session.parts.push(written.map_err(parts_error)?);
+                        session.part_written(written.map_err(parts_error)?)?;
                         continue;
                     }
                 },
@@ -190,7 +182,7 @@ impl<S: Storage> Registry<S> {
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(body_error)?;
             if expected.is_some_and(|e| writer.received() + chunk.len() as u64 > e) {
-                return Err(too_long(expected.unwrap_or_default()));
+                return Err(longer_than_announced(expected.unwrap_or_default()));
             }
             if let Some(max) = max
                 && writer.received() + chunk.len() as u64 > max
@@ -214,14 +206,14 @@ impl<S: Storage> Registry<S> {
             for part in parts {
                 if let Some(write) = in_flight.take() {
                     let written: Result<String, StorageError> = write.await;
-                    session.parts.push(written.map_err(parts_error)?);
+                    session.part_written(written.map_err(parts_error)?)?;
                 }
                 in_flight = Some(Box::pin(self.start_part(session, staging, part).await?));
             }
         }
         if let Some(write) = in_flight.take() {
             let written: Result<String, StorageError> = write.await;
-            session.parts.push(written.map_err(parts_error)?);
+            session.part_written(written.map_err(parts_error)?)?;
         }
         let still_hashing = match (hashing, leave_hashing) {
             (Some(mut queue), true) => {
@@ -229,7 +221,7 @@ impl<S: Storage> Registry<S> {
                 if !rest.is_empty() && !queue.push(rest, usize::MAX).await {
                     return Err(hashing_dropped());
                 }
-                queue.mark(session.offset + writer.received());
+                queue.mark(session.offset() + writer.received());
                 queue.pause();
                 Some(queue)
             }
@@ -253,11 +245,11 @@ impl<S: Storage> Registry<S> {
         let received = writer.received();
         let (hasher, rest) = writer.finish();
         let mut received_parts = Received {
-            obsolete_tail: session.tail.take().map(|tail| tail.key),
+            obsolete_tail: session.tail_consumed().map(|tail| tail.key),
             whole: None,
             hashing: None,
         };
-        if last && session.parts_upload.is_none() {
+        if last && session.parts_upload().is_none() {
             received_parts.whole = Some(rest.map_or_else(Bytes::new, concat));
         } else if let Some(rest) = rest {
             if last || self.storage.capabilities().min_part_size == 0 {
@@ -266,45 +258,40 @@ impl<S: Storage> Registry<S> {
                 let data = concat(rest);
                 let key = format!(
                     "{staging}.tail-{}-{}",
-                    session.offset + received,
+                    session.offset() + received,
                     (self.options.ids)()
                 );
                 self.storage
-                    .put(&key, data.clone(), PutMode::Overwrite)
+                    .put(&key, data.clone(), PutMode::Overwrite.into())
                     .await
                     .map_err(internal)?;
-                session.tail = Some(StagedTail {
+                session.tail_staged(StagedTail {
                     key,
                     len: data.len() as u64,
-                });
+                })?;
             }
         }
         // The session record saved next will name these parts: they must be durable first, or
         // be refused once a crash may have lost them (see `Storage::sync_parts`). The last
         // body's parts are made durable when they are published.
-        if !last && let Some(upload) = &session.parts_upload {
+        if !last && let Some(upload) = session.parts_upload() {
             self.storage.sync_parts(upload).await.map_err(parts_error)?;
         }
         match still_hashing {
             Some(queue) => {
                 // The latest midstate known: from a mark the hasher has passed, from before
                 // this chunk, or the record's own.
-                let (mut hashed, mut state) = (session.hashed_offset(), session.hash_state.clone());
-                for (offset, midstate) in [hashed_before, queue.reached()].into_iter().flatten() {
-                    if offset > hashed {
-                        (hashed, state) = (offset, midstate);
-                    }
-                }
-                session.hash_state = state;
-                session.hashed = (hashed < session.offset + received).then_some(hashed);
+                let reached = queue
+                    .reached()
+                    .map(|(covers, state)| Midstate { covers, state });
+                session.chunk_received_hashing(
+                    received,
+                    [hashed_before, reached].into_iter().flatten(),
+                )?;
                 received_parts.hashing = Some(queue);
             }
-            None => {
-                session.hash_state = hasher.save();
-                session.hashed = None;
-            }
+            None => session.chunk_received(received, &hasher)?,
         }
-        session.offset += received;
         Ok(received_parts)
     }
 
@@ -313,14 +300,14 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn caught_up_hasher(&self, session: &UploadSession) -> Result<Hasher, Error> {
         let mut hasher = session.hasher()?;
         let hashed = session.hashed_offset();
-        if hashed == session.offset {
+        if hashed == session.offset() {
             return Ok(hasher);
         }
         let gone = || parts_error(StorageError::NotFound);
-        let upload = session.parts_upload.as_deref().ok_or_else(gone)?;
+        let upload = session.parts_upload().ok_or_else(gone)?;
         let mut unhashed = self
             .storage
-            .read_parts(upload, &session.parts, hashed)
+            .read_parts(upload, session.parts(), hashed)
             .await
             .map_err(parts_error)?;
         let mut read = 0;
@@ -329,7 +316,7 @@ impl<S: Storage> Registry<S> {
             read += chunk.len() as u64;
             hasher.update(&chunk);
         }
-        if hashed + read != session.offset {
+        if hashed + read != session.offset() {
             return Err(gone());
         }
         Ok(hasher)
@@ -349,28 +336,28 @@ impl<S: Storage> Registry<S> {
         data: Chunks,
     ) -> Result<(), Error> {
         let part = self.start_part(session, staging, data).await?.await;
-        session.parts.push(part.map_err(parts_error)?);
+        session.part_written(part.map_err(parts_error)?)?;
         Ok(())
     }
 
     /// Starts writing the session's next part (creating the storage's parts upload for the
     /// first); the returned future finishes the write and yields the part's id, which the
-    /// caller adds to `session.parts` before it starts another part.
+    /// caller records ([`UploadSession::part_written`]) before it starts another part.
     pub(super) async fn start_part(
         &self,
         session: &mut UploadSession,
         staging: &str,
         data: Chunks,
     ) -> Result<impl Future<Output = Result<String, StorageError>> + '_, Error> {
-        let upload = match &session.parts_upload {
-            Some(upload) => upload.clone(),
+        let upload = match session.parts_upload() {
+            Some(upload) => upload.to_owned(),
             None => {
                 let upload = self.storage.create_parts(staging).await.map_err(internal)?;
-                session.parts_upload = Some(upload.clone());
+                session.parts_created(upload.clone())?;
                 upload
             }
         };
-        let number = u32::try_from(session.parts.len() + 1).unwrap_or(u32::MAX);
+        let number = session.next_part_number();
         if self
             .storage
             .capabilities()
@@ -423,12 +410,19 @@ pub(super) fn parts_error(error: StorageError) -> Error {
     }
 }
 
-pub(super) fn chunk_too_large(max: u64) -> Error {
-    Error::new(
-        ErrorCode::SizeInvalid,
-        format!("chunks may be at most {max} bytes (OCI-Chunk-Max-Length): send smaller ones"),
-    )
-    .with_status(413)
+/// Answers a refused chunk: a 416 tells the client where the upload stands; any other
+/// refusal is an error like any other.
+pub(super) fn refuse(
+    error: Error,
+    name: &RepositoryName,
+    id: &UploadId,
+    session: &UploadSession,
+) -> Result<Response, Error> {
+    if error.status() == 416 {
+        Ok(range_error(&error, name, id, session))
+    } else {
+        Err(error)
+    }
 }
 
 pub(super) fn range_error(

@@ -6,32 +6,32 @@ use super::*;
 impl<S: Storage> Registry<S> {
     /// On storage whose parts are positional, claims the session for this request before it
     /// writes parts, by compare-and-swap: of two requests, one writes and the other gets 416.
-    /// Returns the record's new version, or the response for a session that is busy.
     pub(super) async fn claim(
         &self,
         name: &RepositoryName,
         id: &UploadId,
         read: ObjectMeta,
         session: &mut UploadSession,
-    ) -> Result<Result<ObjectMeta, Response>, Error> {
+    ) -> Result<Claim, Error> {
         if !self.storage.capabilities().positional_parts {
-            return Ok(Ok(read));
+            return Ok(Claim::Claimed(read));
         }
         let now = (self.options.clock)();
-        if session.is_claimed(now) {
-            return Ok(Err(range_error(&session.busy(), name, id, session)));
+        let until = now.saturating_add(self.options.upload_lease);
+        if let Err(busy) = session.claim((self.options.ids)(), until, now) {
+            return refuse(busy, name, id, session).map(Claim::Busy);
         }
-        session.writer = Some(WriterClaim {
-            token: (self.options.ids)(),
-            until: now.saturating_add(self.options.upload_lease),
-        });
         let key = layout::upload_session(id);
         match self
             .storage
-            .put(&key, session.encode(), PutMode::Update(read.version))
+            .put(
+                &key,
+                session.encode(),
+                PutMode::Update(read.version).volatile(),
+            )
             .await
         {
-            Ok(claimed) => Ok(Ok(claimed)),
+            Ok(claimed) => Ok(Claim::Claimed(claimed)),
             Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
                 let (_, current) = self.load_session(name, id).await?;
                 let error = if current.is_claimed(now) {
@@ -39,7 +39,7 @@ impl<S: Storage> Registry<S> {
                 } else {
                     current.out_of_order()
                 };
-                Ok(Err(range_error(&error, name, id, &current)))
+                Ok(Claim::Busy(range_error(&error, name, id, &current)))
             }
             Err(e) => Err(internal(e)),
         }
@@ -53,11 +53,10 @@ impl<S: Storage> Registry<S> {
         claimed: &ObjectMeta,
         before: &UploadSession,
     ) {
-        if before.writer.is_none() {
+        let mut released = before.clone();
+        if !released.release() {
             return;
         }
-        let mut released = before.clone();
-        released.writer = None;
         self.replace_record(id, claimed, released).await;
     }
 
@@ -73,7 +72,11 @@ impl<S: Storage> Registry<S> {
         let record = record.encode();
         for _ in 0..3 {
             let version = PutMode::Update(read.version.clone());
-            match self.storage.put(&key, record.clone(), version).await {
+            match self
+                .storage
+                .put(&key, record.clone(), version.volatile())
+                .await
+            {
                 Err(StorageError::Backend(_)) => {}
                 Ok(_) | Err(_) => return,
             }
@@ -84,7 +87,7 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn end_session(&self, id: &UploadId) -> Result<(), Error> {
         self.live_hashes.forget(id);
         self.storage
-            .delete(&layout::upload_session(id))
+            .delete(&layout::upload_session(id), Durability::Volatile)
             .await
             .map_err(internal)
     }
@@ -130,7 +133,10 @@ impl<S: Storage> Registry<S> {
                     }
                     None => {}
                 }
-                self.storage.delete(key).await.map_err(internal)?;
+                self.storage
+                    .delete(key, Durability::Volatile)
+                    .await
+                    .map_err(internal)?;
                 purged += 1;
             }
         }
@@ -157,7 +163,10 @@ impl<S: Storage> Registry<S> {
             Err(StorageError::NotFound) => return Ok(()),
             Err(e) => return Err(internal(e)),
         }
-        self.storage.delete(&key).await.map_err(internal)
+        self.storage
+            .delete(&key, Durability::Durable)
+            .await
+            .map_err(internal)
     }
 
     pub(super) async fn load_session(
@@ -178,12 +187,13 @@ impl<S: Storage> Registry<S> {
         {
             Ok((meta, bytes)) => {
                 let session = UploadSession::decode(&bytes)?;
-                if session.repository != name.as_str() {
+                if session.repository() != name.as_str() {
                     return Err(unknown());
                 }
                 Ok((meta, session))
             }
-            Err(StorageError::NotFound) => Err(unknown()),
+            // Records are tiny: a large object there is not one of ours.
+            Err(StorageError::NotFound | StorageError::TooLarge { .. }) => Err(unknown()),
             Err(e) => Err(internal(e)),
         }
     }
@@ -199,25 +209,29 @@ impl<S: Storage> Registry<S> {
         read: &ObjectMeta,
         before: &UploadSession,
         after: &UploadSession,
-    ) -> Result<Result<ObjectMeta, UploadSession>, Error> {
+    ) -> Result<Saved, Error> {
         let key = layout::upload_session(id);
         let record = after.encode();
         match self
             .storage
-            .put(&key, record.clone(), PutMode::Update(read.version.clone()))
+            .put(
+                &key,
+                record.clone(),
+                PutMode::Update(read.version.clone()).volatile(),
+            )
             .await
         {
-            Ok(saved) => Ok(Ok(saved)),
+            Ok(saved) => Ok(Saved::Stored(saved)),
             Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
                 self.discard_new_parts(before, after).await;
                 let (_, current) = self.load_session(name, id).await?;
-                Ok(Err(current))
+                Ok(Saved::Overtaken(current))
             }
             // The write may have happened with only its answer lost: the record tells. (It
             // names this request's parts, so no other request wrote the same bytes.) Told
             // nothing, the parts stay: the record may name them.
             Err(e) => match self.storage.read_small(&key, SESSION_RECORD_LIMIT).await {
-                Ok((saved, stored)) if stored == record => Ok(Ok(saved)),
+                Ok((saved, stored)) if stored == record => Ok(Saved::Stored(saved)),
                 Ok(_) | Err(StorageError::NotFound) => {
                     self.discard_new_parts(before, after).await;
                     self.release(id, read, before).await;

@@ -73,13 +73,19 @@ impl Storage for FsStorage {
         Ok(object_meta(&meta))
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
         let target = self.inner.path(key)?;
-        // Upload-session state and leases are rebuilt, not recovered: they skip the fsyncs,
-        // which are most of the cost of a small push.
-        // Unsynced writes take microseconds, less than the trip to the blocking pool.
-        if crate::layout::is_volatile(key) {
-            return self.inner.put(&target, &data, mode, Durability::Recycled);
+        let PutOptions { mode, durability } = options;
+        // Volatile state (upload-session records, leases: rebuilt, not recovered) skips the
+        // fsyncs, which are most of the cost of a small push. Unsynced writes take
+        // microseconds, less than the trip to the blocking pool.
+        if durability == Durability::Volatile {
+            return self.inner.put(&target, &data, mode, Syncing::Recycled);
         }
         #[cfg(target_os = "linux")]
         if let Some(journal) = &self.inner.journal
@@ -89,7 +95,7 @@ impl Storage for FsStorage {
             // microseconds, less than the trip to the blocking pool. The journal's own thread
             // runs the fdatasync, so no thread waits for it here.
             let (meta, pending) = journal.record(key, journal::Kind::Put, &data, || {
-                self.inner.put(&target, &data, mode, Durability::Journaled)
+                self.inner.put(&target, &data, mode, Syncing::Journaled)
             })?;
             if let Some(due) = journal.durable(pending).await? {
                 self.blocking(move |inner| {
@@ -107,11 +113,11 @@ impl Storage for FsStorage {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
         let path = self.inner.path(key)?;
-        // Upload-session records and leases live in folders that are never pruned: removing
-        // one is a single unlink, quicker than the trip to the blocking pool.
-        if crate::layout::is_volatile(key) {
+        // A volatile object's folder is kept when it empties: removing one is a single
+        // unlink (or a rename into the spares), quicker than the trip to the blocking pool.
+        if durability == Durability::Volatile {
             return self.inner.retire(&path);
         }
         let key = key.to_owned();

@@ -32,8 +32,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError, fold,
-    page_of, spans_after,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
+    Storage, StorageError, fold, page_of, spans_after,
 };
 
 mod backend;
@@ -150,7 +150,7 @@ impl FsStorage {
     /// 942 vs 1,053 MB/s), and no fsync until the end, without this, let the whole blob wait
     /// to be written then. `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages;
     /// pages being written stay cached.
-    pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
         #[cfg(target_os = "linux")]
         {
             // Advice only: a failure costs speed, never data, as the fdatasync still follows.
@@ -167,7 +167,7 @@ impl FsStorage {
 
     /// Allocates the `len` bytes of `file` from `offset` that a part is about to be written
     /// into, without changing the file's size (on Linux; elsewhere nothing): what `put_part`
-    /// does before it writes each part, public for the same reason as `start_writeback`.
+    /// does before it writes each part (the benchmark measures both through `berth::testing`).
     ///
     /// ext4 then allocates a part's blocks in one call, where it would otherwise reserve and
     /// later allocate them page by page as they are written: the write path's share of the
@@ -175,7 +175,7 @@ impl FsStorage {
     /// 986 → 1,043 MB/s at 1.34 → 1.23 server CPU s/GB; 16 MiB chunks 822 → 836 MB/s at
     /// 1.39 → 1.31). What a failed write leaves allocated past the end is freed when the
     /// upload completes (the file is truncated to its parts) or is removed.
-    pub fn preallocate(file: &File, offset: u64, len: u64) {
+    pub(crate) fn preallocate(file: &File, offset: u64, len: u64) {
         #[cfg(target_os = "linux")]
         if len > 0 {
             // Advice only: without it (a filesystem that cannot, a full disk) the write

@@ -3,9 +3,9 @@
 
 use super::*;
 
-/// How much of a write is made durable, and where its file comes from.
+/// How a write is made durable (if at all), and where its file comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Durability {
+pub(super) enum Syncing {
     /// Durable in place: the file is fsynced before it is named, its directory after.
     Fsync,
     /// Durable by a journal record (see `journal`), placed without fsyncs.
@@ -114,17 +114,12 @@ pub(super) mod unnamed {
 }
 
 impl Inner {
-    /// Writes `data` to a new temporary file (see `Durability`).
-    pub(super) fn write_temp(
-        &self,
-        data: &[u8],
-        how: Durability,
-        target: &Path,
-    ) -> io::Result<Temp> {
+    /// Writes `data` to a new temporary file (see `Syncing`).
+    pub(super) fn write_temp(&self, data: &[u8], how: Syncing, target: &Path) -> io::Result<Temp> {
         // Session records are written into the inodes of removed ones.
         let spare = match how {
-            Durability::Recycled => self.take_spare(),
-            Durability::Fsync | Durability::Journaled => None,
+            Syncing::Recycled => self.take_spare(),
+            Syncing::Fsync | Syncing::Journaled => None,
         };
         let (mut temp, previous) = match spare {
             Some(spare) => spare,
@@ -136,7 +131,7 @@ impl Inner {
                 // The inode is not new: its version must still change.
                 temp.file.set_modified(replacement_time(Some(previous)))?;
             }
-            if how == Durability::Fsync {
+            if how == Syncing::Fsync {
                 temp.file.sync_all()
             } else {
                 Ok(())
@@ -225,7 +220,13 @@ impl Inner {
             .len()
             >= SPARES
         {
-            return self.delete(path);
+            // Its folder stays: volatile objects come and go at hundreds a second, and a
+            // folder removed and made again costs a directory inode each time (a filesystem
+            // slows down as freed inodes pile up).
+            return match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(e)),
+                _ => Ok(()),
+            };
         }
         let spare = self.root.join(".berth/spare").join(self.unique());
         match fs::rename(path, &spare) {

@@ -45,14 +45,17 @@ async fn removed_session_records_are_written_again() {
     let root = temp_root("spares");
     let storage = FsStorage::new(&root).unwrap();
     let create = |key: &'static str, data: &'static [u8]| {
-        storage.put(key, Bytes::from_static(data), PutMode::Create)
+        storage.put(key, Bytes::from_static(data), PutMode::Create.volatile())
     };
     let first = create("berth/uploads/1-a", b"a longer record")
         .await
         .unwrap();
     let inode = |key: &str| fs::metadata(root.join(key)).unwrap().ino();
     let first_inode = inode("berth/uploads/1-a");
-    storage.delete("berth/uploads/1-a").await.unwrap();
+    storage
+        .delete("berth/uploads/1-a", Durability::Volatile)
+        .await
+        .unwrap();
     assert!(!storage.exists("berth/uploads/1-a").await.unwrap());
 
     let second = create("berth/uploads/2-b", b"short").await.unwrap();
@@ -70,12 +73,18 @@ async fn removed_session_records_are_written_again() {
     );
     assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 0);
 
-    storage.delete("berth/uploads/2-b").await.unwrap();
-    create("docker/x", b"x").await.unwrap();
+    storage
+        .delete("berth/uploads/2-b", Durability::Volatile)
+        .await
+        .unwrap();
+    storage
+        .put("docker/x", Bytes::from_static(b"x"), PutMode::Create.into())
+        .await
+        .unwrap();
     assert_ne!(
         inode("docker/x"),
         first_inode,
-        "only session records reuse them"
+        "only volatile objects reuse them"
     );
     assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 1);
     fs::remove_dir_all(root).unwrap();
@@ -91,12 +100,20 @@ async fn replaced_session_records_are_written_again() {
     let key = "berth/uploads/1-a";
     let kept = || fs::read_dir(root.join(".berth/spare")).unwrap().count();
     let mut meta = storage
-        .put(key, Bytes::from_static(b"offset 0"), PutMode::Create)
+        .put(
+            key,
+            Bytes::from_static(b"offset 0"),
+            PutMode::Create.volatile(),
+        )
         .await
         .unwrap();
     for record in ["offset 1, a longer record", "offset 2", "offset 3"] {
         meta = storage
-            .put(key, Bytes::from(record), PutMode::Update(meta.version))
+            .put(
+                key,
+                Bytes::from(record),
+                PutMode::Update(meta.version).volatile(),
+            )
             .await
             .unwrap();
         assert_eq!(storage.head(key).await.unwrap(), meta);
@@ -106,16 +123,20 @@ async fn replaced_session_records_are_written_again() {
     }
 
     let version = meta.version.clone();
-    storage.delete(key).await.unwrap();
+    storage.delete(key, Durability::Volatile).await.unwrap();
     let late = storage
-        .put(key, Bytes::from_static(b"late"), PutMode::Update(version))
+        .put(
+            key,
+            Bytes::from_static(b"late"),
+            PutMode::Update(version).volatile(),
+        )
         .await;
     assert!(matches!(late, Err(StorageError::PreconditionFailed)));
     // Removed between the version check and the exchange.
     let spares = kept();
     let temp = storage
         .inner
-        .write_temp(b"late", Durability::Recycled, &root.join(key))
+        .write_temp(b"late", Syncing::Recycled, &root.join(key))
         .unwrap();
     #[cfg(target_os = "linux")]
     assert!(matches!(
@@ -243,7 +264,7 @@ async fn large_objects_stream_whole_and_in_ranges_from_the_cache_or_the_disk() {
         .collect::<Vec<u8>>()
         .into();
     storage
-        .put("docker/large", data.clone(), PutMode::Create)
+        .put("docker/large", data.clone(), PutMode::Create.into())
         .await
         .unwrap();
     let read = |range: Option<Range<u64>>| async {
@@ -302,29 +323,29 @@ async fn journaled_writes_are_replayed_after_the_machine_stopped() {
     let storage = FsStorage::new(&root).unwrap();
     let big = Bytes::from(vec![7u8; journal::JOURNALED_MAX + 1]);
     storage
-        .put("r/a", "one".into(), PutMode::Overwrite)
+        .put("r/a", "one".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/a", "two".into(), PutMode::Overwrite)
+        .put("r/a", "two".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/b", "bee".into(), PutMode::Create)
+        .put("r/b", "bee".into(), PutMode::Create.into())
         .await
         .unwrap();
-    storage.delete("r/b").await.unwrap();
+    storage.delete("r/b", Durability::Durable).await.unwrap();
     storage
-        .put("r/c", "small".into(), PutMode::Overwrite)
+        .put("r/c", "small".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     // Too large for the journal, over a key it holds: recorded as written in place.
     storage
-        .put("r/c", big.clone(), PutMode::Overwrite)
+        .put("r/c", big.clone(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/f", "journaled".into(), PutMode::Overwrite)
+        .put("r/f", "journaled".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     drop(storage);
@@ -421,7 +442,10 @@ async fn a_full_journal_is_checkpointed_into_a_new_file() {
     for i in 0..200 {
         let key = format!("r/{i}/link");
         let data = format!("sha256:{i}").into();
-        storage.put(&key, data, PutMode::Overwrite).await.unwrap();
+        storage
+            .put(&key, data, PutMode::Overwrite.into())
+            .await
+            .unwrap();
     }
     // About 50 bytes a record: the 200 were spread over several files, all but the last
     // removed once checkpointed.
@@ -448,7 +472,7 @@ async fn journaled_writes_return_once_their_records_are_durable() {
             let key = format!("r/{i}/link");
             let data = format!("sha256:{round}-{i}").into();
             let storage = &storage;
-            async move { storage.put(&key, data, PutMode::Overwrite).await }
+            async move { storage.put(&key, data, PutMode::Overwrite.into()).await }
         });
         for written in futures_util::future::join_all(writes).await {
             written.unwrap();
@@ -482,7 +506,7 @@ async fn refuses_keys_that_leave_the_root() {
         assert!(storage.head(key).await.is_err(), "{key}");
         assert!(
             storage
-                .put(key, Bytes::new(), PutMode::Overwrite)
+                .put(key, Bytes::new(), PutMode::Overwrite.into())
                 .await
                 .is_err(),
             "{key}"
@@ -496,7 +520,7 @@ async fn concurrent_compare_and_swap_has_one_winner() {
     let root = temp_root("cas");
     let storage = FsStorage::new(&root).unwrap();
     let base = storage
-        .put("k", Bytes::from_static(b"0"), PutMode::Create)
+        .put("k", Bytes::from_static(b"0"), PutMode::Create.into())
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -505,7 +529,7 @@ async fn concurrent_compare_and_swap_has_one_winner() {
         let version = base.version.clone();
         tasks.push(tokio::spawn(async move {
             storage
-                .put("k", Bytes::from(vec![i]), PutMode::Update(version))
+                .put("k", Bytes::from(vec![i]), PutMode::Update(version).into())
                 .await
                 .is_ok()
         }));

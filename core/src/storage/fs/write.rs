@@ -4,15 +4,15 @@
 use super::*;
 
 impl Inner {
-    /// Writes `data` to `target` (see `Storage::put` and `Durability`).
+    /// Writes `data` to `target` (see `Storage::put` and `Syncing`).
     pub(super) fn put(
         &self,
         target: &Path,
         data: &[u8],
         mode: PutMode,
-        how: Durability,
+        how: Syncing,
     ) -> Result<ObjectMeta, StorageError> {
-        let durable = how == Durability::Fsync;
+        let durable = how == Syncing::Fsync;
         let mut temp = self.write_temp(data, how, target).map_err(io_error)?;
         let meta = match mode {
             PutMode::Create => {
@@ -44,7 +44,7 @@ impl Inner {
                     return Err(StorageError::PreconditionFailed);
                 }
                 let meta = temp.stamp(current.as_ref())?;
-                if how == Durability::Recycled {
+                if how == Syncing::Recycled {
                     self.exchange(temp, target)?;
                 } else {
                     self.publish(temp, target, Placement::Replace, durable)?;
@@ -74,13 +74,13 @@ impl Inner {
             && journal.holds(key)
         {
             let (meta, pending) = journal.record(key, journal::Kind::External, &[], || {
-                self.put(target, data, mode, Durability::Fsync)
+                self.put(target, data, mode, Syncing::Fsync)
             })?;
             journal.commit(pending)?;
             return Ok(meta);
         }
         let _ = key;
-        self.put(target, data, mode, Durability::Fsync)
+        self.put(target, data, mode, Syncing::Fsync)
     }
 
     /// Deletes a durable object, recording that where the journal holds the key.
@@ -123,12 +123,7 @@ impl Inner {
             }
             let applied = match record.kind {
                 journal::Kind::Put => self
-                    .put(
-                        &path,
-                        &record.data,
-                        PutMode::Overwrite,
-                        Durability::Journaled,
-                    )
+                    .put(&path, &record.data, PutMode::Overwrite, Syncing::Journaled)
                     .map(drop),
                 journal::Kind::Delete => self.delete(&path),
                 journal::Kind::External => Ok(()),
@@ -189,13 +184,6 @@ impl Inner {
     /// Removes empty directories from `dir` up to (not including) the root.
     pub(super) fn prune(&self, mut dir: &Path) {
         while dir != self.root && dir.starts_with(&self.root) {
-            let key = dir
-                .strip_prefix(&self.root)
-                .unwrap_or(dir)
-                .to_string_lossy();
-            if crate::layout::keeps_when_empty(&key) {
-                return;
-            }
             if fs::remove_dir(dir).is_err() {
                 return;
             }

@@ -35,9 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::storage::StorageError;
+
+mod record;
+
+pub(super) use record::{Kind, Record, encode, read_records};
 
 /// The largest object written through the journal. Links and index entries are 71 bytes, a
 /// typical manifest a few KiB.
@@ -47,93 +49,6 @@ const CHECKPOINT_AT: u64 = 4 << 20;
 /// Locks that order the writes of one key (by its hash): the order the objects are placed
 /// in is the order their records are appended in.
 const KEY_LOCKS: usize = 64;
-/// A record's checksum: the first bytes of its SHA-256.
-const CHECKSUM: usize = 16;
-/// Length, kind, stamp, key length.
-const HEADER: usize = 4 + 1 + 8 + 4;
-
-/// What a record says happened to its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// The object was written with the record's content.
-    Put = 1,
-    /// The object was deleted.
-    Delete = 2,
-    /// The object was written durably without the journal: replay leaves it.
-    External = 3,
-}
-
-impl Kind {
-    fn from_byte(byte: u8) -> Option<Self> {
-        match byte {
-            1 => Some(Self::Put),
-            2 => Some(Self::Delete),
-            3 => Some(Self::External),
-            _ => None,
-        }
-    }
-}
-
-/// One record read back from a journal file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Record {
-    pub(super) kind: Kind,
-    /// When it was appended (nanoseconds since the epoch, strictly rising in a process):
-    /// orders the records of several processes' journals.
-    pub(super) stamp: u64,
-    pub(super) key: String,
-    pub(super) data: Vec<u8>,
-}
-
-/// Encodes a record: length (of all that follows it), kind, stamp, key length, key, data,
-/// checksum (of all that precedes it). A record cut short by a crash fails its checksum, and
-/// reading stops there.
-pub(super) fn encode(kind: Kind, stamp: u64, key: &str, data: &[u8]) -> Vec<u8> {
-    let length = HEADER - 4 + key.len() + data.len() + CHECKSUM;
-    let mut record = Vec::with_capacity(4 + length);
-    record.extend_from_slice(&(length as u32).to_le_bytes());
-    record.push(kind as u8);
-    record.extend_from_slice(&stamp.to_le_bytes());
-    record.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    record.extend_from_slice(key.as_bytes());
-    record.extend_from_slice(data);
-    let checksum = Sha256::digest(&record);
-    record.extend_from_slice(&checksum[..CHECKSUM]);
-    record
-}
-
-/// The records of a journal file, up to the first that is incomplete or damaged.
-pub(super) fn read_records(path: &Path) -> io::Result<Vec<Record>> {
-    let bytes = fs::read(path)?;
-    let mut records = Vec::new();
-    let mut rest = bytes.as_slice();
-    while let Some((record, after)) = decode(rest) {
-        records.push(record);
-        rest = after;
-    }
-    Ok(records)
-}
-
-fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
-    let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let whole = bytes.get(..4usize.checked_add(length)?)?;
-    let (body, checksum) = whole.split_at(whole.len().checked_sub(CHECKSUM)?);
-    if body.len() < HEADER || Sha256::digest(body)[..CHECKSUM] != *checksum {
-        return None;
-    }
-    let kind = Kind::from_byte(body[4])?;
-    let stamp = u64::from_le_bytes(body[5..13].try_into().ok()?);
-    let key_length = u32::from_le_bytes(body[13..17].try_into().ok()?) as usize;
-    let key = body.get(HEADER..HEADER.checked_add(key_length)?)?;
-    let record = Record {
-        kind,
-        stamp,
-        key: String::from_utf8(key.to_vec()).ok()?,
-        data: body[HEADER + key_length..].to_vec(),
-    };
-    Some((record, &bytes[whole.len()..]))
-}
-
 /// This boot's id, or `None` where the kernel does not say (the journal is then not used).
 pub(super) fn boot_id() -> Option<String> {
     let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

@@ -31,8 +31,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, Capabilities, Chunks, ListPage, ObjectMeta, PutMode, Storage, StorageError,
-    StorageExt, fold, page_of,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, Storage,
+    StorageError, StorageExt, fold, page_of,
 };
 
 /// Where parts live until their upload completes (parts kept as objects).
@@ -113,7 +113,7 @@ impl ObjectStoreStorage {
 
     /// Lowers the size above which objects are copied part by part (S3's limit is 5 GiB),
     /// so that tests can exercise the part copy with small blobs. At least 5 MiB.
-    pub fn with_max_single_copy(mut self, bytes: u64) -> Self {
+    pub(crate) fn with_max_single_copy(mut self, bytes: u64) -> Self {
         self.max_single_copy = bytes.clamp(NATIVE_MIN_PART, MAX_SINGLE_COPY);
         self
     }
@@ -249,9 +249,15 @@ impl Storage for ObjectStoreStorage {
         Ok(meta(&self.store.head(&path(key)?).await.map_err(error)?))
     }
 
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StorageError> {
+    /// Object stores have one durability: every write is durable.
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: super::PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
         let size = data.len() as u64;
-        let mode = match mode {
+        let mode = match options.mode {
             PutMode::Overwrite => ::object_store::PutMode::Overwrite,
             PutMode::Create => ::object_store::PutMode::Create,
             PutMode::Update(version) => ::object_store::PutMode::Update(update_version(&version)),
@@ -269,7 +275,7 @@ impl Storage for ObjectStoreStorage {
         })
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
         match self.store.delete(&path(key)?).await {
             Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(error(e)),
@@ -419,7 +425,8 @@ impl Storage for ObjectStoreStorage {
         let target_path = path(target)?;
         match parts {
             [] => {
-                self.put(target, Bytes::new(), PutMode::Create).await?;
+                self.put(target, Bytes::new(), PutMode::Create.into())
+                    .await?;
             }
             [only] => {
                 let source = path(&format!("{prefix}{only}"))?;
@@ -449,210 +456,6 @@ impl Storage for ObjectStoreStorage {
     }
 }
 
-impl ObjectStoreStorage {
-    /// Writes the objects `sources`, one after the other, as the object `target`, through a
-    /// streaming multipart upload: memory stays bounded by its few chunks in flight.
-    async fn stream_into(&self, sources: &[String], target: &Path) -> Result<(), StorageError> {
-        let upload = self.store.put_multipart(target).await.map_err(error)?;
-        let mut writer = WriteMultipart::new(upload);
-        for source in sources {
-            let (_, mut stream) = self.get(source, None).await?;
-            while let Some(chunk) = stream.next().await {
-                writer
-                    .wait_for_capacity(JOIN_CONCURRENCY)
-                    .await
-                    .map_err(error)?;
-                writer.put(chunk?);
-            }
-        }
-        writer.finish().await.map_err(error).map(drop)
-    }
-
-    /// Copies `from` to `to` server-side in parts of at most the single-copy limit, when part
-    /// copies are configured (`None` when they are not).
-    #[cfg(feature = "s3")]
-    async fn copy_in_parts(
-        &self,
-        multipart: &dyn MultipartStore,
-        from: &Path,
-        to: &Path,
-        size: u64,
-    ) -> Option<Result<(), StorageError>> {
-        let copier = self.part_copy.as_ref()?;
-        let id = match multipart.create_multipart(to).await {
-            Ok(id) => id,
-            Err(e) => return Some(Err(error(e))),
-        };
-        let result = self.copy_parts(copier, from, to, &id, size).await;
-        match result {
-            Ok(parts) => Some(
-                multipart
-                    .complete_multipart(to, &id, parts)
-                    .await
-                    .map(drop)
-                    .map_err(error),
-            ),
-            Err(e) => {
-                let _ = multipart.abort_multipart(to, &id).await;
-                Some(Err(e))
-            }
-        }
-    }
-
-    #[cfg(not(feature = "s3"))]
-    async fn copy_in_parts(
-        &self,
-        _multipart: &dyn MultipartStore,
-        _from: &Path,
-        _to: &Path,
-        _size: u64,
-    ) -> Option<Result<(), StorageError>> {
-        None
-    }
-
-    /// Sends one UploadPartCopy per range of `from` and collects the parts' ETags.
-    #[cfg(feature = "s3")]
-    async fn copy_parts(
-        &self,
-        copier: &PartCopy,
-        from: &Path,
-        to: &Path,
-        upload_id: &str,
-        size: u64,
-    ) -> Result<Vec<PartId>, StorageError> {
-        use ::object_store::signer::{HeaderMap, HeaderValue, Method, SignedUrlOptions};
-        let source = format!("/{}/{}", copier.bucket, encode_key(from.as_ref()));
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < size {
-            let end = (start + self.max_single_copy).min(size);
-            let number = (parts.len() + 1).to_string();
-            let mut headers = HeaderMap::new();
-            let value = |text: &str| HeaderValue::from_str(text).map_err(StorageError::backend);
-            headers.insert("x-amz-copy-source", value(&source)?);
-            headers.insert(
-                "x-amz-copy-source-range",
-                value(&format!("bytes={start}-{}", end - 1))?,
-            );
-            let mut options = SignedUrlOptions::default()
-                .with_query([("partNumber", number.as_str()), ("uploadId", upload_id)]);
-            options.signed_headers = headers.clone();
-            let url = copier
-                .signer
-                .signed_url_opts(
-                    Method::PUT,
-                    to,
-                    std::time::Duration::from_secs(3600),
-                    &options,
-                )
-                .await
-                .map_err(error)?;
-            let response = copier
-                .client
-                .put(url)
-                .headers(headers)
-                .send()
-                .await
-                .map_err(StorageError::backend)?;
-            let status = response.status();
-            let body = response.text().await.map_err(StorageError::backend)?;
-            if !status.is_success() {
-                return Err(StorageError::backend(format!(
-                    "UploadPartCopy answered {status}: {body}"
-                )));
-            }
-            let e_tag = body
-                .split("<ETag>")
-                .nth(1)
-                .and_then(|rest| rest.split("</ETag>").next())
-                .ok_or_else(|| {
-                    StorageError::backend(format!("no ETag in UploadPartCopy answer: {body}"))
-                })?
-                .replace("&quot;", "\"");
-            parts.push(PartId { content_id: e_tag });
-            start = end;
-        }
-        Ok(parts)
-    }
-
-    /// Completes a native multipart upload at its staging key, then places the object at
-    /// `target`: a server-side copy, or for objects S3 will not copy at once, a stream.
-    async fn complete_native(
-        &self,
-        multipart: &dyn MultipartStore,
-        upload: &str,
-        parts: &[String],
-        target: &str,
-    ) -> Result<(), StorageError> {
-        let (staging, id) = native_upload(upload)?;
-        if self.exists(target).await? {
-            return Err(StorageError::AlreadyExists);
-        }
-        let mut ids: Vec<PartId> = parts
-            .iter()
-            .map(|content_id| PartId {
-                content_id: content_id.clone(),
-            })
-            .collect();
-        if ids.is_empty() {
-            // A multipart upload needs a part; the empty blob is one empty part.
-            ids.push(
-                multipart
-                    .put_part(&staging, &id, 0, PutPayload::default())
-                    .await
-                    .map_err(error)?,
-            );
-        }
-        multipart
-            .complete_multipart(&staging, &id, ids)
-            .await
-            .map_err(error)?;
-        let size = self.store.head(&staging).await.map_err(error)?.size;
-        let target_path = path(target)?;
-        if size <= self.max_single_copy {
-            self.store
-                .copy(&staging, &target_path)
-                .await
-                .map_err(error)?;
-        } else if let Some(copied) = self
-            .copy_in_parts(multipart, &staging, &target_path, size)
-            .await
-        {
-            copied?;
-        } else {
-            self.stream_into(&[staging.to_string()], &target_path)
-                .await?;
-        }
-        match self.store.delete(&staging).await {
-            Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(error(e)),
-        }
-    }
-}
-
+mod assemble;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn in_memory_object_store_passes_the_conformance_suite() {
-        let storage = ObjectStoreStorage::new(Arc::new(::object_store::memory::InMemory::new()));
-        let report = crate::storage::conformance::run(&storage).await;
-        assert!(report.passed(), "{report}");
-        assert!(
-            storage.list_all(PARTS_PREFIX).await.unwrap().is_empty(),
-            "no parts left behind"
-        );
-    }
-
-    #[tokio::test]
-    async fn native_multipart_passes_the_conformance_suite() {
-        let store = Arc::new(::object_store::memory::InMemory::new());
-        let storage = ObjectStoreStorage::with_multipart(store.clone(), store);
-        assert!(storage.capabilities().positional_parts);
-        let report = crate::storage::conformance::run(&storage).await;
-        assert!(report.passed(), "{report}");
-        let left = storage.list_all("conformance/").await.unwrap();
-        assert!(left.is_empty(), "no staging objects left behind: {left:?}");
-    }
-}
+mod tests;
