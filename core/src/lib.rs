@@ -30,6 +30,7 @@ mod digest;
 mod error;
 mod hex;
 mod http;
+mod ids;
 mod layout;
 mod manifest;
 mod notice;

@@ -1,6 +1,6 @@
 //! Work the driver may hand to another thread: hashing an upload's parts, so that the task
-//! receiving a large body only receives while a second core hashes (a 1 GiB push in one PUT,
-//! 2 cores: 1,185 → 1,425 MB/s; see docs/storage.md). The driver starts no threads: the host
+//! receiving a large body only receives while a second core hashes (measured: docs/decisions/
+//! 2026-12-07-measured-and-adopted.md). The driver starts no threads: the host
 //! supplies them (tokio's blocking pool, or `own_thread`), or the driver hashes inline.
 
 use std::collections::VecDeque;

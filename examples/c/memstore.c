@@ -288,6 +288,9 @@ static uint32_t ms_list(void *env, const char *prefix, bool delimiter, const cha
     taken++;
     berth_result added = slash ? berth_storage_out_add_prefix(out, entry)
                                : berth_storage_out_add_object(out, entry);
+    /* An object's time follows it: the listing tells ages without a head per object. */
+    if (added == BERTH_RESULT_OK && !slash)
+      added = berth_storage_out_set_last_modified(out, s->objects[i].modified);
     if (added != BERTH_RESULT_OK) result = BERTH_RESULT_STORAGE_FAILED;
     free(last);
     last = entry;

@@ -284,9 +284,10 @@ enum berth_result berth_storage_out_set_meta(struct berth_storage_out *out,
 /**
  * Reports when an object was last written, in milliseconds since the Unix epoch, by the
  * storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
- * it). Call it from `get` and `head` besides `berth_storage_out_set_meta`; ages measured for
+ * it). Call it from `get` and `head` besides `berth_storage_out_set_meta`, and from `list`
+ * after each `berth_storage_out_add_object`, for the object just added; ages measured for
  * garbage collection and retention come from it, so a storage that does not report it has
- * objects of unknown age.
+ * objects of unknown age (and `berth_check_storage` says so).
  *
  * # Safety
  * `out` is the one the running callback was given.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
-    StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, Listed, ObjectMeta, PartId,
+    PartsUploadId, PutMode, PutOptions, StorageError,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -406,7 +406,7 @@ impl Storage for CallbackStorage {
         let (mode, expected) = match options.mode {
             PutMode::Overwrite => (berth_put_mode::Overwrite, None),
             PutMode::Create => (berth_put_mode::Create, None),
-            PutMode::Update(version) => (berth_put_mode::Update, Some(c_string(&version)?)),
+            PutMode::Update(version) => (berth_put_mode::Update, Some(c_string(version.as_str())?)),
         };
         let expected_ptr = expected.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         let mut out = berth_storage_out::default();
@@ -473,24 +473,24 @@ impl Storage for CallbackStorage {
             })
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         let create_parts = callback(self.vtable()?.create_parts)?;
         let staging_key = c_string(staging_key)?;
         let mut out = berth_storage_out::default();
         // SAFETY: `staging_key` and `out` live across the call.
         let code = unsafe { create_parts(self.shared.env, staging_key.as_ptr(), &mut out) };
         check(code, "create_parts")?;
-        require(out.id, "create_parts", "an upload id")
+        require(out.id, "create_parts", "an upload id").map(PartsUploadId::new)
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         let put_part = callback(self.vtable()?.put_part)?;
-        let upload = c_string(upload)?;
+        let upload = c_string(upload.as_str())?;
         let slices: Vec<berth_slice> = data
             .iter()
             .map(|chunk| berth_slice {
@@ -511,21 +511,21 @@ impl Storage for CallbackStorage {
             )
         };
         check(code, "put_part")?;
-        require(out.id, "put_part", "a part id")
+        require(out.id, "put_part", "a part id").map(PartId::new)
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         let complete_parts = callback(self.vtable()?.complete_parts)?;
-        let upload = c_string(upload)?;
+        let upload = c_string(upload.as_str())?;
         let target = c_string(target)?;
         let parts = parts
             .iter()
-            .map(|part| c_string(part))
+            .map(|part| c_string(part.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
         let pointers: Vec<*const c_char> = parts.iter().map(|part| part.as_ptr()).collect();
         // SAFETY: every string and the pointer array live across the call.
@@ -541,9 +541,9 @@ impl Storage for CallbackStorage {
         check(code, "complete_parts")
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         let abort_parts = callback(self.vtable()?.abort_parts)?;
-        let upload = c_string(upload)?;
+        let upload = c_string(upload.as_str())?;
         // SAFETY: `upload` lives across the call.
         check(
             unsafe { abort_parts(self.shared.env, upload.as_ptr()) },
@@ -581,10 +581,10 @@ pub unsafe extern "C" fn berth_storage_out_set_meta(
     // SAFETY: the caller's promises cover both pointers.
     unsafe {
         report(out, |out| {
-            let version = str_arg(version, "version")?.to_owned();
+            let version = str_arg(version, "version")?;
             out.meta = Some(ObjectMeta {
                 size,
-                version,
+                version: version.into(),
                 last_modified: None,
             });
             Ok(())
@@ -594,9 +594,10 @@ pub unsafe extern "C" fn berth_storage_out_set_meta(
 
 /// Reports when an object was last written, in milliseconds since the Unix epoch, by the
 /// storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
-/// it). Call it from `get` and `head` besides `berth_storage_out_set_meta`; ages measured for
+/// it). Call it from `get` and `head` besides `berth_storage_out_set_meta`, and from `list`
+/// after each `berth_storage_out_add_object`, for the object just added; ages measured for
 /// garbage collection and retention come from it, so a storage that does not report it has
-/// objects of unknown age.
+/// objects of unknown age (and `berth_check_storage` says so).
 ///
 /// # Safety
 /// `out` is the one the running callback was given.
@@ -609,6 +610,9 @@ pub unsafe extern "C" fn berth_storage_out_set_last_modified(
     unsafe {
         report(out, |out| {
             out.last_modified = Some(millis);
+            if let Some(listed) = out.page.objects.last_mut() {
+                listed.last_modified = Some(millis);
+            }
             Ok(())
         })
     }
@@ -664,7 +668,7 @@ pub unsafe extern "C" fn berth_storage_out_add_object(
     // SAFETY: the caller's promises cover both pointers.
     unsafe {
         report(out, |out| {
-            out.page.objects.push(str_arg(key, "key")?.to_owned());
+            out.page.objects.push(Listed::new(str_arg(key, "key")?));
             Ok(())
         })
     }

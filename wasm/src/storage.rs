@@ -20,8 +20,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
-    StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, Listed, ObjectMeta, PartId,
+    PartsUploadId, PutMode, PutOptions, StorageError,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -93,8 +93,9 @@ impl JsStorage {
     }
 
     /// The upload object of a parts upload id (`key` and R2 upload id).
-    fn resume(&self, upload: &str) -> Result<(JsValue, String), StorageError> {
+    fn resume(&self, upload: &PartsUploadId) -> Result<(JsValue, String), StorageError> {
         let (key, upload_id) = upload
+            .as_str()
             .split_once('\n')
             .ok_or_else(|| StorageError::backend(format!("{upload:?} is not a parts upload id")))?;
         let resume: Function =
@@ -126,20 +127,25 @@ fn field(object: &JsValue, name: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(name)).unwrap_or_default()
 }
 
-/// Size, version and upload time of an R2 object (`uploaded`, a `Date`).
-fn meta(object: &JsValue) -> Result<ObjectMeta, StorageError> {
-    let size = field(object, "size").as_f64();
-    let etag = field(object, "etag").as_string();
-    let uploaded = field(object, "uploaded")
+/// When an R2 object was uploaded (`uploaded`, a `Date`), in milliseconds since the epoch.
+fn uploaded(object: &JsValue) -> Option<u64> {
+    field(object, "uploaded")
         .dyn_into::<js_sys::Date>()
         .ok()
         .map(|date| date.get_time())
         .filter(|millis| millis.is_finite() && *millis >= 0.0)
-        .map(|millis| millis as u64);
+        .map(|millis| millis as u64)
+}
+
+/// Size, version and upload time of an R2 object.
+fn meta(object: &JsValue) -> Result<ObjectMeta, StorageError> {
+    let size = field(object, "size").as_f64();
+    let etag = field(object, "etag").as_string();
+    let uploaded = uploaded(object);
     match (size, etag) {
         (Some(size), Some(version)) => Ok(ObjectMeta {
             size: size as u64,
-            version,
+            version: version.into(),
             last_modified: uploaded,
         }),
         _ => Err(StorageError::backend(
@@ -242,7 +248,10 @@ impl Storage for JsStorage {
                 StorageError::AlreadyExists,
             ),
             PutMode::Update(version) => (
-                Some(options(&[("etagMatches", JsValue::from_str(version))])),
+                Some(options(&[(
+                    "etagMatches",
+                    JsValue::from_str(version.as_str()),
+                )])),
                 StorageError::PreconditionFailed,
             ),
         };
@@ -289,7 +298,13 @@ impl Storage for JsStorage {
         if let Ok(objects) = field(&result, "objects").dyn_into::<Array>() {
             page.objects = objects
                 .iter()
-                .filter_map(|object| field(&object, "key").as_string())
+                .filter_map(|object| {
+                    let key = field(&object, "key").as_string()?;
+                    Some(Listed {
+                        key,
+                        last_modified: uploaded(&object),
+                    })
+                })
                 .collect();
         }
         if let Ok(prefixes) = field(&result, "delimitedPrefixes").dyn_into::<Array>() {
@@ -316,22 +331,22 @@ impl Storage for JsStorage {
         }
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         let upload = self
             .bucket_call("createMultipartUpload", &[JsValue::from_str(staging_key)])
             .await?;
         let id = field(&upload, "uploadId")
             .as_string()
             .ok_or_else(|| StorageError::backend("storage: a multipart upload without uploadId"))?;
-        Ok(format!("{staging_key}\n{id}"))
+        Ok(PartsUploadId::new(format!("{staging_key}\n{id}")))
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         let (upload, _) = self.resume(upload)?;
         let part = Self::call(
             &upload,
@@ -342,13 +357,13 @@ impl Storage for JsStorage {
         let etag = field(&part, "etag")
             .as_string()
             .ok_or_else(|| StorageError::backend("storage: an uploaded part without etag"))?;
-        Ok(format!("{number}:{etag}"))
+        Ok(PartId::new(format!("{number}:{etag}")))
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         if self.head(target).await.is_ok() {
@@ -358,6 +373,7 @@ impl Storage for JsStorage {
         let uploaded = Array::new();
         for part in parts {
             let (number, etag) = part
+                .as_str()
                 .split_once(':')
                 .ok_or_else(|| StorageError::backend(format!("{part:?} is not a part id")))?;
             let number: u32 = number
@@ -372,7 +388,7 @@ impl Storage for JsStorage {
         self.publish(&staging_key, target).await
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         let (multipart, _) = self.resume(upload)?;
         // An upload already completed or aborted is gone either way.
         let _ = Self::call(&multipart, "abort", &[]).await;

@@ -130,8 +130,7 @@ impl<S: Storage> Registry<S> {
             .index_page(&folder, last.map(|l| format!("{folder}{l}")), limit)
             .await?;
         let tags = page
-            .objects
-            .iter()
+            .keys()
             .map(|key| key[folder.len()..].to_owned())
             .collect();
         Ok((tags, page.truncated))
@@ -181,8 +180,7 @@ impl<S: Storage> Registry<S> {
             .index_page(folder, last.map(|l| format!("{folder}{l}!")), limit)
             .await?;
         let names = page
-            .objects
-            .iter()
+            .keys()
             .map(|key| key[folder.len()..].trim_end_matches('!').to_owned())
             .collect();
         Ok((names, page.truncated))
@@ -209,7 +207,7 @@ impl<S: Storage> Registry<S> {
                         .list(folder, false, after.as_deref(), 1000)
                         .await
                         .map_err(internal)?;
-                    after = page.objects.last().cloned();
+                    after = page.last_entry().map(str::to_owned);
                     all.objects.extend(page.objects);
                     if !page.truncated || after.is_none() {
                         return Ok(all);

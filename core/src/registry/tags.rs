@@ -23,7 +23,7 @@ impl<S: Storage> Registry<S> {
                 .list(prefix, true, after.as_deref(), 1000)
                 .await
                 .map_err(internal)?;
-            after = page.prefixes.last().or(page.objects.last()).cloned();
+            after = page.last_entry().map(str::to_owned);
             folders.extend(
                 page.prefixes
                     .iter()

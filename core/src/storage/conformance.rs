@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::{ByteStream, Durability, PutMode, Storage, StorageError, StorageExt};
+use super::{ByteStream, Durability, ListPage, PutMode, Storage, StorageError, StorageExt};
 
 /// What the suite found: each check in the order run, with the broken rule of a failed one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +113,10 @@ fn ensure_eq<T: PartialEq + fmt::Debug>(got: T, expected: T, rule: &str) -> Resu
     } else {
         Err(format!("{rule} (got {got:?}, expected {expected:?})"))
     }
+}
+
+fn listed_keys(page: &ListPage) -> Vec<String> {
+    page.keys().map(str::to_owned).collect()
 }
 
 fn keys(list: &[&str]) -> Vec<String> {
@@ -373,7 +377,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("list")?;
     ensure_eq(
-        page.objects,
+        listed_keys(&page),
         keys(&["conformance/list/a", "conformance/list/c"]),
         "delimited objects",
     )?;
@@ -399,7 +403,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("list")?;
     ensure_eq(
-        rest.objects,
+        listed_keys(&rest),
         keys(&["conformance/list/c"]),
         "start_after skips the folded prefix",
     )?;
@@ -414,7 +418,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("list")?;
     ensure_eq(
-        first.objects,
+        listed_keys(&first),
         keys(&["conformance/list/a", "conformance/list/b/1"]),
         "a recursive listing pages in order",
     )?;
@@ -424,10 +428,31 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("list")?;
     ensure_eq(
-        second.objects,
+        listed_keys(&second),
         keys(&["conformance/list/b/2", "conformance/list/c"]),
         "start_after continues a recursive listing",
     )?;
+
+    // A listing tells each object's age as `head` does (S3's HEAD says it to the second, its
+    // listing to the millisecond).
+    for object in &page.objects {
+        let head = storage.head(&object.key).await.or_fail("head")?;
+        if let Some(written) = head.last_modified {
+            let listed = object.last_modified.ok_or_else(|| {
+                format!(
+                    "{} lists without the modification time head reports",
+                    object.key
+                )
+            })?;
+            ensure(
+                listed.abs_diff(written) < 1000,
+                format!(
+                    "{} lists as modified at {listed} ms, head says {written}",
+                    object.key
+                ),
+            )?;
+        }
+    }
 
     let none = storage
         .list("conformance/nothing/", true, None, 10)
@@ -493,7 +518,9 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         }
         ensure(
             matches!(
-                storage.read_parts("no-such-upload", &listed, 0).await,
+                storage
+                    .read_parts(&"no-such-upload".into(), &listed, 0)
+                    .await,
                 Err(StorageError::NotFound)
             ),
             "reading the parts of an unknown upload is NotFound",

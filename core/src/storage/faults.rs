@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutOptions, Storage,
-    StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    PutOptions, Storage, StorageError,
 };
 use crate::registry::Pause;
 
@@ -244,45 +244,45 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.inner.presigned_get(key, expires_in).await
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         self.run("create_parts", true, self.inner.create_parts(staging_key))
             .await
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         let part = self.inner.put_part(upload, number, data);
         self.run("put_part", true, part).await
     }
 
-    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn sync_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         self.run("sync_parts", true, self.inner.sync_parts(upload))
             .await
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         let completed = self.inner.complete_parts(upload, parts, target);
         self.run("complete_parts", true, completed).await
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         self.run("abort_parts", true, self.inner.abort_parts(upload))
             .await
     }
 
     async fn read_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         skip: u64,
     ) -> Result<ByteStream, StorageError> {
         let read = self.inner.read_parts(upload, parts, skip);

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
-    Storage, StorageError, fold, page_of, spans_after,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
 };
 
 /// Storage held in process memory. Cloning is not offered: share it with `Arc`.
@@ -25,7 +25,7 @@ pub struct MemoryStorage {
 struct State {
     /// Each object: its bytes, version and when it was written.
     objects: BTreeMap<String, (Bytes, u64, Option<u64>)>,
-    uploads: HashMap<String, HashMap<String, Bytes>>,
+    uploads: HashMap<PartsUploadId, HashMap<PartId, Bytes>>,
     /// Source of versions, upload ids and part ids: unique for the life of the store.
     counter: u64,
 }
@@ -72,7 +72,7 @@ impl State {
 fn meta(data: &Bytes, version: u64, last_modified: Option<u64>) -> ObjectMeta {
     ObjectMeta {
         size: data.len() as u64,
-        version: version.to_string(),
+        version: Version::new(version.to_string()),
         last_modified,
     }
 }
@@ -135,7 +135,7 @@ impl Storage for MemoryStorage {
             (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
             (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
             (PutMode::Update(expected), Some((_, version, _)))
-                if *expected != version.to_string() =>
+                if expected.as_str() != version.to_string() =>
             {
                 return Err(StorageError::PreconditionFailed);
             }
@@ -168,7 +168,13 @@ impl Storage for MemoryStorage {
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(key, _)| fold(prefix, key, delimiter))
             .collect();
-        Ok(page_of(entries, start_after, limit))
+        let modified = |key: &str| {
+            state
+                .objects
+                .get(key)
+                .and_then(|(_, _, modified)| *modified)
+        };
+        Ok(page_of(entries, start_after, limit, modified))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -180,22 +186,22 @@ impl Storage for MemoryStorage {
         }
     }
 
-    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, _staging_key: &str) -> Result<PartsUploadId, StorageError> {
         let mut state = self.lock();
-        let id = format!("upload-{}", state.next());
+        let id = PartsUploadId::new(format!("upload-{}", state.next()));
         state.uploads.insert(id.clone(), HashMap::new());
         Ok(id)
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         let data = data.concat().into();
         let mut state = self.lock();
-        let part_id = format!("{number}-{}", state.next());
+        let part_id = PartId::new(format!("{number}-{}", state.next()));
         let parts = state
             .uploads
             .get_mut(upload)
@@ -206,8 +212,8 @@ impl Storage for MemoryStorage {
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
@@ -236,15 +242,15 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         self.lock().uploads.remove(upload);
         Ok(())
     }
 
     async fn read_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         skip: u64,
     ) -> Result<ByteStream, StorageError> {
         let state = self.lock();

@@ -15,13 +15,16 @@
 //! - **Conditional writes.** [`PutMode::Create`] fails with [`StorageError::AlreadyExists`]
 //!   when the key exists; [`PutMode::Update`] succeeds only while the object's version is the
 //!   one given, else [`StorageError::PreconditionFailed`]. Concurrent writers lose nothing.
-//! - **Versions.** Every [`ObjectMeta`] carries an opaque version that changes whenever the
-//!   object's content is replaced, and (from `head` and `get`) when it was last written, by
-//!   the storage's clock.
+//! - **Versions.** Every [`ObjectMeta`] carries an opaque [`Version`] that changes whenever
+//!   the object's content is replaced, and (from `head` and `get`) when it was last written,
+//!   by the storage's clock. Versions, parts uploads ([`PartsUploadId`]) and parts
+//!   ([`PartId`]) are names the backend hands out, each a type of its own.
 //! - **Ranges.** [`Storage::get`] with a range returns exactly those bytes; callers check the
 //!   range against [`Storage::head`] first.
 //! - **Listing.** [`Storage::list`] returns keys in lexical order after `start_after`; with a
-//!   delimiter, keys below the next `/` are folded into one prefix ending in `/`.
+//!   delimiter, keys below the next `/` are folded into one prefix ending in `/`. Each object
+//!   listed carries the modification time `head` reports ([`Listed::last_modified`]), so that
+//!   ages are read from a listing, not from a `head` per object.
 //! - **Parts.** A large object is written as parts (`create_parts`, `put_part`,
 //!   `complete_parts`, `abort_parts`). Unless the backend declares
 //!   [`Capabilities::positional_parts`], part ids are unique even when two writers send the same
@@ -80,6 +83,7 @@ pub trait MaybeSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSync for T {}
 
+pub use crate::ids::{PartId, PartsUploadId, Version};
 pub use crate::stream::{ByteStream, StorageError};
 pub use crate::upload::Chunks;
 
@@ -89,7 +93,7 @@ pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
     /// Opaque version for [`PutMode::Update`].
-    pub version: String,
+    pub version: Version,
     /// When the object was last written, in milliseconds since the Unix epoch, by the
     /// storage's own clock (a file's mtime, S3's `LastModified`, the writer's clock for memory,
     /// C and JavaScript storage), so that ages (a grace period, a retention rule) never
@@ -146,7 +150,7 @@ pub enum PutMode {
     /// Write only if the key does not exist.
     Create,
     /// Write only if the object still has this version (compare-and-swap).
-    Update(String),
+    Update(Version),
 }
 
 /// What a backend can do with parts, declared once ([`Storage::capabilities`]).
@@ -168,12 +172,47 @@ pub struct Capabilities {
 /// One page of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
-    /// Object keys, in lexical order.
-    pub objects: Vec<String>,
+    /// Objects, in lexical order of their keys.
+    pub objects: Vec<Listed>,
     /// Folded prefixes (each ending in `/`), in lexical order; only with a delimiter.
     pub prefixes: Vec<String>,
     /// Whether more entries follow; continue with the last key or prefix as `start_after`.
     pub truncated: bool,
+}
+
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// When it was last written, by the storage's clock, as [`ObjectMeta::last_modified`]
+    /// reports it: what the lifecycle rules measure ages by without a `head` per object.
+    /// `None` where the backend's listing cannot say (a C storage that does not report it).
+    pub last_modified: Option<u64>,
+}
+
+impl Listed {
+    /// An object of unknown age.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            last_modified: None,
+        }
+    }
+}
+
+impl ListPage {
+    /// The objects' keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.objects.iter().map(|object| object.key.as_str())
+    }
+
+    /// The last key or prefix listed: where the next page starts.
+    pub fn last_entry(&self) -> Option<&str> {
+        let key = self.objects.last().map(|object| object.key.as_str());
+        let prefix = self.prefixes.last().map(String::as_str);
+        key.max(prefix)
+    }
 }
 
 /// The storage a [`crate::Registry`] runs over. See the module docs for the contract.
@@ -227,15 +266,15 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     }
 
     /// Begins a parts upload; `staging_key` names where the backend may keep it.
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError>;
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError>;
 
     /// Stores part `number` (from 1) of a parts upload, returning its unique part id.
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError>;
+    ) -> Result<PartId, StorageError>;
 
     /// Makes every part written to `upload` so far safe for a session record to name: durable,
     /// or, where the backend can tell when a crash may have lost them, refused from then on
@@ -243,7 +282,7 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// `put_part` may return before its part is durable (`FsStorage` only starts writing it to
     /// disk); the registry calls this before a session record names the parts, and
     /// `complete_parts` makes them durable itself.
-    async fn sync_parts(&self, _upload: &str) -> Result<(), StorageError> {
+    async fn sync_parts(&self, _upload: &PartsUploadId) -> Result<(), StorageError> {
         Ok(())
     }
 
@@ -251,13 +290,13 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// [`StorageError::AlreadyExists`] (and publishes nothing) when `target` exists.
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError>;
 
     /// Discards a parts upload and everything written to it.
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError>;
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError>;
 
     /// Streams `parts` of `upload` (ids as [`Storage::put_part`] returned them), in order,
     /// from byte `skip` of their concatenation. [`StorageError::NotFound`] when the upload or a
@@ -265,8 +304,8 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// false.
     async fn read_parts(
         &self,
-        _upload: &str,
-        _parts: &[String],
+        _upload: &PartsUploadId,
+        _parts: &[PartId],
         _skip: u64,
     ) -> Result<ByteStream, StorageError> {
         Err(StorageError::Unsupported(
@@ -322,33 +361,33 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         (**self).presigned_get(key, expires_in).await
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         (**self).create_parts(staging_key).await
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         (**self).put_part(upload, number, data).await
     }
 
-    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn sync_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         (**self).sync_parts(upload).await
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         (**self).complete_parts(upload, parts, target).await
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         (**self).abort_parts(upload).await
     }
 
@@ -358,8 +397,8 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn read_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         skip: u64,
     ) -> Result<ByteStream, StorageError> {
         (**self).read_parts(upload, parts, skip).await
@@ -405,8 +444,8 @@ pub trait StorageExt: Storage {
         let mut after: Option<String> = None;
         loop {
             let page = self.list(prefix, false, after.as_deref(), 1000).await?;
-            after = page.objects.last().cloned();
-            keys.extend(page.objects);
+            after = page.objects.last().map(|object| object.key.clone());
+            keys.extend(page.objects.into_iter().map(|object| object.key));
             if !page.truncated || after.is_none() {
                 return Ok(keys);
             }
@@ -424,12 +463,26 @@ pub trait StorageExt: Storage {
 
 impl<S: Storage + ?Sized> StorageExt for S {}
 
+/// A name no other write of any process will choose (scratch files, parts uploads, parts):
+/// this process, the time, and `counter`'s next value. The process id is read each time, not
+/// kept: a process that forks after making a storage must not share its names with the child.
+#[cfg(any(feature = "fs", feature = "object-store"))]
+pub(crate) fn unique_name(counter: &std::sync::atomic::AtomicU64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos:x}-{n}", std::process::id())
+}
+
 /// Applies `start_after` and `limit` to a sorted, de-duplicated list of entries; shared by the
-/// backends that list by filtering everything they hold.
+/// backends that list by filtering everything they hold. `modified` tells when an object
+/// taken into the page was last written (asked only of those, not of every entry).
 pub(crate) fn page_of(
     mut entries: Vec<(String, bool)>,
     start_after: Option<&str>,
     limit: usize,
+    modified: impl Fn(&str) -> Option<u64>,
 ) -> ListPage {
     entries.sort();
     entries.dedup();
@@ -447,7 +500,8 @@ pub(crate) fn page_of(
         if is_prefix {
             page.prefixes.push(key);
         } else {
-            page.objects.push(key);
+            let last_modified = modified(&key);
+            page.objects.push(Listed { key, last_modified });
         }
     }
     page

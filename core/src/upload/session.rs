@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, ErrorCode};
+use crate::ids::{PartId, PartsUploadId};
 use crate::range::ContentRange;
 use crate::reference::RepositoryName;
 
@@ -21,8 +22,8 @@ pub struct UploadSession {
     /// How many bytes `hash_state` covers (at most `offset`): fewer while the process that
     /// received the last chunk still hashes it, the rest lying in the parts.
     hashed: u64,
-    parts_upload: Option<String>,
-    parts: Vec<String>,
+    parts_upload: Option<PartsUploadId>,
+    parts: Vec<PartId>,
     tail: Option<StagedTail>,
     started_at: u64,
     state: State,
@@ -155,12 +156,12 @@ impl UploadSession {
     }
 
     /// The storage's parts upload, once the first part is written.
-    pub fn parts_upload(&self) -> Option<&str> {
-        self.parts_upload.as_deref()
+    pub fn parts_upload(&self) -> Option<&PartsUploadId> {
+        self.parts_upload.as_ref()
     }
 
     /// Part ids, in order.
-    pub fn parts(&self) -> &[String] {
+    pub fn parts(&self) -> &[PartId] {
         &self.parts
     }
 
@@ -331,7 +332,7 @@ impl UploadSession {
     }
 
     /// The storage created the parts upload the session's parts go into.
-    pub fn parts_created(&mut self, upload: String) -> Result<(), IllegalTransition> {
+    pub fn parts_created(&mut self, upload: PartsUploadId) -> Result<(), IllegalTransition> {
         self.refuse_if_published("a new parts upload")?;
         if self.parts_upload.is_some() {
             return Err(self.illegal("a second parts upload"));
@@ -341,7 +342,7 @@ impl UploadSession {
     }
 
     /// The next part was written, with this id.
-    pub fn part_written(&mut self, part: String) -> Result<(), IllegalTransition> {
+    pub fn part_written(&mut self, part: PartId) -> Result<(), IllegalTransition> {
         self.refuse_if_published("a part")?;
         if self.parts_upload.is_none() {
             return Err(self.illegal("a part before its parts upload"));
@@ -421,9 +422,9 @@ struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hashed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    parts_upload: Option<String>,
+    parts_upload: Option<PartsUploadId>,
     #[serde(default)]
-    parts: Vec<String>,
+    parts: Vec<PartId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tail: Option<StagedTail>,
     started_at: u64,

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use crate::digest::{Algorithm, Hasher};
 use crate::error::{Error, ErrorCode};
+use crate::ids::PartId;
 use crate::reference::RepositoryName;
 
 fn name() -> RepositoryName {
@@ -66,7 +67,7 @@ fn earlier_records_read_back() {
     let session = UploadSession::decode(stored.as_bytes()).unwrap();
     assert_eq!(
         (session.offset(), session.hashed_offset(), session.parts()),
-        (5, 0, &["p1".to_owned()][..])
+        (5, 0, &[PartId::new("p1")][..])
     );
     assert_eq!(session.tail().map(|t| t.len), Some(2));
     assert!(session.is_claimed(69) && !session.is_claimed(70));

@@ -6,8 +6,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::MemoryStorage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutOptions, Storage,
-    StorageError,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    PutOptions, Storage, StorageError,
 };
 use bytes::Bytes;
 
@@ -86,40 +86,40 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         self.inner.create_parts(staging_key).await
     }
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         self.hooks.part_started().await;
         let part = self.inner.put_part(upload, number, data).await;
         self.hooks.part_finished();
         part
     }
-    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn sync_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         self.hooks.parts_synced();
         self.inner.sync_parts(upload).await
     }
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         self.hooks.before().await;
         self.inner.complete_parts(upload, parts, target).await
     }
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         self.inner.abort_parts(upload).await
     }
     async fn read_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         skip: u64,
     ) -> Result<ByteStream, StorageError> {
         self.hooks.parts_read(skip);

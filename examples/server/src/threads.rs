@@ -5,9 +5,8 @@
 //! threads whenever another worker wakes first (a part written on the blocking pool, data on
 //! the socket), and every move takes the request's buffers and hash state to another core's
 //! cache (`perf`: one upload's task ran about half the time on each worker, and the two used
-//! 1.12 cores between them). Measured on 2 cores (same-run A/B, 4 rounds, median against the
-//! ceiling of that time, which has since been made faster): 1 GiB in one PUT 77% → 86% of the ceiling, in 16 MiB chunks 81% → 85%, pull
-//! 70% → 75%, manifest GET 37.6k → 41.8k req/s, small images 369 → 383 images/s.
+//! 1.12 cores between them). Every large and small workload gained (measured: docs/decisions/
+//! 2026-12-07-measured-and-adopted.md).
 //!
 //! The cost is the tail of small requests under a saturating load: 32 connections sending
 //! manifest GETs and blob HEADs as fast as they can, p50 0.80 → 0.53 ms but p99 1.5 → 4.5 ms.

@@ -16,7 +16,9 @@ use crate::offload::HashQueue;
 use crate::reference::RepositoryName;
 use crate::request::{BodyError, RequestBody, RequestHead};
 use crate::response::Response;
-use crate::storage::{Chunks, Durability, ObjectMeta, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{
+    Chunks, Durability, ObjectMeta, PartId, PutMode, Storage, StorageError, StorageExt, Version,
+};
 use crate::upload::{
     ChunkPlan, ChunkRequest, Midstate, PartWriter, StagedTail, UploadId, UploadSession,
     chunk_too_large, longer_than_announced,
@@ -84,12 +86,12 @@ pub(super) struct Received {
 /// Hashers still at work on the chunks this process acknowledged, by upload id, each with the
 /// version of the session record its chunk saved. A chunk's response does not wait for its
 /// last bytes to be hashed: the client's next chunk queues its bytes to the same hasher, so
-/// one hasher runs from chunk to chunk without pause (1 GiB in 16 MiB PATCHes, same run, 8
-/// rounds: 1,303 → 1,506 MB/s). A chunk that finds no hasher here for the record it read
+/// one hasher runs from chunk to chunk without pause (measured: docs/decisions/
+/// 2026-12-07-measured-and-adopted.md). A chunk that finds no hasher here for the record it read
 /// (another process took the previous chunk, or this one restarted) reads back from the parts
 /// what the record's midstate does not cover.
 #[derive(Default)]
-pub(super) struct LiveHashes(std::sync::Mutex<HashMap<String, (String, HashQueue)>>);
+pub(super) struct LiveHashes(std::sync::Mutex<HashMap<String, (Version, HashQueue)>>);
 
 /// How many uploads' hashers [`LiveHashes`] keeps; beyond that the next chunk of an upload
 /// whose hasher was dropped reads its previous chunk back. Each holds at most
@@ -97,13 +99,13 @@ pub(super) struct LiveHashes(std::sync::Mutex<HashMap<String, (String, HashQueue
 const LIVE_HASHES_KEPT: usize = 1024;
 
 impl LiveHashes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, HashQueue)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Version, HashQueue)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn keep(&self, id: &UploadId, record_version: String, hashing: HashQueue) {
+    fn keep(&self, id: &UploadId, record_version: Version, hashing: HashQueue) {
         let mut live = self.lock();
         if live.len() >= LIVE_HASHES_KEPT
             && let Some(dropped) = live.keys().next().cloned()
@@ -114,10 +116,10 @@ impl LiveHashes {
     }
 
     /// The hasher of the chunk that saved the record at `record_version`, if this process has it.
-    fn take(&self, id: &UploadId, record_version: &str) -> Option<HashQueue> {
+    fn take(&self, id: &UploadId, record_version: &Version) -> Option<HashQueue> {
         // Another one is stale for good: records only move on.
         match self.lock().remove(id.as_str()) {
-            Some((version, hashing)) if version == record_version => Some(hashing),
+            Some((version, hashing)) if &version == record_version => Some(hashing),
             _ => None,
         }
     }

@@ -172,7 +172,7 @@ impl<S: Storage> Registry<S> {
                 Some(write) => match select(body.next(), write).await {
                     Either::Left((next, _)) => next,
                     Either::Right((written, _)) => {
-                        let written: Result<String, StorageError> = written;
+                        let written: Result<PartId, StorageError> = written;
                         in_flight = None;
                         session.part_written(written.map_err(parts_error)?)?;
                         continue;
@@ -205,14 +205,14 @@ impl<S: Storage> Registry<S> {
             }
             for part in parts {
                 if let Some(write) = in_flight.take() {
-                    let written: Result<String, StorageError> = write.await;
+                    let written: Result<PartId, StorageError> = write.await;
                     session.part_written(written.map_err(parts_error)?)?;
                 }
                 in_flight = Some(Box::pin(self.start_part(session, staging, part).await?));
             }
         }
         if let Some(write) = in_flight.take() {
-            let written: Result<String, StorageError> = write.await;
+            let written: Result<PartId, StorageError> = write.await;
             session.part_written(written.map_err(parts_error)?)?;
         }
         let still_hashing = match (hashing, leave_hashing) {
@@ -348,7 +348,7 @@ impl<S: Storage> Registry<S> {
         session: &mut UploadSession,
         staging: &str,
         data: Chunks,
-    ) -> Result<impl Future<Output = Result<String, StorageError>> + '_, Error> {
+    ) -> Result<impl Future<Output = Result<PartId, StorageError>> + '_, Error> {
         let upload = match session.parts_upload() {
             Some(upload) => upload.to_owned(),
             None => {
@@ -381,8 +381,8 @@ impl<S: Storage> Registry<S> {
 
 /// How many parts' worth of bytes may wait to be hashed on the offload, those being hashed
 /// included: two keep its thread busy, and a request then holds at most three parts (one
-/// being hashed, one hashed next and written, one arriving). Same-run A/B, 1 GiB one-PUT
-/// pushes, 5 rounds: 1,301 MB/s at one, 1,425 at two, 1,448 at four (peak RSS 22, 26, 36 MiB).
+/// being hashed, one hashed next and written, one arriving); four gained little and held
+/// more memory (measured: docs/decisions/2026-12-07-measured-and-adopted.md).
 pub(super) const HASHED_BEHIND: usize = 2;
 
 /// Into how many batches a part's bytes are handed to the offload (256 KiB of a 2 MiB part).

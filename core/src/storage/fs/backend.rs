@@ -140,24 +140,24 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn create_parts(&self, _staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, _staging_key: &str) -> Result<PartsUploadId, StorageError> {
         self.blocking(|inner| {
             let id = inner.unique();
             let dir = inner.parts_dir(&id)?;
             fs::create_dir_all(&dir).map_err(io_error)?;
             File::create(dir.join(PARTS_DATA)).map_err(io_error)?;
-            Ok(id)
+            Ok(PartsUploadId::new(id))
         })
         .await
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
-        let owned = upload.to_owned();
+    ) -> Result<PartId, StorageError> {
+        let owned = upload.as_str().to_owned();
         self.blocking(move |inner| {
             let path = inner.parts_dir(&owned)?.join(PARTS_DATA);
             let file = open_locked(&path)?;
@@ -173,26 +173,26 @@ impl Storage for FsStorage {
             }
             file.unlock().map_err(io_error)?;
             FsStorage::start_writeback(&file, offset, at - offset);
-            Ok(format!("{number:05}-{offset}-{}", at - offset))
+            Ok(PartId::new(format!("{number:05}-{offset}-{}", at - offset)))
         })
         .await
     }
 
-    async fn sync_parts(&self, upload: &str) -> Result<(), StorageError> {
-        let upload = upload.to_owned();
+    async fn sync_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
+        let upload = upload.as_str().to_owned();
         self.blocking(move |inner| inner.sync_parts(&upload)).await
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
-        let upload = upload.to_owned();
+        let upload = upload.as_str().to_owned();
         let parts = parts
             .iter()
-            .map(|id| part_range(id))
+            .map(|id| part_range(id.as_str()))
             .collect::<Option<Vec<_>>>();
         let target = self.inner.path(target)?;
         self.blocking(move |inner| {
@@ -254,8 +254,8 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
-        let upload = upload.to_owned();
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
+        let upload = upload.as_str().to_owned();
         self.blocking(
             move |inner| match fs::remove_dir_all(inner.parts_dir(&upload)?) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(e)),
@@ -274,16 +274,16 @@ impl Storage for FsStorage {
 
     async fn read_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         skip: u64,
     ) -> Result<ByteStream, StorageError> {
         let ranges = parts
             .iter()
-            .map(|id| part_range(id))
+            .map(|id| part_range(id.as_str()))
             .collect::<Option<Vec<_>>>()
             .ok_or(StorageError::NotFound)?;
-        let upload = upload.to_owned();
+        let upload = upload.as_str().to_owned();
         let file = self
             .blocking(move |inner| {
                 let dir = inner.parts_dir(&upload)?;

@@ -49,6 +49,11 @@ impl Inner {
                 }
             }
         }
-        Ok(page_of(entries, start_after, limit))
+        // A stat for each object in the page (not each entry read): its mtime.
+        let modified = |key: &str| {
+            let path = self.path(key).ok()?;
+            modified_millis(&fs::metadata(path).ok()?)
+        };
+        Ok(page_of(entries, start_after, limit, modified))
     }
 }

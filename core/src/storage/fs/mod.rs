@@ -23,7 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,8 +32,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, PutOptions,
-    Storage, StorageError, fold, page_of, spans_after,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
 };
 
 mod backend;
@@ -140,15 +140,15 @@ impl FsStorage {
     }
 
     /// Starts writing `len` bytes of `file` from `offset` to disk, without waiting: what
-    /// `put_part` does with each part it has written (on Linux; elsewhere nothing). Public so
-    /// that tools measuring a disk as berth uses it (`berth-bench`'s limits) write the same way.
+    /// `put_part` does with each part it has written (on Linux; elsewhere nothing).
+    /// `berth::testing` lends it to the benchmark, which measures a disk as berth writes it.
     ///
     /// The disk then writes each part while the next is received, and the fsync that makes
     /// the parts durable (when the upload completes, and on a network filesystem also before
     /// a session record names them: see `Inner::sync_parts`) finds little left to write. An
-    /// fdatasync per part instead flushed the disk's cache for each (1 GiB in 16 MiB chunks:
-    /// 942 vs 1,053 MB/s), and no fsync until the end, without this, let the whole blob wait
-    /// to be written then. `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages;
+    /// fdatasync per part instead flushed the disk's cache for each, and no fsync until the
+    /// end, without this, let the whole blob wait to be written then (measured: docs/
+    /// decisions/2026-12-07-measured-and-adopted.md). `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages;
     /// pages being written stay cached.
     pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
         #[cfg(target_os = "linux")]
@@ -171,9 +171,8 @@ impl FsStorage {
     ///
     /// ext4 then allocates a part's blocks in one call, where it would otherwise reserve and
     /// later allocate them page by page as they are written: the write path's share of the
-    /// server's CPU fell from 25% to 17% (1 GiB push, same-run A/B, 10 rounds: one PUT
-    /// 986 → 1,043 MB/s at 1.34 → 1.23 server CPU s/GB; 16 MiB chunks 822 → 836 MB/s at
-    /// 1.39 → 1.31). What a failed write leaves allocated past the end is freed when the
+    /// server's CPU fell from 25% to 17% (measured: docs/decisions/
+    /// 2026-12-07-measured-and-adopted.md). What a failed write leaves allocated past the end is freed when the
     /// upload completes (the file is truncated to its parts) or is removed.
     pub(crate) fn preallocate(file: &File, offset: u64, len: u64) {
         #[cfg(target_os = "linux")]
@@ -205,16 +204,16 @@ fn io_error(error: io::Error) -> StorageError {
     }
 }
 
-fn version_of(meta: &fs::Metadata) -> String {
+fn version_of(meta: &fs::Metadata) -> Version {
     // Inode numbers are reused and file times are coarse, so neither alone tells two writes
     // apart; `stamp` makes every replacement's mtime later than the one it replaced.
-    format!(
+    Version::new(format!(
         "{:x}-{:x}.{:x}-{:x}",
         meta.ino(),
         meta.mtime(),
         meta.mtime_nsec(),
         meta.size()
-    )
+    ))
 }
 
 /// The modification time for the file about to replace `current`: now, or just after the
@@ -288,15 +287,17 @@ fn make_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn object_meta(meta: &fs::Metadata) -> ObjectMeta {
-    let modified = meta.modified().ok().and_then(|time| {
-        let since = time.duration_since(UNIX_EPOCH).ok()?;
-        u64::try_from(since.as_millis()).ok()
-    });
     ObjectMeta {
         size: meta.size(),
         version: version_of(meta),
-        last_modified: modified,
+        last_modified: modified_millis(meta),
     }
+}
+
+/// A file's mtime, in milliseconds since the Unix epoch.
+fn modified_millis(meta: &fs::Metadata) -> Option<u64> {
+    let since = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 impl Inner {
@@ -314,13 +315,7 @@ impl Inner {
     }
 
     fn unique(&self) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // Read each time, not kept: a process that forks after making the storage must not
-        // share its temporary names with the child.
-        format!("{}-{nanos:x}-{n}", std::process::id())
+        super::unique_name(&self.counter)
     }
 }
 

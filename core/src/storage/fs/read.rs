@@ -16,8 +16,8 @@ pub(super) const INLINE_READ: u64 = READ_CHUNK as u64;
 pub(super) const KEPT_READ_BUFFERS: usize = 8 * READ_BATCH;
 
 /// Buffers a stream reads into, used again once its chunks are sent. A new buffer is zeroed
-/// before it is read into; for every chunk of a pull that was 5.7% of the server's samples.
-/// Same-run A/B, 1 GiB pulls from the page cache, 4 rounds: 2,288 → 2,670 MB/s.
+/// before it is read into; for every chunk of a pull that was 5.7% of the server's samples
+/// (measured: docs/decisions/2026-12-07-measured-and-adopted.md).
 #[derive(Debug, Default)]
 pub(super) struct ReadBuffers(pub(super) Mutex<Vec<Vec<u8>>>);
 
@@ -118,9 +118,8 @@ pub(super) fn gather(
 
 /// Reads, like `read_batch`, what of the next `remaining` bytes the page cache already holds,
 /// without waiting for the disk (`RWF_NOWAIT`); nothing if none of it is cached. A cached
-/// blob then streams without a trip to the blocking pool per batch: 1 GiB pulls, same-run
-/// A/B, 6 rounds: 1,534 → 1,763 MB/s with the client verifying the digest, 3,262 → 3,500
-/// without, 0.23 → 0.14 server CPU s/GB.
+/// blob then streams without a trip to the blocking pool per batch (measured: docs/decisions/
+/// 2026-12-07-measured-and-adopted.md).
 pub(super) fn read_cached(file: &File, remaining: u64, into: ReadInto<'_>) -> (Vec<Bytes>, u64) {
     #[cfg(target_os = "linux")]
     return gather(remaining, into, |buffer| {

@@ -166,7 +166,11 @@ async fn blocks_allocated_past_the_parts_are_freed_when_the_upload_completes() {
         .put_part(&upload, 1, vec![Bytes::from(vec![7u8; 100_000])])
         .await
         .unwrap();
-    let path = storage.inner.parts_dir(&upload).unwrap().join(PARTS_DATA);
+    let path = storage
+        .inner
+        .parts_dir(upload.as_str())
+        .unwrap()
+        .join(PARTS_DATA);
     let data = File::options().write(true).open(path).unwrap();
     FsStorage::preallocate(&data, 100_000, 8 << 20);
     assert!(
@@ -210,7 +214,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
         .await
         .unwrap();
     storage.sync_parts(&upload).await.unwrap();
-    assert_eq!(recorded(&upload), boot);
+    assert_eq!(recorded(upload.as_str()), boot);
     let second = another_process
         .put_part(&upload, 2, vec![Bytes::from_static(b"second")])
         .await
@@ -228,7 +232,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
         .await
         .unwrap();
     storage.sync_parts(&upload).await.unwrap();
-    let dir = storage.inner.parts_dir(&upload).unwrap();
+    let dir = storage.inner.parts_dir(upload.as_str()).unwrap();
     fs::write(dir.join(PARTS_UNSYNCED), "0".repeat(32)).unwrap();
     assert!(matches!(
         storage.sync_parts(&upload).await,
@@ -251,7 +255,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
         .await
         .unwrap();
     elsewhere.sync_parts(&upload).await.unwrap();
-    assert_eq!(recorded(&upload), None);
+    assert_eq!(recorded(upload.as_str()), None);
     fs::remove_dir_all(root).unwrap();
 }
 

@@ -39,7 +39,7 @@ impl Inner {
                     .map_err(io_error)?;
                 lock.lock().map_err(io_error)?;
                 let current = metadata_if_any(target)?;
-                if current.as_ref().map(version_of).as_deref() != Some(expected.as_str()) {
+                if current.as_ref().map(version_of).as_ref() != Some(&expected) {
                     temp.discard();
                     return Err(StorageError::PreconditionFailed);
                 }

@@ -77,7 +77,7 @@ impl ObjectStoreStorage {
         to: &Path,
         upload_id: &str,
         size: u64,
-    ) -> Result<Vec<PartId>, StorageError> {
+    ) -> Result<Vec<NativePartId>, StorageError> {
         use ::object_store::signer::{HeaderMap, HeaderValue, Method, SignedUrlOptions};
         let source = format!("/{}/{}", copier.bucket, encode_key(from.as_ref()));
         let mut parts = Vec::new();
@@ -127,7 +127,7 @@ impl ObjectStoreStorage {
                     StorageError::backend(format!("no ETag in UploadPartCopy answer: {body}"))
                 })?
                 .replace("&quot;", "\"");
-            parts.push(PartId { content_id: e_tag });
+            parts.push(NativePartId { content_id: e_tag });
             start = end;
         }
         Ok(parts)
@@ -138,18 +138,18 @@ impl ObjectStoreStorage {
     pub(super) async fn complete_native(
         &self,
         multipart: &dyn MultipartStore,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
-        let (staging, id) = native_upload(upload)?;
+        let (staging, id) = native_upload(upload.as_str())?;
         if self.exists(target).await? {
             return Err(StorageError::AlreadyExists);
         }
-        let mut ids: Vec<PartId> = parts
+        let mut ids: Vec<NativePartId> = parts
             .iter()
-            .map(|content_id| PartId {
-                content_id: content_id.clone(),
+            .map(|part| NativePartId {
+                content_id: part.as_str().to_owned(),
             })
             .collect();
         if ids.is_empty() {

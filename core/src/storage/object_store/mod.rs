@@ -17,10 +17,9 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
 
-use ::object_store::multipart::{MultipartStore, PartId};
+use ::object_store::multipart::{MultipartStore, PartId as NativePartId};
 use ::object_store::path::Path;
 use ::object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, UpdateVersion,
@@ -31,8 +30,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PutMode, Storage,
-    StorageError, StorageExt, fold, page_of,
+    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    PutMode, Storage, StorageError, StorageExt, Version, fold, page_of,
 };
 
 /// Where parts live until their upload completes (parts kept as objects).
@@ -137,11 +136,7 @@ impl ObjectStoreStorage {
 
     /// A name no other write of any process will choose.
     fn unique(&self) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{nanos:x}-{}-{n}", std::process::id())
+        super::unique_name(&self.counter)
     }
 
     fn parts_prefix(upload: &str) -> Result<String, StorageError> {
@@ -194,15 +189,16 @@ fn error(error: ::object_store::Error) -> StorageError {
 }
 
 /// Versions carry both the ETag and the object version, since stores use either for CAS.
-fn version(e_tag: Option<&str>, version: Option<&str>) -> String {
-    format!(
+fn version(e_tag: Option<&str>, version: Option<&str>) -> Version {
+    Version::new(format!(
         "{}\n{}",
         e_tag.unwrap_or_default(),
         version.unwrap_or_default()
-    )
+    ))
 }
 
-fn update_version(text: &str) -> UpdateVersion {
+fn update_version(version: &Version) -> UpdateVersion {
+    let text = version.as_str();
     let (e_tag, version) = text.split_once('\n').unwrap_or((text, ""));
     let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     UpdateVersion {
@@ -295,6 +291,7 @@ impl Storage for ObjectStoreStorage {
             .then(|| path(folder.trim_end_matches('/')))
             .transpose()?;
         let mut entries = Vec::new();
+        let mut modified = std::collections::HashMap::new();
         if delimiter {
             let listing = self
                 .store
@@ -304,6 +301,7 @@ impl Storage for ObjectStoreStorage {
             for object in listing.objects {
                 let key = object.location.to_string();
                 if key.starts_with(prefix) {
+                    modified.insert(key.clone(), meta(&object).last_modified);
                     entries.push((key, false));
                 }
             }
@@ -324,8 +322,10 @@ impl Storage for ObjectStoreStorage {
                 None => self.store.list(folder_path.as_ref()),
             };
             while let Some(object) = stream.next().await {
-                let key = object.map_err(error)?.location.to_string();
+                let object = object.map_err(error)?;
+                let key = object.location.to_string();
                 if key.starts_with(prefix) {
+                    modified.insert(key.clone(), meta(&object).last_modified);
                     entries.push(fold(prefix, &key, false));
                     if entries.len() > limit {
                         break;
@@ -333,7 +333,8 @@ impl Storage for ObjectStoreStorage {
                 }
             }
         }
-        Ok(page_of(entries, start_after, limit))
+        let modified = |key: &str| modified.get(key).copied().flatten();
+        Ok(page_of(entries, start_after, limit, modified))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -367,50 +368,50 @@ impl Storage for ObjectStoreStorage {
         Ok(Some(url.to_string()))
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<String, StorageError> {
+    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
         match &self.multipart {
             Some(multipart) => {
                 let id = multipart
                     .create_multipart(&path(staging_key)?)
                     .await
                     .map_err(error)?;
-                Ok(format!("{staging_key}\n{id}"))
+                Ok(PartsUploadId::new(format!("{staging_key}\n{id}")))
             }
-            None => Ok(self.unique()),
+            None => Ok(PartsUploadId::new(self.unique())),
         }
     }
 
     async fn put_part(
         &self,
-        upload: &str,
+        upload: &PartsUploadId,
         number: u32,
         data: Chunks,
-    ) -> Result<String, StorageError> {
+    ) -> Result<PartId, StorageError> {
         if let Some(multipart) = &self.multipart {
-            let (staging, id) = native_upload(upload)?;
+            let (staging, id) = native_upload(upload.as_str())?;
             let index = usize::try_from(number.saturating_sub(1)).unwrap_or(usize::MAX);
             let payload: PutPayload = data.into_iter().collect();
             let part = multipart
                 .put_part(&staging, &id, index, payload)
                 .await
                 .map_err(error)?;
-            return Ok(part.content_id);
+            return Ok(PartId::new(part.content_id));
         }
         let part = format!("{number:05}-{}", self.unique());
-        let key = format!("{}{part}", Self::parts_prefix(upload)?);
+        let key = format!("{}{part}", Self::parts_prefix(upload.as_str())?);
         let payload: PutPayload = data.into_iter().collect();
         let options = PutOptions::from(::object_store::PutMode::Create);
         self.store
             .put_opts(&path(&key)?, payload, options)
             .await
             .map_err(error)?;
-        Ok(part)
+        Ok(PartId::new(part))
     }
 
     async fn complete_parts(
         &self,
-        upload: &str,
-        parts: &[String],
+        upload: &PartsUploadId,
+        parts: &[PartId],
         target: &str,
     ) -> Result<(), StorageError> {
         if let Some(multipart) = &self.multipart {
@@ -418,7 +419,7 @@ impl Storage for ObjectStoreStorage {
                 .complete_native(multipart.as_ref(), upload, parts, target)
                 .await;
         }
-        let prefix = Self::parts_prefix(upload)?;
+        let prefix = Self::parts_prefix(upload.as_str())?;
         if self.exists(target).await? {
             return Err(StorageError::AlreadyExists);
         }
@@ -444,15 +445,15 @@ impl Storage for ObjectStoreStorage {
         self.delete_all(&prefix).await
     }
 
-    async fn abort_parts(&self, upload: &str) -> Result<(), StorageError> {
+    async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         if let Some(multipart) = &self.multipart {
-            let (staging, id) = native_upload(upload)?;
+            let (staging, id) = native_upload(upload.as_str())?;
             return match multipart.abort_multipart(&staging, &id).await {
                 Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(error(e)),
             };
         }
-        self.delete_all(&Self::parts_prefix(upload)?).await
+        self.delete_all(&Self::parts_prefix(upload.as_str())?).await
     }
 }
 
