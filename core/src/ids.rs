@@ -1,7 +1,7 @@
-//! The names a storage hands out: object versions, parts uploads and their parts. Each is an
-//! opaque string to the registry, but a type of its own, so that one is never passed where
-//! another belongs. A leaf: the upload state machine records them without depending on the
-//! storage contract, which re-exports them.
+//! The names the storage contract deals in: object keys, and what a storage hands out (object
+//! versions, parts uploads and their parts). Each is a string underneath, but a type of its
+//! own, so that one is never passed where another belongs. A leaf: the upload state machine
+//! records them without depending on the storage contract, which re-exports them.
 
 use std::fmt;
 
@@ -72,4 +72,36 @@ opaque_name! {
 opaque_name! {
     /// One part of a parts upload, as `Storage::put_part` names it.
     PartId
+}
+
+opaque_name! {
+    /// An object's key: `/`-separated UTF-8 segments without a leading `/` (the registry's
+    /// layout makes them; a backend refuses one it cannot store). Reads as the `str` it is.
+    Key
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Key {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
 }

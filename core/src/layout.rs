@@ -4,19 +4,20 @@
 //! session records and the referrers index — goes under berth's own names beside it.
 
 use crate::digest::Digest;
+use crate::ids::Key;
 use crate::reference::{RepositoryName, Tag};
 use crate::upload::UploadId;
 
 const ROOT: &str = "docker/registry/v2";
 
 /// `blobs/<alg>/<first two hex>/<hex>/data`: content shared by every repository.
-pub(crate) fn blob_data(digest: &Digest) -> String {
+pub(crate) fn blob_data(digest: &Digest) -> Key {
     let hex = digest.hex();
-    format!(
+    Key::new(format!(
         "{ROOT}/blobs/{}/{}/{hex}/data",
         digest.algorithm(),
         &hex[..2]
-    )
+    ))
 }
 
 /// The prefix below which every repository lives.
@@ -30,21 +31,21 @@ pub(crate) fn repository(name: &RepositoryName) -> String {
 }
 
 /// The link that makes a blob part of a repository.
-pub(crate) fn layer_link(name: &RepositoryName, digest: &Digest) -> String {
-    format!(
+pub(crate) fn layer_link(name: &RepositoryName, digest: &Digest) -> Key {
+    Key::new(format!(
         "{ROOT}/repositories/{name}/_layers/{}/{}/link",
         digest.algorithm(),
         digest.hex()
-    )
+    ))
 }
 
 /// The link that makes a manifest part of a repository.
-pub(crate) fn revision_link(name: &RepositoryName, digest: &Digest) -> String {
-    format!(
+pub(crate) fn revision_link(name: &RepositoryName, digest: &Digest) -> Key {
+    Key::new(format!(
         "{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link",
         digest.algorithm(),
         digest.hex()
-    )
+    ))
 }
 
 /// The folder of all tags; each tag is a sub-folder.
@@ -58,31 +59,33 @@ pub(crate) fn tag(name: &RepositoryName, tag: &Tag) -> String {
 }
 
 /// The digest a tag currently points at.
-pub(crate) fn tag_current(name: &RepositoryName, tag: &Tag) -> String {
-    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link")
+pub(crate) fn tag_current(name: &RepositoryName, tag: &Tag) -> Key {
+    Key::new(format!(
+        "{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link"
+    ))
 }
 
 /// The history entry registry:2 keeps for every digest a tag has pointed at.
-pub(crate) fn tag_index(name: &RepositoryName, tag: &Tag, digest: &Digest) -> String {
-    format!(
+pub(crate) fn tag_index(name: &RepositoryName, tag: &Tag, digest: &Digest) -> Key {
+    Key::new(format!(
         "{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{}/{}/link",
         digest.algorithm(),
         digest.hex()
-    )
+    ))
 }
 
 /// berth's record of an upload session. One object per session, in one folder for all of
 /// them: the id begins with the session's start time, so the folder lists in the order
 /// sessions started and expiry reads only the ones it purges. (registry:2 keeps its own
 /// sessions under each repository's `_uploads/`.)
-pub(crate) fn upload_session(id: &UploadId) -> String {
-    format!("berth/uploads/{}", id.as_str())
+pub(crate) fn upload_session(id: &UploadId) -> Key {
+    Key::new(format!("berth/uploads/{}", id.as_str()))
 }
 
 /// Where an upload hashed with another algorithm than its digest's is kept while it is read
 /// back and hashed again: outside every blob path, so unverified content is never a blob.
-pub(crate) fn rehash_interim(id: &UploadId) -> String {
-    format!("berth/rehash/{}", id.as_str())
+pub(crate) fn rehash_interim(id: &UploadId) -> Key {
+    Key::new(format!("berth/rehash/{}", id.as_str()))
 }
 
 /// The folder of all upload session records.
@@ -92,19 +95,24 @@ pub(crate) fn upload_sessions() -> &'static str {
 
 /// Where berth kept a session's record until November 2026, when its entry in
 /// `berth/uploads/` held only the repository name. Read only to purge such sessions.
-pub(crate) fn legacy_upload_session(name: &RepositoryName, id: &str) -> String {
-    format!("{ROOT}/repositories/{name}/_uploads/{id}/berth-session.json")
+pub(crate) fn legacy_upload_session(name: &RepositoryName, id: &str) -> Key {
+    Key::new(format!(
+        "{ROOT}/repositories/{name}/_uploads/{id}/berth-session.json"
+    ))
 }
 
 /// The lease on one manifest or tag (see `registry/leases.rs`), named by a hash of what it
 /// protects. All leases share one flat folder.
-pub(crate) fn lease(id: &str) -> String {
-    format!("berth/leases/{id}")
+pub(crate) fn lease(id: &str) -> Key {
+    Key::new(format!("berth/leases/{id}"))
 }
 
 /// Where a parts upload for a session may be staged.
-pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> String {
-    format!("{ROOT}/repositories/{name}/_uploads/{}/data", id.as_str())
+pub(crate) fn upload_staging(name: &RepositoryName, id: &UploadId) -> Key {
+    Key::new(format!(
+        "{ROOT}/repositories/{name}/_uploads/{}/data",
+        id.as_str()
+    ))
 }
 
 /// The index of a repository's tags: one object per tag, named by the tag, holding its
@@ -114,13 +122,13 @@ pub(crate) fn tag_index_folder(name: &RepositoryName) -> String {
 }
 
 /// One tag's entry in the index.
-pub(crate) fn tag_index_entry(name: &RepositoryName, tag: &Tag) -> String {
-    format!("berth/tags/{name}/_tags/{tag}")
+pub(crate) fn tag_index_entry(name: &RepositoryName, tag: &Tag) -> Key {
+    Key::new(format!("berth/tags/{name}/_tags/{tag}"))
 }
 
 /// Present once the tag index of a repository is complete (tags registry:2 wrote included).
-pub(crate) fn tag_index_complete(name: &RepositoryName) -> String {
-    format!("berth/tags/{name}/_complete")
+pub(crate) fn tag_index_complete(name: &RepositoryName) -> Key {
+    Key::new(format!("berth/tags/{name}/_complete"))
 }
 
 /// The catalog index: one object per repository.
@@ -131,13 +139,13 @@ pub(crate) fn catalog_index() -> &'static str {
 /// A repository's catalog entry. The `!` ends the name: it sorts below every character a
 /// name may hold, so entries list in the order of the names ("a" before "a-b" before "a/b"),
 /// and no entry is a folder of another's.
-pub(crate) fn catalog_entry(name: &RepositoryName) -> String {
-    format!("berth/catalog/{name}!")
+pub(crate) fn catalog_entry(name: &RepositoryName) -> Key {
+    Key::new(format!("berth/catalog/{name}!"))
 }
 
 /// Present once the catalog index is complete (repositories registry:2 made included).
-pub(crate) fn catalog_complete() -> &'static str {
-    "berth/catalog-complete"
+pub(crate) fn catalog_complete() -> Key {
+    Key::new("berth/catalog-complete")
 }
 
 /// The referrers of one subject: one object per referrer, so concurrent pushes of referrers
@@ -151,13 +159,13 @@ pub(crate) fn referrers(name: &RepositoryName, subject: &Digest) -> String {
 }
 
 /// One referrer's descriptor.
-pub(crate) fn referrer(name: &RepositoryName, subject: &Digest, referrer: &Digest) -> String {
-    format!(
+pub(crate) fn referrer(name: &RepositoryName, subject: &Digest, referrer: &Digest) -> Key {
+    Key::new(format!(
         "{}{}-{}",
         referrers(name, subject),
         referrer.algorithm(),
         referrer.hex()
-    )
+    ))
 }
 
 #[cfg(test)]

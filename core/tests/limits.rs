@@ -126,19 +126,19 @@ async fn sessions_in_the_earlier_layout_are_purged() {
     let storage = registry.storage();
     let session = r#"{"offset":0,"hash_state":"sha256:","parts":[],"started_at":100}"#;
     storage
-        .put(record, session.into(), PutMode::Create.into())
+        .put(&record.into(), session.into(), PutMode::Create.into())
         .await
         .expect("record");
     storage
-        .put(entry, "a/b".into(), PutMode::Create.into())
+        .put(&entry.into(), "a/b".into(), PutMode::Create.into())
         .await
         .expect("entry");
     let fresh = send(&registry, Method::Post, "/v2/a/b/blobs/uploads/", &[], b"").await;
     assert_eq!(fresh.status, 202);
 
     assert_eq!(registry.purge_uploads(700).await.expect("purge"), 1);
-    assert!(!storage.exists(record).await.expect("exists"));
-    assert!(!storage.exists(entry).await.expect("exists"));
+    assert!(!storage.exists(&record.into()).await.expect("exists"));
+    assert!(!storage.exists(&entry.into()).await.expect("exists"));
     let location = fresh.header("Location").expect("location");
     assert_eq!(
         send(&registry, Method::Get, location, &[], b"")

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::storage::StorageExt;
+use berth::storage::{Key, StorageExt};
 use berth::{Algorithm, BodyError, Method, Options, Registry, RequestHead};
 use bytes::Bytes;
 use support::{Hooked, Hooks};
@@ -199,14 +199,14 @@ async fn a_blob_within_one_part_is_stored_with_one_write() {
     assert!(
         storage
             .inner
-            .exists(&data_key(&digest))
+            .exists(&Key::new(data_key(&digest)))
             .await
             .expect("exists")
     );
     assert!(
         !storage
             .inner
-            .exists(&data_key(&wrong))
+            .exists(&Key::new(data_key(&wrong)))
             .await
             .expect("exists")
     );

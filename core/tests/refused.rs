@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth::storage::{PutMode, StorageExt};
+use berth::storage::{Key, PutMode, StorageExt};
 use berth::{
     Algorithm, FsStorage, MemoryStorage, Method, Notice, Options, Registry, RequestHead, Response,
     Storage,
@@ -42,9 +42,11 @@ fn fs_root(name: &str) -> std::path::PathBuf {
 
 /// Every key in storage but berth's own bookkeeping of repositories (catalog entries).
 async fn stored_keys<S: Storage>(registry: &Registry<S>) -> Vec<String> {
-    let mut keys = registry.storage().list_all("").await.expect("list");
-    keys.retain(|key| !key.starts_with("berth/catalog"));
-    keys
+    let keys = registry.storage().list_all("").await.expect("list");
+    keys.into_iter()
+        .map(String::from)
+        .filter(|key| !key.starts_with("berth/catalog"))
+        .collect()
 }
 
 /// A chunked upload that never said `?digest-algorithm=sha512` and is finished with a wrong
@@ -155,7 +157,7 @@ async fn a_name_over_the_limit_writes_nothing() {
     assert!(body_text(refused).await.contains("NAME_INVALID"));
     assert_eq!(
         registry.storage().list_all("").await.expect("list"),
-        Vec::<String>::new()
+        Vec::<Key>::new()
     );
     let catalog = send(&registry, Method::Get, "/v2/_catalog", &[], b"").await;
     assert_eq!(catalog.status, 200);
@@ -172,7 +174,11 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
         |name: &str| format!("docker/registry/v2/repositories/{name}/_layers/sha256/00/link");
     for name in ["good/one", "Bad..Name", "good/two"] {
         storage
-            .put(&link(name), "sha256:00".into(), PutMode::Overwrite.into())
+            .put(
+                &Key::new(link(name)),
+                "sha256:00".into(),
+                PutMode::Overwrite.into(),
+            )
             .await
             .expect("put");
     }
@@ -201,7 +207,7 @@ async fn a_bad_folder_does_not_stop_the_catalog() {
     assert!(
         !registry
             .storage()
-            .exists("berth/catalog-complete")
+            .exists(&"berth/catalog-complete".into())
             .await
             .expect("head")
     );
@@ -218,7 +224,7 @@ async fn a_tag_that_cannot_be_indexed_is_reported() {
     for (tag, link) in [("good", digest.as_str()), ("broken", "no digest here")] {
         storage
             .put(
-                &current(tag),
+                &Key::new(current(tag)),
                 link.to_owned().into(),
                 PutMode::Overwrite.into(),
             )

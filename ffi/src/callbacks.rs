@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, Listed, ObjectMeta, PartId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, Listed, ObjectMeta, PartId,
     PartsUploadId, PutMode, PutOptions, StorageError,
 };
 use bytes::{Bytes, BytesMut};
@@ -347,7 +347,7 @@ impl Drop for Reader {
 impl Storage for CallbackStorage {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let get = callback(self.vtable()?.get)?;
@@ -381,7 +381,7 @@ impl Storage for CallbackStorage {
         Ok((meta, stream))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         let head = callback(self.vtable()?.head)?;
         let key = c_string(key)?;
         let mut out = berth_storage_out::default();
@@ -397,7 +397,7 @@ impl Storage for CallbackStorage {
     /// host that makes every write durable is correct.
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -426,7 +426,7 @@ impl Storage for CallbackStorage {
         out.meta("put")
     }
 
-    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, _: Durability) -> Result<(), StorageError> {
         let remove = callback(self.vtable()?.remove)?;
         let key = c_string(key)?;
         // SAFETY: `key` lives across the call.
@@ -473,7 +473,7 @@ impl Storage for CallbackStorage {
             })
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         let create_parts = callback(self.vtable()?.create_parts)?;
         let staging_key = c_string(staging_key)?;
         let mut out = berth_storage_out::default();
@@ -518,7 +518,7 @@ impl Storage for CallbackStorage {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         let complete_parts = callback(self.vtable()?.complete_parts)?;
         let upload = c_string(upload.as_str())?;

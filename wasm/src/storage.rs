@@ -20,7 +20,7 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::Storage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, Listed, ObjectMeta, PartId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, Listed, ObjectMeta, PartId,
     PartsUploadId, PutMode, PutOptions, StorageError,
 };
 use bytes::Bytes;
@@ -195,7 +195,7 @@ fn byte_stream(body: JsValue) -> Result<ByteStream, StorageError> {
 impl Storage for JsStorage {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let request = match &range {
@@ -225,7 +225,7 @@ impl Storage for JsStorage {
         Ok((meta, byte_stream(field(&object, "body"))?))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         let object = self.bucket_call("head", &[JsValue::from_str(key)]).await?;
         if object.is_null() || object.is_undefined() {
             return Err(StorageError::NotFound);
@@ -236,7 +236,7 @@ impl Storage for JsStorage {
     /// Buckets have one durability: every write is durable.
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         put: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -269,7 +269,7 @@ impl Storage for JsStorage {
         meta(&object)
     }
 
-    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, _: Durability) -> Result<(), StorageError> {
         self.bucket_call("delete", &[JsValue::from_str(key)])
             .await?;
         Ok(())
@@ -301,7 +301,7 @@ impl Storage for JsStorage {
                 .filter_map(|object| {
                     let key = field(&object, "key").as_string()?;
                     Some(Listed {
-                        key,
+                        key: key.into(),
                         last_modified: uploaded(&object),
                     })
                 })
@@ -331,7 +331,7 @@ impl Storage for JsStorage {
         }
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         let upload = self
             .bucket_call("createMultipartUpload", &[JsValue::from_str(staging_key)])
             .await?;
@@ -364,7 +364,7 @@ impl Storage for JsStorage {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         if self.head(target).await.is_ok() {
             return Err(StorageError::AlreadyExists);
@@ -427,7 +427,9 @@ impl JsStorage {
             )
             .await?
         };
-        let _ = self.delete(staging_key, Durability::Durable).await;
+        let _ = self
+            .delete(&Key::new(staging_key), Durability::Durable)
+            .await;
         if published.is_null() || published.is_undefined() {
             return Err(StorageError::AlreadyExists);
         }

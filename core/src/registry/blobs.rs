@@ -17,7 +17,7 @@ use crate::range::{Multipart, RangePlan, plan_ranges};
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::{Body, Response};
-use crate::storage::{ByteStream, Durability, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{ByteStream, Durability, Key, PutMode, Storage, StorageError, StorageExt};
 use crate::upload::UploadId;
 use crate::upload::{ChunkPlan, UploadSession};
 
@@ -288,7 +288,7 @@ impl<S: Storage> Registry<S> {
 
 /// A `multipart/byteranges` body: each part's head, then its span read from storage only
 /// when the part before it has been sent, so one span at a time is in flight.
-fn multipart_body<S: Storage>(storage: Arc<S>, key: String, layout: Multipart) -> ByteStream {
+fn multipart_body<S: Storage>(storage: Arc<S>, key: Key, layout: Multipart) -> ByteStream {
     enum Piece {
         Text(String),
         Span(std::ops::Range<u64>),

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::layout;
 use crate::notice::Notice;
 use crate::reference::{RepositoryName, Tag};
-use crate::storage::{Durability, ListPage, PutMode, Storage, StorageError, StorageExt};
+use crate::storage::{Durability, Key, ListPage, PutMode, Storage, StorageError, StorageExt};
 
 impl<S: Storage> Registry<S> {
     /// Records a tag in the tag index.
@@ -145,7 +145,7 @@ impl<S: Storage> Registry<S> {
     ) -> Result<(Vec<String>, bool), Error> {
         if !self
             .storage
-            .exists(layout::catalog_complete())
+            .exists(&layout::catalog_complete())
             .await
             .map_err(internal)?
         {
@@ -171,7 +171,7 @@ impl<S: Storage> Registry<S> {
                 }
             }
             if complete {
-                self.mark_complete(layout::catalog_complete()).await?;
+                self.mark_complete(&layout::catalog_complete()).await?;
             }
         }
         let folder = layout::catalog_index();
@@ -217,7 +217,7 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    async fn mark_complete(&self, key: &str) -> Result<(), Error> {
+    async fn mark_complete(&self, key: &Key) -> Result<(), Error> {
         self.storage
             .put(key, Bytes::new(), PutMode::Overwrite.into())
             .await

@@ -27,7 +27,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 use crate::layout;
 use crate::reference::{RepositoryName, Tag};
-use crate::storage::{Durability, PutMode, Storage, StorageError, StorageExt, Version};
+use crate::storage::{Durability, Key, PutMode, Storage, StorageError, StorageExt, Version};
 
 /// How long a lease lasts. A change holds it for a few storage round trips; a lease left by a
 /// request that died is taken over after this long.
@@ -53,7 +53,7 @@ pub(super) enum Leased<'a> {
 #[derive(Debug)]
 #[must_use = "a lease is held until it is released"]
 pub(super) struct Lease {
-    key: String,
+    key: Key,
     version: Version,
 }
 

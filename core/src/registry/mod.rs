@@ -37,7 +37,7 @@ use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody, RequestHead};
 use crate::response::Response;
 use crate::routes::Route;
-use crate::storage::{Storage, StorageError, StorageExt};
+use crate::storage::{Key, Storage, StorageError, StorageExt};
 
 /// The default [`Options::part_size`]: small parts keep the storage busy while the network
 /// delivers the next (2 MiB: 1.07 GB/s for a one-PUT push to the filesystem against 1.01 GB/s
@@ -287,7 +287,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Reads a `link` file: the digest it holds, or `None` when there is no link.
-    async fn read_link(&self, key: &str) -> Result<Option<Digest>, Error> {
+    async fn read_link(&self, key: &Key) -> Result<Option<Digest>, Error> {
         match self.storage.read_small(key, 1024).await {
             Ok((_, bytes)) => {
                 let text = std::str::from_utf8(&bytes).unwrap_or("").trim();
@@ -301,7 +301,7 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    async fn write_link(&self, key: &str, digest: &Digest) -> Result<(), Error> {
+    async fn write_link(&self, key: &Key, digest: &Digest) -> Result<(), Error> {
         self.storage
             .put(
                 key,

@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::{ByteStream, Durability, ListPage, PutMode, Storage, StorageError, StorageExt};
+use super::{ByteStream, Durability, Key, ListPage, PutMode, Storage, StorageError, StorageExt};
 
 /// What the suite found: each check in the order run, with the broken rule of a failed one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,7 +136,7 @@ async fn collect(stream: ByteStream) -> Result<Bytes, String> {
 /// deleted, and its folder usable again after it empties. The second round deletes it as a
 /// durable object, which removes what a backend kept for volatile objects (a folder).
 async fn volatile_writes<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
-    let key = "conformance/volatile/record";
+    let key = &Key::new("conformance/volatile/record");
     for round in 0..2 {
         let created = storage
             .put(key, Bytes::from_static(b"one"), PutMode::Create.volatile())
@@ -176,7 +176,7 @@ async fn volatile_writes<S: Storage + ?Sized>(storage: &S) -> Result<(), String>
 }
 
 async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
-    let key = "conformance/basic/object";
+    let key = &Key::new("conformance/basic/object");
     ensure(
         matches!(storage.head(key).await, Err(StorageError::NotFound)),
         "head of a missing key must be NotFound",
@@ -223,7 +223,7 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
         "an object written again is no older than before",
     )?;
 
-    let empty = "conformance/basic/empty";
+    let empty = &Key::new("conformance/basic/empty");
     storage
         .put(empty, Bytes::new(), PutMode::Overwrite.into())
         .await
@@ -253,7 +253,7 @@ async fn put_get_head_delete<S: Storage + ?Sized>(storage: &S) -> Result<(), Str
 }
 
 async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
-    let key = "conformance/cas/record";
+    let key = &Key::new("conformance/cas/record");
     let first = storage
         .put(key, Bytes::from_static(b"v1"), PutMode::Create.into())
         .await
@@ -296,7 +296,7 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
         matches!(
             storage
                 .put(
-                    "conformance/cas/missing",
+                    &Key::new("conformance/cas/missing"),
                     Bytes::new(),
                     PutMode::Update(second.version.clone()).into()
                 )
@@ -314,7 +314,7 @@ async fn conditional_puts<S: Storage + ?Sized>(storage: &S) -> Result<(), String
 }
 
 async fn ranged_reads<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
-    let key = "conformance/range/object";
+    let key = &Key::new("conformance/range/object");
     storage
         .put(
             key,
@@ -358,7 +358,11 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
     ];
     for key in names {
         storage
-            .put(key, Bytes::from_static(b"x"), PutMode::Overwrite.into())
+            .put(
+                &Key::new(key),
+                Bytes::from_static(b"x"),
+                PutMode::Overwrite.into(),
+            )
             .await
             .or_fail("put")?;
     }
@@ -367,7 +371,7 @@ async fn listing<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("list")?;
     ensure_eq(
-        all,
+        all.iter().map(|key| key.to_string()).collect(),
         keys(&names[..5]),
         "listing is recursive, ordered and prefix-bound",
     )?;
@@ -479,9 +483,9 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
 
     // Part 1 is written twice. Without positional parts both ids stay valid and distinct
     // (the first is the one completed); with them, the second write replaces the first.
-    let target = "conformance/parts/blob";
+    let target = &Key::new("conformance/parts/blob");
     let upload = storage
-        .create_parts("conformance/parts/staging")
+        .create_parts(&Key::new("conformance/parts/staging"))
         .await
         .or_fail("create_parts")?;
     let first = storage
@@ -552,7 +556,7 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
 
     // Completing onto an existing target publishes nothing.
     let again = storage
-        .create_parts("conformance/parts/staging2")
+        .create_parts(&Key::new("conformance/parts/staging2"))
         .await
         .or_fail("create_parts")?;
     let other = storage
@@ -575,16 +579,16 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
 
     // No parts at all publishes an empty object.
     let empty = storage
-        .create_parts("conformance/parts/staging3")
+        .create_parts(&Key::new("conformance/parts/staging3"))
         .await
         .or_fail("create_parts")?;
     storage
-        .complete_parts(&empty, &[], "conformance/parts/empty")
+        .complete_parts(&empty, &[], &Key::new("conformance/parts/empty"))
         .await
         .or_fail("complete_parts with no parts")?;
     ensure_eq(
         storage
-            .head("conformance/parts/empty")
+            .head(&Key::new("conformance/parts/empty"))
             .await
             .or_fail("head")?
             .size,
@@ -594,7 +598,7 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
 
     // An aborted upload leaves nothing behind.
     let aborted = storage
-        .create_parts("conformance/parts/staging4")
+        .create_parts(&Key::new("conformance/parts/staging4"))
         .await
         .or_fail("create_parts")?;
     storage
@@ -602,11 +606,12 @@ async fn parts<S: Storage + ?Sized>(storage: &S) -> Result<(), String> {
         .await
         .or_fail("put_part")?;
     storage.abort_parts(&aborted).await.or_fail("abort_parts")?;
+    let left = storage
+        .list_all("conformance/parts/")
+        .await
+        .or_fail("list")?;
     ensure_eq(
-        storage
-            .list_all("conformance/parts/")
-            .await
-            .or_fail("list")?,
+        left.iter().map(|key| key.to_string()).collect(),
         keys(&["conformance/parts/blob", "conformance/parts/empty"]),
         "only completed uploads are visible: nothing staged, nothing aborted",
     )

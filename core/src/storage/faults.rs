@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
     PutOptions, Storage, StorageError,
 };
 use crate::registry::Pause;
@@ -196,19 +196,19 @@ fn injected(what: &str, when: &str) -> StorageError {
 impl<S: Storage> Storage for FaultyStorage<S> {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         self.run("get", false, self.inner.get(key, range)).await
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         self.run("head", false, self.inner.head(key)).await
     }
 
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -216,7 +216,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
             .await
     }
 
-    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, durability: Durability) -> Result<(), StorageError> {
         self.run("delete", true, self.inner.delete(key, durability))
             .await
     }
@@ -238,13 +238,13 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 
     async fn presigned_get(
         &self,
-        key: &str,
+        key: &Key,
         expires_in: u64,
     ) -> Result<Option<String>, StorageError> {
         self.inner.presigned_get(key, expires_in).await
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         self.run("create_parts", true, self.inner.create_parts(staging_key))
             .await
     }
@@ -268,7 +268,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         let completed = self.inner.complete_parts(upload, parts, target);
         self.run("complete_parts", true, completed).await

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
     PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
 };
 
@@ -96,13 +96,13 @@ fn now_millis() -> Option<u64> {
 impl Storage for MemoryStorage {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let (data, version, modified) = self
             .lock()
             .objects
-            .get(key)
+            .get(key.as_str())
             .cloned()
             .ok_or(StorageError::NotFound)?;
         let meta = meta(&data, version, modified);
@@ -118,20 +118,23 @@ impl Storage for MemoryStorage {
         Ok((meta, Box::pin(stream)))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         let state = self.lock();
-        let (data, version, modified) = state.objects.get(key).ok_or(StorageError::NotFound)?;
+        let (data, version, modified) = state
+            .objects
+            .get(key.as_str())
+            .ok_or(StorageError::NotFound)?;
         Ok(meta(data, *version, *modified))
     }
 
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
         let mut state = self.lock();
-        match (&options.mode, state.objects.get(key)) {
+        match (&options.mode, state.objects.get(key.as_str())) {
             (PutMode::Create, Some(_)) => return Err(StorageError::AlreadyExists),
             (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
             (PutMode::Update(expected), Some((_, version, _)))
@@ -145,12 +148,12 @@ impl Storage for MemoryStorage {
         let meta = meta(&data, version, now_millis());
         state
             .objects
-            .insert(key.to_owned(), (data, version, meta.last_modified));
+            .insert(key.to_string(), (data, version, meta.last_modified));
         Ok(meta)
     }
 
-    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
-        self.lock().objects.remove(key);
+    async fn delete(&self, key: &Key, _: Durability) -> Result<(), StorageError> {
+        self.lock().objects.remove(key.as_str());
         Ok(())
     }
 
@@ -186,7 +189,7 @@ impl Storage for MemoryStorage {
         }
     }
 
-    async fn create_parts(&self, _staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, _staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         let mut state = self.lock();
         let id = PartsUploadId::new(format!("upload-{}", state.next()));
         state.uploads.insert(id.clone(), HashMap::new());
@@ -214,10 +217,10 @@ impl Storage for MemoryStorage {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         let mut state = self.lock();
-        if state.objects.contains_key(target) {
+        if state.objects.contains_key(target.as_str()) {
             return Err(StorageError::AlreadyExists);
         }
         let stored = state.uploads.get(upload).ok_or(StorageError::NotFound)?;
@@ -238,7 +241,7 @@ impl Storage for MemoryStorage {
         let version = state.next();
         state
             .objects
-            .insert(target.to_owned(), (data.freeze(), version, now_millis()));
+            .insert(target.to_string(), (data.freeze(), version, now_millis()));
         Ok(())
     }
 
@@ -288,11 +291,15 @@ mod tests {
         use crate::storage::StorageExt;
         let storage = MemoryStorage::new();
         storage
-            .put("k", Bytes::from_static(b"12345"), PutMode::Create.into())
+            .put(
+                &"k".into(),
+                Bytes::from_static(b"12345"),
+                PutMode::Create.into(),
+            )
             .await
             .unwrap();
-        assert_eq!(storage.read_small("k", 5).await.unwrap().1, "12345");
-        let refused = storage.read_small("k", 4).await.unwrap_err();
+        assert_eq!(storage.read_small(&"k".into(), 5).await.unwrap().1, "12345");
+        let refused = storage.read_small(&"k".into(), 4).await.unwrap_err();
         assert!(matches!(
             refused,
             StorageError::TooLarge {

@@ -2,7 +2,7 @@
 //!
 //! # Contract
 //!
-//! Keys are `/`-separated UTF-8 paths without a leading `/`. A backend promises:
+//! Keys ([`Key`]) are `/`-separated UTF-8 paths without a leading `/`. A backend promises:
 //!
 //! - **Atomic publish.** [`Storage::put`] and [`Storage::complete_parts`] make an object
 //!   visible whole or not at all; a reader never sees a partial object. On a local disk the
@@ -83,7 +83,7 @@ pub trait MaybeSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSync for T {}
 
-pub use crate::ids::{PartId, PartsUploadId, Version};
+pub use crate::ids::{Key, PartId, PartsUploadId, Version};
 pub use crate::stream::{ByteStream, StorageError};
 pub use crate::upload::Chunks;
 
@@ -184,7 +184,7 @@ pub struct ListPage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     /// Its key.
-    pub key: String,
+    pub key: Key,
     /// When it was last written, by the storage's clock, as [`ObjectMeta::last_modified`]
     /// reports it: what the lifecycle rules measure ages by without a `head` per object.
     /// `None` where the backend's listing cannot say (a C storage that does not report it).
@@ -193,7 +193,7 @@ pub struct Listed {
 
 impl Listed {
     /// An object of unknown age.
-    pub fn new(key: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<Key>) -> Self {
         Self {
             key: key.into(),
             last_modified: None,
@@ -222,23 +222,23 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// Reads an object, or the `range` of it (half-open, within its size).
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError>;
 
     /// Size and version of an object.
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError>;
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError>;
 
     /// Writes a whole (small) object atomically (pass a [`PutMode`] for a durable write).
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError>;
 
     /// Removes an object; a missing key is not an error.
-    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError>;
+    async fn delete(&self, key: &Key, durability: Durability) -> Result<(), StorageError>;
 
     /// Lists keys that start with `prefix`, after `start_after`, at most `limit` entries.
     async fn list(
@@ -259,14 +259,14 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// the backend can sign one (an S3 presigned URL); `None` otherwise.
     async fn presigned_get(
         &self,
-        _key: &str,
+        _key: &Key,
         _expires_in: u64,
     ) -> Result<Option<String>, StorageError> {
         Ok(None)
     }
 
     /// Begins a parts upload; `staging_key` names where the backend may keep it.
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError>;
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError>;
 
     /// Stores part `number` (from 1) of a parts upload, returning its unique part id.
     async fn put_part(
@@ -292,7 +292,7 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError>;
 
     /// Discards a parts upload and everything written to it.
@@ -320,26 +320,26 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
 impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         (**self).get(key, range).await
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         (**self).head(key).await
     }
 
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
         (**self).put(key, data, options).await
     }
 
-    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, durability: Durability) -> Result<(), StorageError> {
         (**self).delete(key, durability).await
     }
 
@@ -355,13 +355,13 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn presigned_get(
         &self,
-        key: &str,
+        key: &Key,
         expires_in: u64,
     ) -> Result<Option<String>, StorageError> {
         (**self).presigned_get(key, expires_in).await
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         (**self).create_parts(staging_key).await
     }
 
@@ -382,7 +382,7 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         (**self).complete_parts(upload, parts, target).await
     }
@@ -410,7 +410,7 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 pub trait StorageExt: Storage {
     /// Reads a whole object of at most `limit` bytes into memory (manifests, links, records).
-    async fn read_small(&self, key: &str, limit: u64) -> Result<(ObjectMeta, Bytes), StorageError> {
+    async fn read_small(&self, key: &Key, limit: u64) -> Result<(ObjectMeta, Bytes), StorageError> {
         let (meta, mut stream) = self.get(key, None).await?;
         if meta.size > limit {
             return Err(StorageError::TooLarge {
@@ -430,7 +430,7 @@ pub trait StorageExt: Storage {
     }
 
     /// Whether an object exists.
-    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+    async fn exists(&self, key: &Key) -> Result<bool, StorageError> {
         match self.head(key).await {
             Ok(_) => Ok(true),
             Err(StorageError::NotFound) => Ok(false),
@@ -439,12 +439,12 @@ pub trait StorageExt: Storage {
     }
 
     /// Every key below `prefix` (no delimiter), following pages.
-    async fn list_all(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+    async fn list_all(&self, prefix: &str) -> Result<Vec<Key>, StorageError> {
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self.list(prefix, false, after.as_deref(), 1000).await?;
-            after = page.objects.last().map(|object| object.key.clone());
+            after = page.objects.last().map(|object| object.key.to_string());
             keys.extend(page.objects.into_iter().map(|object| object.key));
             if !page.truncated || after.is_none() {
                 return Ok(keys);
@@ -501,7 +501,10 @@ pub(crate) fn page_of(
             page.prefixes.push(key);
         } else {
             let last_modified = modified(&key);
-            page.objects.push(Listed { key, last_modified });
+            page.objects.push(Listed {
+                key: Key::new(key),
+                last_modified,
+            });
         }
     }
     page

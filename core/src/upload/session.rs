@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, ErrorCode};
-use crate::ids::{PartId, PartsUploadId};
+use crate::ids::{Key, PartId, PartsUploadId};
 use crate::range::ContentRange;
 use crate::reference::RepositoryName;
 
@@ -67,7 +67,7 @@ pub struct WriterClaim {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedTail {
     /// The object holding them.
-    pub key: String,
+    pub key: Key,
     /// How many bytes.
     pub len: u64,
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 use async_trait::async_trait;
 use berth::MemoryStorage;
 use berth::storage::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
     PutOptions, Storage, StorageError,
 };
 use bytes::Bytes;
@@ -44,19 +44,19 @@ pub(crate) struct Hooked<H, S = MemoryStorage> {
 impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         self.hooks.before().await;
         self.inner.get(key, range).await
     }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         self.hooks.before().await;
         self.inner.head(key).await
     }
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -64,7 +64,7 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
         self.hooks.stored(key);
         self.inner.put(key, data, options).await
     }
-    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, durability: Durability) -> Result<(), StorageError> {
         self.hooks.before().await;
         self.inner.delete(key, durability).await
     }
@@ -86,7 +86,7 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         self.inner.create_parts(staging_key).await
     }
     async fn put_part(
@@ -108,7 +108,7 @@ impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         self.hooks.before().await;
         self.inner.complete_parts(upload, parts, target).await

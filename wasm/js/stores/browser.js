@@ -105,7 +105,13 @@ export class BrowserBucket {
   async list(options = {}) {
     const db = await this.#open();
     const keys = (await request(db.transaction(OBJECTS).objectStore(OBJECTS).getAllKeys())).sort();
-    return listPage(keys, (key) => ({ key }), options);
+    const page = listPage(keys, (key) => ({ key }), options);
+    // Only the page's objects are read, for what a listing tells of each (its upload time):
+    // a blob's bytes stay where they are, as a Blob handle.
+    const store = db.transaction(OBJECTS).objectStore(OBJECTS);
+    const entries = await Promise.all(page.objects.map(({ key }) => request(store.get(key))));
+    page.objects = page.objects.map((object, at) => (entries[at] ? describe(object.key, entries[at]) : object));
+    return page;
   }
 
   async createMultipartUpload(key) {

@@ -124,7 +124,7 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         digest: &Digest,
         session: &UploadSession,
-        staging: &str,
+        staging: &Key,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         if let Err(error) = session.verify(digest) {
@@ -150,7 +150,7 @@ impl<S: Storage> Registry<S> {
         id: &UploadId,
         digest: &Digest,
         session: &UploadSession,
-        staging: &str,
+        staging: &Key,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         let interim = layout::rehash_interim(id);
@@ -169,8 +169,8 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         digest: &Digest,
         session: &UploadSession,
-        interim: &str,
-        staging: &str,
+        interim: &Key,
+        staging: &Key,
     ) -> Result<(), Error> {
         let (_, stream) = self.storage.get(interim, None).await.map_err(internal)?;
         let mut body: RequestBody =
@@ -201,7 +201,7 @@ impl<S: Storage> Registry<S> {
         &self,
         digest: &Digest,
         session: &UploadSession,
-        staging: &str,
+        staging: &Key,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         self.publish_to(&layout::blob_data(digest), session, staging, whole)
@@ -212,9 +212,9 @@ impl<S: Storage> Registry<S> {
     /// drops them when `target` already exists: it holds the same content).
     pub(super) async fn publish_to(
         &self,
-        target: &str,
+        target: &Key,
         session: &UploadSession,
-        staging: &str,
+        staging: &Key,
         whole: Option<Bytes>,
     ) -> Result<(), Error> {
         if let Some(whole) = whole {
@@ -281,7 +281,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Deletes an object nothing refers to any more; failing leaves only garbage.
-    pub(super) async fn delete_quietly(&self, key: Option<String>) {
+    pub(super) async fn delete_quietly(&self, key: Option<Key>) {
         if let Some(key) = key {
             let _ = self.storage.delete(&key, Durability::Durable).await;
         }

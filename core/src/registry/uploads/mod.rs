@@ -17,7 +17,8 @@ use crate::reference::RepositoryName;
 use crate::request::{BodyError, RequestBody, RequestHead};
 use crate::response::Response;
 use crate::storage::{
-    Chunks, Durability, ObjectMeta, PartId, PutMode, Storage, StorageError, StorageExt, Version,
+    Chunks, Durability, Key, ObjectMeta, PartId, PutMode, Storage, StorageError, StorageExt,
+    Version,
 };
 use crate::upload::{
     ChunkPlan, ChunkRequest, Midstate, PartWriter, StagedTail, UploadId, UploadSession,
@@ -74,7 +75,7 @@ pub(super) struct Written {
 pub(super) struct Received {
     /// A staged tail the session no longer needs, for the caller to delete once the advanced
     /// record is stored.
-    pub(super) obsolete_tail: Option<String>,
+    pub(super) obsolete_tail: Option<Key>,
     /// The whole blob, when the request that ended the upload carried all of it within one
     /// part: kept in memory and stored with one write instead of as a parts upload.
     pub(super) whole: Option<Bytes>,

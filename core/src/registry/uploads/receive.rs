@@ -103,7 +103,7 @@ impl<S: Storage> Registry<S> {
     pub(in crate::registry) async fn receive(
         &self,
         session: &mut UploadSession,
-        staging: &str,
+        staging: &Key,
         body: &mut RequestBody,
         plan: &ChunkPlan,
     ) -> Result<Received, Error> {
@@ -117,7 +117,7 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn receive_continuing(
         &self,
         session: &mut UploadSession,
-        staging: &str,
+        staging: &Key,
         body: &mut RequestBody,
         plan: &ChunkPlan,
         continued: Option<HashQueue>,
@@ -256,11 +256,11 @@ impl<S: Storage> Registry<S> {
                 self.write_part(session, staging, rest).await?;
             } else {
                 let data = concat(rest);
-                let key = format!(
+                let key = Key::new(format!(
                     "{staging}.tail-{}-{}",
                     session.offset() + received,
                     (self.options.ids)()
-                );
+                ));
                 self.storage
                     .put(&key, data.clone(), PutMode::Overwrite.into())
                     .await
@@ -332,7 +332,7 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn write_part(
         &self,
         session: &mut UploadSession,
-        staging: &str,
+        staging: &Key,
         data: Chunks,
     ) -> Result<(), Error> {
         let part = self.start_part(session, staging, data).await?.await;
@@ -346,7 +346,7 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn start_part(
         &self,
         session: &mut UploadSession,
-        staging: &str,
+        staging: &Key,
         data: Chunks,
     ) -> Result<impl Future<Output = Result<PartId, StorageError>> + '_, Error> {
         let upload = match session.parts_upload() {

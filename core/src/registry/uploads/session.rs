@@ -108,7 +108,8 @@ impl<S: Storage> Registry<S> {
             if page.objects.is_empty() {
                 return Ok(purged);
             }
-            for key in page.keys() {
+            for listed in &page.objects {
+                let key = &listed.key;
                 let id = &key[folder.len()..];
                 let started = id.split_once('-').and_then(|(t, _)| t.parse::<u64>().ok());
                 if started.is_some_and(|started| started >= cutoff) {

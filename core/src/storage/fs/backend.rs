@@ -6,7 +6,7 @@ use super::*;
 impl Storage for FsStorage {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let path = self.inner.path(key)?;
@@ -64,7 +64,7 @@ impl Storage for FsStorage {
         Ok((meta, Box::pin(stream)))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         // A stat, on the calling thread (see `get`).
         let meta = fs::metadata(self.inner.path(key)?).map_err(io_error)?;
         if meta.is_dir() {
@@ -75,7 +75,7 @@ impl Storage for FsStorage {
 
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -113,7 +113,7 @@ impl Storage for FsStorage {
             .await
     }
 
-    async fn delete(&self, key: &str, durability: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, durability: Durability) -> Result<(), StorageError> {
         let path = self.inner.path(key)?;
         // A volatile object's folder is kept when it empties: removing one is a single
         // unlink (or a rename into the spares), quicker than the trip to the blocking pool.
@@ -140,7 +140,7 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn create_parts(&self, _staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, _staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         self.blocking(|inner| {
             let id = inner.unique();
             let dir = inner.parts_dir(&id)?;
@@ -187,7 +187,7 @@ impl Storage for FsStorage {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         let upload = upload.as_str().to_owned();
         let parts = parts

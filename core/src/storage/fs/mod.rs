@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
     PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
 };
 

@@ -45,7 +45,12 @@ async fn removed_session_records_are_written_again() {
     let root = temp_root("spares");
     let storage = FsStorage::new(&root).unwrap();
     let create = |key: &'static str, data: &'static [u8]| {
-        storage.put(key, Bytes::from_static(data), PutMode::Create.volatile())
+        let storage = &storage;
+        async move {
+            let key = Key::from(key);
+            let data = Bytes::from_static(data);
+            storage.put(&key, data, PutMode::Create.volatile()).await
+        }
     };
     let first = create("berth/uploads/1-a", b"a longer record")
         .await
@@ -53,10 +58,10 @@ async fn removed_session_records_are_written_again() {
     let inode = |key: &str| fs::metadata(root.join(key)).unwrap().ino();
     let first_inode = inode("berth/uploads/1-a");
     storage
-        .delete("berth/uploads/1-a", Durability::Volatile)
+        .delete(&"berth/uploads/1-a".into(), Durability::Volatile)
         .await
         .unwrap();
-    assert!(!storage.exists("berth/uploads/1-a").await.unwrap());
+    assert!(!storage.exists(&"berth/uploads/1-a".into()).await.unwrap());
 
     let second = create("berth/uploads/2-b", b"short").await.unwrap();
     assert_eq!(
@@ -65,7 +70,10 @@ async fn removed_session_records_are_written_again() {
         "the inode is reused"
     );
     assert_ne!(second.version, first.version);
-    let (_, bytes) = storage.read_small("berth/uploads/2-b", 100).await.unwrap();
+    let (_, bytes) = storage
+        .read_small(&"berth/uploads/2-b".into(), 100)
+        .await
+        .unwrap();
     assert_eq!(
         &bytes[..],
         b"short",
@@ -74,11 +82,15 @@ async fn removed_session_records_are_written_again() {
     assert_eq!(fs::read_dir(root.join(".berth/spare")).unwrap().count(), 0);
 
     storage
-        .delete("berth/uploads/2-b", Durability::Volatile)
+        .delete(&"berth/uploads/2-b".into(), Durability::Volatile)
         .await
         .unwrap();
     storage
-        .put("docker/x", Bytes::from_static(b"x"), PutMode::Create.into())
+        .put(
+            &"docker/x".into(),
+            Bytes::from_static(b"x"),
+            PutMode::Create.into(),
+        )
         .await
         .unwrap();
     assert_ne!(
@@ -101,7 +113,7 @@ async fn replaced_session_records_are_written_again() {
     let kept = || fs::read_dir(root.join(".berth/spare")).unwrap().count();
     let mut meta = storage
         .put(
-            key,
+            &key.into(),
             Bytes::from_static(b"offset 0"),
             PutMode::Create.volatile(),
         )
@@ -110,23 +122,26 @@ async fn replaced_session_records_are_written_again() {
     for record in ["offset 1, a longer record", "offset 2", "offset 3"] {
         meta = storage
             .put(
-                key,
+                &key.into(),
                 Bytes::from(record),
                 PutMode::Update(meta.version).volatile(),
             )
             .await
             .unwrap();
-        assert_eq!(storage.head(key).await.unwrap(), meta);
+        assert_eq!(storage.head(&key.into()).await.unwrap(), meta);
         assert_eq!(read(&storage, key).await.unwrap(), record);
         #[cfg(target_os = "linux")]
         assert_eq!(kept(), 1, "the replaced record is kept");
     }
 
     let version = meta.version.clone();
-    storage.delete(key, Durability::Volatile).await.unwrap();
+    storage
+        .delete(&key.into(), Durability::Volatile)
+        .await
+        .unwrap();
     let late = storage
         .put(
-            key,
+            &key.into(),
             Bytes::from_static(b"late"),
             PutMode::Update(version).volatile(),
         )
@@ -145,7 +160,7 @@ async fn replaced_session_records_are_written_again() {
     ));
     #[cfg(not(target_os = "linux"))]
     drop(temp);
-    assert!(!storage.exists(key).await.unwrap());
+    assert!(!storage.exists(&key.into()).await.unwrap());
     assert_eq!(
         kept(),
         spares - 1,
@@ -161,7 +176,7 @@ async fn replaced_session_records_are_written_again() {
 async fn blocks_allocated_past_the_parts_are_freed_when_the_upload_completes() {
     let root = temp_root("preallocated");
     let storage = FsStorage::new(&root).unwrap();
-    let upload = storage.create_parts("staging").await.unwrap();
+    let upload = storage.create_parts(&"staging".into()).await.unwrap();
     let part = storage
         .put_part(&upload, 1, vec![Bytes::from(vec![7u8; 100_000])])
         .await
@@ -178,7 +193,7 @@ async fn blocks_allocated_past_the_parts_are_freed_when_the_upload_completes() {
         "this filesystem allocates blocks past a file's end"
     );
     storage
-        .complete_parts(&upload, &[part], "docker/blob")
+        .complete_parts(&upload, &[part], &"docker/blob".into())
         .await
         .unwrap();
     let blob = fs::metadata(root.join("docker/blob")).unwrap();
@@ -208,7 +223,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
         fs::read_to_string(dir.join(PARTS_UNSYNCED)).ok()
     };
 
-    let upload = storage.create_parts("staging").await.unwrap();
+    let upload = storage.create_parts(&"staging".into()).await.unwrap();
     let first = storage
         .put_part(&upload, 1, vec![Bytes::from_static(b"first ")])
         .await
@@ -221,12 +236,12 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
         .unwrap();
     another_process.sync_parts(&upload).await.unwrap();
     storage
-        .complete_parts(&upload, &[first, second], "docker/kept")
+        .complete_parts(&upload, &[first, second], &"docker/kept".into())
         .await
         .unwrap();
     assert_eq!(read(&storage, "docker/kept").await.unwrap(), "first second");
 
-    let upload = storage.create_parts("staging").await.unwrap();
+    let upload = storage.create_parts(&"staging".into()).await.unwrap();
     let part = storage
         .put_part(&upload, 1, vec![Bytes::from_static(b"lost?")])
         .await
@@ -240,7 +255,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
     ));
     assert!(matches!(
         storage
-            .complete_parts(&upload, &[part], "docker/lost")
+            .complete_parts(&upload, &[part], &"docker/lost".into())
             .await,
         Err(StorageError::NotFound)
     ));
@@ -249,7 +264,7 @@ async fn parts_named_before_they_are_durable_are_refused_after_the_machine_resta
     // Elsewhere (a network filesystem) the parts are made durable instead.
     let mut elsewhere = FsStorage::new(&root).unwrap();
     Arc::get_mut(&mut elsewhere.inner).unwrap().page_cache_boot = None;
-    let upload = elsewhere.create_parts("staging").await.unwrap();
+    let upload = elsewhere.create_parts(&"staging".into()).await.unwrap();
     elsewhere
         .put_part(&upload, 1, vec![Bytes::from_static(b"synced")])
         .await
@@ -268,11 +283,11 @@ async fn large_objects_stream_whole_and_in_ranges_from_the_cache_or_the_disk() {
         .collect::<Vec<u8>>()
         .into();
     storage
-        .put("docker/large", data.clone(), PutMode::Create.into())
+        .put(&"docker/large".into(), data.clone(), PutMode::Create.into())
         .await
         .unwrap();
     let read = |range: Option<Range<u64>>| async {
-        let (_, body) = storage.get("docker/large", range).await.unwrap();
+        let (_, body) = storage.get(&"docker/large".into(), range).await.unwrap();
         let chunks: Vec<_> = body.collect().await;
         chunks
             .into_iter()
@@ -304,7 +319,7 @@ async fn large_objects_stream_whole_and_in_ranges_from_the_cache_or_the_disk() {
 /// The object at `key`, if any.
 #[cfg(target_os = "linux")]
 async fn read(storage: &FsStorage, key: &str) -> Option<Bytes> {
-    match storage.read_small(key, 1 << 20).await {
+    match storage.read_small(&key.into(), 1 << 20).await {
         Ok((_, bytes)) => Some(bytes),
         Err(StorageError::NotFound) => None,
         Err(e) => panic!("{key}: {e}"),
@@ -327,29 +342,32 @@ async fn journaled_writes_are_replayed_after_the_machine_stopped() {
     let storage = FsStorage::new(&root).unwrap();
     let big = Bytes::from(vec![7u8; journal::JOURNALED_MAX + 1]);
     storage
-        .put("r/a", "one".into(), PutMode::Overwrite.into())
+        .put(&"r/a".into(), "one".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/a", "two".into(), PutMode::Overwrite.into())
+        .put(&"r/a".into(), "two".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/b", "bee".into(), PutMode::Create.into())
+        .put(&"r/b".into(), "bee".into(), PutMode::Create.into())
         .await
         .unwrap();
-    storage.delete("r/b", Durability::Durable).await.unwrap();
     storage
-        .put("r/c", "small".into(), PutMode::Overwrite.into())
+        .delete(&"r/b".into(), Durability::Durable)
+        .await
+        .unwrap();
+    storage
+        .put(&"r/c".into(), "small".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     // Too large for the journal, over a key it holds: recorded as written in place.
     storage
-        .put("r/c", big.clone(), PutMode::Overwrite.into())
+        .put(&"r/c".into(), big.clone(), PutMode::Overwrite.into())
         .await
         .unwrap();
     storage
-        .put("r/f", "journaled".into(), PutMode::Overwrite.into())
+        .put(&"r/f".into(), "journaled".into(), PutMode::Overwrite.into())
         .await
         .unwrap();
     drop(storage);
@@ -447,7 +465,7 @@ async fn a_full_journal_is_checkpointed_into_a_new_file() {
         let key = format!("r/{i}/link");
         let data = format!("sha256:{i}").into();
         storage
-            .put(&key, data, PutMode::Overwrite.into())
+            .put(&Key::new(key), data, PutMode::Overwrite.into())
             .await
             .unwrap();
     }
@@ -476,7 +494,11 @@ async fn journaled_writes_return_once_their_records_are_durable() {
             let key = format!("r/{i}/link");
             let data = format!("sha256:{round}-{i}").into();
             let storage = &storage;
-            async move { storage.put(&key, data, PutMode::Overwrite.into()).await }
+            async move {
+                storage
+                    .put(&Key::new(key), data, PutMode::Overwrite.into())
+                    .await
+            }
         });
         for written in futures_util::future::join_all(writes).await {
             written.unwrap();
@@ -507,10 +529,10 @@ async fn refuses_keys_that_leave_the_root() {
     let root = temp_root("escape");
     let storage = FsStorage::new(&root).unwrap();
     for key in ["../x", "/etc/passwd", "a/../../b", "", ".berth/cas.lock"] {
-        assert!(storage.head(key).await.is_err(), "{key}");
+        assert!(storage.head(&key.into()).await.is_err(), "{key}");
         assert!(
             storage
-                .put(key, Bytes::new(), PutMode::Overwrite.into())
+                .put(&key.into(), Bytes::new(), PutMode::Overwrite.into())
                 .await
                 .is_err(),
             "{key}"
@@ -524,7 +546,11 @@ async fn concurrent_compare_and_swap_has_one_winner() {
     let root = temp_root("cas");
     let storage = FsStorage::new(&root).unwrap();
     let base = storage
-        .put("k", Bytes::from_static(b"0"), PutMode::Create.into())
+        .put(
+            &"k".into(),
+            Bytes::from_static(b"0"),
+            PutMode::Create.into(),
+        )
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -533,7 +559,11 @@ async fn concurrent_compare_and_swap_has_one_winner() {
         let version = base.version.clone();
         tasks.push(tokio::spawn(async move {
             storage
-                .put("k", Bytes::from(vec![i]), PutMode::Update(version).into())
+                .put(
+                    &"k".into(),
+                    Bytes::from(vec![i]),
+                    PutMode::Update(version).into(),
+                )
                 .await
                 .is_ok()
         }));

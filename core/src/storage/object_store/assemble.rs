@@ -8,7 +8,7 @@ impl ObjectStoreStorage {
     /// streaming multipart upload: memory stays bounded by its few chunks in flight.
     pub(super) async fn stream_into(
         &self,
-        sources: &[String],
+        sources: &[Key],
         target: &Path,
     ) -> Result<(), StorageError> {
         let upload = self.store.put_multipart(target).await.map_err(error)?;
@@ -140,7 +140,7 @@ impl ObjectStoreStorage {
         multipart: &dyn MultipartStore,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         let (staging, id) = native_upload(upload.as_str())?;
         if self.exists(target).await? {
@@ -178,7 +178,7 @@ impl ObjectStoreStorage {
         {
             copied?;
         } else {
-            self.stream_into(&[staging.to_string()], &target_path)
+            self.stream_into(&[Key::new(staging.to_string())], &target_path)
                 .await?;
         }
         match self.store.delete(&staging).await {

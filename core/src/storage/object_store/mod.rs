@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, ListPage, ObjectMeta, PartId, PartsUploadId,
+    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
     PutMode, Storage, StorageError, StorageExt, Version, fold, page_of,
 };
 
@@ -219,7 +219,7 @@ fn meta(meta: &::object_store::ObjectMeta) -> ObjectMeta {
 impl Storage for ObjectStoreStorage {
     async fn get(
         &self,
-        key: &str,
+        key: &Key,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let location = path(key)?;
@@ -241,14 +241,14 @@ impl Storage for ObjectStoreStorage {
         Ok((found, Box::pin(result.into_stream().map_err(error))))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
         Ok(meta(&self.store.head(&path(key)?).await.map_err(error)?))
     }
 
     /// Object stores have one durability: every write is durable.
     async fn put(
         &self,
-        key: &str,
+        key: &Key,
         data: Bytes,
         options: super::PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
@@ -271,7 +271,7 @@ impl Storage for ObjectStoreStorage {
         })
     }
 
-    async fn delete(&self, key: &str, _: Durability) -> Result<(), StorageError> {
+    async fn delete(&self, key: &Key, _: Durability) -> Result<(), StorageError> {
         match self.store.delete(&path(key)?).await {
             Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(error(e)),
@@ -351,7 +351,7 @@ impl Storage for ObjectStoreStorage {
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     async fn presigned_get(
         &self,
-        key: &str,
+        key: &Key,
         expires_in: u64,
     ) -> Result<Option<String>, StorageError> {
         let Some(signer) = &self.signer else {
@@ -368,7 +368,7 @@ impl Storage for ObjectStoreStorage {
         Ok(Some(url.to_string()))
     }
 
-    async fn create_parts(&self, staging_key: &str) -> Result<PartsUploadId, StorageError> {
+    async fn create_parts(&self, staging_key: &Key) -> Result<PartsUploadId, StorageError> {
         match &self.multipart {
             Some(multipart) => {
                 let id = multipart
@@ -412,7 +412,7 @@ impl Storage for ObjectStoreStorage {
         &self,
         upload: &PartsUploadId,
         parts: &[PartId],
-        target: &str,
+        target: &Key,
     ) -> Result<(), StorageError> {
         if let Some(multipart) = &self.multipart {
             return self
@@ -437,8 +437,10 @@ impl Storage for ObjectStoreStorage {
                     .map_err(error)?;
             }
             _ => {
-                let sources: Vec<String> =
-                    parts.iter().map(|part| format!("{prefix}{part}")).collect();
+                let sources: Vec<Key> = parts
+                    .iter()
+                    .map(|part| Key::new(format!("{prefix}{part}")))
+                    .collect();
                 self.stream_into(&sources, &target_path).await?;
             }
         }
