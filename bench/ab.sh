@@ -5,7 +5,8 @@
 # drift touches both alike. Prints each scenario's median per side and their ratio.
 #
 #   bench/ab.sh COMMIT [SCENARIOS]     SCENARIOS: push,push-chunked,pull (the default),
-#                                      or any of berth-bench's (small-images, manifest-get, …)
+#                                      or any of berth-bench's (small-images, manifest-get, …);
+#                                      pull reads the blob push wrote, so name push with it
 #
 # BENCH_ROUNDS (5) and BENCH_BLOB_MIB (1024) change the sizes.
 set -euo pipefail
@@ -39,8 +40,10 @@ for side in new old; do
   targets+=(--target "$side=127.0.0.1:$port,pid=$pid")
 done
 log "$rounds rounds of $scenarios, $blob_mib MiB blobs"
+status=0
 "$root/target/release/berth-bench" run "${targets[@]}" --rounds "$rounds" --blob-mib "$blob_mib" \
-  --only "$scenarios" --out "$work/ab.jsonl"
+  --only "$scenarios" --out "$work/ab.jsonl" >/dev/null || status=$?
+grep '"error"' "$work/ab.jsonl" >&2 || true
 python3 - "$work/ab.jsonl" "$commit" <<'EOF'
 import json, statistics, sys
 from collections import defaultdict
@@ -59,3 +62,4 @@ for scenario in sorted({s for s, _ in figures}):
           f"{statistics.median(old):9.1f}   ratio {ratio:.3f}   "
           f"(rounds: {', '.join(f'{v:.0f}' for v in new)} vs {', '.join(f'{v:.0f}' for v in old)})")
 EOF
+exit $status
