@@ -2,18 +2,29 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::reference::RepositoryName;
 use crate::request::RequestHead;
 
-/// What an operation does to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What an operation does to a repository (or, for `Catalog` and `Admin`, to the registry).
+/// Named in access rules in lower case (`pull`, `push`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Action {
     /// Read: GET and HEAD, and the source repository of a cross-mount.
     Pull,
     /// Write: uploads and manifest pushes.
     Push,
+    /// Move a tag that already points at another manifest.
+    Overwrite,
     /// Remove manifests, tags or blobs.
     Delete,
+    /// List the repositories (each caller sees those it may pull).
+    Catalog,
+    /// Administer the registry: everything, everywhere.
+    Admin,
 }
 
 impl fmt::Display for Action {
@@ -21,7 +32,10 @@ impl fmt::Display for Action {
         f.write_str(match self {
             Self::Pull => "pull",
             Self::Push => "push",
+            Self::Overwrite => "overwrite",
             Self::Delete => "delete",
+            Self::Catalog => "catalog",
+            Self::Admin => "admin",
         })
     }
 }
@@ -71,8 +85,10 @@ pub struct ReadOnly;
 impl AccessPolicy for ReadOnly {
     fn check(&self, _: &RequestHead, _: Option<&RepositoryName>, action: Action) -> Decision {
         match action {
-            Action::Pull => Decision::Allow,
-            Action::Push | Action::Delete => Decision::Unsupported,
+            Action::Pull | Action::Catalog => Decision::Allow,
+            Action::Push | Action::Overwrite | Action::Delete | Action::Admin => {
+                Decision::Unsupported
+            }
         }
     }
 }

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod auth;
 mod digest;
 mod error;
 mod hex;
