@@ -5,11 +5,13 @@
 
 mod credentials;
 mod glob;
+mod htpasswd;
 mod rules;
 mod scope;
 #[cfg(test)]
 mod tests;
 
 pub use credentials::{Challenge, Credentials, MalformedCredentials};
+pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
 pub use scope::Scope;
