@@ -1,11 +1,14 @@
 //! Authorization as plain data: [`Rules`] say who may do what to which repositories, and
 //! decide for an [`Identity`] without IO. A request's [`Credentials`] are read from its head,
 //! and a refusal tells the client what to send with a [`Challenge`] naming the [`Scope`]s it
-//! needs. (Verifying credentials, and the token service, build on these.)
+//! needs. Passwords are checked against [`Htpasswd`] files, tokens by [`jwt::verify`] (the
+//! signature by the host's cryptography). (Wiring these into requests, and the token
+//! service, build on them.)
 
 mod credentials;
 mod glob;
 mod htpasswd;
+pub mod jwt;
 mod rules;
 mod scope;
 #[cfg(test)]

@@ -1,0 +1,514 @@
+//! JSON Web Tokens as registries use them: parsed, matched to a key, and checked against the
+//! claims a registry requires. The signature itself is checked by a [`SignatureCheck`] the
+//! host supplies (native code, or the runtime's WebCrypto at the edge), so the core carries
+//! no elliptic-curve arithmetic.
+//!
+//! Only the asymmetric algorithms a registry token uses are accepted: `ES256` with a P-256
+//! key and `EdDSA` with an Ed25519 key. `none`, every `HS*` (a public key taken as a shared
+//! secret) and an algorithm that does not fit the key's type are refused before any
+//! signature is checked.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::scope::Scope;
+
+/// A public key, as a JWKS lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `EC` or `OKP`.
+    pub kty: String,
+    /// `P-256` or `Ed25519`.
+    #[serde(default)]
+    pub crv: String,
+    /// The x coordinate (EC) or the public key (OKP), base64url.
+    #[serde(default)]
+    pub x: String,
+    /// The y coordinate (EC), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// The key's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+/// A key set (`{"keys": [...]}`); keys of other types are kept out, not refused, since
+/// issuers publish RSA keys beside the ones berth can use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+impl Jwks {
+    /// Reads a key set.
+    pub fn from_json(text: &str) -> Result<Self, TokenError> {
+        let jwks: Self = serde_json::from_str(text).map_err(|_| TokenError::Malformed)?;
+        Ok(Self {
+            keys: jwks
+                .keys
+                .into_iter()
+                .filter(|key| key.algorithm().is_some())
+                .collect(),
+        })
+    }
+
+    /// The key a token names, by `kid` (its own, or its RFC 7638 thumbprint).
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+        self.keys
+            .iter()
+            .find(|key| key.kid.as_deref() == Some(kid) || key.thumbprint() == kid)
+    }
+}
+
+/// The signature algorithms berth accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// ECDSA over P-256 with SHA-256; the signature is `r || s`, 64 bytes.
+    Es256,
+    /// Ed25519; the signature is 64 bytes.
+    EdDsa,
+}
+
+impl Jwk {
+    /// The algorithm this key verifies, if berth can use it.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        match (self.kty.as_str(), self.crv.as_str(), &self.y) {
+            ("EC", "P-256", Some(_)) => Some(Algorithm::Es256),
+            ("OKP", "Ed25519", None) => Some(Algorithm::EdDsa),
+            _ => None,
+        }
+    }
+
+    /// The RFC 7638 thumbprint: base64url(SHA-256) of the required members in lexical order,
+    /// the `kid` distribution v3 expects.
+    pub fn thumbprint(&self) -> String {
+        let canonical = match &self.y {
+            Some(y) => format!(
+                r#"{{"crv":{},"kty":{},"x":{},"y":{}}}"#,
+                json(&self.crv),
+                json(&self.kty),
+                json(&self.x),
+                json(y)
+            ),
+            None => format!(
+                r#"{{"crv":{},"kty":{},"x":{}}}"#,
+                json(&self.crv),
+                json(&self.kty),
+                json(&self.x)
+            ),
+        };
+        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+fn json(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// Checks a signature: the host's cryptography.
+pub trait SignatureCheck: Send + Sync {
+    /// Whether `signature` signs `message` under `key` with `algorithm` (the key's own).
+    fn verify(&self, algorithm: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool;
+}
+
+/// Why a token was refused. Each is a 401 with `error="invalid_token"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    Malformed,
+    /// An algorithm berth does not accept, or one that does not fit the key.
+    Algorithm(String),
+    /// No key with the token's `kid`.
+    UnknownKey,
+    /// The signature does not verify.
+    Signature,
+    /// Past its `exp`.
+    Expired,
+    /// Before its `nbf`.
+    NotYetValid,
+    /// Issued by someone else.
+    Issuer,
+    /// Meant for another service.
+    Audience,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed => f.write_str("the token is not a JSON Web Token"),
+            Self::Algorithm(alg) => write!(f, "the token's algorithm {alg:?} is not accepted"),
+            Self::UnknownKey => f.write_str("the token is signed by an unknown key"),
+            Self::Signature => f.write_str("the token's signature does not verify"),
+            Self::Expired => f.write_str("the token has expired"),
+            Self::NotYetValid => f.write_str("the token is not valid yet"),
+            Self::Issuer => f.write_str("the token comes from another issuer"),
+            Self::Audience => f.write_str("the token is for another service"),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// What a registry requires of a token besides its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    /// The issuers whose tokens are accepted (`iss`).
+    pub issuers: Vec<String>,
+    /// This registry's service name, which `aud` must contain.
+    pub audience: String,
+    /// Seconds of clock difference forgiven on `exp` and `nbf` (distribution allows 60).
+    pub leeway: u64,
+}
+
+/// The claims berth reads from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Claims {
+    /// The subject: who the token speaks for.
+    #[serde(default)]
+    pub sub: String,
+    /// The issuer.
+    #[serde(default)]
+    pub iss: String,
+    /// Expiry, seconds since the epoch.
+    #[serde(default)]
+    pub exp: Option<u64>,
+    /// Not before, seconds since the epoch.
+    #[serde(default)]
+    pub nbf: Option<u64>,
+    /// The distribution-format grants: `[{"type", "name", "actions"}]`.
+    #[serde(default)]
+    pub access: Vec<Access>,
+    /// Groups the subject belongs to, when the issuer says.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    aud: Audience,
+}
+
+/// One grant of a distribution-format token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Access {
+    /// `repository` or `registry`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The resource's name.
+    pub name: String,
+    /// The actions granted.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+impl Claims {
+    /// The token's grants as scopes.
+    pub fn scopes(&self) -> Vec<Scope> {
+        self.access
+            .iter()
+            .filter(|access| !access.actions.is_empty())
+            .map(|access| Scope {
+                kind: access.kind.clone(),
+                name: access.name.clone(),
+                actions: access.actions.iter().cloned().collect(),
+            })
+            .collect()
+    }
+}
+
+/// `aud`: one string or several.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, service: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::One(one) => one == service,
+            Self::Many(many) => many.iter().any(|one| one == service),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// Verifies `token` against `keys`, then its claims against `validation` at `now` (seconds
+/// since the epoch, by the host's clock).
+pub fn verify(
+    token: &str,
+    keys: &Jwks,
+    check: &dyn SignatureCheck,
+    validation: &Validation,
+    now: u64,
+) -> Result<Claims, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| TokenError::Malformed)
+    };
+    let header: Header =
+        serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+    let algorithm = match header.alg.as_str() {
+        "ES256" => Algorithm::Es256,
+        "EdDSA" => Algorithm::EdDsa,
+        other => return Err(TokenError::Algorithm(other.to_owned())),
+    };
+    let key = match &header.kid {
+        Some(kid) => keys.find(kid).ok_or(TokenError::UnknownKey)?,
+        // Without a kid, the one key there is (an issuer with a single key).
+        None => match keys.keys.as_slice() {
+            [only] => only,
+            _ => return Err(TokenError::UnknownKey),
+        },
+    };
+    if key.algorithm() != Some(algorithm) {
+        return Err(TokenError::Algorithm(header.alg));
+    }
+    let signature = decode(signature)?;
+    let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
+    if signature.len() != 64 || !check.verify(algorithm, key, signed.as_bytes(), &signature) {
+        return Err(TokenError::Signature);
+    }
+    let claims: Claims =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+    // A token without an expiry would be good forever: refused.
+    let expires = claims.exp.ok_or(TokenError::Expired)?;
+    if now > expires.saturating_add(validation.leeway) {
+        return Err(TokenError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| now.saturating_add(validation.leeway) < nbf)
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if !validation.issuers.contains(&claims.iss) {
+        return Err(TokenError::Issuer);
+    }
+    if !claims.aud.contains(&validation.audience) {
+        return Err(TokenError::Audience);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8037, appendix A.2 and A.3: an Ed25519 public key and its thumbprint.
+    fn rfc8037_key() -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+            y: None,
+            kid: None,
+        }
+    }
+
+    fn p256_key(kid: &str) -> Jwk {
+        Jwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU".into(),
+            y: Some("x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0".into()),
+            kid: Some(kid.into()),
+        }
+    }
+
+    #[test]
+    fn thumbprints_as_rfc_8037() {
+        assert_eq!(
+            rfc8037_key().thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn key_sets_keep_the_keys_berth_can_use() {
+        let jwks = Jwks::from_json(
+            r#"{"keys": [
+                {"kty": "RSA", "n": "0vx7", "e": "AQAB", "kid": "rsa"},
+                {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                 "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", "kid": "ec"},
+                {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(jwks.keys.len(), 2);
+        assert!(jwks.find("ec").is_some());
+        assert!(jwks.find("rsa").is_none());
+        // A key without a kid is found by its thumbprint.
+        assert!(
+            jwks.find("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k")
+                .is_some()
+        );
+        assert!(Jwks::from_json("{").is_err());
+    }
+
+    /// A stand-in for the host's cryptography, for the claim checks: a "signature" is the
+    /// message's SHA-256 twice, and only a key whose x is "good" signs.
+    struct Digests;
+
+    impl SignatureCheck for Digests {
+        fn verify(&self, _: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
+            let digest = Sha256::digest(message);
+            key.kid.as_deref() != Some("revoked")
+                && signature == [&digest[..], &digest[..]].concat()
+        }
+    }
+
+    fn token(header: &str, claims: &str) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let digest = Sha256::digest(signed.as_bytes());
+        format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode([&digest[..], &digest[..]].concat())
+        )
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims_json(extra: &str) -> String {
+        format!(
+            r#"{{"iss":"berth","sub":"alice","aud":["reg.example"],"exp":{},"nbf":{},{extra}"groups":["team-a"],"access":[{{"type":"repository","name":"team-a/app","actions":["pull","push"]}}]}}"#,
+            NOW + 300,
+            NOW - 10
+        )
+    }
+
+    fn validation() -> Validation {
+        Validation {
+            issuers: vec!["berth".into()],
+            audience: "reg.example".into(),
+            leeway: 60,
+        }
+    }
+
+    fn check(token: &str) -> Result<Claims, TokenError> {
+        let keys = Jwks {
+            keys: vec![p256_key("k1"), rfc8037_key(), p256_key("revoked")],
+        };
+        verify(token, &keys, &Digests, &validation(), NOW)
+    }
+
+    #[test]
+    fn accepts_a_good_token_and_reads_its_grants() {
+        let claims = check(&token(r#"{"alg":"ES256","kid":"k1"}"#, &claims_json(""))).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.groups.as_slice()),
+            ("alice", &["team-a".to_owned()][..])
+        );
+        let scopes: Vec<String> = claims.scopes().iter().map(ToString::to_string).collect();
+        assert_eq!(scopes, ["repository:team-a/app:pull,push"]);
+        let thumbprint = rfc8037_key().thumbprint();
+        let header = format!(r#"{{"alg":"EdDSA","kid":"{thumbprint}"}}"#);
+        assert!(check(&token(&header, &claims_json(""))).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_the_design_notes_list() {
+        let good = claims_json("");
+        let cases = [
+            (
+                token(r#"{"alg":"none","kid":"k1"}"#, &good),
+                TokenError::Algorithm("none".into()),
+            ),
+            (
+                token(r#"{"alg":"HS256","kid":"k1"}"#, &good),
+                TokenError::Algorithm("HS256".into()),
+            ),
+            (
+                token(r#"{"alg":"RS256","kid":"k1"}"#, &good),
+                TokenError::Algorithm("RS256".into()),
+            ),
+            // An EdDSA header over a P-256 key: algorithm confusion.
+            (
+                token(r#"{"alg":"EdDSA","kid":"k1"}"#, &good),
+                TokenError::Algorithm("EdDSA".into()),
+            ),
+            (
+                token(r#"{"alg":"ES256","kid":"other"}"#, &good),
+                TokenError::UnknownKey,
+            ),
+            (token(r#"{"alg":"ES256"}"#, &good), TokenError::UnknownKey),
+            (
+                token(r#"{"alg":"ES256","kid":"revoked"}"#, &good),
+                TokenError::Signature,
+            ),
+            (
+                token(
+                    r#"{"alg":"ES256","kid":"k1"}"#,
+                    &good.replace(&(NOW + 300).to_string(), &(NOW - 61).to_string()),
+                ),
+                TokenError::Expired,
+            ),
+            (
+                token(
+                    r#"{"alg":"ES256","kid":"k1"}"#,
+                    &good.replace(&format!(r#""exp":{},"#, NOW + 300), ""),
+                ),
+                TokenError::Expired,
+            ),
+            (
+                token(
+                    r#"{"alg":"ES256","kid":"k1"}"#,
+                    &good.replace(&(NOW - 10).to_string(), &(NOW + 61).to_string()),
+                ),
+                TokenError::NotYetValid,
+            ),
+            (
+                token(
+                    r#"{"alg":"ES256","kid":"k1"}"#,
+                    &good.replace(r#""iss":"berth""#, r#""iss":"evil""#),
+                ),
+                TokenError::Issuer,
+            ),
+            (
+                token(
+                    r#"{"alg":"ES256","kid":"k1"}"#,
+                    &good.replace("reg.example", "other.example"),
+                ),
+                TokenError::Audience,
+            ),
+            ("a.b".to_owned(), TokenError::Malformed),
+            ("a.b.c.d".to_owned(), TokenError::Malformed),
+            ("!!.!!.!!".to_owned(), TokenError::Malformed),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(check(&token), Err(expected.clone()), "{expected}");
+        }
+        // Within the leeway: a minute late or early is forgiven.
+        let late = good.replace(&(NOW + 300).to_string(), &(NOW - 59).to_string());
+        assert!(check(&token(r#"{"alg":"ES256","kid":"k1"}"#, &late)).is_ok());
+        // A tampered payload no longer matches its signature.
+        let genuine = token(r#"{"alg":"ES256","kid":"k1"}"#, &good);
+        let mut parts: Vec<&str> = genuine.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(good.replace("team-a/app", "team-b/app"));
+        parts[1] = &forged;
+        assert_eq!(check(&parts.join(".")), Err(TokenError::Signature));
+    }
+}
