@@ -37,14 +37,14 @@ fi
 
 step "format, lints, docs"
 cargo fmt --all --check || failures+=("cargo fmt")
-cargo clippy --workspace --all-targets --features berth/object-store --locked -- -D warnings || failures+=("cargo clippy")
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features berth/object-store --locked || failures+=("cargo doc")
+cargo clippy --workspace --all-targets --features berth/object-store,berth/tokens --locked -- -D warnings || failures+=("cargo clippy")
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features berth/object-store,berth/tokens --locked || failures+=("cargo doc")
 # The fuzz targets are a workspace of their own.
 cargo fmt --manifest-path fuzz/Cargo.toml --check || failures+=("cargo fmt (fuzz)")
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings || failures+=("cargo clippy (fuzz)")
 
 step "unit, property, transcript and concurrency tests"
-cargo test --workspace --features berth/object-store --locked 2>&1 | tee "$logs/cargo-test.out"
+cargo test --workspace --features berth/object-store,berth/tokens --locked 2>&1 | tee "$logs/cargo-test.out"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("cargo test")
 sum_field() { grep -E '^test result:' "$logs/cargo-test.out" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }
 cargo_passed=$(sum_field passed)

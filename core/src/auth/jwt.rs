@@ -310,6 +310,52 @@ pub fn verify(
     Ok(claims)
 }
 
+/// ES256 and Ed25519 signatures checked in Rust (feature `tokens`): what native hosts use.
+#[cfg(feature = "tokens")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NativeCheck;
+
+#[cfg(feature = "tokens")]
+impl SignatureCheck for NativeCheck {
+    fn verify(&self, algorithm: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
+        let coordinate = |text: &str| URL_SAFE_NO_PAD.decode(text).ok();
+        match algorithm {
+            Algorithm::Es256 => {
+                use p256::ecdsa::signature::Verifier as _;
+                let (Some(x), Some(y)) =
+                    (coordinate(&key.x), key.y.as_deref().and_then(coordinate))
+                else {
+                    return false;
+                };
+                if x.len() != 32 || y.len() != 32 {
+                    return false;
+                }
+                // An uncompressed SEC1 point: 0x04, x, y.
+                let point = [&[4u8][..], &x, &y].concat();
+                let (Ok(key), Ok(signature)) = (
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&point),
+                    p256::ecdsa::Signature::from_slice(signature),
+                ) else {
+                    return false;
+                };
+                key.verify(message, &signature).is_ok()
+            }
+            Algorithm::EdDsa => {
+                let Some(Ok(public)) = coordinate(&key.x).map(<[u8; 32]>::try_from) else {
+                    return false;
+                };
+                let (Ok(key), Ok(signature)) = (
+                    ed25519_dalek::VerifyingKey::from_bytes(&public),
+                    ed25519_dalek::Signature::from_slice(signature),
+                ) else {
+                    return false;
+                };
+                key.verify_strict(message, &signature).is_ok()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +556,48 @@ mod tests {
         let forged = URL_SAFE_NO_PAD.encode(good.replace("team-a/app", "team-b/app"));
         parts[1] = &forged;
         assert_eq!(check(&parts.join(".")), Err(TokenError::Signature));
+    }
+
+    /// Tokens minted by PyJWT 2.15.1 (cryptography 51.0.1) with fresh keys, and those keys.
+    #[cfg(feature = "tokens")]
+    #[test]
+    fn verifies_what_pyjwt_signed() {
+        let keys = Jwks::from_json(
+            r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "nm3_JJ9V4cROuKKXclysOymjQf39ZnZoLzv5nX9F4OI", "y": "xUZhS7Fcsd6FVDxDbxx-lu0DfRl1r2Rqe31CaNAV2Ic", "kid": "ec-1"}, {"x": "V8yG0Pl0bu8RbdVja6pgPakhJX9GFXYmPnH-N1lwapU", "kty": "OKP", "crv": "Ed25519", "kid": "ed-1"}]}"#,
+        )
+        .unwrap();
+        let es256 = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjLTEiLCJ0eXAiOiJKV1QifQ.eyJpc3MiOiJweWp3dCIsInN1YiI6ImFsaWNlIiwiYXVkIjoicmVnLmV4YW1wbGUiLCJleHAiOjE4MDAwMDAzMDAsIm5iZiI6MTc5OTk5OTk5MCwiYWNjZXNzIjpbeyJ0eXBlIjoicmVwb3NpdG9yeSIsIm5hbWUiOiJ0ZWFtLWEvYXBwIiwiYWN0aW9ucyI6WyJwdWxsIl19XX0.5jZaAW40xdlUZ5kKZs2Aeq7dL5c_gJ78EI0erCetdpGfX1F9_VP57VeoN5Lx5mWaUD7qNccS0VDBP5du8Ljyiw";
+        let eddsa = "eyJhbGciOiJFZERTQSIsImtpZCI6ImVkLTEiLCJ0eXAiOiJKV1QifQ.eyJpc3MiOiJweWp3dCIsInN1YiI6ImFsaWNlIiwiYXVkIjoicmVnLmV4YW1wbGUiLCJleHAiOjE4MDAwMDAzMDAsIm5iZiI6MTc5OTk5OTk5MCwiYWNjZXNzIjpbeyJ0eXBlIjoicmVwb3NpdG9yeSIsIm5hbWUiOiJ0ZWFtLWEvYXBwIiwiYWN0aW9ucyI6WyJwdWxsIl19XX0.U2DBU4SnYgwtcHD2Lf1Js04xffvrhz12ALOfrAzfXRUQQKTLt7cAQ0Db5cIY5tSYwMaAOJFM2Q-UD00Pi9QQBQ";
+        let validation = Validation {
+            issuers: vec!["pyjwt".into()],
+            audience: "reg.example".into(),
+            leeway: 60,
+        };
+        for token in [es256, eddsa] {
+            let claims = verify(token, &keys, &NativeCheck, &validation, NOW).unwrap();
+            assert_eq!(claims.sub, "alice");
+            // One flipped bit anywhere in the signed part, or in the signature, and it fails.
+            let signature_at = token.rfind('.').unwrap() + 1;
+            for at in [10, signature_at - 5, signature_at + 3] {
+                let mut bytes = token.as_bytes().to_vec();
+                bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                let tampered = String::from_utf8(bytes).unwrap();
+                assert!(verify(&tampered, &keys, &NativeCheck, &validation, NOW).is_err());
+            }
+        }
+        // The Ed25519 token's payload and signature, claimed for the Ed25519 key under an
+        // ES256 header, and then under its own header for the P-256 key: refused both ways.
+        let (_, rest) = eddsa.split_once('.').unwrap();
+        for header in [
+            r#"{"alg":"ES256","kid":"ed-1"}"#,
+            r#"{"alg":"EdDSA","kid":"ec-1"}"#,
+        ] {
+            let swapped = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header));
+            let refused = verify(&swapped, &keys, &NativeCheck, &validation, NOW);
+            assert!(
+                matches!(refused, Err(TokenError::Algorithm(_))),
+                "{refused:?}"
+            );
+        }
     }
 }
