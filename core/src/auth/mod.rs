@@ -5,6 +5,7 @@
 //! signature by the host's cryptography). (Wiring these into requests, and the token
 //! service, build on them.)
 
+mod authenticate;
 mod credentials;
 mod glob;
 mod htpasswd;
@@ -14,6 +15,7 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
+pub use authenticate::{Authenticated, Authenticator, Refused, TokenIssuer, VERIFIED_FOR};
 pub use credentials::{Challenge, Credentials, MalformedCredentials};
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
