@@ -108,12 +108,116 @@ async fn the_hook_sees_repository_and_action() {
     assert!(seen.contains(&(Some("secret".into()), Action::Pull)));
     assert!(seen.contains(&(Some("forbidden".into()), Action::Delete)));
     assert!(
-        seen.contains(&(None, Action::Pull)),
-        "the catalog is checked with no repository"
+        seen.contains(&(None, Action::Catalog)),
+        "the catalog is checked with no repository, as the catalog"
     );
     assert!(seen.contains(&(Some("other".into()), Action::Push)));
     assert!(
         seen.contains(&(Some("forbidden".into()), Action::Pull)),
         "the mount source is checked"
+    );
+}
+
+/// The rules-backed hook through the registry: who may pull and push what, the challenge a
+/// refused client is sent, and nothing stored by a refused push.
+#[tokio::test]
+async fn rules_decide_through_the_registry() {
+    use base64::Engine as _;
+    use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
+
+    let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
+    let policy = RulesPolicy {
+        authenticator: Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+        rules: Rules::from_json(
+            r#"{"repositories": {"team-a/**": {"policies": [
+                {"users": ["alice"], "actions": ["pull", "push"]}]}}}"#,
+        )
+        .unwrap(),
+        login: LoginScheme::Basic {
+            realm: "berth".into(),
+        },
+        clock: Arc::new(|| 0),
+    };
+    let registry = Registry::new(MemoryStorage::new(), options(Arc::new(policy)));
+    let alice = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    let send = |method: Method, target: &str, credentials: Option<&str>, body: &str| {
+        let mut head = RequestHead::from_target(method, target);
+        if let Some(credentials) = credentials {
+            head = head.with_header("Authorization", credentials);
+        }
+        let body = if body.is_empty() {
+            empty_body()
+        } else {
+            full_body(body.as_bytes().to_vec())
+        };
+        registry.handle(head, body)
+    };
+
+    let ping = send(Method::Get, "/v2/", None, "").await;
+    assert_eq!(ping.status, 401);
+    assert_eq!(
+        ping.header("WWW-Authenticate"),
+        Some(r#"Basic realm="berth""#)
+    );
+    assert_eq!(
+        send(Method::Get, "/v2/", Some(&alice), "").await.status,
+        200
+    );
+
+    let digest = berth::Algorithm::Sha256.digest(b"layer");
+    let push = |repository: &str| format!("/v2/{repository}/blobs/uploads/?digest={digest}");
+    assert_eq!(
+        send(Method::Post, &push("team-a/app"), Some(&alice), "layer")
+            .await
+            .status,
+        201
+    );
+    // Elsewhere alice is known but not allowed: 403, and nothing is stored there.
+    assert_eq!(
+        send(Method::Post, &push("team-b/app"), Some(&alice), "layer")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        send(Method::Post, &push("team-a/app"), None, "layer")
+            .await
+            .status,
+        401
+    );
+    let blob = |repository: &str| format!("/v2/{repository}/blobs/{digest}");
+    assert_eq!(
+        send(Method::Head, &blob("team-a/app"), Some(&alice), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(Method::Head, &blob("team-a/app"), None, "")
+            .await
+            .status,
+        401
+    );
+    {
+        use berth::storage::StorageExt;
+        let team_b = registry
+            .storage()
+            .list_all("docker/registry/v2/repositories/team-b/")
+            .await
+            .unwrap();
+        assert!(team_b.is_empty(), "a refused push left {team_b:?}");
+    }
+    let wrong = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:wrong")
+    );
+    assert_eq!(
+        send(Method::Head, &blob("team-a/app"), Some(&wrong), "")
+            .await
+            .status,
+        401
     );
 }

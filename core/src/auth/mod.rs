@@ -10,6 +10,7 @@ mod credentials;
 mod glob;
 mod htpasswd;
 pub mod jwt;
+mod policy;
 mod rules;
 mod scope;
 #[cfg(test)]
@@ -18,5 +19,6 @@ mod tests;
 pub use authenticate::{Authenticated, Authenticator, Refused, TokenIssuer, VERIFIED_FOR};
 pub use credentials::{Challenge, Credentials, MalformedCredentials};
 pub use htpasswd::{Htpasswd, HtpasswdError};
+pub use policy::{LoginScheme, RulesPolicy};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
 pub use scope::Scope;

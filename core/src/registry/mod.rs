@@ -232,9 +232,10 @@ impl<S: Storage> Registry<S> {
                 },
             ));
         }
-        let action = match method {
-            Method::Get | Method::Head => Action::Pull,
-            Method::Delete => Action::Delete,
+        let action = match (&route, method) {
+            (Route::Catalog, _) => Action::Catalog,
+            (_, Method::Get | Method::Head) => Action::Pull,
+            (_, Method::Delete) => Action::Delete,
             _ => Action::Push,
         };
         self.authorize(head, route.repository(), action)?;

@@ -1,0 +1,236 @@
+//! The access hook built from the parts: an [`Authenticator`] says who asks, [`Rules`] and
+//! the token's grants say what they may do, and a refusal carries the challenge that tells a
+//! client how to log in.
+
+use std::sync::Arc;
+
+use super::authenticate::{Authenticated, Authenticator, Refused};
+use super::credentials::Challenge;
+use super::rules::{Identity, Rules};
+use super::scope::Scope;
+use crate::access::{AccessPolicy, Action, Decision};
+use crate::reference::RepositoryName;
+use crate::request::RequestHead;
+
+/// How refused clients are told to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginScheme {
+    /// With a user and a password (`WWW-Authenticate: Basic`).
+    Basic {
+        /// The realm named in the challenge.
+        realm: String,
+    },
+    /// With a token from `realm` for `service`.
+    Bearer {
+        /// The token service's absolute URL.
+        realm: String,
+        /// This registry's service name.
+        service: String,
+    },
+}
+
+/// Access decided by rules over authenticated identities.
+pub struct RulesPolicy {
+    /// Who asks.
+    pub authenticator: Authenticator,
+    /// What they may do.
+    pub rules: Rules,
+    /// How a refused client is told to log in.
+    pub login: LoginScheme,
+    /// Seconds since the epoch, by the host's clock (token expiry, remembered passwords).
+    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for RulesPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesPolicy")
+            .field("rules", &self.rules)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessPolicy for RulesPolicy {
+    fn check(
+        &self,
+        request: &RequestHead,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> Decision {
+        let needed = |repository: Option<&RepositoryName>| match repository {
+            Some(name) => vec![Scope::repository(name.as_str(), &[action])],
+            None if action == Action::Catalog => vec![Scope::catalog()],
+            None => Vec::new(),
+        };
+        let who = match self.authenticator.authenticate(request, (self.clock)()) {
+            Ok(who) => who,
+            Err(refused) => {
+                let error = match refused {
+                    Refused::Token(_) => Some("invalid_token"),
+                    Refused::Malformed(_) | Refused::Password => None,
+                };
+                return self.unauthorized(needed(repository), error);
+            }
+        };
+        if self.permits(&who, repository, action) {
+            return Decision::Allow;
+        }
+        match (&who.identity, &who.grants) {
+            (Identity::Anonymous, _) => self.unauthorized(needed(repository), None),
+            // A token without the scope: the client fetches one that has it.
+            (Identity::Principal(_), Some(_)) => {
+                self.unauthorized(needed(repository), Some("insufficient_scope"))
+            }
+            (Identity::Principal(_), None) => Decision::Denied,
+        }
+    }
+}
+
+impl RulesPolicy {
+    /// Whether the rules, and a token's grants if it came with one, allow it. `/v2/` (no
+    /// repository, `pull`) is open to every principal, and to anonymous callers when some
+    /// repository lets them do anything.
+    fn permits(
+        &self,
+        who: &Authenticated,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> bool {
+        let Some(name) = repository else {
+            return match (action, &who.identity) {
+                (Action::Pull, Identity::Principal(_)) => true,
+                (Action::Pull, Identity::Anonymous) => self
+                    .rules
+                    .repositories
+                    .values()
+                    .any(|rules| !rules.anonymous.is_empty()),
+                (action, identity) => self.rules.allows(identity, None, action),
+            };
+        };
+        let by_rules = self
+            .rules
+            .allows(&who.identity, Some(name.as_str()), action);
+        let by_token = who.grants.as_ref().is_none_or(|grants| {
+            grants
+                .iter()
+                .any(|scope| scope.grants(name.as_str(), action))
+        });
+        by_rules && by_token
+    }
+
+    fn unauthorized(&self, scopes: Vec<Scope>, error: Option<&'static str>) -> Decision {
+        let challenge = match &self.login {
+            LoginScheme::Basic { realm } => Challenge::Basic {
+                realm: realm.clone(),
+            },
+            LoginScheme::Bearer { realm, service } => Challenge::Bearer {
+                realm: realm.clone(),
+                service: service.clone(),
+                scopes,
+                error,
+            },
+        };
+        Decision::Unauthorized {
+            challenge: challenge.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+    use crate::auth::htpasswd::Htpasswd;
+    use crate::request::Method;
+
+    fn policy(login: LoginScheme) -> RulesPolicy {
+        let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
+        RulesPolicy {
+            authenticator: Authenticator::new()
+                .with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+            rules: Rules::from_json(
+                r#"{"repositories": {
+                    "team-a/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]},
+                    "public/**": {"anonymous": ["pull"]}
+                }}"#,
+            )
+            .unwrap(),
+            login,
+            clock: Arc::new(|| 0),
+        }
+    }
+
+    fn head(credentials: Option<&str>) -> RequestHead {
+        let head = RequestHead::from_target(Method::Get, "/v2/");
+        match credentials {
+            Some(pair) => {
+                head.with_header("Authorization", format!("Basic {}", STANDARD.encode(pair)))
+            }
+            None => head,
+        }
+    }
+
+    fn name(text: &str) -> RepositoryName {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn decisions_and_challenges() {
+        let bearer = policy(LoginScheme::Bearer {
+            realm: "https://r.example/token".into(),
+            service: "r.example".into(),
+        });
+        let alice = head(Some("alice:s3cret"));
+        let anonymous = head(None);
+        let team_a = name("team-a/app");
+        assert_eq!(
+            bearer.check(&alice, Some(&team_a), Action::Pull),
+            Decision::Allow
+        );
+        assert_eq!(
+            bearer.check(&alice, Some(&team_a), Action::Push),
+            Decision::Denied
+        );
+        assert_eq!(bearer.check(&alice, None, Action::Pull), Decision::Allow);
+        assert_eq!(
+            bearer.check(&anonymous, Some(&name("public/x")), Action::Pull),
+            Decision::Allow
+        );
+        // Anonymous callers may ping, since a public tree exists.
+        assert_eq!(
+            bearer.check(&anonymous, None, Action::Pull),
+            Decision::Allow
+        );
+        assert_eq!(
+            bearer.check(&anonymous, Some(&team_a), Action::Pull),
+            Decision::Unauthorized {
+                challenge: "Bearer realm=\"https://r.example/token\",service=\"r.example\",\
+                            scope=\"repository:team-a/app:pull\""
+                    .into()
+            }
+        );
+        assert_eq!(
+            bearer.check(&head(Some("alice:wrong")), Some(&team_a), Action::Pull),
+            Decision::Unauthorized {
+                challenge: "Bearer realm=\"https://r.example/token\",service=\"r.example\",\
+                            scope=\"repository:team-a/app:pull\""
+                    .into()
+            }
+        );
+        let basic = policy(LoginScheme::Basic {
+            realm: "berth".into(),
+        });
+        assert_eq!(
+            basic.check(&anonymous, None, Action::Catalog),
+            Decision::Allow
+        );
+        assert_eq!(
+            basic.check(&anonymous, Some(&team_a), Action::Delete),
+            Decision::Unauthorized {
+                challenge: "Basic realm=\"berth\"".into()
+            }
+        );
+    }
+}
