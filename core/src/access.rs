@@ -66,6 +66,14 @@ pub trait AccessPolicy: Send + Sync {
         repository: Option<&RepositoryName>,
         action: Action,
     ) -> Decision;
+
+    /// Whether some caller may be refused a pull. Then a mount without `from` links nothing
+    /// (the client uploads instead): the registry cannot yet tell whether the caller may
+    /// pull some repository holding the blob, and linking it would hand out a private
+    /// layer to anyone who knows its digest. A hook that refuses no pull says `false`.
+    fn restricts_pulls(&self) -> bool {
+        true
+    }
 }
 
 /// Allows everything: the default.
@@ -75,6 +83,10 @@ pub struct AllowAll;
 impl AccessPolicy for AllowAll {
     fn check(&self, _: &RequestHead, _: Option<&RepositoryName>, _: Action) -> Decision {
         Decision::Allow
+    }
+
+    fn restricts_pulls(&self) -> bool {
+        false
     }
 }
 
@@ -90,6 +102,10 @@ impl AccessPolicy for ReadOnly {
                 Decision::Unsupported
             }
         }
+    }
+
+    fn restricts_pulls(&self) -> bool {
+        false
     }
 }
 

@@ -201,6 +201,20 @@ async fn rules_decide_through_the_registry() {
             .status,
         401
     );
+    // A mount without `from` links nothing under a hook that may refuse pulls: a new
+    // session instead, even for a blob the caller could pull.
+    let automatic = format!("/v2/team-a/other/blobs/uploads/?mount={digest}");
+    assert_eq!(
+        send(Method::Post, &automatic, Some(&alice), "")
+            .await
+            .status,
+        202
+    );
+    let from = format!("/v2/team-a/other/blobs/uploads/?mount={digest}&from=team-a/app");
+    assert_eq!(
+        send(Method::Post, &from, Some(&alice), "").await.status,
+        201
+    );
     {
         use berth::storage::StorageExt;
         let team_b = registry

@@ -268,7 +268,11 @@ impl<S: Storage> Registry<S> {
                     .is_some()
                     && self.blob_exists(digest).await?
             }
-            None => self.options.automatic_mount && self.blob_exists(digest).await?,
+            None => {
+                self.options.automatic_mount
+                    && !self.options.access.restricts_pulls()
+                    && self.blob_exists(digest).await?
+            }
         };
         if available {
             self.register_repository(name).await?;
