@@ -34,6 +34,8 @@ debian_packages=()
 command -v skopeo >/dev/null || debian_packages+=(skopeo)
 command -v docker-registry >/dev/null || debian_packages+=(docker-registry)
 command -v curl >/dev/null || debian_packages+=(curl)
+# htpasswd, which writes the password files the login tests (tests/auth.sh) serve.
+command -v htpasswd >/dev/null || debian_packages+=(apache2-utils)
 # The benchmark counts the syncs of a small-image push with it.
 command -v strace >/dev/null || debian_packages+=(strace)
 command -v openssl >/dev/null || debian_packages+=(openssl)

@@ -88,8 +88,10 @@ impl AccessPolicy for RulesPolicy {
 
 impl RulesPolicy {
     /// Whether the rules, and a token's grants if it came with one, allow it. `/v2/` (no
-    /// repository, `pull`) is open to every principal, and to anonymous callers when some
-    /// repository lets them do anything.
+    /// repository, `pull`) is open to every principal and challenges anonymous callers even
+    /// where some repository lets them pull: clients learn from that answer whether to send
+    /// the credentials they hold (skopeo, seeing 200, never sends them), and clients without
+    /// credentials go on to pull anonymously all the same.
     fn permits(
         &self,
         who: &Authenticated,
@@ -99,11 +101,7 @@ impl RulesPolicy {
         let Some(name) = repository else {
             return match (action, &who.identity) {
                 (Action::Pull, Identity::Principal(_)) => true,
-                (Action::Pull, Identity::Anonymous) => self
-                    .rules
-                    .repositories
-                    .values()
-                    .any(|rules| !rules.anonymous.is_empty()),
+                (Action::Pull, Identity::Anonymous) => false,
                 (action, identity) => self.rules.allows(identity, None, action),
             };
         };
@@ -198,11 +196,11 @@ mod tests {
             bearer.check(&anonymous, Some(&name("public/x")), Action::Pull),
             Decision::Allow
         );
-        // Anonymous callers may ping, since a public tree exists.
-        assert_eq!(
+        // Anonymous callers are challenged at /v2/ even though a public tree exists.
+        assert!(matches!(
             bearer.check(&anonymous, None, Action::Pull),
-            Decision::Allow
-        );
+            Decision::Unauthorized { .. }
+        ));
         assert_eq!(
             bearer.check(&anonymous, Some(&team_a), Action::Pull),
             Decision::Unauthorized {

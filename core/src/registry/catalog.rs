@@ -2,9 +2,11 @@
 //! from the index.
 
 use super::Registry;
+use crate::access::Action;
 use crate::error::Error;
 use crate::http::{next_page, page_size, query};
 use crate::layout;
+use crate::reference::RepositoryName;
 use crate::request::RequestHead;
 use crate::response::Response;
 use crate::storage::Storage;
@@ -34,7 +36,19 @@ impl<S: Storage> Registry<S> {
         let limit = page_size(head)?;
         let last = query(head, "last");
         let (page, truncated) = self.catalog_page(last.as_deref(), limit).await?;
+        // The next page starts after the last name read, shown or not.
         let next = page.last().filter(|_| truncated).cloned();
+        // Each caller sees only what it may pull (a page may then hold fewer than `n`).
+        let page: Vec<String> = if self.options.access.restricts_pulls() {
+            page.into_iter()
+                .filter(|name| {
+                    name.parse::<RepositoryName>()
+                        .is_ok_and(|name| self.authorize(head, Some(&name), Action::Pull).is_ok())
+                })
+                .collect()
+        } else {
+            page
+        };
         let body =
             serde_json::to_vec(&serde_json::json!({ "repositories": page })).unwrap_or_default();
         let mut response = Response::json(200, body);

@@ -91,6 +91,18 @@ pub(crate) struct ServeArgs {
     /// bytes bypass berth [default: off].
     #[arg(long, env = "BERTH_BLOB_REDIRECT")]
     pub(crate) blob_redirect: Option<String>,
+    /// An htpasswd file of bcrypt hashes (`htpasswd -B`): requests must log in with Basic
+    /// credentials (re-read when the file changes). Without --access, every user listed
+    /// may do everything, as with registry:2's `auth.htpasswd`.
+    #[arg(long, env = "BERTH_HTPASSWD")]
+    pub(crate) htpasswd: Option<PathBuf>,
+    /// A TOML file of access rules: who may pull, push, overwrite and delete which
+    /// repositories, and what anonymous callers may do (see the README).
+    #[arg(long, env = "BERTH_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
+    /// The realm named in the Basic challenge [default: berth].
+    #[arg(long, env = "BERTH_AUTH_REALM")]
+    pub(crate) auth_realm: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -133,9 +145,23 @@ struct FileConfig {
     upload_expiry: Option<String>,
     upload_lease: Option<String>,
     blob_redirect: Option<String>,
+    htpasswd: Option<PathBuf>,
+    access: Option<PathBuf>,
+    auth_realm: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+}
+
+/// Who may do what, when requests must log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthSettings {
+    /// The htpasswd file, if passwords are checked.
+    pub(crate) htpasswd: Option<PathBuf>,
+    /// The access rules' file; without one, every listed user may do everything.
+    pub(crate) access: Option<PathBuf>,
+    /// The Basic challenge's realm.
+    pub(crate) realm: String,
 }
 
 /// The storage after merging.
@@ -162,6 +188,7 @@ pub(crate) struct Settings {
     pub(crate) upload_lease: u64,
     /// Seconds a presigned blob URL lives; `None` serves blobs directly.
     pub(crate) blob_redirect: Option<u64>,
+    pub(crate) auth: Option<AuthSettings>,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -241,6 +268,16 @@ impl ServeArgs {
                 .or(file.blob_redirect)
                 .map(|age| parse_age(&age))
                 .transpose()?,
+            auth: {
+                let htpasswd = self.htpasswd.or(file.htpasswd);
+                let access = self.access.or(file.access);
+                let realm = self.auth_realm.or(file.auth_realm);
+                (htpasswd.is_some() || access.is_some()).then(|| AuthSettings {
+                    htpasswd,
+                    access,
+                    realm: realm.unwrap_or_else(|| "berth".into()),
+                })
+            },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })

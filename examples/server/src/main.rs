@@ -1,5 +1,6 @@
 //! `berth serve`: the standalone registry, a drop-in for registry:2.
 
+mod auth;
 mod config;
 mod http;
 mod threads;
@@ -104,7 +105,7 @@ fn main() -> ExitCode {
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
             Mode::PurgeUploads => {
-                let registry = Registry::new(storage, registry_options(&settings));
+                let registry = Registry::new(storage, registry_options(&settings)?);
                 let purged = registry
                     .purge_uploads(settings.upload_expiry)
                     .await
@@ -116,7 +117,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Mode::Serve => {
-                let registry = Arc::new(Registry::new(storage, registry_options(&settings)));
+                let registry = Arc::new(Registry::new(storage, registry_options(&settings)?));
                 serve(registry, description, settings).await
             }
         }
@@ -207,7 +208,7 @@ fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), Strin
     }
 }
 
-fn registry_options(settings: &Settings) -> Options {
+fn registry_options(settings: &Settings) -> Result<Options, String> {
     let mut options = Options::system();
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
@@ -221,10 +222,12 @@ fn registry_options(settings: &Settings) -> Options {
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");
     }));
-    if settings.read_only {
+    if let Some(auth) = &settings.auth {
+        options.access = Arc::new(auth::FilePolicy::load(auth.clone(), settings.read_only)?);
+    } else if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }
-    options
+    Ok(options)
 }
 
 /// Purges expired upload sessions now and then, for as long as the server runs.
@@ -265,6 +268,7 @@ async fn serve(
         storage = %description,
         tls = tls.is_some(),
         read_only = settings.read_only,
+        login = settings.auth.is_some(),
         "berth is serving"
     );
 
