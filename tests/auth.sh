@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Logging in to `berth serve --htpasswd --access`, with real clients: skopeo, crane, oras and
 # regctl log in (or pass credentials) and push and pull where the rules allow, are refused
-# where they do not (and nothing is stored), anonymous callers reach only the public tree,
+# where they do not (and nothing is stored), a tag moves only with `overwrite`, anonymous
+# callers reach only the public tree,
 # the catalog shows each caller what it may pull, a changed htpasswd file is re-read, and
 # both conformance suites pass with credentials.
 #   tests/auth.sh BERTH_BINARY
@@ -39,6 +40,7 @@ start_berth "$binary" "$work/root" --htpasswd users --access access.toml
 R=$BERTH_ADDR
 layout() { python3 "$here/lib/make_oci_layout.py" "$@"; }
 image_digest=$(layout image v1 --layers 2 --size 100000)
+other_digest=$(layout other v1 --layers 1 --size 1000)
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
 challenges() {
@@ -68,6 +70,17 @@ crane_login() {
   ! crane push --insecure image "$R/public/app:v2" 2>/dev/null
 }
 check "crane auth login: alice pushes to public; anonymous pulls it and may not push" crane_login
+
+overwrite() {
+  crane auth login "$R" -u alice -p s3cret --insecure 2>/dev/null &&
+  crane push --insecure image "$R/public/app:v1" &&
+  ! crane push --insecure other "$R/public/app:v1" 2>/dev/null &&
+  equal "$(crane digest --insecure "$R/public/app:v1")" "$image_digest" &&
+  crane push --insecure other "$R/team-a/app:v1" &&
+  equal "$(crane digest --insecure "$R/team-a/app:v1")" "$other_digest" &&
+  crane auth logout "$R" 2>/dev/null
+}
+check "overwrite: alice may push public tags but not move them; in team-a she may" overwrite
 
 oras_regctl() {
   oras login --plain-http -u alice -p s3cret "$R" >/dev/null 2>&1 &&

@@ -67,11 +67,14 @@ pub trait AccessPolicy: Send + Sync {
         action: Action,
     ) -> Decision;
 
-    /// Whether some caller may be refused a pull. Then a mount without `from` links nothing
-    /// (the client uploads instead): the registry cannot yet tell whether the caller may
-    /// pull some repository holding the blob, and linking it would hand out a private
-    /// layer to anyone who knows its digest. A hook that refuses no pull says `false`.
-    fn restricts_pulls(&self) -> bool {
+    /// Whether the hook may answer one caller otherwise than another (it authenticates).
+    /// Then the registry asks it more: each catalog entry is shown only to callers who may
+    /// pull it, moving a tag to another manifest asks for [`Action::Overwrite`], and a mount
+    /// without `from` links nothing (the client uploads instead: the registry cannot yet
+    /// tell whether the caller may pull some repository holding the blob, and linking it
+    /// would hand out a private layer to anyone who knows its digest). A hook that answers
+    /// everyone alike says `false`, and spares those lookups.
+    fn decides_per_caller(&self) -> bool {
         true
     }
 }
@@ -85,7 +88,7 @@ impl AccessPolicy for AllowAll {
         Decision::Allow
     }
 
-    fn restricts_pulls(&self) -> bool {
+    fn decides_per_caller(&self) -> bool {
         false
     }
 }
@@ -104,7 +107,7 @@ impl AccessPolicy for ReadOnly {
         }
     }
 
-    fn restricts_pulls(&self) -> bool {
+    fn decides_per_caller(&self) -> bool {
         false
     }
 }

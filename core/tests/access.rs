@@ -201,6 +201,32 @@ async fn rules_decide_through_the_registry() {
             .status,
         401
     );
+    // alice may push but not overwrite: a new tag, and the same manifest again, are fine;
+    // moving the tag to another manifest is refused, and the tag stays where it was.
+    let manifest = |note: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":5}},"layers":[],"annotations":{{"note":"{note}"}}}}"#
+        )
+    };
+    let put = |body: String| {
+        let head = RequestHead::from_target(Method::Put, "/v2/team-a/app/manifests/v1")
+            .with_header("Authorization", alice.as_str())
+            .with_header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+        registry.handle(head, full_body(body.into_bytes()))
+    };
+    assert_eq!(put(manifest("one")).await.status, 201);
+    assert_eq!(put(manifest("one")).await.status, 201);
+    let moved = put(manifest("two")).await;
+    assert_eq!(moved.status, 403);
+    let tagged = send(Method::Get, "/v2/team-a/app/manifests/v1", Some(&alice), "").await;
+    assert_eq!(
+        tagged.header("Docker-Content-Digest"),
+        Some(
+            berth::Algorithm::Sha256
+                .digest(manifest("one").as_bytes())
+                .as_str()
+        )
+    );
     // A mount without `from` links nothing under a hook that may refuse pulls: a new
     // session instead, even for a blob the caller could pull.
     let automatic = format!("/v2/team-a/other/blobs/uploads/?mount={digest}");

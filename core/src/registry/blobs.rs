@@ -270,7 +270,7 @@ impl<S: Storage> Registry<S> {
             }
             None => {
                 self.options.automatic_mount
-                    && !self.options.access.restricts_pulls()
+                    && !self.options.access.decides_per_caller()
                     && self.blob_exists(digest).await?
             }
         };

@@ -39,7 +39,7 @@ impl<S: Storage> Registry<S> {
         // The next page starts after the last name read, shown or not.
         let next = page.last().filter(|_| truncated).cloned();
         // Each caller sees only what it may pull (a page may then hold fewer than `n`).
-        let page: Vec<String> = if self.options.access.restricts_pulls() {
+        let page: Vec<String> = if self.options.access.decides_per_caller() {
             page.into_iter()
                 .filter(|name| {
                     name.parse::<RepositoryName>()

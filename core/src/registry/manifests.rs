@@ -4,6 +4,7 @@ use futures_util::future::{try_join, try_join_all};
 
 use super::leases::Leased;
 use super::{Registry, internal, read_body};
+use crate::access::Action;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
 use crate::layout;
@@ -138,6 +139,11 @@ impl<S: Storage> Registry<S> {
         // The catalog entry first, so a failure leaves no link behind it.
         self.register_repository(name).await?;
         let leases = self.lease_all(name, Some(&digest), &tags).await?;
+        // Under the tags' leases, so no concurrent push moves one in between.
+        if let Err(refused) = self.check_overwrites(head, name, &digest, &tags).await {
+            self.release_all(leases).await;
+            return Err(refused);
+        }
         let linked = self
             .link_manifest(name, &digest, &manifest, bytes.len() as u64, &tags)
             .await;
@@ -155,6 +161,27 @@ impl<S: Storage> Registry<S> {
             response = response.with_header("OCI-Tag", tag.as_str());
         }
         Ok(response)
+    }
+
+    /// Moving a tag that points at another manifest needs [`Action::Overwrite`], when the
+    /// access hook decides per caller (re-pushing the manifest a tag holds does not).
+    async fn check_overwrites(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        digest: &Digest,
+        tags: &[Tag],
+    ) -> Result<(), Error> {
+        if !self.options.access.decides_per_caller() {
+            return Ok(());
+        }
+        for tag in tags {
+            let current = self.read_link(&layout::tag_current(name, tag)).await?;
+            if current.is_some_and(|current| &current != digest) {
+                self.authorize(head, Some(name), Action::Overwrite)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the names that lead to a stored manifest, holding its leases: the subject's

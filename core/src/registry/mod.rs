@@ -69,8 +69,9 @@ pub struct Options {
     /// [`Options::hash_offload`]).
     pub part_size: usize,
     /// Whether `?mount=<digest>` without `from` links any blob the registry already has.
-    /// Only while the access hook refuses no pull ([`AccessPolicy::restricts_pulls`]): with
-    /// one that does, such a mount answers with an upload session instead.
+    /// Only while the access hook answers everyone alike
+    /// ([`AccessPolicy::decides_per_caller`]): otherwise such a mount answers with an upload
+    /// session instead.
     pub automatic_mount: bool,
     /// Whether DELETE is allowed (registry:2's `delete.enabled`); if not, 405.
     pub delete_enabled: bool,
