@@ -77,6 +77,12 @@ pub trait AccessPolicy: Send + Sync {
     fn decides_per_caller(&self) -> bool {
         true
     }
+
+    /// Who sends `request`, when the hook authenticates and the caller logged in: an
+    /// upload session is bound to the principal that opened it, and no one else finds it.
+    fn principal(&self, _request: &RequestHead) -> Option<String> {
+        None
+    }
 }
 
 /// Allows everything: the default.

@@ -125,12 +125,14 @@ async fn rules_decide_through_the_registry() {
     use base64::Engine as _;
     use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
 
-    let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
+    let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK
+carol:$2y$04$F42Zc9fKY4hSGHlgq6n2xuppaPxbbyb/LWbZHUDrJ2l8ZiVtHmnvq
+";
     let policy = RulesPolicy {
         authenticator: Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
         rules: Rules::from_json(
             r#"{"repositories": {"team-a/**": {"policies": [
-                {"users": ["alice"], "actions": ["pull", "push"]}]}}}"#,
+                {"users": ["alice", "carol"], "actions": ["pull", "push"]}]}}}"#,
         )
         .unwrap(),
         login: LoginScheme::Basic {
@@ -138,7 +140,14 @@ async fn rules_decide_through_the_registry() {
         },
         clock: Arc::new(|| 0),
     };
-    let registry = Registry::new(MemoryStorage::new(), options(Arc::new(policy)));
+    let mut options = options(Arc::new(policy));
+    // Several sessions are opened here: each needs an id of its own.
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    options.ids = Arc::new(move || {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("id{n}")
+    });
+    let registry = Registry::new(MemoryStorage::new(), options);
     let alice = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
@@ -200,6 +209,35 @@ async fn rules_decide_through_the_registry() {
             .await
             .status,
         401
+    );
+    // An upload session answers only the user who opened it: to carol, who may push here
+    // too, alice's session does not exist.
+    let carol = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("carol:pw")
+    );
+    let started = send(
+        Method::Post,
+        "/v2/team-a/app/blobs/uploads/",
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(started.status, 202);
+    let location = started.header("Location").unwrap().to_owned();
+    for method in [Method::Get, Method::Patch, Method::Delete] {
+        let refused = send(method, &location, Some(&carol), "x").await;
+        assert_eq!(refused.status, 404, "{method:?}");
+    }
+    assert_eq!(
+        send(Method::Patch, &location, Some(&alice), "x")
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        send(Method::Get, &location, Some(&alice), "").await.status,
+        204
     );
     // alice may push but not overwrite: a new tag, and the same manifest again, are fine;
     // moving the tag to another manifest is refused, and the tag stays where it was.

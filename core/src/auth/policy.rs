@@ -84,9 +84,24 @@ impl AccessPolicy for RulesPolicy {
             (Identity::Principal(_), None) => Decision::Denied,
         }
     }
+
+    fn principal(&self, request: &RequestHead) -> Option<String> {
+        self.subject(request)
+    }
 }
 
 impl RulesPolicy {
+    /// The subject of the request's credentials, when they prove one.
+    pub fn subject(&self, request: &RequestHead) -> Option<String> {
+        match self.authenticator.authenticate(request, (self.clock)()) {
+            Ok(Authenticated {
+                identity: Identity::Principal(principal),
+                ..
+            }) => Some(principal.subject),
+            _ => None,
+        }
+    }
+
     /// Whether the rules, and a token's grants if it came with one, allow it. `/v2/` (no
     /// repository, `pull`) is open to every principal and challenges anonymous callers even
     /// where some repository lets them pull: clients learn from that answer whether to send

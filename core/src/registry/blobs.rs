@@ -227,7 +227,8 @@ impl<S: Storage> Registry<S> {
             })?,
             None => Algorithm::Sha256,
         };
-        let session = UploadSession::start(algorithm, name, now);
+        let session = UploadSession::start(algorithm, name, now)
+            .owned_by(self.options.access.principal(head));
         self.storage
             .put(
                 &layout::upload_session(&id),

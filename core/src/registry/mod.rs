@@ -237,6 +237,8 @@ impl<S: Storage> Registry<S> {
         }
         let action = match (&route, method) {
             (Route::Catalog, _) => Action::Catalog,
+            // Cancelling an upload removes nothing stored: it is the pusher's own business.
+            (Route::Upload { .. }, Method::Delete) => Action::Push,
             (_, Method::Get | Method::Head) => Action::Pull,
             (_, Method::Delete) => Action::Delete,
             _ => Action::Push,
@@ -257,12 +259,15 @@ impl<S: Storage> Registry<S> {
                 _ => self.get_blob(head, &name, &digest).await,
             },
             Route::StartUpload { name } => self.start_upload(head, &name, body).await,
-            Route::Upload { name, id } => match method {
-                Method::Patch => self.patch_upload(head, &name, &id, body).await,
-                Method::Put => self.finish_upload(head, &name, &id, body).await,
-                Method::Delete => self.cancel_upload(&name, &id).await,
-                _ => self.upload_status(&name, &id).await,
-            },
+            Route::Upload { name, id } => {
+                self.check_upload_owner(head, &name, &id).await?;
+                match method {
+                    Method::Patch => self.patch_upload(head, &name, &id, body).await,
+                    Method::Put => self.finish_upload(head, &name, &id, body).await,
+                    Method::Delete => self.cancel_upload(&name, &id).await,
+                    _ => self.upload_status(&name, &id).await,
+                }
+            }
         }
     }
 

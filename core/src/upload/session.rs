@@ -26,6 +26,8 @@ pub struct UploadSession {
     parts: Vec<PartId>,
     tail: Option<StagedTail>,
     started_at: u64,
+    /// The principal that opened it, when the registry authenticates.
+    owner: Option<String>,
     state: State,
 }
 
@@ -121,8 +123,20 @@ impl UploadSession {
             parts: Vec::new(),
             tail: None,
             started_at: now,
+            owner: None,
             state: State::Open,
         }
+    }
+
+    /// Binds the session to the principal that opens it: no one else finds it.
+    pub fn owned_by(mut self, owner: Option<String>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The principal that opened the session, if the registry authenticated it.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
     }
 
     /// Decodes a stored record.
@@ -429,6 +443,8 @@ struct Record {
     tail: Option<StagedTail>,
     started_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     writer: Option<WriterClaim>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     published: Option<String>,
@@ -450,6 +466,7 @@ impl From<Record> for UploadSession {
             parts: record.parts,
             tail: record.tail,
             started_at: record.started_at,
+            owner: record.owner,
             state,
         }
     }
@@ -471,6 +488,7 @@ impl From<UploadSession> for Record {
             parts: session.parts,
             tail: session.tail,
             started_at: session.started_at,
+            owner: session.owner,
             writer,
             published,
         }

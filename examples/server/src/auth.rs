@@ -107,6 +107,11 @@ impl AccessPolicy for FilePolicy {
         }
         decision
     }
+
+    fn principal(&self, request: &RequestHead) -> Option<String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.subject(request)
+    }
 }
 
 fn authenticator(settings: &AuthSettings) -> Result<(Authenticator, Option<SystemTime>), String> {

@@ -256,6 +256,27 @@ impl<S: Storage> Registry<S> {
         Ok(Response::empty(204).with_header("Content-Length", "0"))
     }
 
+    /// An upload session answers only the principal that opened it, when the access hook
+    /// authenticates: to anyone else it is unknown (404), as if it did not exist.
+    pub(super) async fn check_upload_owner(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<(), Error> {
+        if !self.options.access.decides_per_caller() {
+            return Ok(());
+        }
+        let (_, session) = self.load_session(name, id).await?;
+        if session.owner() != self.options.access.principal(head).as_deref() {
+            return Err(Error::new(
+                ErrorCode::BlobUploadUnknown,
+                format!("upload {} is not open in {name}", id.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) async fn upload_status(
         &self,
         name: &RepositoryName,
