@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Logging in to `berth serve --htpasswd --access`, with real clients: skopeo, crane, oras and
 # regctl log in (or pass credentials) and push and pull where the rules allow, are refused
-# where they do not (and nothing is stored), a tag moves only with `overwrite`, anonymous
-# callers reach only the public tree,
+# where they do not (and nothing is stored), a tag moves only with `overwrite` and an
+# immutable one not at all, anonymous callers reach only the public tree,
 # the catalog shows each caller what it may pull, a changed htpasswd file is re-read, and
 # both conformance suites pass with credentials.
 #   tests/auth.sh BERTH_BINARY
@@ -26,6 +26,7 @@ team-a = ["alice"]
 
 [repositories."team-a/**"]
 policies = [{ groups = ["team-a"], actions = ["pull", "push", "overwrite", "delete"] }]
+immutable-tags = ["release-*"]
 
 [repositories."conformance/**"]
 policies = [{ users = ["alice"], actions = ["pull", "push", "overwrite", "delete"] }]
@@ -81,6 +82,18 @@ overwrite() {
   crane auth logout "$R" 2>/dev/null
 }
 check "overwrite: alice may push public tags but not move them; in team-a she may" overwrite
+
+immutable() {
+  crane auth login "$R" -u alice -p s3cret --insecure 2>/dev/null &&
+  crane push --insecure image "$R/team-a/app:release-1" &&
+  crane push --insecure image "$R/team-a/app:release-1" &&
+  ! crane push --insecure other "$R/team-a/app:release-1" 2>/dev/null &&
+  ! crane delete --insecure "$R/team-a/app:release-1" 2>/dev/null &&
+  contains "$(curl -s -u alice:s3cret -X DELETE "http://$R/v2/team-a/app/manifests/release-1")" immutable &&
+  equal "$(crane digest --insecure "$R/team-a/app:release-1")" "$image_digest" &&
+  crane auth logout "$R" 2>/dev/null
+}
+check "immutable tags: release-* is pushed once, then neither moved nor deleted, even by alice" immutable
 
 oras_regctl() {
   oras login --plain-http -u alice -p s3cret "$R" >/dev/null 2>&1 &&

@@ -78,6 +78,13 @@ pub trait AccessPolicy: Send + Sync {
         true
     }
 
+    /// Whether `tag` of `repository` may not be moved to another manifest or deleted, by
+    /// anyone (pushing the manifest it holds again is fine). Moves are checked only with a
+    /// hook that decides per caller, which the registry asks where a tag points.
+    fn is_immutable(&self, _repository: &RepositoryName, _tag: &str) -> bool {
+        false
+    }
+
     /// Who sends `request`, when the hook authenticates and the caller logged in: an
     /// upload session is bound to the principal that opened it, and no one else finds it.
     fn principal(&self, _request: &RequestHead) -> Option<String> {

@@ -299,3 +299,80 @@ carol:$2y$04$F42Zc9fKY4hSGHlgq6n2xuppaPxbbyb/LWbZHUDrJ2l8ZiVtHmnvq
         401
     );
 }
+
+/// Immutable tags: pushed once, then neither moved nor deleted, by anyone; the manifest a
+/// tag holds may be pushed again, and other tags move freely.
+#[tokio::test]
+async fn immutable_tags_stay() {
+    use base64::Engine as _;
+    use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
+
+    let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
+    let policy = RulesPolicy {
+        authenticator: Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+        rules: Rules::from_json(
+            r#"{"repositories": {"team-a/**": {
+                "policies": [{"users": ["alice"], "actions": ["pull", "push", "overwrite", "delete"]}],
+                "immutable-tags": ["v*"]}}}"#,
+        )
+        .unwrap(),
+        login: LoginScheme::Basic {
+            realm: "berth".into(),
+        },
+        clock: Arc::new(|| 0),
+    };
+    let registry = Registry::new(MemoryStorage::new(), options(Arc::new(policy)));
+    let alice = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    let digest = berth::Algorithm::Sha256.digest(b"layer");
+    let push = RequestHead::from_target(
+        Method::Post,
+        &format!("/v2/team-a/app/blobs/uploads/?digest={digest}"),
+    )
+    .with_header("Authorization", alice.as_str());
+    assert_eq!(
+        registry
+            .handle(push, full_body(b"layer".to_vec()))
+            .await
+            .status,
+        201
+    );
+    let manifest = |note: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":5}},"layers":[],"annotations":{{"note":"{note}"}}}}"#
+        )
+    };
+    let put = |tag: &str, body: String| {
+        let head =
+            RequestHead::from_target(Method::Put, &format!("/v2/team-a/app/manifests/{tag}"))
+                .with_header("Authorization", alice.as_str())
+                .with_header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+        registry.handle(head, full_body(body.into_bytes()))
+    };
+    assert_eq!(put("v1", manifest("one")).await.status, 201);
+    assert_eq!(put("v1", manifest("one")).await.status, 201);
+    let moved = put("v1", manifest("two")).await;
+    assert_eq!(moved.status, 403);
+    let body = match moved.body {
+        berth::Body::Full(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    };
+    assert!(body.contains("immutable"), "{body}");
+    let delete = RequestHead::from_target(Method::Delete, "/v2/team-a/app/manifests/v1")
+        .with_header("Authorization", alice.as_str());
+    assert_eq!(registry.handle(delete, empty_body()).await.status, 403);
+    // Nor is the manifest it holds deleted by digest.
+    let held = berth::Algorithm::Sha256.digest(manifest("one").as_bytes());
+    let delete =
+        RequestHead::from_target(Method::Delete, &format!("/v2/team-a/app/manifests/{held}"))
+            .with_header("Authorization", alice.as_str());
+    assert_eq!(registry.handle(delete, empty_body()).await.status, 403);
+    // Other tags move and go as alice's rights allow.
+    assert_eq!(put("latest", manifest("one")).await.status, 201);
+    assert_eq!(put("latest", manifest("two")).await.status, 201);
+    let delete = RequestHead::from_target(Method::Delete, "/v2/team-a/app/manifests/latest")
+        .with_header("Authorization", alice.as_str());
+    assert_eq!(registry.handle(delete, empty_body()).await.status, 202);
+}

@@ -88,6 +88,10 @@ impl AccessPolicy for RulesPolicy {
     fn principal(&self, request: &RequestHead) -> Option<String> {
         self.subject(request)
     }
+
+    fn is_immutable(&self, repository: &RepositoryName, tag: &str) -> bool {
+        self.rules.is_immutable(repository.as_str(), tag)
+    }
 }
 
 impl RulesPolicy {

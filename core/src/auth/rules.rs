@@ -79,6 +79,10 @@ pub struct RepositoryRules {
     /// What a caller without credentials may do.
     #[serde(default)]
     pub anonymous: BTreeSet<Action>,
+    /// Tags no one may move or delete, as patterns (`*` matches any characters): `v*`,
+    /// `release-*`, `latest`.
+    #[serde(default, rename = "immutable-tags")]
+    pub immutable_tags: Vec<String>,
 }
 
 /// Users and groups, and the actions they are granted.
@@ -198,6 +202,16 @@ impl Rules {
         }
     }
 
+    /// Whether the rules for `repository` make `tag` immutable.
+    pub fn is_immutable(&self, repository: &str, tag: &str) -> bool {
+        self.rules_for(repository).is_some_and(|rules| {
+            rules
+                .immutable_tags
+                .iter()
+                .any(|pattern| tag_matches(pattern.as_bytes(), tag.as_bytes()))
+        })
+    }
+
     fn rules_for(&self, repository: &str) -> Option<&RepositoryRules> {
         self.repositories
             .iter()
@@ -222,5 +236,16 @@ impl Rules {
                         .get(group)
                         .is_some_and(|names| names.contains(&principal.subject))
             })
+    }
+}
+
+/// A tag pattern: `*` matches any characters (a tag has no `/`), everything else itself.
+fn tag_matches(pattern: &[u8], tag: &[u8]) -> bool {
+    match pattern {
+        [] => tag.is_empty(),
+        [b'*', rest @ ..] => (0..=tag.len()).any(|skip| tag_matches(rest, &tag[skip..])),
+        [literal, rest @ ..] => tag
+            .split_first()
+            .is_some_and(|(first, tail)| first == literal && tag_matches(rest, tail)),
     }
 }

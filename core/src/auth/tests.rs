@@ -260,3 +260,29 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn immutable_tags_by_pattern() {
+    let rules = Rules::from_json(
+        r#"{"repositories": {
+            "team-a/**": {"immutable-tags": ["v*", "release-*-final", "latest"]},
+            "team-a/scratch/**": {}
+        }}"#,
+    )
+    .unwrap();
+    for (tag, immutable) in [
+        ("v1", true),
+        ("v1.2.3", true),
+        ("v", true),
+        ("latest", true),
+        ("latest2", false),
+        ("release-2026-final", true),
+        ("release-2026", false),
+        ("dev", false),
+    ] {
+        assert_eq!(rules.is_immutable("team-a/app", tag), immutable, "{tag}");
+    }
+    // The longer pattern's rules apply, and they make nothing immutable.
+    assert!(!rules.is_immutable("team-a/scratch/x", "v1"));
+    assert!(!rules.is_immutable("elsewhere", "v1"));
+}

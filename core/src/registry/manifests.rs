@@ -178,7 +178,40 @@ impl<S: Storage> Registry<S> {
         for tag in tags {
             let current = self.read_link(&layout::tag_current(name, tag)).await?;
             if current.is_some_and(|current| &current != digest) {
+                if self.options.access.is_immutable(name, tag.as_str()) {
+                    return Err(immutable(name, tag));
+                }
                 self.authorize(head, Some(name), Action::Overwrite)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deleting a manifest by digest would leave an immutable tag that holds it pointing at
+    /// nothing: refused. (Deletes are rare; this reads the repository's tags.)
+    async fn check_no_immutable_tag_holds(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        if !self.options.access.decides_per_caller() {
+            return Ok(());
+        }
+        let (tags, _) = self.tags_page(name, None, None).await?;
+        for tag in tags {
+            if !self.options.access.is_immutable(name, &tag) {
+                continue;
+            }
+            let Ok(tag) = tag.parse::<Tag>() else {
+                continue;
+            };
+            if self
+                .read_link(&layout::tag_current(name, &tag))
+                .await?
+                .as_ref()
+                == Some(digest)
+            {
+                return Err(immutable(name, &tag));
             }
         }
         Ok(())
@@ -254,12 +287,16 @@ impl<S: Storage> Registry<S> {
         };
         let found = match reference {
             Reference::Tag(tag) => {
+                if self.options.access.is_immutable(name, tag.as_str()) {
+                    return Err(immutable(name, tag));
+                }
                 let lease = self.lease(name, Leased::Tag(tag)).await?;
                 let deleted = self.delete_tag_if(name, tag, None).await;
                 self.give_back(lease).await;
                 deleted?
             }
             Reference::Digest(digest) => {
+                self.check_no_immutable_tag_holds(name, digest).await?;
                 let lease = self.lease(name, Leased::Digest(digest)).await?;
                 let deleted = self.delete_revision(name, digest).await;
                 self.give_back(lease).await;
@@ -347,4 +384,12 @@ impl<S: Storage> Registry<S> {
             .map_err(internal)?;
         Ok(true)
     }
+}
+
+/// The refusal to move or delete an immutable tag.
+fn immutable(name: &RepositoryName, tag: &Tag) -> Error {
+    Error::new(
+        ErrorCode::Denied,
+        format!("tag {tag} of {name} is immutable: it cannot be moved or deleted; push a new tag"),
+    )
 }

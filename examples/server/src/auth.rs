@@ -108,6 +108,11 @@ impl AccessPolicy for FilePolicy {
         decision
     }
 
+    fn is_immutable(&self, repository: &RepositoryName, tag: &str) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.is_immutable(repository, tag)
+    }
+
     fn principal(&self, request: &RequestHead) -> Option<String> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.policy.subject(request)
