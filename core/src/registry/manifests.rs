@@ -127,6 +127,9 @@ impl<S: Storage> Registry<S> {
             }
         }
 
+        // Refused before anything is written; checked again under the leases below, where a
+        // concurrent push can no longer move the tag in between.
+        self.check_overwrites(head, name, &digest, &tags).await?;
         let data_key = layout::blob_data(&digest);
         match self
             .storage
