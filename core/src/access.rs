@@ -90,6 +90,25 @@ pub trait AccessPolicy: Send + Sync {
     fn principal(&self, _request: &RequestHead) -> Option<String> {
         None
     }
+
+    /// Which of `repositories` (a catalog page) the caller of `request` sees: by default
+    /// those it may pull, asked one by one. A policy may decide the page at once.
+    fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
+        repositories
+            .into_iter()
+            .filter(|name| {
+                name.parse::<RepositoryName>().is_ok_and(|name| {
+                    self.check(request, Some(&name), Action::Pull) == Decision::Allow
+                })
+            })
+            .collect()
+    }
+
+    /// The token service's answer to `request` at `/token` or `/token/keys` (`form`: a
+    /// POST's body), when this policy runs one; `None` (the default) leaves them unknown.
+    fn token_service(&self, _request: &RequestHead, _form: &[u8]) -> Option<crate::Response> {
+        None
+    }
 }
 
 /// Allows everything: the default.

@@ -187,7 +187,7 @@ impl Route {
     }
 }
 
-fn not_found() -> Error {
+pub(crate) fn not_found() -> Error {
     Error::new(
         ErrorCode::Unsupported,
         "no such endpoint: the registry API lives under /v2/",

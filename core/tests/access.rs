@@ -139,6 +139,7 @@ carol:$2y$04$F42Zc9fKY4hSGHlgq6n2xuppaPxbbyb/LWbZHUDrJ2l8ZiVtHmnvq
             realm: "berth".into(),
         },
         clock: Arc::new(|| 0),
+        issuing: None,
     };
     let mut options = options(Arc::new(policy));
     // Several sessions are opened here: each needs an id of its own.
@@ -320,6 +321,7 @@ async fn immutable_tags_stay() {
             realm: "berth".into(),
         },
         clock: Arc::new(|| 0),
+        issuing: None,
     };
     let registry = Registry::new(MemoryStorage::new(), options(Arc::new(policy)));
     let alice = format!(

@@ -31,6 +31,25 @@ pub struct TokenIssuer {
     pub validation: Validation,
     /// The host's cryptography.
     pub check: Arc<dyn SignatureCheck>,
+    /// What its tokens' claims mean.
+    pub claims: ClaimMapping,
+}
+
+/// How a token's claims become an identity and grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimMapping {
+    /// The distribution token format: `sub` is the principal (empty for an anonymous
+    /// caller), `access` lists what the token grants, and a request may do no more than
+    /// that, within the rules.
+    Access,
+    /// An identity token (OIDC): the principal is the claim named `subject`, its groups the
+    /// strings in the claim named `groups`, and the rules alone decide what it may do.
+    Identity {
+        /// The claim that names the principal (`sub`, `email`, `preferred_username`, ...).
+        subject: String,
+        /// The claim that lists the principal's groups, if any.
+        groups: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -38,6 +57,7 @@ impl std::fmt::Debug for TokenIssuer {
         f.debug_struct("TokenIssuer")
             .field("keys", &self.keys.keys.len())
             .field("validation", &self.validation)
+            .field("claims", &self.claims)
             .finish()
     }
 }
@@ -135,40 +155,65 @@ impl Authenticator {
                         decided => return decided,
                     }
                 }
-                if self.password_matches(&user, &password, now) {
-                    Ok(Authenticated {
-                        identity: Identity::Principal(Principal {
-                            subject: user,
-                            groups: Vec::new(),
-                        }),
-                        grants: None,
-                    })
-                } else {
-                    Err(Refused::Password)
-                }
+                self.password(user, &password, now)
             }
         }
+    }
+
+    /// The user `user`, if `password` is theirs (the token service's password grant).
+    pub fn password(
+        &self,
+        user: String,
+        password: &str,
+        now: u64,
+    ) -> Result<Authenticated, Refused> {
+        if self.password_matches(&user, password, now) {
+            Ok(Authenticated {
+                identity: Identity::Principal(Principal {
+                    subject: user,
+                    groups: Vec::new(),
+                }),
+                grants: None,
+            })
+        } else {
+            Err(Refused::Password)
+        }
+    }
+
+    /// Whether the password file lists `user` (a refresh token outlives no user).
+    pub fn knows_user(&self, user: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_some_and(|users| users.contains(user))
     }
 
     fn token(&self, token: &str, now: u64) -> Result<Authenticated, Refused> {
         let mut refusal = TokenError::UnknownKey;
         for issuer in &self.issuers {
             match jwt::verify(token, &issuer.keys, &*issuer.check, &issuer.validation, now) {
-                Ok(claims) => {
-                    return Ok(Authenticated {
-                        grants: Some(claims.scopes()),
-                        identity: Identity::Principal(Principal {
-                            subject: claims.sub,
-                            groups: claims.groups,
-                        }),
-                    });
-                }
+                Ok(claims) => return identify(claims, &issuer.claims).map_err(Refused::Token),
                 // Another issuer's key: try the next; anything else is this token's fault.
                 Err(TokenError::UnknownKey | TokenError::Issuer) => {}
                 Err(other) => refusal = other,
             }
         }
         Err(Refused::Token(refusal))
+    }
+
+    /// Replaces the keys of the issuers named `issuer` (a key set fetched again).
+    pub fn set_issuer_keys(&mut self, issuer: &str, keys: &Jwks) {
+        for known in &mut self.issuers {
+            if known.validation.issuers.iter().any(|name| name == issuer) {
+                known.keys = keys.clone();
+            }
+        }
+    }
+
+    /// Whether some issuer has the key `kid` (else a host may fetch key sets again).
+    pub fn knows_key(&self, kid: &str) -> bool {
+        self.issuers
+            .iter()
+            .any(|issuer| issuer.keys.find(kid).is_some())
     }
 
     fn password_matches(&self, user: &str, password: &str, now: u64) -> bool {
@@ -204,6 +249,43 @@ impl Authenticator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], u64>> {
         self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The identity and grants a verified token's claims make.
+fn identify(claims: jwt::Claims, mapping: &ClaimMapping) -> Result<Authenticated, TokenError> {
+    match mapping {
+        ClaimMapping::Access => {
+            let grants = Some(claims.scopes());
+            let identity = if claims.sub.is_empty() {
+                Identity::Anonymous
+            } else {
+                Identity::Principal(Principal {
+                    subject: claims.sub,
+                    groups: claims.groups,
+                })
+            };
+            Ok(Authenticated { identity, grants })
+        }
+        ClaimMapping::Identity { subject, groups } => {
+            let subject = match claims.claim(subject) {
+                Some(serde_json::Value::String(value)) if !value.is_empty() => value,
+                // An identity token that names no one proves nothing.
+                _ => return Err(TokenError::Subject),
+            };
+            let groups = match groups.as_deref().and_then(|name| claims.claim(name)) {
+                Some(serde_json::Value::Array(values)) => values
+                    .iter()
+                    .filter_map(|value| value.as_str().map(str::to_owned))
+                    .collect(),
+                Some(serde_json::Value::String(one)) => vec![one],
+                _ => Vec::new(),
+            };
+            Ok(Authenticated {
+                identity: Identity::Principal(Principal { subject, groups }),
+                grants: None,
+            })
+        }
     }
 }
 
@@ -254,6 +336,7 @@ dots:$2y$04$UIkF7AEo0MtQmAmC.eBXeuD.yJVLDxKrTEDc7rf0D9Y4mFvq/PGfi
                 leeway: 0,
             },
             check: Arc::new(Digests),
+            claims: ClaimMapping::Access,
         }
     }
 

@@ -80,6 +80,11 @@ impl Htpasswd {
             .is_some_and(|hash| hash.verify(password.as_bytes()))
     }
 
+    /// Whether the file lists `user`.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// How many users the file lists.
     pub fn len(&self) -> usize {
         self.users.len()

@@ -135,6 +135,8 @@ pub enum TokenError {
     Issuer,
     /// Meant for another service.
     Audience,
+    /// An identity token without the claim that names its principal.
+    Subject,
 }
 
 impl fmt::Display for TokenError {
@@ -148,6 +150,7 @@ impl fmt::Display for TokenError {
             Self::NotYetValid => f.write_str("the token is not valid yet"),
             Self::Issuer => f.write_str("the token comes from another issuer"),
             Self::Audience => f.write_str("the token is for another service"),
+            Self::Subject => f.write_str("the token names no principal"),
         }
     }
 }
@@ -188,6 +191,9 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default)]
     aud: Audience,
+    /// Every other claim, for identity tokens mapped by claim name.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One grant of a distribution-format token.
@@ -204,6 +210,22 @@ pub struct Access {
 }
 
 impl Claims {
+    /// A claim by name: `sub`, `iss` and `groups` as read above, any other as sent.
+    pub fn claim(&self, name: &str) -> Option<serde_json::Value> {
+        match name {
+            "sub" => Some(serde_json::Value::String(self.sub.clone())),
+            "iss" => Some(serde_json::Value::String(self.iss.clone())),
+            "groups" => Some(
+                self.groups
+                    .iter()
+                    .cloned()
+                    .map(serde_json::Value::String)
+                    .collect(),
+            ),
+            other => self.other.get(other).cloned(),
+        }
+    }
+
     /// The token's grants as scopes.
     pub fn scopes(&self) -> Vec<Scope> {
         self.access
@@ -243,6 +265,13 @@ struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+}
+
+/// The `kid` a token's header names, if it is a token and names one.
+pub fn key_id(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    header.kid
 }
 
 /// Verifies `token` against `keys`, then its claims against `validation` at `now` (seconds

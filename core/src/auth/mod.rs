@@ -2,8 +2,8 @@
 //! decide for an [`Identity`] without IO. A request's [`Credentials`] are read from its head,
 //! and a refusal tells the client what to send with a [`Challenge`] naming the [`Scope`]s it
 //! needs. Passwords are checked against [`Htpasswd`] files, tokens by [`jwt::verify`] (the
-//! signature by the host's cryptography). (Wiring these into requests, and the token
-//! service, build on them.)
+//! signature by the host's cryptography). [`RulesPolicy`] puts them together as the access
+//! hook, and runs the token service at `/token` when it has an [`Issuing`] key.
 
 mod authenticate;
 mod credentials;
@@ -13,12 +13,22 @@ pub mod jwt;
 mod policy;
 mod rules;
 mod scope;
+mod service;
 #[cfg(test)]
 mod tests;
+mod token;
 
-pub use authenticate::{Authenticated, Authenticator, Refused, TokenIssuer, VERIFIED_FOR};
+pub use authenticate::{
+    Authenticated, Authenticator, ClaimMapping, Refused, TokenIssuer, VERIFIED_FOR,
+};
 pub use credentials::{Challenge, Credentials, MalformedCredentials};
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use policy::{LoginScheme, RulesPolicy};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
 pub use scope::Scope;
+pub use service::TOKEN_FORM_LIMIT;
+#[cfg(feature = "tokens")]
+pub use token::SigningKey;
+pub use token::{
+    ACCESS_TOKEN_LIFETIME, Issuing, REFRESH_TOKEN_LIFETIME, TokenSigner, rfc3339, x5c_from_pem,
+};

@@ -8,9 +8,11 @@ use super::authenticate::{Authenticated, Authenticator, Refused};
 use super::credentials::Challenge;
 use super::rules::{Identity, Rules};
 use super::scope::Scope;
+use super::token::Issuing;
 use crate::access::{AccessPolicy, Action, Decision};
 use crate::reference::RepositoryName;
 use crate::request::RequestHead;
+use crate::response::Response;
 
 /// How refused clients are told to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +24,8 @@ pub enum LoginScheme {
     },
     /// With a token from `realm` for `service`.
     Bearer {
-        /// The token service's absolute URL.
+        /// The token service's absolute URL. `{host}` in it stands for the request's `Host`
+        /// (a registry reached by several names sends each client to the name it used).
         realm: String,
         /// This registry's service name.
         service: String,
@@ -39,6 +42,8 @@ pub struct RulesPolicy {
     pub login: LoginScheme,
     /// Seconds since the epoch, by the host's clock (token expiry, remembered passwords).
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The token service, when this registry issues tokens itself.
+    pub issuing: Option<Issuing>,
 }
 
 impl std::fmt::Debug for RulesPolicy {
@@ -47,6 +52,40 @@ impl std::fmt::Debug for RulesPolicy {
             .field("rules", &self.rules)
             .field("login", &self.login)
             .finish_non_exhaustive()
+    }
+}
+
+impl RulesPolicy {
+    /// Rules over `authenticator`'s identities, refused clients asked for a password in
+    /// `realm`.
+    pub fn new(
+        authenticator: Authenticator,
+        rules: Rules,
+        realm: &str,
+        clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
+        Self {
+            authenticator,
+            rules,
+            login: LoginScheme::Basic {
+                realm: realm.to_owned(),
+            },
+            clock,
+            issuing: None,
+        }
+    }
+
+    /// Runs the token service with `issuing`, at the URL `realm` (see
+    /// [`LoginScheme::Bearer`]): refused clients are sent there, and its tokens are accepted.
+    pub fn with_token_service(mut self, issuing: Issuing, realm: &str) -> Self {
+        self.authenticator =
+            std::mem::take(&mut self.authenticator).with_issuer(issuing.verifier());
+        self.login = LoginScheme::Bearer {
+            realm: realm.to_owned(),
+            service: issuing.service.clone(),
+        };
+        self.issuing = Some(issuing);
+        self
     }
 }
 
@@ -69,17 +108,17 @@ impl AccessPolicy for RulesPolicy {
                     Refused::Token(_) => Some("invalid_token"),
                     Refused::Malformed(_) | Refused::Password => None,
                 };
-                return self.unauthorized(needed(repository), error);
+                return self.unauthorized(request, needed(repository), error);
             }
         };
         if self.permits(&who, repository, action) {
             return Decision::Allow;
         }
         match (&who.identity, &who.grants) {
-            (Identity::Anonymous, _) => self.unauthorized(needed(repository), None),
+            (Identity::Anonymous, None) => self.unauthorized(request, needed(repository), None),
             // A token without the scope: the client fetches one that has it.
-            (Identity::Principal(_), Some(_)) => {
-                self.unauthorized(needed(repository), Some("insufficient_scope"))
+            (_, Some(_)) => {
+                self.unauthorized(request, needed(repository), Some("insufficient_scope"))
             }
             (Identity::Principal(_), None) => Decision::Denied,
         }
@@ -91,6 +130,23 @@ impl AccessPolicy for RulesPolicy {
 
     fn is_immutable(&self, repository: &RepositoryName, tag: &str) -> bool {
         self.rules.is_immutable(repository.as_str(), tag)
+    }
+
+    fn token_service(&self, request: &RequestHead, form: &[u8]) -> Option<Response> {
+        self.token_response(request, form)
+    }
+
+    /// The caller is authenticated once for the page, and sees what the rules let it pull:
+    /// the catalog's own scope (`registry:catalog:*`) is what its token needed, not a scope
+    /// per name listed.
+    fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
+        let Ok(who) = self.authenticator.authenticate(request, (self.clock)()) else {
+            return Vec::new();
+        };
+        repositories
+            .into_iter()
+            .filter(|name| self.rules.allows(&who.identity, Some(name), Action::Pull))
+            .collect()
     }
 }
 
@@ -111,7 +167,7 @@ impl RulesPolicy {
     /// where some repository lets them pull: clients learn from that answer whether to send
     /// the credentials they hold (skopeo, seeing 200, never sends them), and clients without
     /// credentials go on to pull anonymously all the same.
-    fn permits(
+    pub(super) fn permits(
         &self,
         who: &Authenticated,
         repository: Option<&RepositoryName>,
@@ -135,13 +191,18 @@ impl RulesPolicy {
         by_rules && by_token
     }
 
-    fn unauthorized(&self, scopes: Vec<Scope>, error: Option<&'static str>) -> Decision {
+    fn unauthorized(
+        &self,
+        request: &RequestHead,
+        scopes: Vec<Scope>,
+        error: Option<&'static str>,
+    ) -> Decision {
         let challenge = match &self.login {
             LoginScheme::Basic { realm } => Challenge::Basic {
                 realm: realm.clone(),
             },
             LoginScheme::Bearer { realm, service } => Challenge::Bearer {
-                realm: realm.clone(),
+                realm: realm.replace("{host}", request_host(request)),
                 service: service.clone(),
                 scopes,
                 error,
@@ -151,6 +212,22 @@ impl RulesPolicy {
             challenge: challenge.to_string(),
         }
     }
+}
+
+/// The request's `Host`, if it is one (letters, digits, `.-:[]`, as a name, an address or
+/// a bracketed IPv6 address with a port); else `localhost`. Hostile text never reaches the
+/// challenge.
+fn request_host(request: &RequestHead) -> &str {
+    request
+        .header("host")
+        .filter(|host| {
+            !host.is_empty()
+                && host.len() <= 255
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or("localhost")
 }
 
 #[cfg(test)]
@@ -176,6 +253,7 @@ mod tests {
             .unwrap(),
             login,
             clock: Arc::new(|| 0),
+            issuing: None,
         }
     }
 

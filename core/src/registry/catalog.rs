@@ -2,11 +2,9 @@
 //! from the index.
 
 use super::Registry;
-use crate::access::Action;
 use crate::error::Error;
 use crate::http::{next_page, page_size, query};
 use crate::layout;
-use crate::reference::RepositoryName;
 use crate::request::RequestHead;
 use crate::response::Response;
 use crate::storage::Storage;
@@ -40,12 +38,7 @@ impl<S: Storage> Registry<S> {
         let next = page.last().filter(|_| truncated).cloned();
         // Each caller sees only what it may pull (a page may then hold fewer than `n`).
         let page: Vec<String> = if self.options.access.decides_per_caller() {
-            page.into_iter()
-                .filter(|name| {
-                    name.parse::<RepositoryName>()
-                        .is_ok_and(|name| self.authorize(head, Some(&name), Action::Pull).is_ok())
-                })
-                .collect()
+            self.options.access.listed(head, page)
         } else {
             page
         };

@@ -58,6 +58,13 @@ pub fn tokio_timer() -> Pause {
     Arc::new(|duration| Box::pin(tokio::time::sleep(duration)))
 }
 
+/// Where the access hook's token service answers ([`AccessPolicy::token_service`]).
+pub const TOKEN_PATH: &str = "/token";
+
+/// Where the token service publishes its public keys (a JWKS), for other registries that
+/// verify its tokens (distribution v3's `auth.token.jwks`).
+pub const TOKEN_KEYS_PATH: &str = "/token/keys";
+
 /// How a registry behaves. Build with [`Options::new`] and adjust fields.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -224,6 +231,9 @@ impl<S: Storage> Registry<S> {
         body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let method = head.method;
+        if head.path == TOKEN_PATH || head.path == TOKEN_KEYS_PATH {
+            return self.token_service(head, body).await;
+        }
         let route = Route::parse(method, &head.path)?;
 
         if !route.allows(method) {
@@ -268,6 +278,28 @@ impl<S: Storage> Registry<S> {
                     _ => self.upload_status(&name, &id).await,
                 }
             }
+        }
+    }
+
+    /// `/token`: the access hook's token service, when it runs one.
+    async fn token_service(
+        &self,
+        head: &RequestHead,
+        body: &mut RequestBody,
+    ) -> Result<Response, Error> {
+        let form = match head.method {
+            Method::Get => Bytes::new(),
+            Method::Post => read_body(body, crate::auth::TOKEN_FORM_LIMIT).await?,
+            _ => Bytes::new(),
+        };
+        let answer = self.options.access.token_service(head, &form);
+        match (answer, head.method) {
+            (None, _) => Err(crate::routes::not_found()),
+            (Some(answer), Method::Get | Method::Post) => Ok(answer),
+            (Some(_), _) => Err(Error::new(
+                ErrorCode::Unsupported,
+                "the token service answers GET and POST",
+            )),
         }
     }
 
