@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine:
 # Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
-# valgrind, Chromium and chromedriver, and rustc-web for a wasm32 std where rustup has no
-# wasm32 target), Python virtualenvs (moto; pytest, gunicorn and uvicorn for the Python
-# package), wasm-bindgen-cli, cargo-fuzz, the npm workerd (the Workers runtime), Go clients (crane, oras,
-# regctl) and the two official OCI conformance suites.
+# valgrind, Chromium and chromedriver, the docker CLI, and rustc-web for a wasm32 std where
+# rustup has no wasm32 target), Python virtualenvs (moto; pytest, gunicorn, uvicorn and pyjwt
+# for the Python package and the token tests), wasm-bindgen-cli, cargo-fuzz, from npm workerd
+# (the Workers runtime) and oauth2-mock-server, Go clients (crane, oras, regctl),
+# distribution v3 and the two official OCI conformance suites.
 # Idempotent: a tool already in place is not fetched again.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ REGCTL_VERSION=v0.11.1
 WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen pin in wasm/Cargo.toml
 CARGO_FUZZ_VERSION=0.13.2
 WORKERD_VERSION=1.20261117.1
+OAUTH2_MOCK_SERVER_VERSION=7.2.1 # 8.x and later need Node >= 22
+DISTRIBUTION_VERSION=v3.1.2
 # The Go module proxy refuses the exact commits named in SPEC.md (a139cc4 = v1.1.1 and
 # 967efdc, "403 This module version is not available"); these are the nearest versions
 # it serves: the Ginkgo suite of the v1.1 line and a later commit of the redesigned suite.
@@ -39,6 +42,8 @@ command -v htpasswd >/dev/null || debian_packages+=(apache2-utils)
 # The benchmark counts the syncs of a small-image push with it.
 command -v strace >/dev/null || debian_packages+=(strace)
 command -v openssl >/dev/null || debian_packages+=(openssl)
+# The docker CLI logs in without a daemon (tests/tokens.sh); Debian ships it in docker.io.
+command -v docker >/dev/null || debian_packages+=(docker.io)
 command -v python3 >/dev/null || debian_packages+=(python3)
 # The C host and the C tests of the C ABI.
 for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
@@ -62,6 +67,8 @@ if [ ${#debian_packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian_packages[@]}" >/dev/null
   # The package starts a registry:2 service on port 5000; the tests start their own.
   as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  # Nothing here needs the daemon docker.io may have started.
+  as_root systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
 fi
 
 # moto: a real S3 API on loopback for the S3 tests.
@@ -79,6 +86,11 @@ if [ ! -x "$tools/py-venv/bin/uvicorn" ]; then
   python3 -m venv "$tools/py-venv"
   "$tools/py-venv/bin/pip" install -q pytest==9.2.0 gunicorn==27.0.1 uvicorn==0.54.0 \
     wheel==0.48.0 'setuptools>=64'
+fi
+# An independent JWT library minting the tokens berth must accept or refuse (tests/tokens.sh).
+if ! "$tools/py-venv/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+  log "pip install pyjwt cryptography (into $tools/py-venv)"
+  "$tools/py-venv/bin/pip" install -q pyjwt==2.15.1 cryptography==51.0.1
 fi
 
 # wasm-bindgen's CLI, at the crate's version (not --locked: a crate it locks is not served).
@@ -102,6 +114,12 @@ if [ ! -x "$tools/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd" ]; 
   (cd "$tools/npm" && { [ -f package.json ] || echo '{"private": true}' >package.json; } &&
     npm install --silent --no-audit --no-fund "workerd@$WORKERD_VERSION")
 fi
+# An OIDC provider on loopback whose identity tokens berth accepts (tests/tokens.sh).
+if [ ! -f "$tools/npm/node_modules/oauth2-mock-server/package.json" ]; then
+  log "npm install oauth2-mock-server@$OAUTH2_MOCK_SERVER_VERSION (into $tools/npm)"
+  (cd "$tools/npm" && npm install --silent --no-audit --no-fund \
+    "oauth2-mock-server@$OAUTH2_MOCK_SERVER_VERSION")
+fi
 
 # s3s-fs: a disk-backed S3 server for the 6 GiB blob test (moto keeps objects in memory).
 if [ ! -x "$tools/bin/s3s-fs" ]; then
@@ -114,6 +132,11 @@ command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)";
 [ -x "$tools/bin/crane" ] || { log "go install crane"; go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }
 [ -x "$tools/bin/oras" ] || { log "go install oras"; go install "oras.land/oras/cmd/oras@$ORAS_VERSION"; }
 [ -x "$tools/bin/regctl" ] || { log "go install regctl"; go install "github.com/regclient/regclient/cmd/regctl@$REGCTL_VERSION"; }
+
+# distribution v3, which verifies berth's tokens in tests/tokens.sh (its binary is also
+# called registry, so it lives apart).
+[ -x "$tools/distribution/registry" ] || { log "go install distribution $DISTRIBUTION_VERSION";
+  GOBIN="$tools/distribution" go install "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"; }
 
 build_conformance() { # <version> <output name> <test|build>
   local out="$tools/bin/$2"

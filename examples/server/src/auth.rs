@@ -1,13 +1,22 @@
-//! Logging in to `berth serve`: an htpasswd file, re-read when it changes, and access rules.
+//! Logging in to `berth serve`: an htpasswd file, re-read when it changes, access rules,
+//! berth's token service, and the key sets of external token issuers (files, or URLs
+//! fetched when a token names a key not seen yet).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
-use berth::{AccessPolicy, Action, Decision, RepositoryName, RequestHead};
+use berth::auth::jwt::{Jwks, NativeCheck, Validation};
+use berth::auth::{
+    Authenticator, ClaimMapping, Credentials, Htpasswd, Issuing, Rules, RulesPolicy, SigningKey,
+    TokenIssuer,
+};
+use berth::{AccessPolicy, Action, Decision, RepositoryName, RequestHead, Response};
 
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, ExternalIssuer};
+
+/// How often, at most, key sets are fetched again for a token whose key is unknown.
+const REFETCH: Duration = Duration::from_secs(10);
 
 /// How often, at most, the htpasswd file's modification time is looked at.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -22,6 +31,8 @@ pub(crate) struct FilePolicy {
     settings: AuthSettings,
     read_only: bool,
     state: RwLock<Loaded>,
+    /// When key sets at URLs were last fetched.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
 }
 
 struct Loaded {
@@ -38,15 +49,33 @@ impl FilePolicy {
             Some(path) => read_rules(path)?,
             None => Rules::from_json(EVERY_USER_EVERYTHING).map_err(|e| e.to_string())?,
         };
-        let (authenticator, modified) = authenticator(&settings)?;
-        let policy = RulesPolicy {
+        let (mut authenticator, modified) = authenticator(&settings)?;
+        for external in &settings.external {
+            authenticator = authenticator.with_issuer(trusted(external, &settings.service)?);
+        }
+        let mut policy = RulesPolicy::new(
             authenticator,
             rules,
-            login: LoginScheme::Basic {
-                realm: settings.realm.clone(),
-            },
-            clock: Arc::new(berth::system::unix_now),
-        };
+            &settings.realm,
+            Arc::new(berth::system::unix_now),
+        );
+        if let Some(own) = &settings.issuing {
+            let pem = std::fs::read_to_string(&own.key)
+                .map_err(|e| format!("cannot read the token key {}: {e}", own.key.display()))?;
+            let key = SigningKey::from_pem(&pem)
+                .map_err(|e| format!("token key {}: {e}", own.key.display()))?;
+            let mut issuing = Issuing::new(Arc::new(key), &own.issuer, &settings.service);
+            if let Some(path) = &own.certificates {
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read the token certificate {}: {e}", path.display())
+                })?;
+                issuing.certificates = berth::auth::x5c_from_pem(&pem);
+                if issuing.certificates.is_empty() {
+                    return Err(format!("{}: no PEM certificate", path.display()));
+                }
+            }
+            policy = policy.with_token_service(issuing, &own.realm);
+        }
         Ok(Self {
             settings,
             read_only,
@@ -55,7 +84,62 @@ impl FilePolicy {
                 modified,
                 checked: Instant::now(),
             }),
+            fetched: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// How long to hold back a 401 to a request that sent credentials.
+    pub(crate) fn fail_delay(&self) -> Duration {
+        Duration::from_secs(self.settings.fail_delay)
+    }
+
+    /// Whether `head` carries a token signed by a key no issuer is known to have, while
+    /// some key set lives at a URL: the caller fetches key sets again before deciding.
+    pub(crate) fn wants_keys(&self, head: &RequestHead) -> bool {
+        if !self
+            .settings
+            .external
+            .iter()
+            .any(|issuer| is_url(&issuer.jwks))
+        {
+            return false;
+        }
+        let token = match Credentials::from_head(head) {
+            Ok(Some(Credentials::Bearer(token))) => token,
+            Ok(Some(Credentials::Basic { password, .. })) => password,
+            _ => return false,
+        };
+        let Some(kid) = berth::auth::jwt::key_id(&token) else {
+            return false;
+        };
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        !state.policy.authenticator.knows_key(&kid)
+    }
+
+    /// Fetches the key sets at URLs again (at most once every few seconds, one fetch at a
+    /// time); a set that cannot be fetched keeps the keys it had.
+    pub(crate) async fn fetch_keys(&self) {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < REFETCH) {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        for external in &self.settings.external {
+            if !is_url(&external.jwks) {
+                continue;
+            }
+            match fetch_jwks(&external.jwks).await {
+                Ok(keys) => {
+                    tracing::info!(url = %external.jwks, keys = keys.keys.len(), "fetched a key set");
+                    let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    state
+                        .policy
+                        .authenticator
+                        .set_issuer_keys(&external.issuer, &keys);
+                }
+                Err(e) => tracing::warn!(url = %external.jwks, "{e}; the keys fetched before stay"),
+            }
+        }
     }
 
     /// Reads the htpasswd file again if it changed since it was read (looked at once every
@@ -80,10 +164,10 @@ impl FilePolicy {
         if modified == state.modified {
             return;
         }
-        match authenticator(&self.settings) {
-            Ok((authenticator, modified)) => {
+        match read_users(path) {
+            Ok(users) => {
                 tracing::info!("re-read {}", path.display());
-                state.policy.authenticator = authenticator;
+                state.policy.authenticator.set_users(Arc::new(users));
                 state.modified = modified;
             }
             Err(message) => tracing::warn!("{message}; the users read before stay"),
@@ -117,6 +201,77 @@ impl AccessPolicy for FilePolicy {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.policy.subject(request)
     }
+
+    fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.listed(request, repositories)
+    }
+
+    fn token_service(&self, request: &RequestHead, form: &[u8]) -> Option<Response> {
+        self.refresh();
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.token_response(request, form)
+    }
+}
+
+/// How an external issuer's tokens are verified; keys from a file are read now, keys at a
+/// URL when the first token names one.
+fn trusted(external: &ExternalIssuer, service: &str) -> Result<TokenIssuer, String> {
+    let keys = if is_url(&external.jwks) {
+        Jwks::default()
+    } else {
+        let text = std::fs::read_to_string(&external.jwks)
+            .map_err(|e| format!("cannot read the key set {}: {e}", external.jwks))?;
+        Jwks::from_json(&text).map_err(|e| format!("key set {}: {e}", external.jwks))?
+    };
+    let claims = match &external.subject_claim {
+        Some(subject) => ClaimMapping::Identity {
+            subject: subject.clone(),
+            groups: external.groups_claim.clone(),
+        },
+        None => ClaimMapping::Access,
+    };
+    Ok(TokenIssuer {
+        keys,
+        validation: Validation {
+            issuers: vec![external.issuer.clone()],
+            audience: external
+                .audience
+                .clone()
+                .unwrap_or_else(|| service.to_owned()),
+            leeway: 60,
+        },
+        check: Arc::new(NativeCheck),
+        claims,
+    })
+}
+
+fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// Fetches a key set, refusing one larger than a key set has reason to be.
+async fn fetch_jwks(url: &str) -> Result<Jwks, String> {
+    const LIMIT: usize = 1 << 20;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    if body.len() > LIMIT {
+        return Err(format!("{url} answered more than {LIMIT} bytes"));
+    }
+    let text = String::from_utf8_lossy(&body);
+    Jwks::from_json(&text).map_err(|e| format!("{url}: {e}"))
 }
 
 fn authenticator(settings: &AuthSettings) -> Result<(Authenticator, Option<SystemTime>), String> {
@@ -124,10 +279,14 @@ fn authenticator(settings: &AuthSettings) -> Result<(Authenticator, Option<Syste
         return Ok((Authenticator::new(), None));
     };
     let modified = modified(path);
+    let users = read_users(path)?;
+    Ok((Authenticator::new().with_users(Arc::new(users)), modified))
+}
+
+fn read_users(path: &Path) -> Result<Htpasswd, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the htpasswd file {}: {e}", path.display()))?;
-    let users = Htpasswd::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((Authenticator::new().with_users(Arc::new(users)), modified))
+    Htpasswd::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_rules(path: &Path) -> Result<Rules, String> {

@@ -103,6 +103,34 @@ pub(crate) struct ServeArgs {
     /// The realm named in the Basic challenge [default: berth].
     #[arg(long, env = "BERTH_AUTH_REALM")]
     pub(crate) auth_realm: Option<String>,
+    /// A PEM private key (Ed25519, or P-256 for ES256) that turns on the token service at
+    /// `/token`: clients log in there and present its tokens (`Bearer` challenges).
+    #[arg(long, env = "BERTH_TOKEN_KEY")]
+    pub(crate) token_key: Option<PathBuf>,
+    /// The PEM certificate chain of --token-key, sent in each token's `x5c` header so
+    /// registry:2 2.8 (`auth.token.rootcertbundle`) can verify berth's tokens.
+    #[arg(long, env = "BERTH_TOKEN_CERT", requires = "token_key")]
+    pub(crate) token_cert: Option<PathBuf>,
+    /// The token service's absolute URL sent in challenges; `{host}` stands for the
+    /// request's Host [default: http(s)://{host}/token].
+    #[arg(long, env = "BERTH_TOKEN_REALM")]
+    pub(crate) token_realm: Option<String>,
+    /// This registry's service name: the audience of the tokens it accepts and issues
+    /// [default: berth].
+    #[arg(long, env = "BERTH_TOKEN_SERVICE")]
+    pub(crate) token_service: Option<String>,
+    /// The issuer name of the tokens berth issues, and of those --token-jwks verifies
+    /// [default: berth].
+    #[arg(long, env = "BERTH_TOKEN_ISSUER")]
+    pub(crate) token_issuer: Option<String>,
+    /// The public keys (a JWKS file, or an http(s) URL fetched when a token names a key not
+    /// yet seen) of an external token service whose distribution-format tokens are accepted.
+    #[arg(long, env = "BERTH_TOKEN_JWKS")]
+    pub(crate) token_jwks: Option<String>,
+    /// How long to wait before answering credentials that prove nothing (wrong passwords,
+    /// bad tokens), slowing password guessing: `2s` [default: 0].
+    #[arg(long, env = "BERTH_LOGIN_FAIL_DELAY")]
+    pub(crate) login_fail_delay: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -148,6 +176,15 @@ struct FileConfig {
     htpasswd: Option<PathBuf>,
     access: Option<PathBuf>,
     auth_realm: Option<String>,
+    token_key: Option<PathBuf>,
+    token_cert: Option<PathBuf>,
+    token_realm: Option<String>,
+    token_service: Option<String>,
+    token_issuer: Option<String>,
+    token_jwks: Option<String>,
+    #[serde(default)]
+    token_issuers: Vec<ExternalIssuer>,
+    login_fail_delay: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -162,6 +199,41 @@ pub(crate) struct AuthSettings {
     pub(crate) access: Option<PathBuf>,
     /// The Basic challenge's realm.
     pub(crate) realm: String,
+    /// The token service, when berth issues tokens.
+    pub(crate) issuing: Option<IssuingSettings>,
+    /// This registry's service name (the tokens' audience).
+    pub(crate) service: String,
+    /// Token services whose tokens are accepted.
+    pub(crate) external: Vec<ExternalIssuer>,
+    /// Seconds to wait before a 401 to a request that sent credentials.
+    pub(crate) fail_delay: u64,
+}
+
+/// berth's own token service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IssuingSettings {
+    pub(crate) key: PathBuf,
+    pub(crate) certificates: Option<PathBuf>,
+    /// The realm sent in challenges; `{host}` is replaced by the request's Host.
+    pub(crate) realm: String,
+    pub(crate) issuer: String,
+}
+
+/// A token service, or an OIDC provider, whose tokens berth accepts (`[[token-issuers]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct ExternalIssuer {
+    /// The tokens' `iss`.
+    pub(crate) issuer: String,
+    /// Its public keys: a JWKS file, or an http(s) URL.
+    pub(crate) jwks: String,
+    /// The audience its tokens must name [default: the service name].
+    pub(crate) audience: Option<String>,
+    /// For identity (OIDC) tokens: the claim naming the principal. Without it, tokens carry
+    /// distribution-format `access` grants.
+    pub(crate) subject_claim: Option<String>,
+    /// For identity tokens: the claim listing the principal's groups.
+    pub(crate) groups_claim: Option<String>,
 }
 
 /// The storage after merging.
@@ -272,10 +344,54 @@ impl ServeArgs {
                 let htpasswd = self.htpasswd.or(file.htpasswd);
                 let access = self.access.or(file.access);
                 let realm = self.auth_realm.or(file.auth_realm);
-                (htpasswd.is_some() || access.is_some()).then(|| AuthSettings {
+                let issuer = self
+                    .token_issuer
+                    .or(file.token_issuer)
+                    .unwrap_or_else(|| "berth".into());
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let issuing = self
+                    .token_key
+                    .or(file.token_key)
+                    .map(|key| IssuingSettings {
+                        key,
+                        certificates: self.token_cert.or(file.token_cert),
+                        realm: self
+                            .token_realm
+                            .or(file.token_realm)
+                            .unwrap_or_else(|| format!("{scheme}://{{host}}/token")),
+                        issuer: issuer.clone(),
+                    });
+                let mut external = file.token_issuers;
+                if let Some(jwks) = self.token_jwks.or(file.token_jwks) {
+                    external.push(ExternalIssuer {
+                        issuer,
+                        jwks,
+                        audience: None,
+                        subject_claim: None,
+                        groups_claim: None,
+                    });
+                }
+                let fail_delay = parse_age(
+                    self.login_fail_delay
+                        .or(file.login_fail_delay)
+                        .as_deref()
+                        .unwrap_or("0"),
+                )?;
+                let on = htpasswd.is_some()
+                    || access.is_some()
+                    || issuing.is_some()
+                    || !external.is_empty();
+                on.then(|| AuthSettings {
                     htpasswd,
                     access,
                     realm: realm.unwrap_or_else(|| "berth".into()),
+                    issuing,
+                    service: self
+                        .token_service
+                        .or(file.token_service)
+                        .unwrap_or_else(|| "berth".into()),
+                    external,
+                    fail_delay,
                 })
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),

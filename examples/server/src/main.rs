@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
             Mode::PurgeUploads => {
-                let registry = Registry::new(storage, registry_options(&settings)?);
+                let registry = Registry::new(storage, registry_options(&settings)?.0);
                 let purged = registry
                     .purge_uploads(settings.upload_expiry)
                     .await
@@ -117,8 +117,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Mode::Serve => {
-                let registry = Arc::new(Registry::new(storage, registry_options(&settings)?));
-                serve(registry, description, settings).await
+                let (options, keys) = registry_options(&settings)?;
+                let registry = Arc::new(Registry::new(storage, options));
+                serve(registry, keys, description, settings).await
             }
         }
     };
@@ -208,7 +209,11 @@ fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), Strin
     }
 }
 
-fn registry_options(settings: &Settings) -> Result<Options, String> {
+/// The registry's options, and the login policy when there is one (the server fetches its
+/// issuers' key sets).
+fn registry_options(
+    settings: &Settings,
+) -> Result<(Options, Option<Arc<auth::FilePolicy>>), String> {
     let mut options = Options::system();
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
@@ -222,12 +227,15 @@ fn registry_options(settings: &Settings) -> Result<Options, String> {
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");
     }));
+    let mut login = None;
     if let Some(auth) = &settings.auth {
-        options.access = Arc::new(auth::FilePolicy::load(auth.clone(), settings.read_only)?);
+        let policy = Arc::new(auth::FilePolicy::load(auth.clone(), settings.read_only)?);
+        options.access = policy.clone();
+        login = Some(policy);
     } else if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }
-    Ok(options)
+    Ok((options, login))
 }
 
 /// Purges expired upload sessions now and then, for as long as the server runs.
@@ -251,6 +259,7 @@ fn spawn_upload_purger(registry: Arc<Registry<Arc<dyn Storage>>>, expiry: u64) {
 
 async fn serve(
     registry: Arc<Registry<Arc<dyn Storage>>>,
+    login: Option<Arc<auth::FilePolicy>>,
     description: String,
     settings: Settings,
 ) -> Result<(), String> {
@@ -299,7 +308,9 @@ async fn serve(
             }
         };
         let registry = Arc::clone(&registry);
-        let service = service_fn(move |request| http::serve(Arc::clone(&registry), request));
+        let login = login.clone();
+        let service =
+            service_fn(move |request| http::serve(Arc::clone(&registry), login.clone(), request));
         let builder = builder.clone();
         let acceptor = tls.clone();
         let watcher = graceful.watcher();
