@@ -3,8 +3,8 @@
 # libmicrohttpd over the C ABI), the same with storage in C callbacks (memstore), the
 # Python package's WSGI (gunicorn) and ASGI (uvicorn) hosts, and the WebAssembly build in
 # Node (examples/node-server, files) and in workerd (examples/edge-worker, memory). Each
-# runs the HTTP transcripts, the OCI conformance suite v1.1, skopeo and crane round trips,
-# and a large chunked push and pull with its rates and peak RSS.
+# runs the HTTP transcripts, the OCI conformance suite v1.1, the access matrix with logins on,
+# skopeo and crane round trips, and a large chunked push and pull with its rates and peak RSS.
 #   tests/hosts.sh c|c-memstore|wsgi|asgi|node|workerd
 # BERTH_C_SERVER (default examples/c/berth-c-server), BERTH_PYTHON_VENV (default
 # $BERTH_TOOLS/py-venv, with the berth package installed) and BERTH_WORKERD (default the
@@ -145,6 +145,19 @@ check "$host host: conformance v1.1: 75 passed, 0 failed" conformance
 case $host in
   node | workerd) check "$host host: conformance redesigned suite: 0 failures" conformance_redesigned ;;
 esac
+# access_matrix: with logins on (BERTH_AUTH: htpasswd, rules, a token key, another issuer's
+# keys), every principal x operation x repository answers as the rules say
+# (tests/lib/auth_matrix.py).
+access_matrix() {
+  "$venv/bin/python" "$here/lib/auth_matrix.py" setup "$work/matrix" || return 1
+  export BERTH_AUTH; BERTH_AUTH=$(cat "$work/matrix/settings.json")
+  start_host "$work/matrix-root"; local started=$?
+  unset BERTH_AUTH
+  [ $started -eq 0 ] || return 1
+  "$venv/bin/python" "$here/lib/auth_matrix.py" run "http://$BERTH_ADDR" "$work/matrix"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "$host host: logins on: the access matrix, 0 unauthorized successes, 0 wrongful refusals" access_matrix
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

@@ -144,6 +144,52 @@ impl AccessPolicy for ReadOnly {
     }
 }
 
+/// Another policy's decisions, except that what it allows of pushes and deletes is refused
+/// with 405: read-only mode for a registry that also logs callers in.
+#[derive(Clone)]
+pub struct ReadOnlyOver(pub std::sync::Arc<dyn AccessPolicy>);
+
+impl fmt::Debug for ReadOnlyOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReadOnlyOver(..)")
+    }
+}
+
+impl AccessPolicy for ReadOnlyOver {
+    fn check(
+        &self,
+        request: &RequestHead,
+        repository: Option<&RepositoryName>,
+        action: Action,
+    ) -> Decision {
+        match (self.0.check(request, repository, action), action) {
+            (Decision::Allow, Action::Pull | Action::Catalog) => Decision::Allow,
+            (Decision::Allow, _) => Decision::Unsupported,
+            (refused, _) => refused,
+        }
+    }
+
+    fn decides_per_caller(&self) -> bool {
+        self.0.decides_per_caller()
+    }
+
+    fn is_immutable(&self, repository: &RepositoryName, tag: &str) -> bool {
+        self.0.is_immutable(repository, tag)
+    }
+
+    fn principal(&self, request: &RequestHead) -> Option<String> {
+        self.0.principal(request)
+    }
+
+    fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
+        self.0.listed(request, repositories)
+    }
+
+    fn token_service(&self, request: &RequestHead, form: &[u8]) -> Option<crate::Response> {
+        self.0.token_service(request, form)
+    }
+}
+
 impl<F> AccessPolicy for F
 where
     F: Fn(&RequestHead, Option<&RepositoryName>, Action) -> Decision + Send + Sync,

@@ -11,6 +11,9 @@
  * --port N    listens on 127.0.0.1:N (default 5000; 0 picks a free port)
  * --part-size BYTES  the most of one upload held in memory (default 8 MiB)
  *
+ * BERTH_AUTH, when set, holds the login settings as JSON (users' htpasswd text, access
+ * rules, a token key; see berth_config_set_auth in berth.h).
+ *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
  */
@@ -250,6 +253,8 @@ int main(int argc, char **argv) {
     result = use_memstore ? memstore_install(config) : berth_config_set_fs(config, root);
   if (result == BERTH_RESULT_OK && part_size) result = berth_config_set_part_size(config, part_size);
   if (result == BERTH_RESULT_OK) result = berth_config_set_notice_callback(config, log_notice, NULL);
+  const char *auth = getenv("BERTH_AUTH");
+  if (result == BERTH_RESULT_OK && auth && *auth) result = berth_config_set_auth(config, auth);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

@@ -18,5 +18,10 @@ const registryWorker :Workerd.Worker = (
     (name = "berth-wasm/stores/memory.js", esModule = embed "../../wasm/pkg/stores/memory.js"),
     (name = "berth-wasm/stores/browser.js", esModule = embed "../../wasm/pkg/stores/browser.js"),
   ],
+  # Logins, when the environment workerd runs in sets them (see worker.js).
+  bindings = [
+    (name = "BERTH_AUTH", fromEnvironment = "BERTH_AUTH"),
+    (name = "BERTH_USERS", fromEnvironment = "BERTH_USERS"),
+  ],
   compatibilityDate = "2025-11-01",
 );

@@ -2,6 +2,11 @@
 // (wrangler.toml: [[r2_buckets]] binding = "REGISTRY"); without one (workerd locally, see
 // config.capnp) it keeps its data in memory for as long as the isolate lives.
 //
+// Logins come from the environment (secrets, in production: `wrangler secret put`):
+// BERTH_AUTH holds the login settings as JSON (htpasswd text, rules, a token key; the
+// Registry's `auth` option), or BERTH_USERS just an htpasswd file's text (every user listed
+// may do everything).
+//
 // Every request may land on another isolate: upload sessions and their hash midstate live
 // in the bucket, so a push can continue wherever its next request arrives.
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
@@ -17,7 +22,8 @@ export default {
     if (!registry) {
       const storage = env.REGISTRY ?? (memory ??= new MemoryBucket());
       // R2 takes parts of at least 5 MiB (the default); the memory store takes any size.
-      registry = new Registry({ storage, minPartSize: env.REGISTRY ? undefined : 0 });
+      const auth = env.BERTH_AUTH || (env.BERTH_USERS ? { htpasswd: env.BERTH_USERS } : undefined);
+      registry = new Registry({ storage, minPartSize: env.REGISTRY ? undefined : 0, auth });
     }
     return registry.fetch(request);
   },

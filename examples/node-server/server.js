@@ -2,6 +2,9 @@
 //
 //   node examples/node-server/server.js [--port 5000] [--root DIR | --memory]
 //
+// BERTH_AUTH, when set, holds the login settings as JSON (`htpasswd`, `rules`, `token`, ...:
+// the Registry's `auth` option).
+//
 // Request bodies stream from the socket into the registry as a ReadableStream, and response
 // bodies stream back with backpressure: no blob is held in memory whole.
 import http from "node:http";
@@ -24,6 +27,7 @@ const { values } = parseArgs({
 const storage = values.memory ? new MemoryBucket() : new NodeFsBucket(values.root);
 const options = { storage, minPartSize: 0 };
 if (values["part-size"]) options.partSize = Number(values["part-size"]);
+if (process.env.BERTH_AUTH) options.auth = process.env.BERTH_AUTH;
 const registry = new Registry(options);
 
 const server = http.createServer(async (req, res) => {

@@ -408,6 +408,18 @@ enum berth_result berth_config_set_storage(struct berth_config *config,
 enum berth_result berth_config_set_read_only(struct berth_config *config, bool read_only);
 
 /**
+ * Turns on logins: `settings` is a JSON document (see berth's `auth::Settings`) with
+ * `htpasswd` (the file's text), `rules` (who may pull, push, overwrite and delete what),
+ * `realm`, `service`, `token` (a PEM key that turns on the token service at `/token`) and
+ * `issuers` (other token services' keys). NULL turns logins off again. Invalid settings
+ * give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in `berth_last_error`.
+ *
+ * # Safety
+ * `config` is a live configuration; `settings` is NUL-terminated or NULL.
+ */
+enum berth_result berth_config_set_auth(struct berth_config *config, const char *settings);
+
+/**
  * Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
  *
  * # Safety

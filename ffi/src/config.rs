@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth::storage::S3Settings;
-use berth::{MemoryStorage, Options, ReadOnly};
+use berth::{AccessPolicy, AllowAll, MemoryStorage, Options, ReadOnly, ReadOnlyOver};
 
 use crate::callbacks::{CallbackStorage, berth_storage_vtable};
 use crate::result::{
@@ -25,11 +25,13 @@ pub(crate) enum StorageChoice {
 /// A registry's configuration: storage and options. Create with `berth_config_new`, adjust
 /// with the `berth_config_set_*` functions, pass to `berth_registry_new` (as often as you
 /// like), then release with `berth_config_free`.
-#[derive(Debug)]
 pub struct berth_config {
     pub(crate) storage: Option<StorageChoice>,
     pub(crate) options: Options,
     pub(crate) worker_threads: usize,
+    read_only: bool,
+    /// The login policy of `berth_config_set_auth`, if any.
+    login: Option<Arc<dyn AccessPolicy>>,
 }
 
 impl berth_config {
@@ -45,6 +47,28 @@ impl berth_config {
     unsafe fn from_mut_ptr<'a>(config: *mut Self) -> Result<&'a mut Self, Failure> {
         // SAFETY: forwarded from the caller.
         unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))
+    }
+
+    /// The access hook from the login policy and read-only mode, whichever was set first.
+    fn update_access(&mut self) {
+        self.options.access = match (&self.login, self.read_only) {
+            (Some(login), true) => Arc::new(ReadOnlyOver(login.clone())),
+            (Some(login), false) => login.clone(),
+            (None, true) => Arc::new(ReadOnly),
+            (None, false) => Arc::new(AllowAll),
+        };
+    }
+}
+
+impl std::fmt::Debug for berth_config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("berth_config")
+            .field("storage", &self.storage)
+            .field("options", &self.options)
+            .field("worker_threads", &self.worker_threads)
+            .field("read_only", &self.read_only)
+            .field("login", &self.login.is_some())
+            .finish()
     }
 }
 
@@ -66,6 +90,8 @@ pub unsafe extern "C" fn berth_config_new(out: *mut *mut berth_config) -> berth_
             storage: None,
             options,
             worker_threads: 0,
+            read_only: false,
+            login: None,
         });
         // SAFETY: the caller promises `out` is valid.
         unsafe { write_out(out, Box::into_raw(config), "out") }
@@ -205,11 +231,39 @@ pub unsafe extern "C" fn berth_config_set_read_only(
     // SAFETY: the caller's promise covers `config`.
     unsafe {
         configure(config, |config| {
-            config.options.access = if read_only {
-                Arc::new(ReadOnly)
-            } else {
-                Arc::new(berth::AllowAll)
+            config.read_only = read_only;
+            config.update_access();
+            Ok(())
+        })
+    }
+}
+
+/// Turns on logins: `settings` is a JSON document (see berth's `auth::Settings`) with
+/// `htpasswd` (the file's text), `rules` (who may pull, push, overwrite and delete what),
+/// `realm`, `service`, `token` (a PEM key that turns on the token service at `/token`) and
+/// `issuers` (other token services' keys). NULL turns logins off again. Invalid settings
+/// give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in `berth_last_error`.
+///
+/// # Safety
+/// `config` is a live configuration; `settings` is NUL-terminated or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_auth(
+    config: *mut berth_config,
+    settings: *const c_char,
+) -> berth_result {
+    // SAFETY: the caller's promises cover both pointers.
+    unsafe {
+        configure(config, |config| {
+            config.login = match optional_str_arg(settings, "settings")? {
+                None => None,
+                Some(text) => {
+                    let policy = berth::auth::Settings::from_json(text)
+                        .and_then(|settings| settings.policy(Arc::new(berth::system::unix_now)))
+                        .map_err(|e| Failure::new(berth_result::InvalidArgument, e))?;
+                    Some(Arc::new(policy))
+                }
             };
+            config.update_access();
             Ok(())
         })
     }

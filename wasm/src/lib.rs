@@ -61,6 +61,27 @@ fn bool_option(options: &JsValue, name: &str) -> Result<Option<bool>, RegistryEr
         .ok_or_else(|| RegistryError::options(format!("option {name} must be a boolean")))
 }
 
+/// The `auth` option: the login settings (an object, or its JSON text) as the core reads
+/// them (`berth::auth::Settings`): `htpasswd`, `rules`, `realm`, `service`, `token`,
+/// `issuers`.
+fn auth_option(options: &JsValue) -> Result<Option<Arc<dyn berth::AccessPolicy>>, RegistryError> {
+    let value = Reflect::get(options, &JsValue::from_str("auth")).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let text = match value.as_string() {
+        Some(text) => text,
+        None => js_sys::JSON::stringify(&value)
+            .ok()
+            .and_then(|text| text.as_string())
+            .ok_or_else(|| RegistryError::options("option auth must be an object or JSON text"))?,
+    };
+    let policy = berth::auth::Settings::from_json(&text)
+        .and_then(|settings| settings.policy(Arc::new(unix_now)))
+        .map_err(RegistryError::options)?;
+    Ok(Some(Arc::new(policy)))
+}
+
 /// The `onNotice` option: a function called with each notice's message (what a response could
 /// not carry, for the operator); by default `console.warn`, which a worker's logs show.
 fn notice_sink(options: &JsValue) -> Result<berth::NoticeSink, RegistryError> {
@@ -111,6 +132,8 @@ impl Registry {
     /// binding, or one of the package's stores). Options: `partSize` (upload part size, at
     /// most two held per upload request; default 2 MiB, raised to `minPartSize`), `minPartSize` (the storage's smallest multipart part, default
     /// 5 MiB as on R2), `readOnly`, `deleteEnabled`, `automaticMount`, `manifestLimit`,
+    /// `auth` (logins: `{htpasswd, rules, realm, service, token: {key}, issuers}`, as
+    /// `berth::auth::Settings` reads them),
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
@@ -136,11 +159,13 @@ impl Registry {
         if let Some(n) = number_option(options, "chunkMaxLength")? {
             settings.chunk_max_length = Some(n as u64);
         }
-        if let Some(read_only) = bool_option(options, "readOnly")?
-            && read_only
-        {
-            settings.access = Arc::new(berth::ReadOnly);
-        }
+        let read_only = bool_option(options, "readOnly")?.unwrap_or(false);
+        settings.access = match auth_option(options)? {
+            Some(login) if read_only => Arc::new(berth::ReadOnlyOver(login)),
+            Some(login) => login,
+            None if read_only => Arc::new(berth::ReadOnly),
+            None => settings.access,
+        };
         if let Some(enabled) = bool_option(options, "deleteEnabled")? {
             settings.delete_enabled = enabled;
         }

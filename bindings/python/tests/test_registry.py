@@ -172,3 +172,37 @@ def test_notices_are_logged_by_default(tmp_path, caplog):
         assert registry.handle("GET", "/v2/_catalog").status == 200
     assert any('"Bad..Name"' in record.getMessage() for record in caplog.records), caplog.records
 
+
+
+ALICE = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n"  # s3cret
+TOKEN_KEY = """-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIIxJzG56PJYNuU6S04kxwngu6A9qukNdeubFhClLuKqG
+-----END PRIVATE KEY-----
+"""
+
+
+def test_logins_with_the_token_service():
+    rules = {"repositories": {"team-a/**": {"policies": [{"users": ["alice"], "actions": ["pull", "push"]}]}}}
+    registry = berth.Registry(
+        memory=True,
+        auth={"htpasswd": ALICE, "rules": rules, "service": "py", "token": {"key": TOKEN_KEY}},
+    )
+    ping = registry.handle("GET", "/v2/", headers=[("Host", "registry.test")])
+    assert ping.status == 401
+    assert ping.header("WWW-Authenticate") == 'Bearer realm="https://registry.test/token",service="py"'
+    basic = [("Authorization", "Basic YWxpY2U6czNjcmV0")]
+    answer = registry.handle("GET", "/token?service=py&scope=repository:team-a/x:pull,push,delete", headers=basic)
+    assert answer.status == 200
+    granted = answer.json()
+    assert granted["scope"] == "repository:team-a/x:pull,push"
+    bearer = [("Authorization", f"Bearer {granted['token']}")]
+    assert registry.handle("POST", "/v2/team-a/x/blobs/uploads/", headers=bearer).status == 202
+    assert registry.handle("POST", "/v2/team-b/x/blobs/uploads/", headers=bearer).status == 401
+    assert registry.handle("GET", "/token", headers=[("Authorization", "Basic YWxpY2U6bm8=")]).status == 401
+
+
+def test_invalid_login_settings_are_refused():
+    with pytest.raises(berth.BerthError, match="htpasswd"):
+        berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})
+    with pytest.raises(berth.BerthError, match="unknown field"):
+        berth.Registry(memory=True, auth='{"users": []}')

@@ -14,6 +14,7 @@ mod policy;
 mod rules;
 mod scope;
 mod service;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -27,6 +28,7 @@ pub use policy::{LoginScheme, RulesPolicy};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
 pub use scope::Scope;
 pub use service::TOKEN_FORM_LIMIT;
+pub use settings::{EVERY_USER_EVERYTHING, IssuerSettings, Settings, TokenSettings};
 #[cfg(feature = "tokens")]
 pub use token::SigningKey;
 pub use token::{

@@ -114,13 +114,15 @@ impl AccessPolicy for RulesPolicy {
         if self.permits(&who, repository, action) {
             return Decision::Allow;
         }
-        match (&who.identity, &who.grants) {
-            (Identity::Anonymous, None) => self.unauthorized(request, needed(repository), None),
+        let token_error = who.grants.as_ref().map(|_| "insufficient_scope");
+        match who.identity {
+            Identity::Anonymous => self.unauthorized(request, needed(repository), token_error),
             // A token without the scope: the client fetches one that has it.
-            (_, Some(_)) => {
-                self.unauthorized(request, needed(repository), Some("insufficient_scope"))
+            Identity::Principal(_) if !token_covers(&who, repository, action) => {
+                self.unauthorized(request, needed(repository), token_error)
             }
-            (Identity::Principal(_), None) => Decision::Denied,
+            // The rules refuse it (a tag move with a push token, say): no token would help.
+            Identity::Principal(_) => Decision::Denied,
         }
     }
 
@@ -173,22 +175,15 @@ impl RulesPolicy {
         repository: Option<&RepositoryName>,
         action: Action,
     ) -> bool {
-        let Some(name) = repository else {
-            return match (action, &who.identity) {
-                (Action::Pull, Identity::Principal(_)) => true,
-                (Action::Pull, Identity::Anonymous) => false,
-                (action, identity) => self.rules.allows(identity, None, action),
-            };
+        let by_rules = match (repository, action, &who.identity) {
+            (None, Action::Pull, Identity::Principal(_)) => true,
+            (None, Action::Pull, Identity::Anonymous) => false,
+            (name, action, identity) => {
+                self.rules
+                    .allows(identity, name.map(RepositoryName::as_str), action)
+            }
         };
-        let by_rules = self
-            .rules
-            .allows(&who.identity, Some(name.as_str()), action);
-        let by_token = who.grants.as_ref().is_none_or(|grants| {
-            grants
-                .iter()
-                .any(|scope| scope.grants(name.as_str(), action))
-        });
-        by_rules && by_token
+        by_rules && token_covers(who, repository, action)
     }
 
     fn unauthorized(
@@ -211,6 +206,21 @@ impl RulesPolicy {
         Decision::Unauthorized {
             challenge: challenge.to_string(),
         }
+    }
+}
+
+/// Whether the token the caller came with (if any) grants `action`: `/v2/` needs no scope,
+/// the catalog `registry:catalog:*`.
+fn token_covers(who: &Authenticated, repository: Option<&RepositoryName>, action: Action) -> bool {
+    let Some(grants) = &who.grants else {
+        return true;
+    };
+    match (repository, action) {
+        (Some(name), action) => grants
+            .iter()
+            .any(|scope| scope.grants(name.as_str(), action)),
+        (None, Action::Catalog) => grants.contains(&Scope::catalog()),
+        (None, _) => true,
     }
 }
 

@@ -6,14 +6,13 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use berth::auth::jwt::{Jwks, NativeCheck, Validation};
+use berth::auth::jwt::Jwks;
 use berth::auth::{
-    Authenticator, ClaimMapping, Credentials, Htpasswd, Issuing, Rules, RulesPolicy, SigningKey,
-    TokenIssuer,
+    Credentials, Htpasswd, IssuerSettings, Rules, RulesPolicy, Settings, TokenSettings,
 };
 use berth::{AccessPolicy, Action, Decision, RepositoryName, RequestHead, Response};
 
-use crate::config::{AuthSettings, ExternalIssuer};
+use crate::config::AuthSettings;
 
 /// How often, at most, key sets are fetched again for a token whose key is unknown.
 const REFETCH: Duration = Duration::from_secs(10);
@@ -21,15 +20,9 @@ const REFETCH: Duration = Duration::from_secs(10);
 /// How often, at most, the htpasswd file's modification time is looked at.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// The rules when only an htpasswd file is given: every listed user may do everything, as
-/// with registry:2's `auth.htpasswd`.
-const EVERY_USER_EVERYTHING: &str = r#"{"repositories": {"**": {
-    "default": ["pull", "push", "overwrite", "delete"]}}}"#;
-
 /// The access hook of `berth serve --htpasswd/--access`.
 pub(crate) struct FilePolicy {
     settings: AuthSettings,
-    read_only: bool,
     state: RwLock<Loaded>,
     /// When key sets at URLs were last fetched.
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -44,41 +37,44 @@ struct Loaded {
 
 impl FilePolicy {
     /// Reads the files; an unreadable or invalid one stops the server from starting.
-    pub(crate) fn load(settings: AuthSettings, read_only: bool) -> Result<Self, String> {
-        let rules = match &settings.access {
-            Some(path) => read_rules(path)?,
-            None => Rules::from_json(EVERY_USER_EVERYTHING).map_err(|e| e.to_string())?,
+    pub(crate) fn load(settings: AuthSettings) -> Result<Self, String> {
+        let modified = settings.htpasswd.as_deref().and_then(modified);
+        let mut login = Settings {
+            htpasswd: settings.htpasswd.as_deref().map(read_text).transpose()?,
+            rules: settings.access.as_deref().map(read_rules).transpose()?,
+            realm: Some(settings.realm.clone()),
+            service: Some(settings.service.clone()),
+            token: None,
+            issuers: Vec::new(),
         };
-        let (mut authenticator, modified) = authenticator(&settings)?;
-        for external in &settings.external {
-            authenticator = authenticator.with_issuer(trusted(external, &settings.service)?);
-        }
-        let mut policy = RulesPolicy::new(
-            authenticator,
-            rules,
-            &settings.realm,
-            Arc::new(berth::system::unix_now),
-        );
         if let Some(own) = &settings.issuing {
-            let pem = std::fs::read_to_string(&own.key)
-                .map_err(|e| format!("cannot read the token key {}: {e}", own.key.display()))?;
-            let key = SigningKey::from_pem(&pem)
-                .map_err(|e| format!("token key {}: {e}", own.key.display()))?;
-            let mut issuing = Issuing::new(Arc::new(key), &own.issuer, &settings.service);
-            if let Some(path) = &own.certificates {
-                let pem = std::fs::read_to_string(path).map_err(|e| {
-                    format!("cannot read the token certificate {}: {e}", path.display())
-                })?;
-                issuing.certificates = berth::auth::x5c_from_pem(&pem);
-                if issuing.certificates.is_empty() {
-                    return Err(format!("{}: no PEM certificate", path.display()));
-                }
-            }
-            policy = policy.with_token_service(issuing, &own.realm);
+            login.token = Some(TokenSettings {
+                key: read_text(&own.key)?,
+                certificates: own.certificates.as_deref().map(read_text).transpose()?,
+                realm: Some(own.realm.clone()),
+                issuer: Some(own.issuer.clone()),
+                lifetime: None,
+            });
         }
+        for external in &settings.external {
+            // Keys at a URL are fetched when the first token names one.
+            let keys = if is_url(&external.jwks) {
+                Jwks::default()
+            } else {
+                let text = read_text(Path::new(&external.jwks))?;
+                Jwks::from_json(&text).map_err(|e| format!("key set {}: {e}", external.jwks))?
+            };
+            login.issuers.push(IssuerSettings {
+                issuer: external.issuer.clone(),
+                keys,
+                audience: external.audience.clone(),
+                subject_claim: external.subject_claim.clone(),
+                groups_claim: external.groups_claim.clone(),
+            });
+        }
+        let policy = login.policy(Arc::new(berth::system::unix_now))?;
         Ok(Self {
             settings,
-            read_only,
             state: RwLock::new(Loaded {
                 policy,
                 modified,
@@ -184,12 +180,7 @@ impl AccessPolicy for FilePolicy {
     ) -> Decision {
         self.refresh();
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let decision = state.policy.check(request, repository, action);
-        let writes = !matches!(action, Action::Pull | Action::Catalog);
-        if self.read_only && writes && decision == Decision::Allow {
-            return Decision::Unsupported;
-        }
-        decision
+        state.policy.check(request, repository, action)
     }
 
     fn is_immutable(&self, repository: &RepositoryName, tag: &str) -> bool {
@@ -212,38 +203,6 @@ impl AccessPolicy for FilePolicy {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.policy.token_response(request, form)
     }
-}
-
-/// How an external issuer's tokens are verified; keys from a file are read now, keys at a
-/// URL when the first token names one.
-fn trusted(external: &ExternalIssuer, service: &str) -> Result<TokenIssuer, String> {
-    let keys = if is_url(&external.jwks) {
-        Jwks::default()
-    } else {
-        let text = std::fs::read_to_string(&external.jwks)
-            .map_err(|e| format!("cannot read the key set {}: {e}", external.jwks))?;
-        Jwks::from_json(&text).map_err(|e| format!("key set {}: {e}", external.jwks))?
-    };
-    let claims = match &external.subject_claim {
-        Some(subject) => ClaimMapping::Identity {
-            subject: subject.clone(),
-            groups: external.groups_claim.clone(),
-        },
-        None => ClaimMapping::Access,
-    };
-    Ok(TokenIssuer {
-        keys,
-        validation: Validation {
-            issuers: vec![external.issuer.clone()],
-            audience: external
-                .audience
-                .clone()
-                .unwrap_or_else(|| service.to_owned()),
-            leeway: 60,
-        },
-        check: Arc::new(NativeCheck),
-        claims,
-    })
 }
 
 fn is_url(location: &str) -> bool {
@@ -274,24 +233,16 @@ async fn fetch_jwks(url: &str) -> Result<Jwks, String> {
     Jwks::from_json(&text).map_err(|e| format!("{url}: {e}"))
 }
 
-fn authenticator(settings: &AuthSettings) -> Result<(Authenticator, Option<SystemTime>), String> {
-    let Some(path) = &settings.htpasswd else {
-        return Ok((Authenticator::new(), None));
-    };
-    let modified = modified(path);
-    let users = read_users(path)?;
-    Ok((Authenticator::new().with_users(Arc::new(users)), modified))
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn read_users(path: &Path) -> Result<Htpasswd, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the htpasswd file {}: {e}", path.display()))?;
-    Htpasswd::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    Htpasswd::parse(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_rules(path: &Path) -> Result<Rules, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the access rules {}: {e}", path.display()))?;
+    let text = read_text(path)?;
     let rules: Rules =
         toml::from_str(&text).map_err(|e| format!("access rules {}: {e}", path.display()))?;
     rules

@@ -229,8 +229,12 @@ fn registry_options(
     }));
     let mut login = None;
     if let Some(auth) = &settings.auth {
-        let policy = Arc::new(auth::FilePolicy::load(auth.clone(), settings.read_only)?);
-        options.access = policy.clone();
+        let policy = Arc::new(auth::FilePolicy::load(auth.clone())?);
+        options.access = if settings.read_only {
+            Arc::new(berth::ReadOnlyOver(policy.clone()))
+        } else {
+            policy.clone()
+        };
         login = Some(policy);
     } else if settings.read_only {
         options.access = Arc::new(ReadOnly);

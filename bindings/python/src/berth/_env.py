@@ -20,7 +20,8 @@ def registry_from_env() -> Registry:
     ./berth-data), ``BERTH_S3_BUCKET``, ``BERTH_S3_ENDPOINT``, ``BERTH_S3_REGION``,
     ``BERTH_S3_ALLOW_HTTP``, ``BERTH_S3_PATH_STYLE``, ``BERTH_READ_ONLY``,
     ``BERTH_NO_DELETE``, ``BERTH_PART_SIZE``, ``BERTH_MANIFEST_LIMIT``,
-    ``BERTH_CHUNK_MAX_LENGTH``."""
+    ``BERTH_CHUNK_MAX_LENGTH``, and ``BERTH_AUTH`` (the login settings as JSON: see
+    :class:`Registry`'s ``auth``)."""
     storage = os.environ.get("BERTH_STORAGE", "fs")
     options = dict(
         read_only=_flag("BERTH_READ_ONLY"),
@@ -28,6 +29,7 @@ def registry_from_env() -> Registry:
         part_size=_number("BERTH_PART_SIZE"),
         manifest_limit=_number("BERTH_MANIFEST_LIMIT"),
         chunk_max_length=_number("BERTH_CHUNK_MAX_LENGTH"),
+        auth=os.environ.get("BERTH_AUTH") or None,
     )
     if storage == "fs":
         return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 from dataclasses import dataclass
 from os import PathLike, fspath
@@ -89,6 +90,9 @@ class _Config:
             "chunk_max_length": lib.berth_config_set_chunk_max_length,
             "blob_redirect": lib.berth_config_set_blob_redirect,
             "worker_threads": lib.berth_config_set_worker_threads,
+            "auth": lambda handle, settings: lib.berth_config_set_auth(
+                handle, text(settings if isinstance(settings, str) else json.dumps(settings))
+            ),
         }
         for name, value in options.items():
             if value is not None:
@@ -154,6 +158,11 @@ class Registry(_Handle):
     :param blob_redirect: answer blob GETs with redirects to URLs signed for this many
         seconds (S3 only).
     :param worker_threads: berth's worker threads (default: one per core).
+    :param auth: turns on logins: a dict (or its JSON text) with ``htpasswd`` (an htpasswd
+        file's text, bcrypt hashes), ``rules`` (who may pull, push, overwrite and delete
+        which repositories), ``realm``, ``service``, ``token`` (``{"key": PEM}`` runs the
+        token service at ``/token``) and ``issuers`` (other token services' keys). Invalid
+        settings raise :class:`BerthError`.
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -173,6 +182,7 @@ class Registry(_Handle):
         chunk_max_length: Optional[int] = None,
         blob_redirect: Optional[int] = None,
         worker_threads: Optional[int] = None,
+        auth: Union[dict, str, None] = None,
         on_notice: Callable[[str], None] = _log_notice,
     ) -> None:
         self._config = _Config(
@@ -188,6 +198,7 @@ class Registry(_Handle):
                 "chunk_max_length": chunk_max_length,
                 "blob_redirect": blob_redirect,
                 "worker_threads": worker_threads,
+                "auth": auth,
             },
             on_notice,
         )
