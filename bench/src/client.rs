@@ -36,6 +36,18 @@ pub(crate) fn chunks(chunks: Vec<Bytes>) -> Body {
 pub(crate) struct Conn {
     sender: SendRequest<Body>,
     host: String,
+    /// The `Authorization` header every request to this address carries.
+    authorization: Option<String>,
+}
+
+/// Credentials by target address (`--target NAME=ADDR,authorization=VALUE`), set once at start:
+/// every connection to that address sends them, whichever scenario opened it.
+static CREDENTIALS: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+    std::sync::OnceLock::new();
+
+/// Sets the `Authorization` header sent to each address.
+pub(crate) fn set_credentials(by_address: std::collections::HashMap<String, String>) {
+    let _ = CREDENTIALS.set(by_address);
 }
 
 /// How a connection reads what the server sends.
@@ -75,6 +87,7 @@ impl Conn {
         Ok(Self {
             sender,
             host: addr.to_owned(),
+            authorization: CREDENTIALS.get().and_then(|all| all.get(addr)).cloned(),
         })
     }
 
@@ -92,6 +105,9 @@ impl Conn {
             .header("Host", &self.host);
         for (name, value) in headers {
             request = request.header(*name, value);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
         }
         let request = request.body(body)?;
         self.sender.ready().await?;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! berth-bench run --target berth=127.0.0.1:5000,pid=123 --target registry2=127.0.0.1:5001,pid=456 \
-//!     [--target ceiling=127.0.0.1:5002,pid=789,ceiling] [--rounds 3] [--blob-mib 1024] \
+//!     [--target ceiling=127.0.0.1:5002,pid=789,ceiling] [--target auth=ADDR,authorization="Bearer TOKEN"] \
+//!     [--rounds 3] [--blob-mib 1024] \
 //!     [--duration 10] [--concurrency 32] [--images 300] [--pushers 8] [--limits-dir DIR] \
 //!     [--first-round 0] --out results.jsonl
 //! berth-bench ceiling --addr 127.0.0.1:5002 [--blob-mib 1024]
@@ -54,16 +55,20 @@ fn parse_target(spec: &str) -> Result<Target, Error> {
     let (name, addr) = parts
         .next()
         .and_then(|first| first.split_once('='))
-        .ok_or_else(|| format!("--target {spec}: expected NAME=ADDR[,pid=N][,ceiling]"))?;
+        .ok_or_else(|| {
+            format!("--target {spec}: expected NAME=ADDR[,pid=N][,ceiling][,authorization=VALUE]")
+        })?;
     let mut target = Target {
         name: name.to_owned(),
         addr: addr.to_owned(),
         pid: None,
         ceiling: false,
+        authorization: None,
     };
     for part in parts {
         match part.split_once('=') {
             Some(("pid", pid)) => target.pid = Some(pid.parse()?),
+            Some(("authorization", value)) => target.authorization = Some(value.to_owned()),
             None if part == "ceiling" => target.ceiling = true,
             _ => return Err(format!("--target {spec}: unknown part {part}").into()),
         }
@@ -106,6 +111,13 @@ fn settings(args: &[String]) -> Result<Settings, Error> {
     if settings.targets.is_empty() {
         return Err("give at least one --target".into());
     }
+    client::set_credentials(
+        settings
+            .targets
+            .iter()
+            .filter_map(|target| Some((target.addr.clone(), target.authorization.clone()?)))
+            .collect(),
+    );
     Ok(settings)
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct Target {
     pub(crate) pid: Option<u32>,
     /// A do-nothing endpoint: it stores nothing, so pulled bytes are not checked.
     pub(crate) ceiling: bool,
+    /// The `Authorization` header every request carries, for a registry with logins.
+    pub(crate) authorization: Option<String>,
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

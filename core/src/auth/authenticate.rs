@@ -17,8 +17,8 @@ use crate::request::RequestHead;
 /// with every request, and bcrypt costs milliseconds, so it runs about once a minute per user.
 pub const VERIFIED_FOR: u64 = 60;
 
-/// At most this many verified passwords are remembered; past it, expired ones go first, then
-/// all (the next requests verify again).
+/// At most this many verified passwords (and as many tokens) are remembered; past it, expired
+/// ones go first, then all (the next requests verify again).
 const VERIFIED_KEPT: usize = 4096;
 
 /// An issuer whose tokens are accepted: its keys, what its tokens must say, and the host's
@@ -93,12 +93,16 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// The credential sources, and the passwords verified lately.
+/// The credential sources, and the passwords and tokens verified lately.
 #[derive(Default)]
 pub struct Authenticator {
     users: Option<Arc<Htpasswd>>,
     issuers: Vec<TokenIssuer>,
     verified: Mutex<HashMap<[u8; 32], u64>>,
+    /// Tokens whose signature checked out, by digest: until when, and whom they prove.
+    /// Clients send one token with many requests, and a signature check costs more than
+    /// the rest of a manifest GET.
+    tokens: Mutex<HashMap<[u8; 32], (u64, Authenticated)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -108,6 +112,7 @@ impl std::fmt::Debug for Authenticator {
             .field("users", &self.users)
             .field("issuers", &self.issuers)
             .field("verified", &self.lock().len())
+            .field("tokens", &lock(&self.tokens).len())
             .finish()
     }
 }
@@ -188,10 +193,29 @@ impl Authenticator {
     }
 
     fn token(&self, token: &str, now: u64) -> Result<Authenticated, Refused> {
+        let remembered: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some((until, who)) = lock(&self.tokens).get(&remembered)
+            && *until > now
+        {
+            return Ok(who.clone());
+        }
         let mut refusal = TokenError::UnknownKey;
         for issuer in &self.issuers {
             match jwt::verify(token, &issuer.keys, &*issuer.check, &issuer.validation, now) {
-                Ok(claims) => return identify(claims, &issuer.claims).map_err(Refused::Token),
+                Ok(claims) => {
+                    // Remembered for a minute at most, and never past the token's expiry.
+                    let expires = claims.exp.unwrap_or(now);
+                    let until =
+                        (now + VERIFIED_FOR).min(expires.saturating_add(issuer.validation.leeway));
+                    let who = identify(claims, &issuer.claims).map_err(Refused::Token)?;
+                    remember(
+                        &mut lock(&self.tokens),
+                        remembered,
+                        (until, who.clone()),
+                        now,
+                    );
+                    return Ok(who);
+                }
                 // Another issuer's key: try the next; anything else is this token's fault.
                 Err(TokenError::UnknownKey | TokenError::Issuer) => {}
                 Err(other) => refusal = other,
@@ -200,8 +224,10 @@ impl Authenticator {
         Err(Refused::Token(refusal))
     }
 
-    /// Replaces the keys of the issuers named `issuer` (a key set fetched again).
+    /// Replaces the keys of the issuers named `issuer` (a key set fetched again); tokens
+    /// verified with the old keys are verified again.
     pub fn set_issuer_keys(&mut self, issuer: &str, keys: &Jwks) {
+        lock(&self.tokens).clear();
         for known in &mut self.issuers {
             if known.validation.issuers.iter().any(|name| name == issuer) {
                 known.keys = keys.clone();
@@ -236,20 +262,46 @@ impl Authenticator {
         if !users.verify(user, password) {
             return false;
         }
-        let mut verified = self.lock();
-        if verified.len() >= VERIFIED_KEPT {
-            verified.retain(|_, until| *until > now);
-            if verified.len() >= VERIFIED_KEPT {
-                verified.clear();
-            }
-        }
-        verified.insert(remembered, now + VERIFIED_FOR);
+        remember(&mut self.lock(), remembered, now + VERIFIED_FOR, now);
         true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], u64>> {
-        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.verified)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Something verified, until a time: `value` is `until` itself or carries it first.
+trait Until {
+    fn until(&self) -> u64;
+}
+
+impl Until for u64 {
+    fn until(&self) -> u64 {
+        *self
+    }
+}
+
+impl Until for (u64, Authenticated) {
+    fn until(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Remembers `value` under `key`; a full map drops what expired, then everything (the next
+/// requests verify again).
+fn remember<V: Until>(map: &mut HashMap<[u8; 32], V>, key: [u8; 32], value: V, now: u64) {
+    if map.len() >= VERIFIED_KEPT {
+        map.retain(|_, kept| kept.until() > now);
+        if map.len() >= VERIFIED_KEPT {
+            map.clear();
+        }
+    }
+    map.insert(key, value);
 }
 
 /// The identity and grants a verified token's claims make.
@@ -309,11 +361,13 @@ dots:$2y$04$UIkF7AEo0MtQmAmC.eBXeuD.yJVLDxKrTEDc7rf0D9Y4mFvq/PGfi
     }
 
     /// A stand-in signature check (the real ones are tested in `jwt`): the signature is the
-    /// message's SHA-256 twice.
-    struct Digests;
+    /// message's SHA-256 twice. It counts the signatures it checked.
+    #[derive(Default)]
+    struct Digests(std::sync::atomic::AtomicUsize);
 
     impl SignatureCheck for Digests {
         fn verify(&self, _: Algorithm, _: &Jwk, message: &[u8], signature: &[u8]) -> bool {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let digest = Sha256::digest(message);
             signature == [&digest[..], &digest[..]].concat()
         }
@@ -335,7 +389,7 @@ dots:$2y$04$UIkF7AEo0MtQmAmC.eBXeuD.yJVLDxKrTEDc7rf0D9Y4mFvq/PGfi
                 audience: "reg".into(),
                 leeway: 0,
             },
-            check: Arc::new(Digests),
+            check: Arc::new(Digests::default()),
             claims: ClaimMapping::Access,
         }
     }
@@ -360,6 +414,35 @@ dots:$2y$04$UIkF7AEo0MtQmAmC.eBXeuD.yJVLDxKrTEDc7rf0D9Y4mFvq/PGfi
         Authenticator::new()
             .with_users(Arc::new(Htpasswd::parse(USERS).unwrap()))
             .with_issuer(issuer())
+    }
+
+    #[test]
+    fn a_token_is_checked_once_a_minute_and_never_past_its_expiry() {
+        let check = Arc::new(Digests::default());
+        let auth = Authenticator::new().with_issuer(TokenIssuer {
+            check: check.clone(),
+            ..issuer()
+        });
+        let bearer = |token: &str| {
+            RequestHead::from_target(Method::Get, "/v2/")
+                .with_header("Authorization", format!("Bearer {token}"))
+        };
+        let checked = || check.0.load(std::sync::atomic::Ordering::Relaxed);
+        let long = bearer(&token(1000));
+        for now in [100, 120, 159] {
+            assert!(auth.authenticate(&long, now).is_ok());
+        }
+        assert_eq!(checked(), 1);
+        assert!(auth.authenticate(&long, 160).is_ok());
+        assert_eq!(checked(), 2);
+        // Remembered until its expiry only: then refused, as if never seen.
+        let short = bearer(&token(110));
+        assert!(auth.authenticate(&short, 100).is_ok());
+        assert_eq!(
+            auth.authenticate(&short, 111),
+            Err(Refused::Token(TokenError::Expired))
+        );
+        assert_eq!(checked(), 4);
     }
 
     #[test]

@@ -22,9 +22,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::authenticate::{Authenticator, ClaimMapping, TokenIssuer};
+#[cfg(feature = "tokens")]
+use super::authenticate::ClaimMapping;
+use super::authenticate::{Authenticator, TokenIssuer};
 use super::htpasswd::Htpasswd;
-use super::jwt::{Jwks, Validation};
+use super::jwt::Jwks;
+#[cfg(feature = "tokens")]
+use super::jwt::Validation;
 use super::policy::RulesPolicy;
 use super::rules::Rules;
 

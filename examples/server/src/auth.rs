@@ -53,7 +53,7 @@ impl FilePolicy {
                 certificates: own.certificates.as_deref().map(read_text).transpose()?,
                 realm: Some(own.realm.clone()),
                 issuer: Some(own.issuer.clone()),
-                lifetime: None,
+                lifetime: own.lifetime,
             });
         }
         for external in &settings.external {

@@ -115,6 +115,9 @@ pub(crate) struct ServeArgs {
     /// request's Host [default: http(s)://{host}/token].
     #[arg(long, env = "BERTH_TOKEN_REALM")]
     pub(crate) token_realm: Option<String>,
+    /// How long the access tokens berth issues are good for: `5m`, `1h` [default: 5m].
+    #[arg(long, env = "BERTH_TOKEN_LIFETIME")]
+    pub(crate) token_lifetime: Option<String>,
     /// This registry's service name: the audience of the tokens it accepts and issues
     /// [default: berth].
     #[arg(long, env = "BERTH_TOKEN_SERVICE")]
@@ -179,6 +182,7 @@ struct FileConfig {
     token_key: Option<PathBuf>,
     token_cert: Option<PathBuf>,
     token_realm: Option<String>,
+    token_lifetime: Option<String>,
     token_service: Option<String>,
     token_issuer: Option<String>,
     token_jwks: Option<String>,
@@ -217,6 +221,8 @@ pub(crate) struct IssuingSettings {
     /// The realm sent in challenges; `{host}` is replaced by the request's Host.
     pub(crate) realm: String,
     pub(crate) issuer: String,
+    /// Seconds an access token is good for.
+    pub(crate) lifetime: Option<u64>,
 }
 
 /// A token service, or an OIDC provider, whose tokens berth accepts (`[[token-issuers]]`).
@@ -349,6 +355,11 @@ impl ServeArgs {
                     .or(file.token_issuer)
                     .unwrap_or_else(|| "berth".into());
                 let scheme = if tls.is_some() { "https" } else { "http" };
+                let lifetime = self
+                    .token_lifetime
+                    .or(file.token_lifetime)
+                    .map(|age| parse_age(&age))
+                    .transpose()?;
                 let issuing = self
                     .token_key
                     .or(file.token_key)
@@ -360,6 +371,7 @@ impl ServeArgs {
                             .or(file.token_realm)
                             .unwrap_or_else(|| format!("{scheme}://{{host}}/token")),
                         issuer: issuer.clone(),
+                        lifetime,
                     });
                 let mut external = file.token_issuers;
                 if let Some(jwks) = self.token_jwks.or(file.token_jwks) {
