@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine:
 # Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
-# valgrind, Chromium and chromedriver, the docker CLI, and rustc-web for a wasm32 std where
+# valgrind, Chromium and chromedriver, the docker CLI, podman, and rustc-web for a wasm32 std where
 # rustup has no wasm32 target), Python virtualenvs (moto; pytest, gunicorn, uvicorn and pyjwt
 # for the Python package and the token tests), wasm-bindgen-cli, cargo-fuzz, from npm workerd
-# (the Workers runtime) and oauth2-mock-server, Go clients (crane, oras, regctl),
+# (the Workers runtime) and oauth2-mock-server, Go clients (crane, oras, regctl, helm),
 # distribution v3 and the two official OCI conformance suites.
 # Idempotent: a tool already in place is not fetched again.
 set -euo pipefail
@@ -23,6 +23,7 @@ CARGO_FUZZ_VERSION=0.13.2
 WORKERD_VERSION=1.20261117.1
 OAUTH2_MOCK_SERVER_VERSION=7.2.1 # 8.x and later need Node >= 22
 DISTRIBUTION_VERSION=v3.1.2
+HELM_VERSION=v4.3.2
 # The Go module proxy refuses the exact commits named in SPEC.md (a139cc4 = v1.1.1 and
 # 967efdc, "403 This module version is not available"); these are the nearest versions
 # it serves: the Ginkgo suite of the v1.1 line and a later commit of the redesigned suite.
@@ -44,6 +45,8 @@ command -v strace >/dev/null || debian_packages+=(strace)
 command -v openssl >/dev/null || debian_packages+=(openssl)
 # The docker CLI logs in without a daemon (tests/tokens.sh); Debian ships it in docker.io.
 command -v docker >/dev/null || debian_packages+=(docker.io)
+# podman logs in, pushes and pulls through the token service (tests/tokens.sh).
+command -v podman >/dev/null || debian_packages+=(podman)
 command -v python3 >/dev/null || debian_packages+=(python3)
 # The C host and the C tests of the C ABI.
 for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
@@ -132,6 +135,7 @@ command -v go >/dev/null || { log "Go is required (https://go.dev/doc/install)";
 [ -x "$tools/bin/crane" ] || { log "go install crane"; go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }
 [ -x "$tools/bin/oras" ] || { log "go install oras"; go install "oras.land/oras/cmd/oras@$ORAS_VERSION"; }
 [ -x "$tools/bin/regctl" ] || { log "go install regctl"; go install "github.com/regclient/regclient/cmd/regctl@$REGCTL_VERSION"; }
+[ -x "$tools/bin/helm" ] || { log "go install helm"; go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"; }
 
 # distribution v3, which verifies berth's tokens in tests/tokens.sh (its binary is also
 # called registry, so it lives apart).

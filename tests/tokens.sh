@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # berth's token service and the tokens of others, with real clients and real verifiers:
 # Bearer challenges; /token by GET and by form POST (password and refresh grants), anonymous
-# tokens with filtered scopes; docker login (no daemon), skopeo, crane, oras and regctl
-# logging in through it; a token as a Basic password; tokens minted by PyJWT (valid, and the
+# tokens with filtered scopes; docker login (no daemon), skopeo, podman, crane, oras, regctl
+# and helm logging in through it; a token as a Basic password; tokens minted by PyJWT (valid, and the
 # forgeries and misfits a verifier must refuse); identity tokens of an OIDC provider
 # (oauth2-mock-server) whose key set berth fetches when a token names a new key, keeping the
 # old keys when the provider is down; registry:2 and distribution v3 accepting berth's tokens;
@@ -24,6 +24,8 @@ cd "$work"
 missing=()
 command -v htpasswd >/dev/null || missing+=(htpasswd)
 command -v docker >/dev/null || missing+=(docker)
+command -v podman >/dev/null || missing+=(podman)
+command -v helm >/dev/null || missing+=(helm)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 [ -x "$tools/distribution/registry" ] || missing+=("distribution v3")
 "$python" -c 'import jwt' 2>/dev/null || missing+=(pyjwt)
@@ -175,6 +177,27 @@ clients() {
   ! regctl tag ls "$R/team-a/notes" 2>/dev/null
 }
 check "skopeo, crane, oras and regctl log in through /token and push and pull where the rules allow" clients
+
+# podman over its own storage in the work directory (vfs: no kernel features needed).
+podman_here() { podman --storage-driver vfs --root "$work/podman" --runroot "$work/podman-run" "$@"; }
+podman_helm() {
+  podman_here login --tls-verify=false -u alice -p s3cret "$R" >/dev/null &&
+  ! podman_here login --tls-verify=false -u alice -p wrong "$R" >/dev/null 2>&1 &&
+  local id && id=$(podman_here pull -q oci:image:v1) &&
+  podman_here push -q --tls-verify=false "$id" "$R/team-a/podman:v1" &&
+  podman_here rmi -a -f >/dev/null &&
+  podman_here pull -q --tls-verify=false "$R/team-a/podman:v1" >/dev/null &&
+  podman_here logout "$R" >/dev/null &&
+  ! podman_here push -q --tls-verify=false --creds bob:hunter2 "$R/team-a/podman:v1" "$R/team-a/podman:v2" 2>/dev/null &&
+  helm registry login "$R" --insecure --plain-http -u alice -p s3cret >/dev/null 2>&1 &&
+  helm create demo >/dev/null && helm package demo >/dev/null &&
+  helm push demo-0.1.0.tgz "oci://$R/team-a/charts" --plain-http >/dev/null 2>&1 &&
+  mkdir -p charts && helm pull "oci://$R/team-a/charts/demo" --version 0.1.0 --plain-http -d charts >/dev/null 2>&1 &&
+  [ -f charts/demo-0.1.0.tgz ] &&
+  helm registry logout "$R" >/dev/null 2>&1 &&
+  ! helm push demo-0.1.0.tgz "oci://$R/team-a/charts2" --plain-http >/dev/null 2>&1
+}
+check "podman and helm log in through /token, push and pull; a wrong password or no login is refused" podman_helm
 
 catalog() {
   local alice bob
