@@ -294,6 +294,18 @@ rotation() {
 }
 check "berth's key rotated (an Ed25519 key now): its old tokens are refused, new ones work" rotation
 
+shared_key() {
+  local first second token
+  start_berth "$binary" "$work/shared" --htpasswd users --token-key storage --token-service berth-tests || return 1
+  first=$BERTH_ADDR
+  start_berth "$binary" "$work/shared" --htpasswd users --token-key storage --token-service berth-tests || return 1
+  second=$BERTH_ADDR
+  token=$(curl -s -u alice:s3cret "http://$first/token?service=berth-tests&scope=repository:team-a/app:pull,push" | field token)
+  [ -s "$work/shared/berth/keys/token.pem" ] &&
+  equal "$(code -H "Authorization: Bearer $token" -X POST "http://$second/v2/team-a/app/blobs/uploads/")" 202
+}
+check "--token-key storage: two instances over one root sign with the key the first kept there" shared_key
+
 distribution3() {
   local port; port=$(free_port)
   curl -s "http://$R/token/keys" >berth.jwks

@@ -19,6 +19,16 @@ pub fn random_upload_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A new Ed25519 private key (PKCS #8 PEM) from the operating system's randomness, for a
+/// token service without a key of its own ([`crate::auth::stored_key`]); `None` when the
+/// system has no randomness to give (a key from the clock would be guessable).
+#[cfg(feature = "tokens")]
+pub fn new_token_key() -> Option<String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).ok()?;
+    Some(crate::auth::SigningKey::from_ed25519_seed(seed).to_pem())
+}
+
 /// Seconds since the Unix epoch by the system clock.
 pub fn unix_now() -> u64 {
     SystemTime::now()

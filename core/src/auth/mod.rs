@@ -32,5 +32,6 @@ pub use settings::{EVERY_USER_EVERYTHING, IssuerSettings, Settings, TokenSetting
 #[cfg(feature = "tokens")]
 pub use token::SigningKey;
 pub use token::{
-    ACCESS_TOKEN_LIFETIME, Issuing, REFRESH_TOKEN_LIFETIME, TokenSigner, rfc3339, x5c_from_pem,
+    ACCESS_TOKEN_LIFETIME, Issuing, REFRESH_TOKEN_LIFETIME, STORED_KEY, TokenSigner, rfc3339,
+    stored_key, x5c_from_pem,
 };

@@ -333,6 +333,46 @@ impl TokenSigner for SigningKey {
     }
 }
 
+/// Where [`stored_key`] keeps the token service's private key.
+pub const STORED_KEY: &str = "berth/keys/token.pem";
+
+/// The token service's private key (PEM) kept in `storage`, so that every instance over one
+/// bucket signs with the same key: read when there, else `fresh` (a new key) written once —
+/// of instances starting together, the first write wins and the others read it.
+pub async fn stored_key<S: crate::storage::Storage + ?Sized>(
+    storage: &S,
+    fresh: impl FnOnce() -> String,
+) -> Result<String, crate::StorageError> {
+    use crate::StorageError;
+    use crate::storage::PutMode;
+    use crate::storage::StorageExt as _;
+    let key = crate::storage::Key::new(STORED_KEY);
+    let read = |bytes: bytes::Bytes| {
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| StorageError::backend(format!("{STORED_KEY} is not text")))
+    };
+    match storage.read_small(&key, 64 * 1024).await {
+        Ok((_, bytes)) => return read(bytes),
+        Err(StorageError::NotFound) => {}
+        Err(other) => return Err(other),
+    }
+    let pem = fresh();
+    match storage
+        .put(
+            &key,
+            bytes::Bytes::from(pem.clone()),
+            PutMode::Create.into(),
+        )
+        .await
+    {
+        Ok(_) => Ok(pem),
+        Err(StorageError::AlreadyExists | StorageError::PreconditionFailed) => {
+            read(storage.read_small(&key, 64 * 1024).await?.1)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// Reads the certificates of a PEM bundle as `x5c` wants them (base64 DER, in file order).
 pub fn x5c_from_pem(text: &str) -> Vec<String> {
     let mut chain = Vec::new();
@@ -352,6 +392,14 @@ pub fn x5c_from_pem(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stored_key_is_written_once_and_read_after() {
+        let storage = crate::MemoryStorage::new();
+        let first = stored_key(&storage, || "first".into()).await.unwrap();
+        let second = stored_key(&storage, || "second".into()).await.unwrap();
+        assert_eq!((first.as_str(), second.as_str()), ("first", "first"));
+    }
 
     #[test]
     fn rfc3339_dates() {

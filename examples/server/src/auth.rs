@@ -37,7 +37,8 @@ struct Loaded {
 
 impl FilePolicy {
     /// Reads the files; an unreadable or invalid one stops the server from starting.
-    pub(crate) fn load(settings: AuthSettings) -> Result<Self, String> {
+    /// `stored_key` is the token key kept in the storage, when the settings say so.
+    pub(crate) fn load(settings: AuthSettings, stored_key: Option<String>) -> Result<Self, String> {
         let modified = settings.htpasswd.as_deref().and_then(modified);
         let mut login = Settings {
             htpasswd: settings.htpasswd.as_deref().map(read_text).transpose()?,
@@ -49,7 +50,10 @@ impl FilePolicy {
         };
         if let Some(own) = &settings.issuing {
             login.token = Some(TokenSettings {
-                key: read_text(&own.key)?,
+                key: match stored_key {
+                    Some(pem) => pem,
+                    None => read_text(&own.key)?,
+                },
                 certificates: own.certificates.as_deref().map(read_text).transpose()?,
                 realm: Some(own.realm.clone()),
                 issuer: Some(own.issuer.clone()),

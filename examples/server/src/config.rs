@@ -104,7 +104,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "BERTH_AUTH_REALM")]
     pub(crate) auth_realm: Option<String>,
     /// A PEM private key (Ed25519, or P-256 for ES256) that turns on the token service at
-    /// `/token`: clients log in there and present its tokens (`Bearer` challenges).
+    /// `/token`: clients log in there and present its tokens (`Bearer` challenges). `storage`
+    /// keeps a generated Ed25519 key in the storage (`berth/keys/token.pem`), shared by every
+    /// instance over it.
     #[arg(long, env = "BERTH_TOKEN_KEY")]
     pub(crate) token_key: Option<PathBuf>,
     /// The PEM certificate chain of --token-key, sent in each token's `x5c` header so
@@ -216,6 +218,7 @@ pub(crate) struct AuthSettings {
 /// berth's own token service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IssuingSettings {
+    /// The key's PEM file, or `storage` for a key kept in the storage.
     pub(crate) key: PathBuf,
     pub(crate) certificates: Option<PathBuf>,
     /// The realm sent in challenges; `{host}` is replaced by the request's Host.
@@ -223,6 +226,13 @@ pub(crate) struct IssuingSettings {
     pub(crate) issuer: String,
     /// Seconds an access token is good for.
     pub(crate) lifetime: Option<u64>,
+}
+
+impl IssuingSettings {
+    /// Whether the key is kept in the storage rather than in a file.
+    pub(crate) fn key_in_storage(&self) -> bool {
+        self.key.as_os_str() == "storage"
+    }
 }
 
 /// A token service, or an OIDC provider, whose tokens berth accepts (`[[token-issuers]]`).

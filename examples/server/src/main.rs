@@ -105,7 +105,12 @@ fn main() -> ExitCode {
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
             Mode::PurgeUploads => {
-                let registry = Registry::new(storage, registry_options(&settings)?.0);
+                // Purging needs no logins (and no token key).
+                let settings = Settings {
+                    auth: None,
+                    ..settings
+                };
+                let registry = Registry::new(storage, registry_options(&settings, None)?.0);
                 let purged = registry
                     .purge_uploads(settings.upload_expiry)
                     .await
@@ -117,7 +122,23 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Mode::Serve => {
-                let (options, keys) = registry_options(&settings)?;
+                let stored_key = match &settings.auth {
+                    Some(auth)
+                        if auth
+                            .issuing
+                            .as_ref()
+                            .is_some_and(|own| own.key_in_storage()) =>
+                    {
+                        let fresh = berth::system::new_token_key()
+                            .ok_or("the system gives no randomness for a token key")?;
+                        let key = berth::auth::stored_key(&*storage, || fresh)
+                            .await
+                            .map_err(|e| format!("the token key in the storage: {e}"))?;
+                        Some(key)
+                    }
+                    _ => None,
+                };
+                let (options, keys) = registry_options(&settings, stored_key)?;
                 let registry = Arc::new(Registry::new(storage, options));
                 serve(registry, keys, description, settings).await
             }
@@ -213,6 +234,7 @@ fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), Strin
 /// issuers' key sets).
 fn registry_options(
     settings: &Settings,
+    stored_key: Option<String>,
 ) -> Result<(Options, Option<Arc<auth::FilePolicy>>), String> {
     let mut options = Options::system();
     options.manifest_limit = settings.manifest_limit;
@@ -229,7 +251,7 @@ fn registry_options(
     }));
     let mut login = None;
     if let Some(auth) = &settings.auth {
-        let policy = Arc::new(auth::FilePolicy::load(auth.clone())?);
+        let policy = Arc::new(auth::FilePolicy::load(auth.clone(), stored_key)?);
         options.access = if settings.read_only {
             Arc::new(berth::ReadOnlyOver(policy.clone()))
         } else {
