@@ -45,6 +45,9 @@ team-a = ["alice"]
 [repositories."team-a/**"]
 policies = [{ groups = ["team-a"], actions = ["pull", "push", "overwrite", "delete"] }]
 
+[repositories."conformance/**"]
+policies = [{ users = ["alice"], actions = ["pull", "push", "overwrite", "delete"] }]
+
 [repositories."oidc/**"]
 policies = [{ users = ["johndoe"], actions = ["pull", "push"] }]
 
@@ -198,6 +201,14 @@ podman_helm() {
   ! helm push demo-0.1.0.tgz "oci://$R/team-a/charts2" --plain-http >/dev/null 2>&1
 }
 check "podman and helm log in through /token, push and pull; a wrong password or no login is refused" podman_helm
+
+# The suites log in with a password; here it buys tokens, and a mount's challenge must name
+# the source's scope too, or the suite's client (one token per challenge) never mounts.
+suites() {
+  OCI_USERNAME=alice OCI_PASSWORD=s3cret conformance_v1 "$R" 0 "$work/v1.out" &&
+  OCI_USERNAME=alice OCI_PASSWORD=s3cret conformance_next "$R" "$work/next.out"
+}
+check "both conformance suites, logging in through /token" suites
 
 catalog() {
   local alice bob

@@ -91,6 +91,24 @@ pub trait AccessPolicy: Send + Sync {
         None
     }
 
+    /// Whether a cross-repository mount into `target` may link a blob of `source`: `Allow`
+    /// when the caller may pull `source`; `Unauthorized`, with a challenge naming every scope
+    /// the mount needs, when a new token would let it (the client fetches one and asks
+    /// again); anything else, and the mount becomes an upload session. By default `Allow` or
+    /// `Denied`, by [`AccessPolicy::check`] of `pull` on `source`.
+    fn check_mount(
+        &self,
+        request: &RequestHead,
+        target: &RepositoryName,
+        source: &RepositoryName,
+    ) -> Decision {
+        let _ = target;
+        match self.check(request, Some(source), Action::Pull) {
+            Decision::Allow => Decision::Allow,
+            _ => Decision::Denied,
+        }
+    }
+
     /// Which of `repositories` (a catalog page) the caller of `request` sees: by default
     /// those it may pull, asked one by one. A policy may decide the page at once.
     fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
@@ -183,6 +201,15 @@ impl AccessPolicy for ReadOnlyOver {
 
     fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
         self.0.listed(request, repositories)
+    }
+
+    fn check_mount(
+        &self,
+        request: &RequestHead,
+        target: &RepositoryName,
+        source: &RepositoryName,
+    ) -> Decision {
+        self.0.check_mount(request, target, source)
     }
 
     fn token_service(&self, request: &RequestHead, form: &[u8]) -> Option<crate::Response> {

@@ -138,6 +138,50 @@ impl AccessPolicy for RulesPolicy {
         self.token_response(request, form)
     }
 
+    /// A mount needs `pull` and `push` on the target and `pull` on the source. When a new
+    /// token would give the caller a scope it lacks, the challenge names all three (as
+    /// distribution's does: clients fetch one token for everything the challenge lists, and
+    /// ask once more); when the rules refuse the source, the mount becomes an upload.
+    fn check_mount(
+        &self,
+        request: &RequestHead,
+        target: &RepositoryName,
+        source: &RepositoryName,
+    ) -> Decision {
+        let Ok(who) = self.authenticator.authenticate(request, (self.clock)()) else {
+            return Decision::Denied;
+        };
+        let needs = [(target, Action::Push), (source, Action::Pull)];
+        if needs
+            .iter()
+            .all(|(name, action)| self.permits(&who, Some(name), *action))
+        {
+            return Decision::Allow;
+        }
+        let scopes = || {
+            vec![
+                Scope::repository(target.as_str(), &[Action::Pull, Action::Push]),
+                Scope::repository(source.as_str(), &[Action::Pull]),
+            ]
+        };
+        match (&who.identity, &who.grants) {
+            (Identity::Anonymous, _) => self.unauthorized(request, scopes(), None),
+            (Identity::Principal(_), Some(_)) => {
+                let token_would_help = needs.iter().any(|(name, action)| {
+                    self.rules
+                        .allows(&who.identity, Some(name.as_str()), *action)
+                        && !token_covers(&who, Some(name), *action)
+                });
+                if token_would_help {
+                    self.unauthorized(request, scopes(), Some("insufficient_scope"))
+                } else {
+                    Decision::Denied
+                }
+            }
+            (Identity::Principal(_), None) => Decision::Denied,
+        }
+    }
+
     /// The caller is authenticated once for the page, and sees what the rules let it pull:
     /// the catalog's own scope (`registry:catalog:*`) is what its token needed, not a scope
     /// per name listed.

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::leases::Leased;
-use super::{Registry, internal};
-use crate::access::Action;
+use super::{Registry, internal, unauthorized};
+use crate::access::{Action, Decision};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
 use crate::http::{content_length, created, in_progress, parse_digest, query};
@@ -261,8 +261,13 @@ impl<S: Storage> Registry<S> {
                 let Ok(source) = from.parse::<RepositoryName>() else {
                     return Ok(false);
                 };
-                if self.authorize(head, Some(&source), Action::Pull).is_err() {
-                    return Ok(false);
+                match self.options.access.check_mount(head, name, &source) {
+                    Decision::Allow => {}
+                    // A new token would let it: the client asks for one, then again.
+                    Decision::Unauthorized { challenge } => {
+                        return Err(unauthorized(Action::Pull, challenge));
+                    }
+                    _ => return Ok(false),
                 }
                 self.read_link(&layout::layer_link(&source, digest))
                     .await?

@@ -253,7 +253,8 @@ impl<S: Storage> Registry<S> {
             (_, Method::Delete) => Action::Delete,
             _ => Action::Push,
         };
-        self.authorize(head, route.repository(), action)?;
+        self.authorize(head, route.repository(), action)
+            .map_err(|refused| self.mount_challenge(head, &route, refused))?;
         match route {
             Route::ApiVersion => Ok(Response::json(200, b"{}".to_vec())),
             Route::Catalog => self.catalog(head).await,
@@ -278,6 +279,26 @@ impl<S: Storage> Registry<S> {
                     _ => self.upload_status(&name, &id).await,
                 }
             }
+        }
+    }
+
+    /// A refused mount (`?mount=&from=`) that logging in would allow is challenged for every
+    /// scope it needs, the source's `pull` included, so the client's one token covers all.
+    fn mount_challenge(&self, head: &RequestHead, route: &Route, refused: Error) -> Error {
+        let Route::StartUpload { name } = route else {
+            return refused;
+        };
+        if refused.code() != ErrorCode::Unauthorized {
+            return refused;
+        }
+        let source =
+            crate::http::query(head, "from").and_then(|from| from.parse::<RepositoryName>().ok());
+        match (source, crate::http::query(head, "mount")) {
+            (Some(source), Some(_)) => match self.options.access.check_mount(head, name, &source) {
+                Decision::Unauthorized { challenge } => unauthorized(Action::Push, challenge),
+                _ => refused,
+            },
+            _ => refused,
         }
     }
 
@@ -311,11 +332,7 @@ impl<S: Storage> Registry<S> {
     ) -> Result<(), Error> {
         match self.options.access.check(head, repository, action) {
             Decision::Allow => Ok(()),
-            Decision::Unauthorized { challenge } => Err(Error::new(
-                ErrorCode::Unauthorized,
-                format!("authentication required to {action}"),
-            )
-            .with_detail(serde_json::json!({ "challenge": challenge }))),
+            Decision::Unauthorized { challenge } => Err(unauthorized(action, challenge)),
             Decision::Denied => Err(Error::new(
                 ErrorCode::Denied,
                 format!("not allowed to {action} here"),
@@ -353,6 +370,15 @@ impl<S: Storage> Registry<S> {
             .map(drop)
             .map_err(internal)
     }
+}
+
+/// 401 `UNAUTHORIZED` with the access hook's challenge (sent as `WWW-Authenticate`).
+pub(crate) fn unauthorized(action: Action, challenge: String) -> Error {
+    Error::new(
+        ErrorCode::Unauthorized,
+        format!("authentication required to {action}"),
+    )
+    .with_detail(serde_json::json!({ "challenge": challenge }))
 }
 
 /// The response for an error: its JSON body, and for a 401 the challenge the access hook gave

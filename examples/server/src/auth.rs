@@ -197,6 +197,16 @@ impl AccessPolicy for FilePolicy {
         state.policy.subject(request)
     }
 
+    fn check_mount(
+        &self,
+        request: &RequestHead,
+        target: &RepositoryName,
+        source: &RepositoryName,
+    ) -> Decision {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.check_mount(request, target, source)
+    }
+
     fn listed(&self, request: &RequestHead, repositories: Vec<String>) -> Vec<String> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.policy.listed(request, repositories)
