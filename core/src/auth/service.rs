@@ -140,8 +140,11 @@ impl RulesPolicy {
                     .authenticator
                     .authenticate(head, now)
                     .map_err(|refused| refused_answer(issuing, &refused))?;
-                // Refresh tokens stand in for passwords, not for other tokens.
-                let by_password = who.grants.is_none();
+                // Refresh tokens stand in for passwords (checked again at each refresh), not
+                // for tokens: an identity token's subject may be no user of the password file.
+                let by_password = who.grants.is_none()
+                    && matches!(&who.identity, Identity::Principal(principal)
+                        if self.authenticator.knows_user(&principal.subject));
                 (who, by_password)
             }
         };
