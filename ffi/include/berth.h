@@ -271,72 +271,6 @@ extern "C" {
 const char *berth_version(void);
 
 /**
- * Reports an object's size and version (an opaque string that changes whenever its
- * content is replaced). Call it from `get`, `head` and `put`.
- *
- * # Safety
- * `out` is the one the running callback was given; `version` is NUL-terminated.
- */
-enum berth_result berth_storage_out_set_meta(struct berth_storage_out *out,
-                                             uint64_t size,
-                                             const char *version);
-
-/**
- * Reports when an object was last written, in milliseconds since the Unix epoch, by the
- * storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
- * it). Call it from `get` and `head` besides `berth_storage_out_set_meta`, and from `list`
- * after each `berth_storage_out_add_object`, for the object just added; ages measured for
- * garbage collection and retention come from it, so a storage that does not report it has
- * objects of unknown age (and `berth_check_storage` says so).
- *
- * # Safety
- * `out` is the one the running callback was given.
- */
-enum berth_result berth_storage_out_set_last_modified(struct berth_storage_out *out,
-                                                      uint64_t millis);
-
-/**
- * Reports the reader `get` opened; berth reads it with `read` and closes it with `close`
- * (also when the call fails after this).
- *
- * # Safety
- * `out` is the one the running `get` callback was given.
- */
-enum berth_result berth_storage_out_set_reader(struct berth_storage_out *out, void *reader);
-
-/**
- * Reports the id of a parts upload (`create_parts`) or of a part (`put_part`).
- *
- * # Safety
- * `out` is the one the running callback was given; `id` is NUL-terminated.
- */
-enum berth_result berth_storage_out_set_id(struct berth_storage_out *out, const char *id);
-
-/**
- * Adds an object key to a listing (`list`), in order.
- *
- * # Safety
- * `out` is the one the running `list` callback was given; `key` is NUL-terminated.
- */
-enum berth_result berth_storage_out_add_object(struct berth_storage_out *out, const char *key);
-
-/**
- * Adds a folded prefix (ending in `/`) to a listing (`list` with a delimiter), in order.
- *
- * # Safety
- * `out` is the one the running `list` callback was given; `prefix` is NUL-terminated.
- */
-enum berth_result berth_storage_out_add_prefix(struct berth_storage_out *out, const char *prefix);
-
-/**
- * Says whether more entries follow the ones listed (`list`).
- *
- * # Safety
- * `out` is the one the running `list` callback was given.
- */
-enum berth_result berth_storage_out_set_truncated(struct berth_storage_out *out, bool truncated);
-
-/**
  * Creates a configuration with berth's defaults and no storage yet.
  *
  * # Safety
@@ -666,6 +600,72 @@ const char *berth_result_message(uint32_t result);
  * `buffer` is valid for `capacity` bytes of writes.
  */
 size_t berth_last_error(char *buffer, size_t capacity);
+
+/**
+ * Reports an object's size and version (an opaque string that changes whenever its
+ * content is replaced). Call it from `get`, `head` and `put`.
+ *
+ * # Safety
+ * `out` is the one the running callback was given; `version` is NUL-terminated.
+ */
+enum berth_result berth_storage_out_set_meta(struct berth_storage_out *out,
+                                             uint64_t size,
+                                             const char *version);
+
+/**
+ * Reports when an object was last written, in milliseconds since the Unix epoch, by the
+ * storage's clock (a file's mtime, a service's last-modified time, or the time the host wrote
+ * it). Call it from `get` and `head` besides `berth_storage_out_set_meta`, and from `list`
+ * after each `berth_storage_out_add_object`, for the object just added; ages measured for
+ * garbage collection and retention come from it, so a storage that does not report it has
+ * objects of unknown age (and `berth_check_storage` says so).
+ *
+ * # Safety
+ * `out` is the one the running callback was given.
+ */
+enum berth_result berth_storage_out_set_last_modified(struct berth_storage_out *out,
+                                                      uint64_t millis);
+
+/**
+ * Reports the reader `get` opened; berth reads it with `read` and closes it with `close`
+ * (also when the call fails after this).
+ *
+ * # Safety
+ * `out` is the one the running `get` callback was given.
+ */
+enum berth_result berth_storage_out_set_reader(struct berth_storage_out *out, void *reader);
+
+/**
+ * Reports the id of a parts upload (`create_parts`) or of a part (`put_part`).
+ *
+ * # Safety
+ * `out` is the one the running callback was given; `id` is NUL-terminated.
+ */
+enum berth_result berth_storage_out_set_id(struct berth_storage_out *out, const char *id);
+
+/**
+ * Adds an object key to a listing (`list`), in order.
+ *
+ * # Safety
+ * `out` is the one the running `list` callback was given; `key` is NUL-terminated.
+ */
+enum berth_result berth_storage_out_add_object(struct berth_storage_out *out, const char *key);
+
+/**
+ * Adds a folded prefix (ending in `/`) to a listing (`list` with a delimiter), in order.
+ *
+ * # Safety
+ * `out` is the one the running `list` callback was given; `prefix` is NUL-terminated.
+ */
+enum berth_result berth_storage_out_add_prefix(struct berth_storage_out *out, const char *prefix);
+
+/**
+ * Says whether more entries follow the ones listed (`list`).
+ *
+ * # Safety
+ * `out` is the one the running `list` callback was given.
+ */
+enum berth_result berth_storage_out_set_truncated(struct berth_storage_out *out, bool truncated);
 
 #ifdef __cplusplus
 }  // extern "C"

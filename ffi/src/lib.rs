@@ -21,13 +21,9 @@ mod config;
 mod exchange;
 mod registry;
 pub mod result;
+mod storage_out;
 
-pub use callbacks::{
-    berth_put_mode, berth_slice, berth_storage_out, berth_storage_out_add_object,
-    berth_storage_out_add_prefix, berth_storage_out_set_id, berth_storage_out_set_last_modified,
-    berth_storage_out_set_meta, berth_storage_out_set_reader, berth_storage_out_set_truncated,
-    berth_storage_vtable,
-};
+pub use callbacks::{berth_put_mode, berth_slice, berth_storage_vtable};
 pub use config::{
     berth_config, berth_config_free, berth_config_new, berth_config_set_auth,
     berth_config_set_automatic_mount, berth_config_set_blob_redirect,
@@ -46,6 +42,11 @@ pub use registry::{
     berth_registry_purge_uploads,
 };
 pub use result::{berth_last_error, berth_result, berth_result_message};
+pub use storage_out::{
+    berth_storage_out, berth_storage_out_add_object, berth_storage_out_add_prefix,
+    berth_storage_out_set_id, berth_storage_out_set_last_modified, berth_storage_out_set_meta,
+    berth_storage_out_set_reader, berth_storage_out_set_truncated,
+};
 
 /// berth's version, as a static NUL-terminated string (`"0.1.0"`).
 #[unsafe(no_mangle)]
