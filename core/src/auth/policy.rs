@@ -97,6 +97,11 @@ impl AccessPolicy for RulesPolicy {
         action: Action,
     ) -> Decision {
         let needed = |repository: Option<&RepositoryName>| match repository {
+            // Writes are asked for with `pull` as distribution asks: a push also reads (HEAD
+            // before upload), and one token should serve the whole push.
+            Some(name) if matches!(action, Action::Push | Action::Overwrite) => {
+                vec![Scope::repository(name.as_str(), &[Action::Pull, action])]
+            }
             Some(name) => vec![Scope::repository(name.as_str(), &[action])],
             None if action == Action::Catalog => vec![Scope::catalog()],
             None => Vec::new(),
@@ -368,6 +373,12 @@ mod tests {
                     .into()
             }
         );
+        // A write is challenged for `pull` too: one token serves the whole push.
+        assert!(matches!(
+            bearer.check(&anonymous, Some(&team_a), Action::Push),
+            Decision::Unauthorized { challenge }
+                if challenge.ends_with("scope=\"repository:team-a/app:pull,push\"")
+        ));
         let basic = policy(LoginScheme::Basic {
             realm: "berth".into(),
         });
