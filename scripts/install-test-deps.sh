@@ -124,7 +124,7 @@ if [ ! -f "$tools/npm/node_modules/oauth2-mock-server/package.json" ]; then
     "oauth2-mock-server@$OAUTH2_MOCK_SERVER_VERSION")
 fi
 
-# s3s-fs: a disk-backed S3 server for the 6 GiB blob test (moto keeps objects in memory).
+# s3s-fs: a disk-backed S3 server for the big blob test (past 5 GiB) (moto keeps objects in memory).
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   log "cargo install s3s-fs"
   cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$tools"

@@ -4,12 +4,31 @@ pulls it back and checks its digest. Prints the digest, then the push and pull r
 (including the client's own hashing) on stderr.
 
     push_chunked.py http://127.0.0.1:5000 REPO FILE CHUNK_BYTES
+    push_chunked.py http://127.0.0.1:5000 REPO random:BYTES CHUNK_BYTES
+
+`random:BYTES` pushes that many random bytes made as they are sent, so a blob of many
+gigabytes needs no copy of itself on disk.
 """
 import hashlib
 import http.client
+import os
 import sys
 import time
 import urllib.parse
+
+
+def chunks(source, size):
+    """Yields the blob's content in pieces of `size` bytes."""
+    if source.startswith("random:"):
+        remaining = int(source[len("random:"):])
+        while remaining > 0:
+            piece = os.urandom(min(size, remaining))
+            remaining -= len(piece)
+            yield piece
+        return
+    with open(source, "rb") as f:
+        while data := f.read(size):
+            yield data
 
 
 def main():
@@ -29,18 +48,14 @@ def main():
     location = response.getheader("Location")
     digest = hashlib.sha256()
     offset = 0
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            digest.update(data)
-            headers = {"Content-Range": f"{offset}-{offset + len(data) - 1}",
-                       "Content-Type": "application/octet-stream"}
-            response, body = request("PATCH", location, data, headers)
-            assert response.status == 202, (response.status, body)
-            location = response.getheader("Location")
-            offset += len(data)
+    for data in chunks(path, chunk):
+        digest.update(data)
+        headers = {"Content-Range": f"{offset}-{offset + len(data) - 1}",
+                   "Content-Type": "application/octet-stream"}
+        response, body = request("PATCH", location, data, headers)
+        assert response.status == 202, (response.status, body)
+        location = response.getheader("Location")
+        offset += len(data)
     name = "sha256:" + digest.hexdigest()
     response, body = request("PUT", f"{location}?digest={name}")
     assert response.status == 201, (response.status, body)
