@@ -335,7 +335,7 @@ matrix() {
     --access "$m/access.toml" --token-key "$m/token.pem" --token-service matrix || return 1
   "$python" "$here/lib/auth_matrix.py" run "http://$BERTH_ADDR" "$m"
 }
-check "the access matrix (19 principals x operations x 3 repositories): 0 unauthorized successes, 0 wrongful refusals" matrix
+check "the access matrix (21 principals x operations x 3 repositories): 0 unauthorized successes, 0 wrongful refusals" matrix
 
 stop_all_servers
 summary tokens

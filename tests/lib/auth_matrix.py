@@ -10,8 +10,16 @@ successes and wrongful refusals; both must be 0.
 Principals: anonymous; reader, pusher, maint, other and admin with passwords; pusher, maint,
 admin and an anonymous caller with tokens from the registry's /token (asking, as clients do,
 for the scopes each request needs); maint with a token from another issuer (PyJWT), as a
-Bearer token and as a Basic password; and invalid tokens (expired, not yet valid, wrong
-audience, wrong issuer, unknown key, alg=none, HS256 signed with the public key).
+Bearer token and as a Basic password, and signed by the issuer's second (rotated-in) key; and
+invalid tokens (expired, not yet valid, wrong audience, wrong issuer, unknown key, a current
+key's id on a retired key's signature, alg=none, HS256 signed with the public key).
+
+Operations, on each repository: manifest and blob GET/HEAD, tags, referrers, an upload started,
+sent in one POST, and sent as POST, PATCH, PUT in a session of one's own; manifest PUT (new tag,
+same digest to an existing tag, tag move, by digest); deletes of a tag, a manifest by digest
+and a blob; mounts with and without `from`; GET, PATCH, PUT and DELETE on another principal's
+upload session; and the catalog and /v2/. A refused write leaves nothing; a refused delete
+leaves what it named.
 """
 
 import base64
@@ -96,13 +104,19 @@ def setup(directory):
     token_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    issuer_key = ec.generate_private_key(ec.SECP256R1())
-    with open(os.path.join(directory, "issuer.pem"), "wb") as out:
-        out.write(issuer_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public = json.loads(ECAlgorithm.to_jwk(issuer_key.public_key()))
-    public["kid"] = "matrix-1"
-    jwks = {"keys": [public]}
+    # The issuer's key set holds its first key and the one rotated in after it; the retired
+    # key is in no key set.
+    jwks = {"keys": []}
+    for name, kid in (("issuer.pem", "matrix-1"), ("issuer-2.pem", "matrix-2"), ("retired.pem", None)):
+        issuer_key = ec.generate_private_key(ec.SECP256R1())
+        with open(os.path.join(directory, name), "wb") as out:
+            out.write(issuer_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+        if kid:
+            public = json.loads(ECAlgorithm.to_jwk(issuer_key.public_key()))
+            public["kid"] = kid
+            jwks["keys"].append(public)
     settings = {
         "htpasswd": htpasswd,
         "rules": RULES,
@@ -188,6 +202,7 @@ class Fixtures:
         self.config = json.dumps({"architecture": "amd64", "os": "linux",
                                   "rootfs": {"type": "layers", "diff_ids": []}}).encode()
         self.layers = {}
+        self.doomed = {}
         self.manifests = {}
         self.others = {}
 
@@ -216,16 +231,25 @@ class Fixtures:
         for repository in REPOSITORIES:
             layer = f"the layer of {repository}".encode()
             other = f"another layer of {repository}".encode()
-            for data in (self.config, layer, other):
+            doomed = f"a layer of {repository} that deletes take".encode()
+            for data in (self.config, layer, other, doomed):
                 self.blob(repository, data)
             self.layers[repository] = layer
+            self.doomed[repository] = doomed
             self.manifests[repository] = self.image(layer)
             self.others[repository] = self.image(other)
             self.manifest(repository, "v1", self.manifests[repository])
             self.manifest(repository, digest(self.others[repository]), self.others[repository])
 
-    def restore(self, repository):
+    def restore_tag(self, repository):
         self.manifest(repository, "v1", self.manifests[repository])
+
+    def restore_other(self, repository):
+        other = self.others[repository]
+        self.manifest(repository, digest(other), other)
+
+    def restore_blob(self, repository):
+        self.blob(repository, self.doomed[repository])
 
 
 # ---------------------------------------------------------------------------- principals
@@ -287,9 +311,10 @@ def mint(directory, **changes):
     }
     alg = changes.pop("alg", "ES256")
     kid = changes.pop("kid", "matrix-1")
+    key_file = changes.pop("key", "issuer.pem")
     for name, value in changes.items():
         claims[name] = now + value if name in ("exp", "nbf") else value
-    with open(os.path.join(directory, "issuer.pem"), "rb") as source:
+    with open(os.path.join(directory, key_file), "rb") as source:
         key_pem = source.read()
     if alg == "ES256":
         return jwt.encode(claims, key_pem, algorithm="ES256", headers={"kid": kid})
@@ -312,12 +337,15 @@ def principals(directory):
     external = mint(directory)
     found.append(Principal("maint (external token)", "maint", "external", external))
     found.append(Principal("maint (external token as password)", "maint", "external-as-password", external))
+    found.append(Principal("maint (external token, rotated-in key)", "maint", "external",
+                           mint(directory, kid="matrix-2", key="issuer-2.pem")))
     for name, changes in {
         "expired": {"exp": -600},
         "not yet valid": {"nbf": 600},
         "wrong audience": {"aud": "elsewhere"},
         "wrong issuer": {"iss": "someone-else"},
         "unknown key": {"kid": "matrix-9"},
+        "a current key's id, signed by a retired key": {"key": "retired.pem"},
         "alg none": {"alg": "none"},
         "HS256 with the public key": {"alg": "HS256"},
     }.items():
@@ -344,10 +372,10 @@ def operations(fixtures):
         r = repository
 
         def op(name, needs, scopes, method, path, success, body=None, extra=None, after=None,
-               absent=None):
+               absent=None, present=None):
             found.append(dict(name=f"{name} {r}", needs=needs, scopes=scopes, method=method,
                               path=path, success=success, body=body, extra=extra or {}, after=after,
-                              absent=absent))
+                              absent=absent, present=present, repository=r))
 
         pull, push = [("pull", r)], [("push", r)]
         op("GET manifest", pull, [scope(r, "pull")], "GET", f"/v2/{r}/manifests/v1", 200)
@@ -370,9 +398,16 @@ def operations(fixtures):
         op("PUT manifest, same digest to v1", push, [scope(r, "pull", "push")], "PUT",
            f"/v2/{r}/manifests/v1", 201, fixtures.manifests[r], image_type)
         op("PUT manifest, move v1", [("push", r), ("overwrite", r)], [scope(r, "pull", "push")], "PUT",
-           f"/v2/{r}/manifests/v1", 201, other, image_type, after=r)
+           f"/v2/{r}/manifests/v1", 201, other, image_type,
+           after=lambda r=r: fixtures.restore_tag(r), present=f"/v2/{r}/manifests/v1")
         op("DELETE tag", [("delete", r)], [scope(r, "delete")], "DELETE", f"/v2/{r}/manifests/v1",
-           202, after=r)
+           202, after=lambda r=r: fixtures.restore_tag(r), present=f"/v2/{r}/manifests/v1")
+        other_manifest = f"/v2/{r}/manifests/{digest(other)}"
+        op("DELETE manifest by digest", [("delete", r)], [scope(r, "delete")], "DELETE",
+           other_manifest, 202, after=lambda r=r: fixtures.restore_other(r), present=other_manifest)
+        doomed = f"/v2/{r}/blobs/{digest(fixtures.doomed[r])}"
+        op("DELETE blob", [("delete", r)], [scope(r, "delete")], "DELETE", doomed, 202,
+           after=lambda r=r: fixtures.restore_blob(r), present=doomed)
         for source in REPOSITORIES:
             if source == r:
                 continue
@@ -381,12 +416,12 @@ def operations(fixtures):
                 name=f"mount {source} -> {r}", needs=push, mount_source=source,
                 scopes=[scope(r, "pull", "push"), scope(source, "pull")], method="POST",
                 path=f"/v2/{r}/blobs/uploads/?mount={from_layer}&from={source}", success=201,
-                body=None, extra={}, after=None, absent=None))
+                body=None, extra={}, after=None, absent=None, present=None))
             found.append(dict(
                 name=f"automatic mount of {source}'s layer -> {r}", needs=push,
                 scopes=[scope(r, "pull", "push")], method="POST",
                 path=f"/v2/{r}/blobs/uploads/?mount={from_layer}", success=202,
-                body=None, extra={}, after=None, absent=None))
+                body=None, extra={}, after=None, absent=None, present=None))
     return found
 
 
@@ -398,6 +433,12 @@ def expected_status(principal, operation):
         # Without pull on the source, a mount is an upload session, never a link.
         return 202
     return operation["success"]
+
+
+def session_target(location):
+    """The request target of an upload session's Location (which may be an absolute URL)."""
+    parts = urllib.parse.urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def run(url, directory):
@@ -427,28 +468,75 @@ def run(url, directory):
             expected = expected_status(principal, operation)
             record(principal, operation["name"], expected, status)
             if operation["after"] and 200 <= status < 300:
-                fixtures.restore(operation["after"])
-            # A refused request changes nothing.
+                operation["after"]()
+            # A refused request changes nothing: what it would have made is absent, what it
+            # would have moved or deleted is where it was.
             if operation["absent"] and expected >= 400:
                 left, _, _ = client.request("HEAD", operation["absent"], fixtures.admin)
                 record(principal, f"{operation['name']} (refused) left nothing", 404, left)
+            if operation["present"] and expected >= 400:
+                left, headers, _ = client.request("HEAD", operation["present"], fixtures.admin)
+                record(principal, f"{operation['name']} (refused) left it", 200, left)
+                if operation["method"] == "PUT":
+                    record(principal, f"{operation['name']} (refused) left v1 where it was",
+                           digest(fixtures.manifests[operation["repository"]]),
+                           headers.get("docker-content-digest"))
         # /v2/: anonymous callers (with or without a token) and bad credentials are challenged.
         ping = 401 if principal.user is None or principal.kind == "invalid" else 200
         status, _, _ = client.request("GET", "/v2/", principal.headers(client, []))
         record(principal, "GET /v2/", ping, status)
-        # Another principal's upload session: never theirs to read or write.
         for repository in REPOSITORIES:
-            status, headers, _ = client.request("POST", f"/v2/{repository}/blobs/uploads/", fixtures.admin)
-            session = urllib.parse.urlsplit(headers["location"]).path
-            for method, action, success in (("GET", "pull", 204), ("PATCH", "push", 202)):
-                scopes = [scope(repository, "pull", "push")]
+            scopes = [scope(repository, "pull", "push")]
+            # An upload in a session of one's own: POST, PATCH, PUT.
+            if principal.may("push", repository):
+                data = os.urandom(48)
+                steps = []
+                status, headers, _ = client.request(
+                    "POST", f"/v2/{repository}/blobs/uploads/", principal.headers(client, scopes))
+                steps.append(("POST", 202, status))
+                if status == 202:
+                    status, headers, _ = client.request(
+                        "PATCH", session_target(headers["location"]),
+                        {**principal.headers(client, scopes), "Content-Range": f"0-{len(data) - 1}",
+                         "Content-Type": "application/octet-stream"}, data)
+                    steps.append(("PATCH", 202, status))
+                if status == 202:
+                    location = session_target(headers["location"])
+                    separator = "&" if "?" in location else "?"
+                    status, _, _ = client.request(
+                        "PUT", f"{location}{separator}digest={digest(data)}",
+                        principal.headers(client, scopes))
+                    steps.append(("PUT", 201, status))
+                for method, expected, status in steps:
+                    record(principal, f"{method} in an upload session of its own in {repository}",
+                           expected, status)
+            # Another principal's upload session: never theirs to read, write, finish or
+            # cancel (an admin may).
+            admin_data = b"x"
+            for method, action, success in (("GET", "pull", 204), ("PATCH", "push", 202),
+                                            ("PUT", "push", 201), ("DELETE", "push", 204)):
+                if method in ("GET", "DELETE"):
+                    status, headers, _ = client.request(
+                        "POST", f"/v2/{repository}/blobs/uploads/", fixtures.admin)
+                    session = urllib.parse.urlsplit(headers["location"]).path
+                if method == "PUT":
+                    # Finishing needs the bytes the admin sent; their PATCH went through only
+                    # when this principal is the admin.
+                    if principal.user != "admin" or principal.kind == "invalid":
+                        status, _, _ = client.request(
+                            "PATCH", session, {**fixtures.admin,
+                                               "Content-Type": "application/octet-stream"},
+                            admin_data)
+                    target = f"{session}?digest={digest(admin_data)}"
+                else:
+                    target = session
                 needs = [(action, repository)]
                 expected = (principal.refusal(needs) if not principal.may(action, repository)
                             else success if principal.user == "admin" else 404)
                 status, _, _ = client.request(
-                    method, session, {**principal.headers(client, scopes),
-                                      "Content-Type": "application/octet-stream"},
-                    b"x" if method == "PATCH" else None)
+                    method, target, {**principal.headers(client, scopes),
+                                     "Content-Type": "application/octet-stream"},
+                    admin_data if method == "PATCH" else None)
                 record(principal, f"{method} admin's upload session in {repository}", expected, status)
         # The catalog lists exactly what the principal may pull.
         status, _, body = client.request("GET", "/v2/_catalog",
