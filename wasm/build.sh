@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR=$root/target/wasm
 WASM_BINDGEN_VERSION=0.2.130
 log() { printf '[wasm/build] %s\n' "$*" >&2; }
 
-"$here/cargo.sh" build --profile wasm-release -p berth-wasm
+BERTH_WASM_PACKAGE=1 "$here/cargo.sh" build --profile wasm-release -p berth-wasm
 wasm=$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/berth_wasm.wasm
 
 bindgen=$tools/bin/wasm-bindgen
