@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine:
-# Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, OpenSSL and
+# Debian packages (skopeo, registry:2, a C toolchain with libmicrohttpd, libcurl, OpenSSL and
 # valgrind, Chromium and chromedriver, the docker CLI, podman, and rustc-web for a wasm32 std where
 # rustup has no wasm32 target), Python virtualenvs (moto; pytest, gunicorn, uvicorn and pyjwt
 # for the Python package and the token tests), wasm-bindgen-cli, cargo-fuzz, from npm workerd
@@ -49,7 +49,7 @@ command -v docker >/dev/null || debian_packages+=(docker.io)
 command -v podman >/dev/null || debian_packages+=(podman)
 command -v python3 >/dev/null || debian_packages+=(python3)
 # The C host and the C tests of the C ABI.
-for package in gcc make libc6-dev libmicrohttpd-dev libssl-dev valgrind python3-venv; do
+for package in gcc make libc6-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev valgrind python3-venv; do
   dpkg -s "$package" >/dev/null 2>&1 || debian_packages+=("$package")
 done
 # libFuzzer, which the fuzz targets link (fuzz/), is C++.

@@ -145,19 +145,24 @@ check "$host host: conformance v1.1: 75 passed, 0 failed" conformance
 case $host in
   node | workerd) check "$host host: conformance redesigned suite: 0 failures" conformance_redesigned ;;
 esac
-# access_matrix: with logins on (BERTH_AUTH: htpasswd, rules, a token key, another issuer's
-# keys), every principal x operation x repository answers as the rules say
-# (tests/lib/auth_matrix.py).
-access_matrix() {
-  "$venv/bin/python" "$here/lib/auth_matrix.py" setup "$work/matrix" || return 1
-  export BERTH_AUTH; BERTH_AUTH=$(cat "$work/matrix/settings.json")
-  start_host "$work/matrix-root"; local started=$?
+# logins_on SCRIPT: a host started with the login settings tests/lib/SCRIPT.py writes
+# (BERTH_AUTH), checked by that script over HTTP.
+logins_on() {
+  local script=$here/lib/$1.py dir=$work/$1
+  "$venv/bin/python" "$script" setup "$dir" || return 1
+  export BERTH_AUTH; BERTH_AUTH=$(cat "$dir/settings.json")
+  start_host "$dir-root"; local started=$?
   unset BERTH_AUTH
   [ $started -eq 0 ] || return 1
-  "$venv/bin/python" "$here/lib/auth_matrix.py" run "http://$BERTH_ADDR" "$work/matrix"
+  "$venv/bin/python" "$script" run "http://$BERTH_ADDR" "$dir"
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
-check "$host host: logins on: the access matrix, 0 unauthorized successes, 0 wrongful refusals" access_matrix
+# The access matrix (htpasswd, rules, a token key, another issuer's keys): every principal x
+# operation x repository answers as the rules say.
+check "$host host: logins on: the access matrix, 0 unauthorized successes, 0 wrongful refusals" logins_on auth_matrix
+# An issuer's key set at a URL, fetched through the host's HTTP client when a token names a
+# new key (kept when a fetch fails), and failed logins held back.
+check "$host host: keys at a URL: fetched when a token names a new key, kept when a fetch fails; failed logins held back" logins_on key_urls
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

@@ -127,6 +127,50 @@ pub trait AccessPolicy: Send + Sync {
     fn token_service(&self, _request: &RequestHead, _form: &[u8]) -> Option<crate::Response> {
         None
     }
+
+    /// Key sets to fetch before deciding `request`: some token issuer's keys live at a URL,
+    /// and the request's token names a key no issuer is known to have (a key rotated in
+    /// since). The registry fetches them through [`crate::Options::key_sets`] and hands each
+    /// to [`AccessPolicy::accept_key_set`]. A policy asks seldom (at most every few
+    /// seconds), so that tokens naming made-up keys cannot make it fetch on every request.
+    /// By default: none.
+    fn key_sets_wanted(&self, _request: &RequestHead) -> Vec<KeySetSource> {
+        Vec::new()
+    }
+
+    /// Takes a key set fetched from `source.url` (a JWKS document): its keys replace that
+    /// issuer's. Text that is no key set changes nothing (the keys fetched before stay) and
+    /// is reported.
+    fn accept_key_set(&self, _source: &KeySetSource, _text: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// How long to hold back a 401 answered to a request that sent credentials (zero, the
+    /// default, for none): password guessing gets slow while callers with the right
+    /// credentials wait for nothing. The registry waits on [`crate::Options::pause`].
+    fn login_fail_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Where an issuer's key set lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetSource {
+    /// The issuer (a token's `iss`).
+    pub issuer: String,
+    /// The URL of its JWKS document.
+    pub url: String,
+}
+
+/// The host's HTTP client, for the key sets an access policy wants fetched
+/// ([`AccessPolicy::key_sets_wanted`]): `berth serve` uses reqwest, the C library a callback
+/// of the host's, WebAssembly the runtime's `fetch`.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait KeySetFetcher: crate::storage::MaybeSend + crate::storage::MaybeSync {
+    /// The body of a successful GET of `url`, or why there is none. Implementations bound
+    /// the time (a few seconds) and the size (a key set is a few kilobytes).
+    async fn fetch(&self, url: &str) -> Result<String, String>;
 }
 
 /// Allows everything: the default.
@@ -214,6 +258,18 @@ impl AccessPolicy for ReadOnlyOver {
 
     fn token_service(&self, request: &RequestHead, form: &[u8]) -> Option<crate::Response> {
         self.0.token_service(request, form)
+    }
+
+    fn key_sets_wanted(&self, request: &RequestHead) -> Vec<KeySetSource> {
+        self.0.key_sets_wanted(request)
+    }
+
+    fn accept_key_set(&self, source: &KeySetSource, text: &str) -> Result<(), String> {
+        self.0.accept_key_set(source, text)
+    }
+
+    fn login_fail_delay(&self) -> std::time::Duration {
+        self.0.login_fail_delay()
     }
 }
 

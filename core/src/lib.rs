@@ -50,7 +50,9 @@ pub mod system;
 pub mod testing;
 mod upload;
 
-pub use access::{AccessPolicy, Action, AllowAll, Decision, ReadOnly, ReadOnlyOver};
+pub use access::{
+    AccessPolicy, Action, AllowAll, Decision, KeySetFetcher, KeySetSource, ReadOnly, ReadOnlyOver,
+};
 pub use digest::{Algorithm, Digest, DigestError, Hasher, MidstateError};
 pub use error::{Error, ErrorCode};
 pub use manifest::{

@@ -20,6 +20,15 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+    /// A token issuer's key set could not be fetched, or was no key set: tokens signed by
+    /// keys it may have rotated in are refused until a later fetch succeeds; the keys
+    /// fetched before stay.
+    KeySetUnavailable {
+        /// Where the key set lives.
+        url: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -42,6 +51,11 @@ impl fmt::Display for Notice {
                 f,
                 "the tag list of {repository} left out the tag {entry:?}, which it cannot \
                  index: {reason}"
+            ),
+            Self::KeySetUnavailable { url, reason } => write!(
+                f,
+                "the key set at {url} could not be fetched ({reason}); the keys fetched \
+                 before stay"
             ),
         }
     }

@@ -123,24 +123,21 @@ async fn the_hook_sees_repository_and_action() {
 #[tokio::test]
 async fn rules_decide_through_the_registry() {
     use base64::Engine as _;
-    use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
+    use berth::auth::{Authenticator, Htpasswd, Rules, RulesPolicy};
 
     let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK
 carol:$2y$04$F42Zc9fKY4hSGHlgq6n2xuppaPxbbyb/LWbZHUDrJ2l8ZiVtHmnvq
 ";
-    let policy = RulesPolicy {
-        authenticator: Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
-        rules: Rules::from_json(
+    let policy = RulesPolicy::new(
+        Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+        Rules::from_json(
             r#"{"repositories": {"team-a/**": {"policies": [
                 {"users": ["alice", "carol"], "actions": ["pull", "push"]}]}}}"#,
         )
         .unwrap(),
-        login: LoginScheme::Basic {
-            realm: "berth".into(),
-        },
-        clock: Arc::new(|| 0),
-        issuing: None,
-    };
+        "berth",
+        Arc::new(|| 0),
+    );
     let mut options = options(Arc::new(policy));
     // Several sessions are opened here: each needs an id of its own.
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -306,23 +303,20 @@ carol:$2y$04$F42Zc9fKY4hSGHlgq6n2xuppaPxbbyb/LWbZHUDrJ2l8ZiVtHmnvq
 #[tokio::test]
 async fn immutable_tags_stay() {
     use base64::Engine as _;
-    use berth::auth::{Authenticator, Htpasswd, LoginScheme, Rules, RulesPolicy};
+    use berth::auth::{Authenticator, Htpasswd, Rules, RulesPolicy};
 
     let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
-    let policy = RulesPolicy {
-        authenticator: Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
-        rules: Rules::from_json(
+    let policy = RulesPolicy::new(
+        Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+        Rules::from_json(
             r#"{"repositories": {"team-a/**": {
                 "policies": [{"users": ["alice"], "actions": ["pull", "push", "overwrite", "delete"]}],
                 "immutable-tags": ["v*"]}}}"#,
         )
         .unwrap(),
-        login: LoginScheme::Basic {
-            realm: "berth".into(),
-        },
-        clock: Arc::new(|| 0),
-        issuing: None,
-    };
+        "berth",
+        Arc::new(|| 0),
+    );
     let registry = Registry::new(MemoryStorage::new(), options(Arc::new(policy)));
     let alice = format!(
         "Basic {}",
@@ -377,4 +371,117 @@ async fn immutable_tags_stay() {
     let delete = RequestHead::from_target(Method::Delete, "/v2/team-a/app/manifests/latest")
         .with_header("Authorization", alice.as_str());
     assert_eq!(registry.handle(delete, empty_body()).await.status, 202);
+}
+
+/// Fetches the key set it holds, counting fetches (the host's HTTP client, in the tests).
+#[cfg(feature = "tokens")]
+struct HeldKeySet {
+    text: Mutex<String>,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "tokens")]
+#[async_trait::async_trait]
+impl berth::KeySetFetcher for HeldKeySet {
+    async fn fetch(&self, url: &str) -> Result<String, String> {
+        assert_eq!(url, "https://idp.example/jwks");
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.text.lock().expect("the held key set").clone())
+    }
+}
+
+#[cfg(feature = "tokens")]
+#[tokio::test]
+async fn key_sets_at_a_url_are_fetched_seldom_and_failed_logins_wait() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use base64::Engine as _;
+    use berth::auth::{Issuing, Settings, SigningKey};
+
+    let issuer = |seed| {
+        let key = SigningKey::from_ed25519_seed([seed; 32]);
+        Issuing::new(Arc::new(key), "https://idp.example", "svc")
+    };
+    let (first, second) = (issuer(1), issuer(2));
+    let key_set =
+        |issuing: &Issuing| serde_json::to_string(&issuing.verifier().keys).expect("a key set");
+    let settings = Settings::from_json(
+        r#"{"service": "svc",
+            "htpasswd": "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n",
+            "issuers": [{"issuer": "https://idp.example", "keys-url": "https://idp.example/jwks"}],
+            "key-refetch-interval": 10, "login-fail-delay": 3}"#,
+    )
+    .unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let clock = {
+        let now = Arc::clone(&now);
+        Arc::new(move || now.load(Ordering::Relaxed))
+    };
+    let held = Arc::new(HeldKeySet {
+        text: Mutex::new(key_set(&first)),
+        fetches: Default::default(),
+    });
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let mut options = options(Arc::new(settings.policy(clock.clone()).unwrap()));
+    options.clock = clock;
+    options.key_sets = Some(held.clone());
+    options.pause = Some({
+        let waits = Arc::clone(&waits);
+        Arc::new(move |duration: Duration| {
+            waits.lock().unwrap().push(duration);
+            Box::pin(async {}) as futures_util::future::BoxFuture<'static, ()>
+        })
+    });
+    let registry = Registry::new(MemoryStorage::new(), options);
+    let ping = |authorization: String| {
+        let head = RequestHead::from_target(Method::Get, "/v2/")
+            .with_header("Authorization", authorization);
+        registry.handle(head, empty_body())
+    };
+    let bearer = |issuing: &Issuing| {
+        format!(
+            "Bearer {}",
+            issuing.access_token("robot", &[], now.load(Ordering::Relaxed))
+        )
+    };
+    let fetches = || held.fetches.load(Ordering::Relaxed);
+
+    // The first token fetches the set; tokens after it use the keys fetched.
+    assert_eq!(ping(bearer(&first)).await.status, 200);
+    assert_eq!(ping(bearer(&first)).await.status, 200);
+    assert_eq!(fetches(), 1);
+    // The issuer rotates a second key in: a token naming it fetches again, once the interval
+    // since the last fetch has passed.
+    *held.text.lock().unwrap() = format!(
+        r#"{{"keys": [{}, {}]}}"#,
+        serde_json::to_string(&first.verifier().keys.keys[0]).unwrap(),
+        serde_json::to_string(&second.verifier().keys.keys[0]).unwrap()
+    );
+    assert_eq!(ping(bearer(&second)).await.status, 401);
+    assert_eq!(fetches(), 1, "within the interval, nothing is fetched");
+    now.fetch_add(10, Ordering::Relaxed);
+    assert_eq!(ping(bearer(&second)).await.status, 200);
+    assert_eq!(fetches(), 2);
+    // An answer that is no key set keeps the keys there are.
+    *held.text.lock().unwrap() = "<html>maintenance</html>".into();
+    now.fetch_add(10, Ordering::Relaxed);
+    let unknown = issuer(3);
+    assert_eq!(ping(bearer(&unknown)).await.status, 401);
+    assert_eq!(fetches(), 3);
+    assert_eq!(ping(bearer(&second)).await.status, 200);
+    assert_eq!(ping(bearer(&first)).await.status, 200);
+
+    // Only a 401 to a request with credentials waits, as long as the settings say.
+    waits.lock().unwrap().clear();
+    let basic = |pair: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        format!("Basic {encoded}")
+    };
+    assert_eq!(ping(basic("alice:wrong")).await.status, 401);
+    assert_eq!(ping(basic("alice:s3cret")).await.status, 200);
+    let anonymous = RequestHead::from_target(Method::Get, "/v2/");
+    assert_eq!(registry.handle(anonymous, empty_body()).await.status, 401);
+    assert_eq!(*waits.lock().unwrap(), [Duration::from_secs(3)]);
 }

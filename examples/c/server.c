@@ -12,12 +12,14 @@
  * --part-size BYTES  the most of one upload held in memory (default 8 MiB)
  *
  * BERTH_AUTH, when set, holds the login settings as JSON (users' htpasswd text, access
- * rules, a token key; see berth_config_set_auth in berth.h).
+ * rules, a token key; see berth_config_set_auth in berth.h). Token issuers' key sets at
+ * URLs (`keys-url`) are fetched with libcurl.
  *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
  */
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -56,6 +58,52 @@ static void report(const char *what, berth_result result) {
 static void log_notice(void *env, const char *message) {
   (void)env;
   fprintf(stderr, "berth-c-server: notice: %s\n", message);
+}
+
+/* A key set being fetched: the body so far, refused past berth's limit. */
+typedef struct fetched {
+  char *data;
+  size_t length;
+} fetched;
+
+enum { KEY_SET_LIMIT = 1 << 20 };
+
+static size_t on_key_set_data(char *data, size_t size, size_t count, void *env) {
+  fetched *body = env;
+  size_t more = size * count;
+  if (body->length + more > KEY_SET_LIMIT) return 0; /* curl stops: CURLE_WRITE_ERROR */
+  char *grown = realloc(body->data, body->length + more);
+  if (!grown) return 0;
+  memcpy(grown + body->length, data, more);
+  body->data = grown;
+  body->length += more;
+  return more;
+}
+
+/* berth's key set fetcher: a GET with libcurl, bounded in time and size, on a thread where
+ * berth lets it block. */
+static void fetch_key_set(void *env, const char *url, berth_key_set_out *out) {
+  (void)env;
+  CURL *curl = curl_easy_init();
+  if (!curl) {
+    berth_key_set_out_set_error(out, "curl_easy_init failed");
+    return;
+  }
+  fetched body = {0};
+  curl_easy_setopt(curl, CURLOPT_URL, url);
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_key_set_data);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  CURLcode code = curl_easy_perform(curl);
+  if (code == CURLE_OK)
+    berth_key_set_out_set_body(out, (const uint8_t *)body.data, body.length);
+  else
+    berth_key_set_out_set_error(out, curl_easy_strerror(code));
+  free(body.data);
+  curl_easy_cleanup(curl);
 }
 
 static void request_unref(request *r) {
@@ -247,6 +295,7 @@ int main(int argc, char **argv) {
     }
   }
 
+  curl_global_init(CURL_GLOBAL_DEFAULT);
   berth_config *config = NULL;
   berth_result result = berth_config_new(&config);
   if (result == BERTH_RESULT_OK)
@@ -255,6 +304,7 @@ int main(int argc, char **argv) {
   if (result == BERTH_RESULT_OK) result = berth_config_set_notice_callback(config, log_notice, NULL);
   const char *auth = getenv("BERTH_AUTH");
   if (result == BERTH_RESULT_OK && auth && *auth) result = berth_config_set_auth(config, auth);
+  if (result == BERTH_RESULT_OK) result = berth_config_set_key_set_fetcher(config, fetch_key_set, NULL);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

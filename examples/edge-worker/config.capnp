@@ -5,7 +5,12 @@
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
-  services = [(name = "registry", worker = .registryWorker)],
+  services = [
+    (name = "registry", worker = .registryWorker),
+    # The worker's own fetches (token issuers' key sets at a `keys-url`): the internet, and
+    # this machine, where a test serves its key sets.
+    (name = "outbound", network = (allow = ["public", "local"])),
+  ],
   sockets = [(name = "http", address = "127.0.0.1:8080", http = (), service = "registry")],
 );
 
@@ -24,4 +29,5 @@ const registryWorker :Workerd.Worker = (
     (name = "BERTH_USERS", fromEnvironment = "BERTH_USERS"),
   ],
   compatibilityDate = "2025-11-01",
+  globalOutbound = "outbound",
 );

@@ -136,6 +136,11 @@ typedef struct berth_config berth_config;
 typedef struct berth_exchange berth_exchange;
 
 /**
+ * Where a fetch callback reports the body it fetched, or why there is none.
+ */
+typedef struct berth_key_set_out berth_key_set_out;
+
+/**
  * A registry. Create with `berth_registry_new`; serve requests through `berth_exchange`s;
  * release with `berth_registry_free`. Any number of threads may use one registry at once.
  */
@@ -543,6 +548,45 @@ enum berth_result berth_exchange_next_chunk(struct berth_exchange *exchange,
  * `exchange` is NULL or from `berth_exchange_new`, and not used again.
  */
 void berth_exchange_free(struct berth_exchange *exchange);
+
+/**
+ * Has registries made from this configuration fetch token issuers' key sets (the
+ * `keys-url` of `berth_config_set_auth`'s issuers) through `fetch(env, url, out)`: a GET of
+ * `url` that reports the body with `berth_key_set_out_set_body`, or the reason it has
+ * none with `berth_key_set_out_set_error`, bounding its own time (a few seconds). berth
+ * calls it when a token names a key it does not know, at most once every
+ * `key-refetch-interval` seconds, on a thread where blocking is fine; a failed fetch keeps
+ * the keys fetched before. NULL `fetch` fetches nothing (the default).
+ *
+ * # Safety
+ * `config` is a live configuration. `fetch` may be called from any thread, concurrently,
+ * with `env`, for as long as a registry made from this configuration lives.
+ */
+enum berth_result berth_config_set_key_set_fetcher(struct berth_config *config,
+                                                   void (*fetch)(void *env,
+                                                                 const char *url,
+                                                                 struct berth_key_set_out *out),
+                                                   void *env);
+
+/**
+ * Reports the body the fetch callback fetched (`length` bytes at `data`, a JWKS document;
+ * at most 1 MiB), copied.
+ *
+ * # Safety
+ * `out` is the one the running callback was given; `data` is valid for `length` bytes.
+ */
+enum berth_result berth_key_set_out_set_body(struct berth_key_set_out *out,
+                                             const uint8_t *data,
+                                             size_t length);
+
+/**
+ * Reports why the fetch callback has no key set (the URL did not answer, or answered an
+ * error status), for the notice berth sends the host.
+ *
+ * # Safety
+ * `out` is the one the running callback was given; `reason` is NUL-terminated.
+ */
+enum berth_result berth_key_set_out_set_error(struct berth_key_set_out *out, const char *reason);
 
 /**
  * Creates a registry from a configuration (which stays the caller's).

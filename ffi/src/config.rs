@@ -116,7 +116,7 @@ pub unsafe extern "C" fn berth_config_free(config: *mut berth_config) {
 ///
 /// # Safety
 /// `config` is NULL or a live `berth_config`.
-unsafe fn configure(
+pub(crate) unsafe fn configure(
     config: *mut berth_config,
     change: impl FnOnce(&mut berth_config) -> Result<(), Failure>,
 ) -> berth_result {

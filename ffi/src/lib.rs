@@ -19,6 +19,7 @@
 mod callbacks;
 mod config;
 mod exchange;
+mod key_sets;
 mod registry;
 pub mod result;
 mod storage_out;
@@ -36,6 +37,10 @@ pub use exchange::{
     berth_exchange, berth_exchange_add_header, berth_exchange_finish, berth_exchange_free,
     berth_exchange_header, berth_exchange_header_count, berth_exchange_new,
     berth_exchange_next_chunk, berth_exchange_read, berth_exchange_status, berth_exchange_write,
+};
+pub use key_sets::{
+    berth_config_set_key_set_fetcher, berth_key_set_out, berth_key_set_out_set_body,
+    berth_key_set_out_set_error,
 };
 pub use registry::{
     berth_check_storage, berth_registry, berth_registry_free, berth_registry_new,

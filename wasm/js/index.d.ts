@@ -78,6 +78,12 @@ export interface RegistryOptions {
   automaticMount?: boolean;
   manifestLimit?: number;
   chunkMaxLength?: number;
+  /** Logins: `{htpasswd, rules, realm, service, token: {key}, issuers, ...}` (or its JSON
+   * text), as berth's `auth::Settings` reads them. */
+  auth?: object | string;
+  /** Fetches a token issuer's key set at its `keys-url` (when a token names a key berth does
+   * not know). Default: the runtime's `fetch`. */
+  fetchKeySet?: (url: string) => Promise<string>;
   /** Called with each notice: what a response could not carry, for the operator's log (a
    * listing that left out an entry it cannot index, and why). Default: `console.warn`. */
   onNotice?: (message: string) => void;

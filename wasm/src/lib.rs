@@ -11,6 +11,7 @@
 
 mod error;
 mod http;
+mod keys;
 mod storage;
 
 use std::rc::Rc;
@@ -133,7 +134,8 @@ impl Registry {
     /// most two held per upload request; default 2 MiB, raised to `minPartSize`), `minPartSize` (the storage's smallest multipart part, default
     /// 5 MiB as on R2), `readOnly`, `deleteEnabled`, `automaticMount`, `manifestLimit`,
     /// `auth` (logins: `{htpasswd, rules, realm, service, token: {key}, issuers}`, as
-    /// `berth::auth::Settings` reads them),
+    /// `berth::auth::Settings` reads them), `fetchKeySet` (`url => Promise<string>`: fetches
+    /// an issuer's key set at its `keys-url`; default the runtime's `fetch`),
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
@@ -173,6 +175,7 @@ impl Registry {
             settings.automatic_mount = enabled;
         }
         settings.notices = Some(notice_sink(options)?);
+        settings.key_sets = Some(Arc::new(keys::JsKeySets::from_options(options)?));
         Ok(Registry {
             inner: Rc::new(berth::Registry::new(storage, settings)),
         })
@@ -185,7 +188,12 @@ impl Registry {
         let registry = Rc::clone(&self.inner);
         future_to_promise(async move {
             let (head, body) = http::request_parts(&request)?;
+            let sent_credentials = head.header("authorization").is_some();
             let response = registry.handle(head, body).await;
+            // Credentials that proved nothing: the answer waits, so guessing is slow.
+            if let Some(delay) = registry.login_fail_delay(sent_credentials, response.status) {
+                keys::sleep(delay.as_secs_f64() * 1000.0).await;
+            }
             http::js_response(response)
         })
     }

@@ -201,6 +201,35 @@ def test_logins_with_the_token_service():
     assert registry.handle("GET", "/token", headers=[("Authorization", "Basic YWxpY2U6bm8=")]).status == 401
 
 
+def test_key_sets_at_a_url_come_through_fetch_key_set():
+    # One registry issues tokens; another trusts them, with their keys at a URL that its
+    # fetch_key_set answers from the first one's /token/keys.
+    issuer = berth.Registry(memory=True, auth={"htpasswd": ALICE, "service": "py", "token": {"key": TOKEN_KEY}})
+    asked, notices = [], []
+
+    def fetch_key_set(url):
+        asked.append(url)
+        if len(asked) == 1:
+            raise OSError("connection refused")
+        return issuer.handle("GET", "/token/keys").read()
+
+    trusting = berth.Registry(
+        memory=True,
+        auth={"service": "py", "key-refetch-interval": 0,
+              "issuers": [{"issuer": "berth", "keys-url": "https://issuer.test/token/keys"}]},
+        fetch_key_set=fetch_key_set,
+        on_notice=notices.append,
+    )
+    answer = issuer.handle("GET", "/token?service=py&scope=repository:x:pull",
+                           headers=[("Authorization", "Basic YWxpY2U6czNjcmV0")])
+    bearer = [("Authorization", f"Bearer {answer.json()['token']}")]
+    # The first fetch fails (and is reported); the next one brings the key.
+    assert trusting.handle("GET", "/v2/", headers=bearer).status == 401
+    assert notices and "connection refused" in notices[0]
+    assert trusting.handle("GET", "/v2/", headers=bearer).status == 200
+    assert asked == ["https://issuer.test/token/keys"] * 2
+
+
 def test_invalid_login_settings_are_refused():
     with pytest.raises(berth.BerthError, match="htpasswd"):
         berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})

@@ -2,7 +2,7 @@
 //! sources the host configured (an htpasswd file, token issuers).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest as _, Sha256};
 
@@ -97,7 +97,8 @@ impl std::fmt::Display for Refused {
 #[derive(Default)]
 pub struct Authenticator {
     users: Option<Arc<Htpasswd>>,
-    issuers: Vec<TokenIssuer>,
+    /// Replaced whole when a key set is fetched again, so that a verification holds no lock.
+    issuers: RwLock<Arc<Vec<TokenIssuer>>>,
     verified: Mutex<HashMap<[u8; 32], u64>>,
     /// Tokens whose signature checked out, by digest: until when, and whom they prove.
     /// Clients send one token with many requests, and a signature check costs more than
@@ -110,7 +111,7 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("users", &self.users)
-            .field("issuers", &self.issuers)
+            .field("issuers", &self.current_issuers())
             .field("verified", &self.lock().len())
             .field("tokens", &lock(&self.tokens).len())
             .finish()
@@ -131,8 +132,13 @@ impl Authenticator {
 
     /// Tokens from `issuer` are accepted, as Bearer tokens or as Basic passwords.
     pub fn with_issuer(mut self, issuer: TokenIssuer) -> Self {
-        self.issuers.push(issuer);
+        let issuers = self.issuers.get_mut().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(issuers).push(issuer);
         self
+    }
+
+    fn current_issuers(&self) -> Arc<Vec<TokenIssuer>> {
+        Arc::clone(&self.issuers.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Replaces the password file (a host that noticed it changed), forgetting what was
@@ -154,7 +160,7 @@ impl Authenticator {
             Some(Credentials::Basic { user, password }) => {
                 // A token given as a password (clients that store only a user and a
                 // password); a password that is no token at all is checked as a password.
-                if !self.issuers.is_empty() {
+                if !self.current_issuers().is_empty() {
                     match self.token(&password, now) {
                         Err(Refused::Token(TokenError::Malformed)) => {}
                         decided => return decided,
@@ -200,7 +206,7 @@ impl Authenticator {
             return Ok(who.clone());
         }
         let mut refusal = TokenError::UnknownKey;
-        for issuer in &self.issuers {
+        for issuer in self.current_issuers().iter() {
             match jwt::verify(token, &issuer.keys, &*issuer.check, &issuer.validation, now) {
                 Ok(claims) => {
                     // Remembered for a minute at most, and never past the token's expiry.
@@ -226,18 +232,21 @@ impl Authenticator {
 
     /// Replaces the keys of the issuers named `issuer` (a key set fetched again); tokens
     /// verified with the old keys are verified again.
-    pub fn set_issuer_keys(&mut self, issuer: &str, keys: &Jwks) {
-        lock(&self.tokens).clear();
-        for known in &mut self.issuers {
+    pub fn set_issuer_keys(&self, issuer: &str, keys: &Jwks) {
+        let mut issuers = self.issuers.write().unwrap_or_else(|e| e.into_inner());
+        let mut replaced = issuers.as_ref().clone();
+        for known in &mut replaced {
             if known.validation.issuers.iter().any(|name| name == issuer) {
                 known.keys = keys.clone();
             }
         }
+        *issuers = Arc::new(replaced);
+        lock(&self.tokens).clear();
     }
 
     /// Whether some issuer has the key `kid` (else a host may fetch key sets again).
     pub fn knows_key(&self, kid: &str) -> bool {
-        self.issuers
+        self.current_issuers()
             .iter()
             .any(|issuer| issuer.keys.find(kid).is_some())
     }

@@ -24,7 +24,7 @@ pub use authenticate::{
 };
 pub use credentials::{Challenge, Credentials, MalformedCredentials};
 pub use htpasswd::{Htpasswd, HtpasswdError};
-pub use policy::{LoginScheme, RulesPolicy};
+pub use policy::{KEY_REFETCH_INTERVAL, LoginScheme, RulesPolicy};
 pub use rules::{Identity, Members, Policy, Principal, RepositoryRules, Rules, RulesError};
 pub use scope::Scope;
 pub use service::TOKEN_FORM_LIMIT;

@@ -3,13 +3,16 @@
 //! client how to log in.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::authenticate::{Authenticated, Authenticator, Refused};
 use super::credentials::Challenge;
+use super::credentials::Credentials;
 use super::rules::{Identity, Rules};
 use super::scope::Scope;
 use super::token::Issuing;
-use crate::access::{AccessPolicy, Action, Decision};
+use crate::access::{AccessPolicy, Action, Decision, KeySetSource};
 use crate::reference::RepositoryName;
 use crate::request::RequestHead;
 use crate::response::Response;
@@ -44,7 +47,20 @@ pub struct RulesPolicy {
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// The token service, when this registry issues tokens itself.
     pub issuing: Option<Issuing>,
+    /// Token issuers whose key sets live at URLs, fetched again when a token names a key
+    /// none of them is known to have.
+    pub key_sources: Vec<KeySetSource>,
+    /// Seconds between such fetches, at least.
+    pub key_refetch_interval: u64,
+    /// How long a 401 to a request that sent credentials is held back.
+    pub fail_delay: Duration,
+    /// When key sets were last asked for (by the clock; 0: never).
+    keys_asked: AtomicU64,
 }
+
+/// The default [`RulesPolicy::key_refetch_interval`]: a key set fetched at most every ten
+/// seconds (a token naming a made-up key cannot make the registry fetch on every request).
+pub const KEY_REFETCH_INTERVAL: u64 = 10;
 
 impl std::fmt::Debug for RulesPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +88,10 @@ impl RulesPolicy {
             },
             clock,
             issuing: None,
+            key_sources: Vec::new(),
+            key_refetch_interval: KEY_REFETCH_INTERVAL,
+            fail_delay: Duration::ZERO,
+            keys_asked: AtomicU64::new(0),
         }
     }
 
@@ -90,6 +110,48 @@ impl RulesPolicy {
 }
 
 impl AccessPolicy for RulesPolicy {
+    fn key_sets_wanted(&self, request: &RequestHead) -> Vec<KeySetSource> {
+        if self.key_sources.is_empty() {
+            return Vec::new();
+        }
+        let token = match Credentials::from_head(request) {
+            Ok(Some(Credentials::Bearer(token))) => token,
+            Ok(Some(Credentials::Basic { password, .. })) => password,
+            _ => return Vec::new(),
+        };
+        let Some(kid) = super::jwt::key_id(&token) else {
+            return Vec::new();
+        };
+        if self.authenticator.knows_key(&kid) {
+            return Vec::new();
+        }
+        // One request in each interval fetches; the others decide with the keys they have.
+        let now = (self.clock)();
+        let asked = self.keys_asked.load(Ordering::Relaxed);
+        let due = asked == 0 || now >= asked.saturating_add(self.key_refetch_interval);
+        if due
+            && self
+                .keys_asked
+                .compare_exchange(asked, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.key_sources.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn accept_key_set(&self, source: &KeySetSource, text: &str) -> Result<(), String> {
+        let keys = super::jwt::Jwks::from_json(text)
+            .map_err(|_| "not a key set (a JWKS document: a JSON object with `keys`)")?;
+        self.authenticator.set_issuer_keys(&source.issuer, &keys);
+        Ok(())
+    }
+
+    fn login_fail_delay(&self) -> Duration {
+        self.fail_delay
+    }
+
     fn check(
         &self,
         request: &RequestHead,
@@ -300,20 +362,20 @@ mod tests {
 
     fn policy(login: LoginScheme) -> RulesPolicy {
         let users = "alice:$2y$05$.rlAcDikEk8XeKccN72noubJPp..yyEDMyUo2o0cNG6WJPL0VNHcK\n";
-        RulesPolicy {
-            authenticator: Authenticator::new()
-                .with_users(Arc::new(Htpasswd::parse(users).unwrap())),
-            rules: Rules::from_json(
+        let mut policy = RulesPolicy::new(
+            Authenticator::new().with_users(Arc::new(Htpasswd::parse(users).unwrap())),
+            Rules::from_json(
                 r#"{"repositories": {
                     "team-a/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]},
                     "public/**": {"anonymous": ["pull"]}
                 }}"#,
             )
             .unwrap(),
-            login,
-            clock: Arc::new(|| 0),
-            issuing: None,
-        }
+            "berth",
+            Arc::new(|| 0),
+        );
+        policy.login = login;
+        policy
     }
 
     fn head(credentials: Option<&str>) -> RequestHead {

@@ -10,7 +10,10 @@
 //!   "service": "registry.example",
 //!   "token": {"key": "-----BEGIN PRIVATE KEY-----\n...", "realm": "https://{host}/token"},
 //!   "issuers": [{"issuer": "https://idp.example", "keys": {"keys": [...]},
-//!                "subject-claim": "email"}]
+//!                "subject-claim": "email"},
+//!               {"issuer": "https://ci.example", "keys-url": "https://ci.example/jwks"}],
+//!   "key-refetch-interval": 10,
+//!   "login-fail-delay": 1
 //! }
 //! ```
 //!
@@ -19,6 +22,7 @@
 //! nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -31,6 +35,7 @@ use super::jwt::Jwks;
 use super::jwt::Validation;
 use super::policy::RulesPolicy;
 use super::rules::Rules;
+use crate::access::KeySetSource;
 
 /// The rules when none are given: every authenticated caller may do everything.
 pub const EVERY_USER_EVERYTHING: &str = r#"{"repositories": {"**": {
@@ -58,6 +63,13 @@ pub struct Settings {
     /// Token issuers whose tokens are accepted.
     #[serde(default)]
     pub issuers: Vec<IssuerSettings>,
+    /// Seconds between fetches of the key sets at `keys-url`s, at least (default 10).
+    #[serde(default)]
+    pub key_refetch_interval: Option<u64>,
+    /// Seconds a 401 to a request that sent credentials is held back (default 0), where the
+    /// host has a timer.
+    #[serde(default)]
+    pub login_fail_delay: Option<u64>,
 }
 
 /// berth's own token service.
@@ -88,7 +100,13 @@ pub struct IssuerSettings {
     /// The tokens' `iss`.
     pub issuer: String,
     /// Its public keys (a JWKS document).
+    #[serde(default)]
     pub keys: Jwks,
+    /// Where its key set lives: fetched when a token names a key not in `keys` (at the
+    /// first such token, then at most every `key-refetch-interval` seconds; a fetch that
+    /// fails keeps the keys there were), through the host's HTTP client.
+    #[serde(default)]
+    pub keys_url: Option<String>,
     /// The audience its tokens must name (default: the service name).
     #[serde(default)]
     pub audience: Option<String>,
@@ -127,11 +145,38 @@ impl Settings {
             let users = Htpasswd::parse(text).map_err(|e| format!("htpasswd: {e}"))?;
             authenticator = authenticator.with_users(Arc::new(users));
         }
+        let mut key_sources = Vec::new();
         for issuer in &self.issuers {
             authenticator = authenticator.with_issuer(self.trusted(issuer)?);
+            match &issuer.keys_url {
+                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                    key_sources.push(KeySetSource {
+                        issuer: issuer.issuer.clone(),
+                        url: url.clone(),
+                    });
+                }
+                Some(url) => {
+                    return Err(format!(
+                        "issuer {}: keys-url {url:?} is no http(s) URL",
+                        issuer.issuer
+                    ));
+                }
+                None if issuer.keys.keys.is_empty() => {
+                    return Err(format!(
+                        "issuer {}: no keys (give `keys`, or `keys-url`)",
+                        issuer.issuer
+                    ));
+                }
+                None => {}
+            }
         }
         let realm = self.realm.as_deref().unwrap_or("berth");
-        let policy = RulesPolicy::new(authenticator, rules, realm, clock);
+        let mut policy = RulesPolicy::new(authenticator, rules, realm, clock);
+        policy.key_sources = key_sources;
+        if let Some(interval) = self.key_refetch_interval {
+            policy.key_refetch_interval = interval;
+        }
+        policy.fail_delay = Duration::from_secs(self.login_fail_delay.unwrap_or(0));
         match &self.token {
             None => Ok(policy),
             Some(token) => {
@@ -239,5 +284,29 @@ mod tests {
         assert!(Settings::from_json(r#"{"htpasswd": "x", "unknown": 1}"#).is_err());
         let broken = Settings::from_json(r#"{"htpasswd": "alice:plain"}"#).unwrap();
         assert!(broken.policy(Arc::new(|| 0)).is_err());
+    }
+
+    #[cfg(feature = "tokens")]
+    #[test]
+    fn an_issuer_needs_keys_or_a_url_to_fetch_them_from() {
+        let refusal = |issuer: &str| {
+            let text = format!(r#"{{"issuers": [{issuer}]}}"#);
+            Settings::from_json(&text)
+                .unwrap()
+                .policy(Arc::new(|| 0))
+                .err()
+        };
+        assert_eq!(
+            refusal(r#"{"issuer": "idp"}"#).as_deref(),
+            Some("issuer idp: no keys (give `keys`, or `keys-url`)")
+        );
+        assert_eq!(
+            refusal(r#"{"issuer": "idp", "keys-url": "file:///etc/jwks"}"#).as_deref(),
+            Some("issuer idp: keys-url \"file:///etc/jwks\" is no http(s) URL")
+        );
+        assert_eq!(
+            refusal(r#"{"issuer": "idp", "keys-url": "https://idp/jwks"}"#),
+            None
+        );
     }
 }

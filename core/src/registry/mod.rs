@@ -110,6 +110,10 @@ pub struct Options {
     pub notices: Option<crate::NoticeSink>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
+    /// The HTTP client that fetches the key sets the access hook wants (token issuers'
+    /// keys at URLs). `None` (the default) fetches nothing: such issuers keep the keys the
+    /// host gave them.
+    pub key_sets: Option<Arc<dyn crate::KeySetFetcher>>,
     /// Upload id source.
     pub ids: IdSource,
     /// Clock.
@@ -132,6 +136,7 @@ impl Options {
             pause: None,
             notices: None,
             access: Arc::new(AllowAll),
+            key_sets: None,
             ids,
             clock,
         }
@@ -152,6 +157,7 @@ impl std::fmt::Debug for Options {
             .field("hash_offload", &self.hash_offload.is_some())
             .field("pause", &self.pause.is_some())
             .field("notices", &self.notices.is_some())
+            .field("key_sets", &self.key_sets.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +216,8 @@ impl<S: Storage> Registry<S> {
             ));
         }
         let is_head = head.method == Method::Head;
+        let sent_credentials = head.header("authorization").is_some();
+        self.fetch_key_sets(&head).await;
         // Handlers and the drain below may both look for the end of the body; a fused
         // stream answers `None` again rather than panic, whatever stream the host passed.
         let mut body: RequestBody = Box::pin(body.fuse());
@@ -218,11 +226,47 @@ impl<S: Storage> Registry<S> {
             Err(error) => error_response(&error),
         };
         drain(body).await;
+        if let (Some(delay), Some(pause)) = (
+            self.login_fail_delay(sent_credentials, response.status),
+            &self.options.pause,
+        ) {
+            pause(delay).await;
+        }
         if is_head {
             response.without_body()
         } else {
             response
         }
+    }
+
+    /// Fetches the key sets the access hook wants before it decides `head` (a token names a
+    /// key no issuer is known to have); a set that cannot be fetched is reported, and the
+    /// keys fetched before stay.
+    async fn fetch_key_sets(&self, head: &RequestHead) {
+        let Some(fetcher) = &self.options.key_sets else {
+            return;
+        };
+        for source in self.options.access.key_sets_wanted(head) {
+            let accepted = match fetcher.fetch(&source.url).await {
+                Ok(text) => self.options.access.accept_key_set(&source, &text),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = accepted {
+                self.notify(crate::Notice::KeySetUnavailable {
+                    url: source.url,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// How long to hold back a response of `status` to a request that did or did not send
+    /// credentials: the access hook's delay after a failed login, for a 401 to a request
+    /// that sent some. [`Registry::handle`] waits on [`Options::pause`]; hosts without one
+    /// (WebAssembly) wait this long themselves.
+    pub fn login_fail_delay(&self, sent_credentials: bool, status: u16) -> Option<Duration> {
+        let delay = self.options.access.login_fail_delay();
+        (status == 401 && sent_credentials && !delay.is_zero()).then_some(delay)
     }
 
     async fn dispatch(

@@ -1,21 +1,19 @@
 //! Logging in to `berth serve`: an htpasswd file, re-read when it changes, access rules,
-//! berth's token service, and the key sets of external token issuers (files, or URLs
-//! fetched when a token names a key not seen yet).
+//! berth's token service, and the key sets of external token issuers (files, or URLs the
+//! registry fetches through [`KeySetsOverHttp`] when a token names a key not seen yet).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use berth::auth::jwt::Jwks;
-use berth::auth::{
-    Credentials, Htpasswd, IssuerSettings, Rules, RulesPolicy, Settings, TokenSettings,
+use berth::auth::{Htpasswd, IssuerSettings, Rules, RulesPolicy, Settings, TokenSettings};
+use berth::{
+    AccessPolicy, Action, Decision, KeySetFetcher, KeySetSource, RepositoryName, RequestHead,
+    Response,
 };
-use berth::{AccessPolicy, Action, Decision, RepositoryName, RequestHead, Response};
 
 use crate::config::AuthSettings;
-
-/// How often, at most, key sets are fetched again for a token whose key is unknown.
-const REFETCH: Duration = Duration::from_secs(10);
 
 /// How often, at most, the htpasswd file's modification time is looked at.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -24,8 +22,6 @@ const RECHECK: Duration = Duration::from_secs(5);
 pub(crate) struct FilePolicy {
     settings: AuthSettings,
     state: RwLock<Loaded>,
-    /// When key sets at URLs were last fetched.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
 }
 
 struct Loaded {
@@ -47,6 +43,8 @@ impl FilePolicy {
             service: Some(settings.service.clone()),
             token: None,
             issuers: Vec::new(),
+            key_refetch_interval: None,
+            login_fail_delay: Some(settings.fail_delay),
         };
         if let Some(own) = &settings.issuing {
             login.token = Some(TokenSettings {
@@ -62,15 +60,18 @@ impl FilePolicy {
         }
         for external in &settings.external {
             // Keys at a URL are fetched when the first token names one.
-            let keys = if is_url(&external.jwks) {
-                Jwks::default()
+            let (keys, keys_url) = if is_url(&external.jwks) {
+                (Jwks::default(), Some(external.jwks.clone()))
             } else {
                 let text = read_text(Path::new(&external.jwks))?;
-                Jwks::from_json(&text).map_err(|e| format!("key set {}: {e}", external.jwks))?
+                let keys = Jwks::from_json(&text)
+                    .map_err(|e| format!("key set {}: {e}", external.jwks))?;
+                (keys, None)
             };
             login.issuers.push(IssuerSettings {
                 issuer: external.issuer.clone(),
                 keys,
+                keys_url,
                 audience: external.audience.clone(),
                 subject_claim: external.subject_claim.clone(),
                 groups_claim: external.groups_claim.clone(),
@@ -84,62 +85,7 @@ impl FilePolicy {
                 modified,
                 checked: Instant::now(),
             }),
-            fetched: tokio::sync::Mutex::new(None),
         })
-    }
-
-    /// How long to hold back a 401 to a request that sent credentials.
-    pub(crate) fn fail_delay(&self) -> Duration {
-        Duration::from_secs(self.settings.fail_delay)
-    }
-
-    /// Whether `head` carries a token signed by a key no issuer is known to have, while
-    /// some key set lives at a URL: the caller fetches key sets again before deciding.
-    pub(crate) fn wants_keys(&self, head: &RequestHead) -> bool {
-        if !self
-            .settings
-            .external
-            .iter()
-            .any(|issuer| is_url(&issuer.jwks))
-        {
-            return false;
-        }
-        let token = match Credentials::from_head(head) {
-            Ok(Some(Credentials::Bearer(token))) => token,
-            Ok(Some(Credentials::Basic { password, .. })) => password,
-            _ => return false,
-        };
-        let Some(kid) = berth::auth::jwt::key_id(&token) else {
-            return false;
-        };
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        !state.policy.authenticator.knows_key(&kid)
-    }
-
-    /// Fetches the key sets at URLs again (at most once every few seconds, one fetch at a
-    /// time); a set that cannot be fetched keeps the keys it had.
-    pub(crate) async fn fetch_keys(&self) {
-        let mut fetched = self.fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < REFETCH) {
-            return;
-        }
-        *fetched = Some(Instant::now());
-        for external in &self.settings.external {
-            if !is_url(&external.jwks) {
-                continue;
-            }
-            match fetch_jwks(&external.jwks).await {
-                Ok(keys) => {
-                    tracing::info!(url = %external.jwks, keys = keys.keys.len(), "fetched a key set");
-                    let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-                    state
-                        .policy
-                        .authenticator
-                        .set_issuer_keys(&external.issuer, &keys);
-                }
-                Err(e) => tracing::warn!(url = %external.jwks, "{e}; the keys fetched before stay"),
-            }
-        }
     }
 
     /// Reads the htpasswd file again if it changed since it was read (looked at once every
@@ -217,34 +163,62 @@ impl AccessPolicy for FilePolicy {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state.policy.token_response(request, form)
     }
+
+    fn key_sets_wanted(&self, request: &RequestHead) -> Vec<KeySetSource> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.key_sets_wanted(request)
+    }
+
+    fn accept_key_set(&self, source: &KeySetSource, text: &str) -> Result<(), String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.accept_key_set(source, text)?;
+        tracing::info!(url = %source.url, "fetched a key set");
+        Ok(())
+    }
+
+    fn login_fail_delay(&self) -> Duration {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.policy.login_fail_delay()
+    }
+}
+
+/// Fetches token issuers' key sets for the registry, with reqwest.
+pub(crate) struct KeySetsOverHttp {
+    client: reqwest::Client,
+}
+
+impl KeySetsOverHttp {
+    pub(crate) fn new() -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self { client })
+    }
+}
+
+#[async_trait::async_trait]
+impl KeySetFetcher for KeySetsOverHttp {
+    /// Fetches a key set, refusing one larger than a key set has reason to be.
+    async fn fetch(&self, url: &str) -> Result<String, String> {
+        const LIMIT: usize = 1 << 20;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?;
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > LIMIT {
+            return Err(format!("more than {LIMIT} bytes"));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
 fn is_url(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
-}
-
-/// Fetches a key set, refusing one larger than a key set has reason to be.
-async fn fetch_jwks(url: &str) -> Result<Jwks, String> {
-    const LIMIT: usize = 1 << 20;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-    if body.len() > LIMIT {
-        return Err(format!("{url} answered more than {LIMIT} bytes"));
-    }
-    let text = String::from_utf8_lossy(&body);
-    Jwks::from_json(&text).map_err(|e| format!("{url}: {e}"))
 }
 
 fn read_text(path: &Path) -> Result<String, String> {

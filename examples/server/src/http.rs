@@ -12,14 +12,11 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use crate::auth::FilePolicy;
-
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, berth::StorageError>;
 
 /// Serves one request.
 pub(crate) async fn serve<S: Storage>(
     registry: Arc<Registry<S>>,
-    login: Option<Arc<FilePolicy>>,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let started = Instant::now();
@@ -39,26 +36,12 @@ pub(crate) async fn serve<S: Storage>(
             })
             .collect(),
     };
-    // A token signed by a key not seen yet: its issuer may have rotated keys.
-    if let Some(login) = &login
-        && login.wants_keys(&head)
-    {
-        login.fetch_keys().await;
-    }
     // Only data frames carry the body; trailers are of no interest to a registry.
     let chunks = BodyStream::new(body)
         .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
         .map_err(|e| Box::new(e) as berth::BodyError);
-    let sent_credentials = head.header("authorization").is_some();
+    // The registry fetches key sets its issuers rotated, and holds back failed logins.
     let response = registry.handle(head, Box::pin(chunks)).await;
-    // Credentials that proved nothing: the answer waits, so guessing passwords is slow.
-    if response.status == 401
-        && sent_credentials
-        && let Some(delay) = login.as_ref().map(|login| login.fail_delay())
-        && !delay.is_zero()
-    {
-        tokio::time::sleep(delay).await;
-    }
 
     tracing::info!(
         method = %parts.method,

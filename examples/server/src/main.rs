@@ -110,7 +110,7 @@ fn main() -> ExitCode {
                     auth: None,
                     ..settings
                 };
-                let registry = Registry::new(storage, registry_options(&settings, None)?.0);
+                let registry = Registry::new(storage, registry_options(&settings, None)?);
                 let purged = registry
                     .purge_uploads(settings.upload_expiry)
                     .await
@@ -138,9 +138,9 @@ fn main() -> ExitCode {
                     }
                     _ => None,
                 };
-                let (options, keys) = registry_options(&settings, stored_key)?;
+                let options = registry_options(&settings, stored_key)?;
                 let registry = Arc::new(Registry::new(storage, options));
-                serve(registry, keys, description, settings).await
+                serve(registry, description, settings).await
             }
         }
     };
@@ -230,12 +230,8 @@ fn open_storage(settings: &Settings) -> Result<(Arc<dyn Storage>, String), Strin
     }
 }
 
-/// The registry's options, and the login policy when there is one (the server fetches its
-/// issuers' key sets).
-fn registry_options(
-    settings: &Settings,
-    stored_key: Option<String>,
-) -> Result<(Options, Option<Arc<auth::FilePolicy>>), String> {
+/// The registry's options.
+fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<Options, String> {
     let mut options = Options::system();
     options.manifest_limit = settings.manifest_limit;
     options.part_size = settings.part_size;
@@ -249,19 +245,18 @@ fn registry_options(
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");
     }));
-    let mut login = None;
     if let Some(auth) = &settings.auth {
         let policy = Arc::new(auth::FilePolicy::load(auth.clone(), stored_key)?);
         options.access = if settings.read_only {
-            Arc::new(berth::ReadOnlyOver(policy.clone()))
+            Arc::new(berth::ReadOnlyOver(policy))
         } else {
-            policy.clone()
+            policy
         };
-        login = Some(policy);
+        options.key_sets = Some(Arc::new(auth::KeySetsOverHttp::new()?));
     } else if settings.read_only {
         options.access = Arc::new(ReadOnly);
     }
-    Ok((options, login))
+    Ok(options)
 }
 
 /// Purges expired upload sessions now and then, for as long as the server runs.
@@ -285,7 +280,6 @@ fn spawn_upload_purger(registry: Arc<Registry<Arc<dyn Storage>>>, expiry: u64) {
 
 async fn serve(
     registry: Arc<Registry<Arc<dyn Storage>>>,
-    login: Option<Arc<auth::FilePolicy>>,
     description: String,
     settings: Settings,
 ) -> Result<(), String> {
@@ -334,9 +328,7 @@ async fn serve(
             }
         };
         let registry = Arc::clone(&registry);
-        let login = login.clone();
-        let service =
-            service_fn(move |request| http::serve(Arc::clone(&registry), login.clone(), request));
+        let service = service_fn(move |request| http::serve(Arc::clone(&registry), request));
         let builder = builder.clone();
         let acceptor = tls.clone();
         let watcher = graceful.watcher();

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import urllib.request
 from dataclasses import dataclass
 from os import PathLike, fspath
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
@@ -56,10 +57,43 @@ def _notice_callback(on_notice: Callable[[str], None]):
     return callback
 
 
+#: The C type of a key set fetcher:
+#: ``void (*)(void *env, const char *url, berth_key_set_out *out)``.
+_KEY_SET_FETCHER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+#: The largest key set fetched (berth's own limit).
+_KEY_SET_LIMIT = 1 << 20
+
+
+def _fetch_key_set(url: str) -> bytes:
+    """A token issuer's key set (the ``keys-url`` of the login settings), by a GET with the
+    standard library, bounded in time and size."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url} is no http(s) URL")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read(_KEY_SET_LIMIT + 1)
+    if len(body) > _KEY_SET_LIMIT:
+        raise ValueError(f"{url} answered more than {_KEY_SET_LIMIT} bytes")
+    return body
+
+
+def _key_set_fetcher(fetch: Callable[[str], bytes]):
+    def call(_env, url: bytes, out) -> None:
+        try:
+            body = fetch(url.decode("utf-8", "replace"))
+            lib.berth_key_set_out_set_body(out, body, len(body))
+        except Exception as error:  # an exception cannot cross into the library
+            lib.berth_key_set_out_set_error(out, text(str(error) or type(error).__name__))
+
+    callback = _KEY_SET_FETCHER(call)
+    _NOTICE_CALLBACKS.append(callback)
+    return callback
+
+
 class _Config:
     """A berth_config handle, freed when dropped."""
 
-    def __init__(self, path, s3, memory, options: dict, on_notice: Callable[[str], None]) -> None:
+    def __init__(self, path, s3, memory, options: dict, on_notice: Callable[[str], None],
+                 fetch_key_set: Callable[[str], bytes] = _fetch_key_set) -> None:
         handle = _native.Config()
         check(lib.berth_config_new(ctypes.byref(handle)))
         self.handle = handle
@@ -99,6 +133,8 @@ class _Config:
                 check(setters[name](handle, value))
         callback = _notice_callback(on_notice)
         check(lib.berth_config_set_notice_callback(handle, ctypes.cast(callback, ctypes.c_void_p), None))
+        fetcher = _key_set_fetcher(fetch_key_set)
+        check(lib.berth_config_set_key_set_fetcher(handle, ctypes.cast(fetcher, ctypes.c_void_p), None))
 
     def __del__(self) -> None:
         handle = getattr(self, "handle", None)
@@ -161,8 +197,11 @@ class Registry(_Handle):
     :param auth: turns on logins: a dict (or its JSON text) with ``htpasswd`` (an htpasswd
         file's text, bcrypt hashes), ``rules`` (who may pull, push, overwrite and delete
         which repositories), ``realm``, ``service``, ``token`` (``{"key": PEM}`` runs the
-        token service at ``/token``) and ``issuers`` (other token services' keys). Invalid
-        settings raise :class:`BerthError`.
+        token service at ``/token``) and ``issuers`` (other token services' keys, or the
+        ``keys-url`` where they live). Invalid settings raise :class:`BerthError`.
+    :param fetch_key_set: fetches a token issuer's key set at a ``keys-url`` (``url ->
+        bytes``, raising when it cannot), when a token names a key berth does not know; by
+        default a GET with ``urllib``, 10 s at most. It is called from berth's threads.
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -184,6 +223,7 @@ class Registry(_Handle):
         worker_threads: Optional[int] = None,
         auth: Union[dict, str, None] = None,
         on_notice: Callable[[str], None] = _log_notice,
+        fetch_key_set: Callable[[str], bytes] = _fetch_key_set,
     ) -> None:
         self._config = _Config(
             path,
@@ -201,6 +241,7 @@ class Registry(_Handle):
                 "auth": auth,
             },
             on_notice,
+            fetch_key_set,
         )
         handle = _native.Registry()
         check(lib.berth_registry_new(self._config.handle, ctypes.byref(handle)))
