@@ -168,6 +168,77 @@ pub(crate) fn referrer(name: &RepositoryName, subject: &Digest, referrer: &Diges
     ))
 }
 
+/// The back-links of one digest: who references it (see `registry/lifecycle.rs`).
+pub(crate) fn references(digest: &Digest) -> String {
+    format!("berth/refs/{}/{}/", digest.algorithm(), digest.hex())
+}
+
+/// The back-links of `digest` from one repository. The `!` ends the name (it is in no
+/// repository name), so the prefix of `a` holds none of `a/b`'s.
+pub(crate) fn references_from(digest: &Digest, name: &RepositoryName) -> String {
+    format!("{}{name}/!", references(digest))
+}
+
+/// The back-link that says the manifest `by` of `name` references `digest`; `by` is `None`
+/// for the revision link of the manifest `digest` itself.
+pub(crate) fn reference(digest: &Digest, name: &RepositoryName, by: Option<&Digest>) -> Key {
+    let by = by.map_or(String::new(), |by| {
+        format!("{}-{}", by.algorithm(), by.hex())
+    });
+    Key::new(format!("{}{by}", references_from(digest, name)))
+}
+
+/// The repositories that link `digest` as a blob (one entry per layer link).
+pub(crate) fn linked_in(digest: &Digest) -> String {
+    format!("berth/links/{}/{}/", digest.algorithm(), digest.hex())
+}
+
+/// The entry that says `name` links `digest`; its modification time is the link's age.
+pub(crate) fn linked_in_entry(digest: &Digest, name: &RepositoryName) -> Key {
+    Key::new(format!("{}{name}/!", linked_in(digest)))
+}
+
+/// Digests to look at once the grace period has passed, in the order they were recorded.
+pub(crate) fn candidates() -> &'static str {
+    "berth/gc/candidates/"
+}
+
+/// A candidate: `digest`, recorded at `now` (seconds by the host's clock, for the order
+/// only: ages are the storage's), by the request `nonce` names. Each recording has a key of
+/// its own: a collector that visited one deletes it, never one recorded during its visit.
+pub(crate) fn candidate(now: u64, digest: &Digest, nonce: &str) -> Key {
+    Key::new(format!(
+        "berth/gc/candidates/{now:016}-{}-{}-{nonce}",
+        digest.algorithm(),
+        digest.hex()
+    ))
+}
+
+/// The claims of collectors on digests they are about to delete.
+pub(crate) fn claims() -> &'static str {
+    "berth/gc/claims/"
+}
+
+/// A collector's claim on `digest`.
+pub(crate) fn claim(digest: &Digest) -> Key {
+    Key::new(format!(
+        "berth/gc/claims/{}-{}",
+        digest.algorithm(),
+        digest.hex()
+    ))
+}
+
+/// Written and read back to tell the storage's time.
+pub(crate) fn storage_clock() -> Key {
+    Key::new("berth/gc/clock")
+}
+
+/// Present once every manifest and layer link has its back-links (the first collection
+/// writes them for what registry:2 or berth wrote before references were tracked).
+pub(crate) fn references_complete() -> Key {
+    Key::new("berth/gc/references-complete")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

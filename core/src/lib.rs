@@ -71,8 +71,8 @@ pub use reference::{
 #[cfg(feature = "fs")]
 pub use registry::tokio_timer;
 pub use registry::{
-    Clock, DEFAULT_PART_SIZE, IdSource, LEASE_SECONDS, Options, Pause, Registry, TOKEN_KEYS_PATH,
-    TOKEN_PATH,
+    CLAIM_SECONDS, Clock, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, DEFAULT_PART_SIZE,
+    IdSource, LEASE_SECONDS, Options, Pause, Registry, TOKEN_KEYS_PATH, TOKEN_PATH,
 };
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};

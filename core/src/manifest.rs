@@ -154,6 +154,21 @@ impl Manifest {
         })
     }
 
+    /// Every digest the manifest names (config, layers or children, subject), each once: what
+    /// it keeps from the garbage collector.
+    pub fn referenced_digests(&self) -> Vec<&Digest> {
+        let mut digests: Vec<&Digest> = self
+            .config
+            .iter()
+            .chain(&self.references)
+            .chain(&self.subject)
+            .map(|descriptor| &descriptor.digest)
+            .collect();
+        digests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        digests.dedup();
+        digests
+    }
+
     /// Blobs that must exist in the repository before this manifest is accepted: the config
     /// and the layers, less non-distributable layers that carry `urls`.
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {

@@ -23,42 +23,11 @@ use berth::storage::Storage;
 use berth::{Algorithm, Digest, FsStorage, MemoryStorage, Method, Options, Registry};
 
 mod support;
-use support::{Hooked, Hooks, body_bytes};
+use support::{Dice, Hooked, Jitter, body_bytes};
 
 const TAGS: [&str; 2] = ["a", "b"];
 const LAYER: &[u8] = b"the layer";
 const CONFIG: &[u8] = b"{\"architecture\":\"amd64\"}";
-
-/// A tiny deterministic random source (xorshift64*).
-#[derive(Debug)]
-struct Dice(AtomicU64);
-
-impl Dice {
-    fn new(seed: u64) -> Self {
-        Self(AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1))
-    }
-    fn roll(&self, below: u64) -> u64 {
-        let mut x = self.0.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
-    }
-}
-
-/// Yields to the scheduler a random number of times before each storage call.
-#[derive(Debug)]
-struct Jitter(Arc<Dice>);
-
-#[async_trait]
-impl Hooks for Jitter {
-    async fn before(&self) {
-        for _ in 0..self.0.roll(4) {
-            tokio::task::yield_now().await;
-        }
-    }
-}
 
 /// The manifests the schedules push: two images and a referrer of the first.
 struct Manifests {

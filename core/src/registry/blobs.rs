@@ -153,6 +153,7 @@ impl<S: Storage> Registry<S> {
                 .delete(&link, Durability::Durable)
                 .await
                 .map_err(internal)?;
+            self.may_collect(digest).await?;
             Ok::<_, Error>(true)
         }
         .await;
@@ -256,6 +257,7 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
         from: Option<String>,
     ) -> Result<bool, Error> {
+        let mut source_link = None;
         let available = match from {
             Some(from) => {
                 let Ok(source) = from.parse::<RepositoryName>() else {
@@ -269,10 +271,10 @@ impl<S: Storage> Registry<S> {
                     }
                     _ => return Ok(false),
                 }
-                self.read_link(&layout::layer_link(&source, digest))
-                    .await?
-                    .is_some()
-                    && self.blob_exists(digest).await?
+                let link = layout::layer_link(&source, digest);
+                let linked = self.read_link(&link).await?.is_some();
+                source_link = Some(link);
+                linked && self.blob_exists(digest).await?
             }
             None => {
                 self.options.automatic_mount
@@ -280,10 +282,23 @@ impl<S: Storage> Registry<S> {
                     && self.blob_exists(digest).await?
             }
         };
+        if available && self.options.track_references {
+            // Looked up again once the link is tracked: a collector may have deleted the
+            // blob in between.
+            self.track_link(name, digest).await?;
+            let still = match &source_link {
+                Some(link) => self.read_link(link).await?.is_some(),
+                None => true,
+            };
+            if !still || !self.blob_exists(digest).await? {
+                return Ok(false);
+            }
+        }
         if available {
             self.register_repository(name).await?;
             self.write_link(&layout::layer_link(name, digest), digest)
                 .await?;
+            self.may_collect(digest).await?;
         }
         Ok(available)
     }

@@ -195,6 +195,11 @@ impl<S: Storage> Registry<S> {
     }
 }
 
+/// Lets every other task of the executor run once before this one goes on.
+pub(super) async fn yield_now() {
+    YieldNow(false).await
+}
+
 /// A future that is pending once, asking to be polled again: the task goes to the back of
 /// its executor's queue.
 struct YieldNow(bool);

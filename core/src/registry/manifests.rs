@@ -105,51 +105,43 @@ impl<S: Storage> Registry<S> {
                 })?);
             }
         }
-        if self.options.require_manifest_blobs {
-            let blobs: Vec<_> = manifest.required_blobs().collect();
-            let keys: Vec<_> = blobs
-                .iter()
-                .map(|blob| layout::layer_link(name, &blob.digest))
-                .collect();
-            // Looked up at once: each lookup is a storage round trip.
-            let links = try_join_all(keys.iter().map(|key| self.read_link(key))).await?;
-            for (blob, link) in blobs.iter().zip(links) {
-                if link.is_none() {
-                    return Err(Error::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!(
-                            "blob {} is not in {name}: push it before the manifest",
-                            blob.digest
-                        ),
-                    )
-                    .with_detail(serde_json::json!({ "digest": blob.digest })));
-                }
-            }
+        // With references tracked, the blobs are looked up under the leases below, after the
+        // back-links that keep them from the collector are written.
+        let tracked = self.options.track_references;
+        if !tracked {
+            self.check_manifest_blobs(name, &manifest).await?;
         }
 
         // Refused before anything is written; checked again under the leases below, where a
         // concurrent push can no longer move the tag in between.
         self.check_overwrites(head, name, &digest, &tags).await?;
-        let data_key = layout::blob_data(&digest);
-        match self
-            .storage
-            .put(&data_key, bytes.clone(), PutMode::Create.into())
-            .await
-        {
-            Ok(_) | Err(StorageError::AlreadyExists) => {}
-            Err(e) => return Err(internal(e)),
+        if !tracked {
+            self.store_manifest(&digest, &bytes).await?;
         }
         // The catalog entry first, so a failure leaves no link behind it.
         self.register_repository(name).await?;
         let leases = self.lease_all(name, Some(&digest), &tags).await?;
-        // Under the tags' leases, so no concurrent push moves one in between.
-        if let Err(refused) = self.check_overwrites(head, name, &digest, &tags).await {
-            self.release_all(leases).await;
-            return Err(refused);
+        let linked = async {
+            // Under the tags' leases, so no concurrent push moves one in between.
+            self.check_overwrites(head, name, &digest, &tags).await?;
+            if tracked {
+                // Under the digest's lease, so a delete of the same manifest cannot remove
+                // the back-links between their write and the revision link's.
+                self.track_manifest(name, &digest, &manifest).await?;
+                let stored = async {
+                    self.check_manifest_blobs(name, &manifest).await?;
+                    self.store_manifest(&digest, &bytes).await
+                }
+                .await;
+                if let Err(refused) = stored {
+                    self.abandon_manifest(name, &digest, &manifest).await;
+                    return Err(refused);
+                }
+            }
+            self.link_manifest(name, &digest, &manifest, bytes.len() as u64, &tags)
+                .await
         }
-        let linked = self
-            .link_manifest(name, &digest, &manifest, bytes.len() as u64, &tags)
-            .await;
+        .await;
         self.release_all(leases).await;
         linked?;
 
@@ -164,6 +156,63 @@ impl<S: Storage> Registry<S> {
             response = response.with_header("OCI-Tag", tag.as_str());
         }
         Ok(response)
+    }
+
+    /// Refuses a manifest whose blobs the repository lacks (unless the registry is told not
+    /// to check).
+    async fn check_manifest_blobs(
+        &self,
+        name: &RepositoryName,
+        manifest: &Manifest,
+    ) -> Result<(), Error> {
+        if !self.options.require_manifest_blobs {
+            return Ok(());
+        }
+        let blobs: Vec<_> = manifest.required_blobs().collect();
+        let keys: Vec<_> = blobs
+            .iter()
+            .map(|blob| layout::layer_link(name, &blob.digest))
+            .collect();
+        // Looked up at once: each lookup is a storage round trip.
+        let links = try_join_all(keys.iter().map(|key| self.read_link(key))).await?;
+        // With references tracked, this runs after the back-links are written, and then the
+        // content itself is looked at too: a collector that decided before the back-links
+        // landed may have deleted it under a link written again since; none deletes it
+        // after this.
+        let stored = if self.options.track_references {
+            try_join_all(blobs.iter().map(|blob| self.blob_exists(&blob.digest))).await?
+        } else {
+            vec![true; blobs.len()]
+        };
+        for ((blob, link), stored) in blobs.iter().zip(links).zip(stored) {
+            if link.is_none() || !stored {
+                return Err(Error::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!(
+                        "blob {} is not in {name}: push it before the manifest",
+                        blob.digest
+                    ),
+                )
+                .with_detail(serde_json::json!({ "digest": blob.digest })));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a manifest's content at its digest (already there: the same content).
+    async fn store_manifest(&self, digest: &Digest, bytes: &bytes::Bytes) -> Result<(), Error> {
+        match self
+            .storage
+            .put(
+                &layout::blob_data(digest),
+                bytes.clone(),
+                PutMode::Create.into(),
+            )
+            .await
+        {
+            Ok(_) | Err(StorageError::AlreadyExists) => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
     }
 
     /// Moving a tag that points at another manifest needs [`Action::Overwrite`], when the
@@ -352,9 +401,10 @@ impl<S: Storage> Registry<S> {
             Err(StorageError::NotFound) => None,
             Err(e) => return Err(internal(e)),
         };
-        if let Some(bytes) = stored
-            && let Ok(manifest) = Manifest::parse(&bytes, None)
-            && let Some(subject) = manifest.subject
+        let manifest = stored.and_then(|bytes| Manifest::parse(&bytes, None).ok());
+        if let Some(subject) = manifest
+            .as_ref()
+            .and_then(|manifest| manifest.subject.as_ref())
         {
             self.storage
                 .delete(
@@ -385,6 +435,10 @@ impl<S: Storage> Registry<S> {
             .delete(&layout::revision_link(name, digest), Durability::Durable)
             .await
             .map_err(internal)?;
+        // After the revision link: a request that dies in between leaves back-links that
+        // only keep blobs longer.
+        self.untrack_manifest(name, digest, manifest.as_ref())
+            .await?;
         Ok(true)
     }
 }

@@ -15,12 +15,14 @@ mod blobs;
 mod catalog;
 mod index;
 mod leases;
+mod lifecycle;
 mod manifests;
 mod referrers;
 mod tags;
 mod uploads;
 
 pub use leases::LEASE_SECONDS;
+pub use lifecycle::{CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +112,12 @@ pub struct Options {
     pub notices: Option<crate::NoticeSink>,
     /// The access hook.
     pub access: Arc<dyn AccessPolicy>,
+    /// Records who references and who links each digest, so that
+    /// [`Registry::collect_garbage`] can delete what nothing needs while pushes go on (see
+    /// the `lifecycle` module). Every instance over a storage must have it on before the
+    /// first collection. Costs a few small writes per manifest push and per blob upload.
+    /// Default: off.
+    pub track_references: bool,
     /// The HTTP client that fetches the key sets the access hook wants (token issuers'
     /// keys at URLs). `None` (the default) fetches nothing: such issuers keep the keys the
     /// host gave them.
@@ -136,6 +144,7 @@ impl Options {
             pause: None,
             notices: None,
             access: Arc::new(AllowAll),
+            track_references: false,
             key_sets: None,
             ids,
             clock,
@@ -158,6 +167,7 @@ impl std::fmt::Debug for Options {
             .field("pause", &self.pause.is_some())
             .field("notices", &self.notices.is_some())
             .field("key_sets", &self.key_sets.is_some())
+            .field("track_references", &self.track_references)
             .finish_non_exhaustive()
     }
 }

@@ -164,3 +164,43 @@ pub(crate) async fn body_bytes(body: berth::Body) -> Vec<u8> {
         }
     }
 }
+
+/// A tiny deterministic random source (xorshift64*), for random schedules a seed replays.
+#[allow(dead_code)] // Not every test that shares this module draws schedules.
+#[derive(Debug)]
+pub(crate) struct Dice(std::sync::atomic::AtomicU64);
+
+#[allow(dead_code)]
+impl Dice {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        ))
+    }
+
+    /// A number below `below`.
+    pub(crate) fn roll(&self, below: u64) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut x = self.0.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+    }
+}
+
+/// Yields to the scheduler a random number of times before each storage call, so that
+/// concurrent requests interleave differently under each seed.
+#[allow(dead_code)] // Not every test that shares this module draws schedules.
+#[derive(Debug)]
+pub(crate) struct Jitter(pub(crate) std::sync::Arc<Dice>);
+
+#[async_trait]
+impl Hooks for Jitter {
+    async fn before(&self) {
+        for _ in 0..self.0.roll(4) {
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -26,6 +26,19 @@ pub(crate) enum Command {
     /// Run the storage conformance suite against the configured storage (it writes and then
     /// removes keys under `conformance/`): does this bucket or disk give berth what it needs?
     CheckStorage(ServeArgs),
+    /// Collect garbage to the end, then exit: blobs no manifest references, older than the
+    /// grace period (`serve --gc` also does it periodically). Safe while registries serve,
+    /// once every instance over the storage runs with --gc.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct GcArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -136,6 +149,18 @@ pub(crate) struct ServeArgs {
     /// bad tokens), slowing password guessing: `2s` [default: 0].
     #[arg(long, env = "BERTH_LOGIN_FAIL_DELAY")]
     pub(crate) login_fail_delay: Option<String>,
+    /// Track who references each blob and collect garbage while serving: blobs no manifest
+    /// references (deleted manifests' layers, abandoned uploads) are deleted once older than
+    /// --gc-grace. Every instance over one storage must run with it.
+    #[arg(long, env = "BERTH_GC")]
+    pub(crate) gc: bool,
+    /// How often `serve --gc` collects: `1h`, `10m` [default: 1h].
+    #[arg(long, env = "BERTH_GC_INTERVAL")]
+    pub(crate) gc_interval: Option<String>,
+    /// How old an unreferenced blob must be before it is deleted (longer than any push
+    /// takes): `24h`, `0` [default: 24h].
+    #[arg(long, env = "BERTH_GC_GRACE")]
+    pub(crate) gc_grace: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -191,6 +216,9 @@ struct FileConfig {
     #[serde(default)]
     token_issuers: Vec<ExternalIssuer>,
     login_fail_delay: Option<String>,
+    gc: Option<bool>,
+    gc_interval: Option<String>,
+    gc_grace: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -252,6 +280,15 @@ pub(crate) struct ExternalIssuer {
     pub(crate) groups_claim: Option<String>,
 }
 
+/// How `serve --gc` collects garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GcSettings {
+    /// Seconds between collections.
+    pub(crate) interval: u64,
+    /// Seconds an unreferenced blob is kept.
+    pub(crate) grace: u64,
+}
+
 /// The storage after merging.
 #[derive(Debug, Clone)]
 pub(crate) enum StorageSettings {
@@ -277,6 +314,8 @@ pub(crate) struct Settings {
     /// Seconds a presigned blob URL lives; `None` serves blobs directly.
     pub(crate) blob_redirect: Option<u64>,
     pub(crate) auth: Option<AuthSettings>,
+    /// Garbage collection, when on.
+    pub(crate) gc: Option<GcSettings>,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -415,6 +454,16 @@ impl ServeArgs {
                     external,
                     fail_delay,
                 })
+            },
+            gc: if self.gc || file.gc.unwrap_or(false) {
+                let interval = self.gc_interval.or(file.gc_interval);
+                let grace = self.gc_grace.or(file.gc_grace);
+                Some(GcSettings {
+                    interval: parse_age(interval.as_deref().unwrap_or("1h"))?.max(1),
+                    grace: parse_age(grace.as_deref().unwrap_or("24h"))?,
+                })
+            } else {
+                None
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,

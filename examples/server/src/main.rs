@@ -22,7 +22,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Cli, Command, Settings, StorageSettings};
+use crate::config::{Cli, Command, GcSettings, ServeArgs, Settings, StorageSettings};
 use crate::threads::ConnectionThreads;
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -71,6 +71,15 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, Mode::Serve),
         Command::PurgeUploads(args) => (args, Mode::PurgeUploads),
         Command::CheckStorage(args) => (args, Mode::CheckStorage),
+        Command::Gc(args) => (
+            ServeArgs {
+                gc: true,
+                ..args.serve
+            },
+            Mode::CollectGarbage {
+                dry_run: args.dry_run,
+            },
+        ),
     };
     let settings = match args.settings() {
         Ok(settings) => settings,
@@ -104,6 +113,18 @@ fn main() -> ExitCode {
         let (storage, description) = with_injected_faults(storage, description)?;
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
+            Mode::CollectGarbage { dry_run } => {
+                // Collecting needs no logins (and no token key).
+                let settings = Settings {
+                    auth: None,
+                    ..settings
+                };
+                let registry = Registry::new(storage, registry_options(&settings, None)?);
+                let grace = settings
+                    .gc
+                    .map_or(berth::DEFAULT_GRACE_SECONDS, |gc| gc.grace);
+                collect_garbage(&registry, grace, dry_run).await
+            }
             Mode::PurgeUploads => {
                 // Purging needs no logins (and no token key).
                 let settings = Settings {
@@ -177,6 +198,54 @@ enum Mode {
     Serve,
     PurgeUploads,
     CheckStorage,
+    CollectGarbage { dry_run: bool },
+}
+
+/// Collects garbage until no candidate older than `grace` is left (a dry run: visits each
+/// once), and prints what it deleted (or would).
+async fn collect_garbage(
+    registry: &Registry<Arc<dyn Storage>>,
+    grace: u64,
+    dry_run: bool,
+) -> Result<(), String> {
+    let settings = berth::Collection {
+        grace,
+        dry_run,
+        max_candidates: if dry_run { usize::MAX } else { 1000 },
+    };
+    let mut total = berth::CollectionReport::default();
+    loop {
+        let report = registry
+            .collect_garbage(&settings)
+            .await
+            .map_err(|e| format!("collecting garbage: {e}"))?;
+        total.visited += report.visited;
+        total.blobs_deleted += report.blobs_deleted;
+        total.bytes_deleted += report.bytes_deleted;
+        total.links_removed += report.links_removed;
+        total.marked += report.marked;
+        for (repository, bytes) in report.by_repository {
+            *total.by_repository.entry(repository).or_default() += bytes;
+        }
+        if dry_run || report.left == 0 || report.visited == 0 {
+            break;
+        }
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    if total.marked > 0 {
+        println!(
+            "wrote {} back-links for what was stored before",
+            total.marked
+        );
+    }
+    println!(
+        "visited {} candidates; {verb} {} blobs ({} bytes) and {} repository links",
+        total.visited, total.blobs_deleted, total.bytes_deleted, total.links_removed
+    );
+    for (repository, bytes) in &total.by_repository {
+        println!("  {repository}: {bytes} bytes unlinked");
+    }
+    Ok(())
 }
 
 /// Runs the storage conformance suite and prints its report, one line per check.
@@ -241,6 +310,7 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
     options.upload_lease = settings.upload_lease;
     options.blob_redirect = settings.blob_redirect;
     options.hash_offload = Some(berth::offload::tokio_blocking_pool());
+    options.track_references = settings.gc.is_some();
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");
@@ -257,6 +327,43 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
         options.access = Arc::new(ReadOnly);
     }
     Ok(options)
+}
+
+/// Collects garbage every interval, for as long as the server runs (each run visits every
+/// candidate old enough, in steps).
+fn spawn_collector(registry: Arc<Registry<Arc<dyn Storage>>>, gc: GcSettings) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(gc.interval));
+        let settings = berth::Collection {
+            grace: gc.grace,
+            ..berth::Collection::default()
+        };
+        loop {
+            ticks.tick().await;
+            loop {
+                match registry.collect_garbage(&settings).await {
+                    Ok(report) => {
+                        if report.blobs_deleted + report.links_removed + report.marked > 0 {
+                            tracing::info!(
+                                blobs = report.blobs_deleted,
+                                bytes = report.bytes_deleted,
+                                links = report.links_removed,
+                                marked = report.marked,
+                                "collected garbage"
+                            );
+                        }
+                        if report.left == 0 || report.visited == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "collecting garbage failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Purges expired upload sessions now and then, for as long as the server runs.
@@ -284,6 +391,9 @@ async fn serve(
     settings: Settings,
 ) -> Result<(), String> {
     spawn_upload_purger(Arc::clone(&registry), settings.upload_expiry);
+    if let Some(gc) = settings.gc {
+        spawn_collector(Arc::clone(&registry), gc);
+    }
     let tls = match &settings.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,

@@ -42,11 +42,28 @@ impl<S: Storage> Registry<S> {
                 format!("uploaded content has digest {actual}, not {digest}"),
             ));
         }
+        self.link_stored(name, digest).await?;
+        self.end_session(id).await?;
+        Ok(created(name, digest))
+    }
+
+    /// Links content the registry stored before (by an earlier upload or an earlier try)
+    /// into `name`; with references tracked, once the link is tracked and the content is
+    /// seen still there.
+    async fn link_stored(&self, name: &RepositoryName, digest: &Digest) -> Result<(), Error> {
+        if self.options.track_references {
+            self.track_link(name, digest).await?;
+            if !self.blob_exists(digest).await? {
+                return Err(Error::new(
+                    ErrorCode::BlobUploadUnknown,
+                    format!("blob {digest} was collected as garbage meanwhile: upload it again"),
+                ));
+            }
+        }
         self.register_repository(name).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
-        self.end_session(id).await?;
-        Ok(created(name, digest))
+        self.may_collect(digest).await
     }
 
     /// Finishes a rehashed upload (see `finish_rehashed`) whose earlier try published its
@@ -111,9 +128,7 @@ impl<S: Storage> Registry<S> {
                 format!("the upload's content has digest {published}, not {digest}"),
             ));
         }
-        self.register_repository(name).await?;
-        self.write_link(&layout::layer_link(name, digest), digest)
-            .await?;
+        self.link_stored(name, digest).await?;
         self.end_session(id).await?;
         Ok(created(name, digest))
     }
@@ -131,11 +146,17 @@ impl<S: Storage> Registry<S> {
             self.discard(session).await;
             return Err(error);
         }
+        // Tracked before the content is published: no collector deletes it after that.
+        if let Err(error) = self.track_link(name, digest).await {
+            self.discard(session).await;
+            return Err(error);
+        }
         self.publish(digest, session, staging, whole).await?;
         // The catalog entry first: a link is what makes the blob visible, so it comes last.
         self.register_repository(name).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
-            .await
+            .await?;
+        self.may_collect(digest).await
     }
 
     /// Finishes an upload that was hashed with another algorithm than the digest it is

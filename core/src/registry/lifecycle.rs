@@ -1,0 +1,724 @@
+//! Online garbage collection that never deletes what a push is about to reference.
+//!
+//! With [`Options::track_references`] on, every write that makes a digest reachable records
+//! it where a collector finds it with one short listing, and every change that may leave a
+//! digest unreachable records a candidate:
+//!
+//! - **Back-links** (`berth/refs/<digest>/<repo>/!<manifest>`): a manifest PUT writes one per
+//!   digest the manifest names (config, layers or children, subject), and one for its own
+//!   revision link (`.../<repo>/!`), *before* it commits the revision link; a manifest delete
+//!   removes them *after* it removes the revision link. "Does anything reference X?" is a
+//!   listing of `berth/refs/X/`.
+//! - **Link entries** (`berth/links/<digest>/<repo>/!`): an upload's finish and a mount write
+//!   one before the layer link; its modification time is the link's age. A blob linked but
+//!   referenced by no manifest (a push not yet finished) is kept for the grace period.
+//! - **Candidates** (`berth/gc/candidates/<time>-<digest>`): recorded by uploads, mounts,
+//!   blob deletes and manifest deletes. The collector visits only candidates older than the
+//!   grace period, by the storage's clock, and removes each once visited.
+//!
+//! The race that loses layers elsewhere (a blob unreferenced long ago, referenced again by
+//! a push while the collector decides) is closed by a pair of flags, without locks or
+//! clocks. The collector lists X's back-links and links (nothing left), creates a **claim**
+//! on X, lists them again, and deletes only what is still unreferenced. A writer writes its
+//! back-link or link entry, then lists the claims: while one covers a digest it needs, it
+//! waits; then it checks that the layer links it relies on are still there. Either the
+//! writer's entry lands before the collector's second listing (which then keeps X), or after
+//! it, hence after the claim, which the writer then sees. A claim of a collector that died
+//! lapses after [`CLAIM_SECONDS`]; a collector stops deleting half-way through that time, so
+//! a writer that waited it out finds every deletion done.
+//!
+//! What registry:2 (or berth before tracking) wrote has no back-links: the first collection
+//! writes them for every revision and layer link it finds, then marks the storage complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+
+use super::{Registry, internal};
+use crate::digest::Digest;
+use crate::error::{Error, ErrorCode};
+use crate::layout;
+use crate::manifest::Manifest;
+use crate::reference::RepositoryName;
+use crate::storage::{Durability, Key, Listed, PutMode, Storage, StorageError, StorageExt};
+
+/// How long a collector's claim on a digest lasts. A collector deletes nothing once half of
+/// it has passed; a writer that finds a claim waits at most this long.
+pub const CLAIM_SECONDS: u64 = 30;
+
+/// The default grace period: blobs linked or unreferenced more recently are kept (longer
+/// than any push takes between its first upload and its manifest).
+pub const DEFAULT_GRACE_SECONDS: u64 = 24 * 60 * 60;
+
+/// How a collection step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collection {
+    /// Seconds a candidate, and a link no manifest references, must be old before anything
+    /// is deleted for it.
+    pub grace: u64,
+    /// At most this many candidates are visited in one step (each costs a few requests).
+    pub max_candidates: usize,
+    /// Report what would be deleted; delete nothing, write nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Collection {
+    fn default() -> Self {
+        Self {
+            grace: DEFAULT_GRACE_SECONDS,
+            max_candidates: 1000,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a collection step did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectionReport {
+    /// Candidates visited.
+    pub visited: u64,
+    /// Blobs (layers, configs, manifests) deleted.
+    pub blobs_deleted: u64,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Layer links removed from repositories (a blob no manifest there references).
+    pub links_removed: u64,
+    /// Per repository: the bytes of the blobs whose last link there was removed.
+    pub by_repository: BTreeMap<String, u64>,
+    /// Candidates left for a later step: busy (another collector's claim), or one more when
+    /// the step reached `max_candidates`. Those younger than the grace period are not
+    /// counted.
+    pub left: u64,
+    /// Back-links written by the first collection for what was stored before.
+    pub marked: u64,
+}
+
+impl CollectionReport {
+    /// Whether every candidate old enough was visited.
+    pub fn finished(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// What the collector found for one digest.
+struct Holders {
+    /// Repositories with a manifest that references the digest (or is it).
+    referencing: BTreeSet<String>,
+    /// Repositories that link the digest as a blob, with the link's age in milliseconds
+    /// (`None`: unknown, taken as young).
+    linked: Vec<(String, Option<u64>)>,
+}
+
+impl Holders {
+    /// The repositories whose link may go: no manifest there references the digest, and the
+    /// link is older than `grace_ms`.
+    fn unlinkable(&self, grace_ms: u64) -> Vec<String> {
+        self.linked
+            .iter()
+            .filter(|(name, age)| {
+                !self.referencing.contains(name) && age.is_some_and(|age| age >= grace_ms)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether the content may go once `unlinkable` links are gone.
+    fn deletable(&self, unlinkable: &[String]) -> bool {
+        self.referencing.is_empty() && self.linked.len() == unlinkable.len()
+    }
+}
+
+impl<S: Storage> Registry<S> {
+    /// Writes the back-links of the manifest `digest` of `name` (before its revision link),
+    /// then waits out any collector's claim on what it references.
+    pub(super) async fn track_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+    ) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        let mut keys = vec![layout::reference(digest, name, None)];
+        keys.extend(
+            manifest
+                .referenced_digests()
+                .into_iter()
+                .map(|referenced| layout::reference(referenced, name, Some(digest))),
+        );
+        try_join_all(keys.iter().map(|key| self.put_marker(key))).await?;
+        let mut digests = manifest.referenced_digests();
+        digests.push(digest);
+        // Collectors never remove back-links: once written, they hold whatever a claim
+        // waited out here did not delete, which the caller checks next.
+        self.wait_out_claims(&digests).await.map(drop)
+    }
+
+    /// Removes the back-links of a manifest whose revision link is gone, and records what it
+    /// referenced as candidates.
+    pub(super) async fn untrack_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: Option<&Manifest>,
+    ) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        let referenced = manifest
+            .map(Manifest::referenced_digests)
+            .unwrap_or_default();
+        let mut keys = vec![layout::reference(digest, name, None)];
+        keys.extend(
+            referenced
+                .iter()
+                .map(|referenced| layout::reference(referenced, name, Some(digest))),
+        );
+        try_join_all(
+            keys.iter()
+                .map(|key| self.storage.delete(key, Durability::Durable)),
+        )
+        .await
+        .map_err(internal)?;
+        let mut digests = referenced;
+        digests.push(digest);
+        self.record_candidates(&digests).await
+    }
+
+    /// Records that `name` is about to link the blob `digest`, then waits out any
+    /// collector's claim on it. After this, no collector deletes the blob for the grace
+    /// period: the caller then checks the content is there (or publishes it), writes the
+    /// layer link, and records the blob as a candidate ([`Registry::may_collect`]), which
+    /// has the collector look at it once the grace period is over.
+    pub(super) async fn track_link(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        // The entry is written again each time (its age is the link's). A collector whose
+        // claim this waited out may have removed it (and the link, and the content): then
+        // it is written again, and what it covers is checked by the caller after.
+        for _ in 0..3 {
+            self.put_marker(&layout::linked_in_entry(digest, name))
+                .await?;
+            if !self.wait_out_claims(&[digest]).await? {
+                return Ok(());
+            }
+        }
+        // The entry stays: the candidate has the collector look at it again.
+        self.record_candidates(&[digest]).await?;
+        Err(Error::new(
+            ErrorCode::Unknown,
+            format!("blob {digest} is being collected as garbage over and over: try again"),
+        )
+        .with_status(503))
+    }
+
+    /// Records `digest` as a candidate, after a layer link to it was written or removed.
+    /// Recorded last, so that the collector's visit sees what the request left. (A removed
+    /// link's entry stays until the collector removes it: a link written again meanwhile
+    /// keeps its entry that way.)
+    pub(super) async fn may_collect(&self, digest: &Digest) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        self.record_candidates(&[digest]).await
+    }
+
+    /// Records candidates for `digests`, stamped with the host's time (their order only).
+    async fn record_candidates(&self, digests: &[&Digest]) -> Result<(), Error> {
+        let now = (self.options.clock)();
+        let nonce = (self.options.ids)();
+        let keys: Vec<Key> = digests
+            .iter()
+            .map(|digest| layout::candidate(now, digest, &nonce))
+            .collect();
+        try_join_all(keys.iter().map(|key| self.put_marker(key)))
+            .await
+            .map(drop)
+    }
+
+    async fn put_marker(&self, key: &Key) -> Result<(), Error> {
+        self.storage
+            .put(key, Bytes::new(), PutMode::Overwrite.into())
+            .await
+            .map(drop)
+            .map_err(internal)
+    }
+
+    /// Waits while a collector claims one of `digests` (one listing when none does, as
+    /// almost always), at most [`CLAIM_SECONDS`]. Returns whether it waited.
+    async fn wait_out_claims(&self, digests: &[&Digest]) -> Result<bool, Error> {
+        let ours: BTreeSet<Key> = digests.iter().map(|digest| layout::claim(digest)).collect();
+        let started = (self.options.clock)();
+        let mut wait = Duration::from_millis(10);
+        let mut waited = false;
+        loop {
+            let claims = self
+                .storage
+                .list_all(layout::claims())
+                .await
+                .map_err(internal)?;
+            if !claims.iter().any(|claim| ours.contains(claim)) {
+                return Ok(waited);
+            }
+            waited = true;
+            if (self.options.clock)() >= started + CLAIM_SECONDS {
+                // The claim lapsed: its collector stopped deleting long ago.
+                return Ok(waited);
+            }
+            match &self.options.pause {
+                Some(pause) => {
+                    pause(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                None => super::leases::yield_now().await,
+            }
+        }
+    }
+
+    /// Takes back the back-links of a manifest push that failed before its revision link,
+    /// holding the digest's lease (best effort: back-links left behind only keep blobs).
+    /// Were the manifest there already, they are its own and stay.
+    pub(super) async fn abandon_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+    ) {
+        if let Ok(None) = self.read_link(&layout::revision_link(name, digest)).await {
+            let _ = self.untrack_manifest(name, digest, Some(manifest)).await;
+        }
+    }
+
+    /// One step of garbage collection: visits up to `settings.max_candidates` candidates
+    /// older than the grace period and deletes what nothing references any more. Any
+    /// instance may run steps at any time, several at once; each continues where the
+    /// candidates stand. The first step on a storage also writes the back-links of what was
+    /// stored before references were tracked.
+    pub async fn collect_garbage(
+        &self,
+        settings: &Collection,
+    ) -> Result<CollectionReport, StorageError> {
+        let mut report = CollectionReport::default();
+        if !self.storage.exists(&layout::references_complete()).await? {
+            if settings.dry_run {
+                return Err(StorageError::Unsupported(
+                    "a dry run before the first collection has written the back-links",
+                ));
+            }
+            report.marked = self.mark_stored().await?;
+        }
+        let now = self.storage_now().await?;
+        let grace_ms = settings.grace.saturating_mul(1000);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .storage
+                .list(layout::candidates(), false, after.as_deref(), 1000)
+                .await?;
+            for candidate in &page.objects {
+                let old_enough = candidate
+                    .last_modified
+                    .is_some_and(|written| now.saturating_sub(written) >= grace_ms);
+                if !old_enough {
+                    // Listed in the order they were recorded: the rest are younger still.
+                    return Ok(report);
+                }
+                if report.visited as usize >= settings.max_candidates {
+                    report.left += 1;
+                    return Ok(report);
+                }
+                let Some(digest) = candidate_digest(&candidate.key) else {
+                    if !settings.dry_run {
+                        self.storage
+                            .delete(&candidate.key, Durability::Durable)
+                            .await?;
+                    }
+                    continue;
+                };
+                report.visited += 1;
+                match self
+                    .collect(&digest, now, grace_ms, settings, &mut report)
+                    .await?
+                {
+                    Visit::Done if !settings.dry_run => {
+                        self.storage
+                            .delete(&candidate.key, Durability::Durable)
+                            .await?;
+                    }
+                    Visit::Done => {}
+                    Visit::Busy => report.left += 1,
+                }
+            }
+            after = page.objects.last().map(|object| object.key.to_string());
+            if !page.truncated || after.is_none() {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Deletes what nothing holds of `digest`: layer links that no manifest in their
+    /// repository references and that are older than the grace period, then the content once
+    /// nothing references or links it.
+    async fn collect(
+        &self,
+        digest: &Digest,
+        now: u64,
+        grace_ms: u64,
+        settings: &Collection,
+        report: &mut CollectionReport,
+    ) -> Result<Visit, StorageError> {
+        let holders = self.holders(digest, now).await?;
+        let unlinkable = holders.unlinkable(grace_ms);
+        let deletable = holders.deletable(&unlinkable);
+        if unlinkable.is_empty() && !deletable {
+            return Ok(Visit::Done);
+        }
+        if settings.dry_run {
+            self.count_deletions(digest, &unlinkable, deletable, report)
+                .await?;
+            return Ok(Visit::Done);
+        }
+        let claimed_at = (self.options.clock)();
+        let claim = layout::claim(digest);
+        let record = Bytes::from(format!("{}", claimed_at + CLAIM_SECONDS));
+        match self
+            .storage
+            .put(&claim, record.clone(), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => {}
+            Err(StorageError::AlreadyExists) => {
+                // Another collector is at it, or died at it: its claim lapses.
+                let (meta, held) = match self.storage.read_small(&claim, 64).await {
+                    Ok(found) => found,
+                    Err(StorageError::NotFound) => return Ok(Visit::Busy),
+                    Err(e) => return Err(e),
+                };
+                let until = std::str::from_utf8(&held)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                if until > claimed_at {
+                    return Ok(Visit::Busy);
+                }
+                match self
+                    .storage
+                    .put(&claim, record, PutMode::Update(meta.version).into())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
+                        return Ok(Visit::Busy);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let deleted = self
+            .delete_unheld(digest, now, grace_ms, claimed_at, report)
+            .await;
+        // Given back even when the deletes failed: what is left is decided again next time.
+        self.storage.delete(&claim, Durability::Durable).await?;
+        deleted
+    }
+
+    /// Under a claim: lists the holders again and deletes what is still unheld, while the
+    /// claim is young enough that a waiting writer has not given up on it.
+    async fn delete_unheld(
+        &self,
+        digest: &Digest,
+        now: u64,
+        grace_ms: u64,
+        claimed_at: u64,
+        report: &mut CollectionReport,
+    ) -> Result<Visit, StorageError> {
+        let in_time = || (self.options.clock)() < claimed_at + CLAIM_SECONDS / 2;
+        let holders = self.holders(digest, now).await?;
+        let unlinkable = holders.unlinkable(grace_ms);
+        let deletable = holders.deletable(&unlinkable);
+        let size = if deletable {
+            match self.storage.head(&layout::blob_data(digest)).await {
+                Ok(meta) => Some(meta.size),
+                Err(StorageError::NotFound) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        for repository in &unlinkable {
+            let Ok(name) = repository.parse::<RepositoryName>() else {
+                continue;
+            };
+            if !in_time() {
+                return Ok(Visit::Busy);
+            }
+            self.storage
+                .delete(&layout::layer_link(&name, digest), Durability::Durable)
+                .await?;
+            self.storage
+                .delete(&layout::linked_in_entry(digest, &name), Durability::Durable)
+                .await?;
+            report.links_removed += 1;
+            if let Some(size) = size {
+                *report.by_repository.entry(repository.clone()).or_default() += size;
+            }
+        }
+        if deletable {
+            if !in_time() {
+                return Ok(Visit::Busy);
+            }
+            self.storage
+                .delete(&layout::blob_data(digest), Durability::Durable)
+                .await?;
+            if let Some(size) = size {
+                report.blobs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+        }
+        Ok(Visit::Done)
+    }
+
+    /// A dry run's account of what [`Registry::collect`] would delete.
+    async fn count_deletions(
+        &self,
+        digest: &Digest,
+        unlinkable: &[String],
+        deletable: bool,
+        report: &mut CollectionReport,
+    ) -> Result<(), StorageError> {
+        let size = match self.storage.head(&layout::blob_data(digest)).await {
+            Ok(meta) => meta.size,
+            Err(StorageError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        report.links_removed += unlinkable.len() as u64;
+        for repository in unlinkable {
+            *report.by_repository.entry(repository.clone()).or_default() += size;
+        }
+        if deletable {
+            report.blobs_deleted += 1;
+            report.bytes_deleted += size;
+        }
+        Ok(())
+    }
+
+    /// Who references and who links `digest`, with the links' ages at `now`.
+    async fn holders(&self, digest: &Digest, now: u64) -> Result<Holders, StorageError> {
+        let references = layout::references(digest);
+        let referencing = self
+            .storage
+            .list_all(&references)
+            .await?
+            .iter()
+            .filter_map(|key| repository_of(&key[references.len()..]))
+            .collect();
+        let linked_in = layout::linked_in(digest);
+        let linked = self
+            .list_objects(&linked_in)
+            .await?
+            .into_iter()
+            .filter_map(|listed| {
+                let name = repository_of(&listed.key[linked_in.len()..])?;
+                let age = listed
+                    .last_modified
+                    .map(|written| now.saturating_sub(written));
+                Some((name, age))
+            })
+            .collect();
+        Ok(Holders {
+            referencing,
+            linked,
+        })
+    }
+
+    /// Every object below `prefix`, with its modification time.
+    async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        let mut objects = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .storage
+                .list(prefix, false, after.as_deref(), 1000)
+                .await?;
+            after = page.objects.last().map(|object| object.key.to_string());
+            objects.extend(page.objects);
+            if !page.truncated || after.is_none() {
+                return Ok(objects);
+            }
+        }
+    }
+
+    /// The storage's time, in milliseconds: the modification time of an object written now.
+    async fn storage_now(&self) -> Result<u64, StorageError> {
+        let key = layout::storage_clock();
+        self.storage
+            .put(&key, Bytes::new(), PutMode::Overwrite.volatile())
+            .await?;
+        self.storage
+            .head(&key)
+            .await?
+            .last_modified
+            .ok_or(StorageError::Unsupported(
+                "garbage collection without modification times",
+            ))
+    }
+
+    /// Writes the back-links and link entries of everything stored (every revision link and
+    /// layer link), with a candidate per layer link, then marks the storage complete.
+    /// Returns how many entries it wrote.
+    async fn mark_stored(&self) -> Result<u64, StorageError> {
+        let repositories = layout::repositories();
+        let mut marked = 0;
+        let mut after: Option<String> = None;
+        let now = (self.options.clock)();
+        loop {
+            let page = self
+                .storage
+                .list(&repositories, false, after.as_deref(), 1000)
+                .await?;
+            after = page.objects.last().map(|object| object.key.to_string());
+            for listed in &page.objects {
+                let Some((name, kind, digest)) = stored_link(&listed.key[repositories.len()..])
+                else {
+                    continue;
+                };
+                match kind {
+                    StoredLink::Revision => {
+                        let manifest = match self
+                            .storage
+                            .read_small(&layout::blob_data(&digest), 64 * 1024 * 1024)
+                            .await
+                        {
+                            Ok((_, bytes)) => Manifest::parse(&bytes, None).ok(),
+                            Err(StorageError::NotFound) => None,
+                            Err(e) => return Err(e),
+                        };
+                        let mut keys = vec![layout::reference(&digest, &name, None)];
+                        if let Some(manifest) = &manifest {
+                            keys.extend(manifest.referenced_digests().into_iter().map(
+                                |referenced| layout::reference(referenced, &name, Some(&digest)),
+                            ));
+                        }
+                        for key in &keys {
+                            self.storage
+                                .put(key, Bytes::new(), PutMode::Overwrite.into())
+                                .await?;
+                        }
+                        marked += keys.len() as u64;
+                    }
+                    StoredLink::Layer => {
+                        for key in [
+                            layout::linked_in_entry(&digest, &name),
+                            layout::candidate(now, &digest, "mark"),
+                        ] {
+                            self.storage
+                                .put(&key, Bytes::new(), PutMode::Overwrite.into())
+                                .await?;
+                        }
+                        marked += 1;
+                    }
+                }
+            }
+            if !page.truncated || after.is_none() {
+                break;
+            }
+        }
+        self.storage
+            .put(
+                &layout::references_complete(),
+                Bytes::new(),
+                PutMode::Overwrite.into(),
+            )
+            .await?;
+        Ok(marked)
+    }
+}
+
+/// How a visit of a candidate ended.
+enum Visit {
+    /// Decided: the candidate can go.
+    Done,
+    /// Another collector holds the digest, or time ran out: visit it again later.
+    Busy,
+}
+
+/// The kind of link a key below `repositories/` is.
+enum StoredLink {
+    Revision,
+    Layer,
+}
+
+/// The repository, kind and digest of a revision or layer link key below `repositories/`
+/// (`<name>/_manifests/revisions/<alg>/<hex>/link`, `<name>/_layers/<alg>/<hex>/link`).
+fn stored_link(rest: &str) -> Option<(RepositoryName, StoredLink, Digest)> {
+    let rest = rest.strip_suffix("/link")?;
+    let (before, hex) = rest.rsplit_once('/')?;
+    let (before, algorithm) = before.rsplit_once('/')?;
+    let digest: Digest = format!("{algorithm}:{hex}").parse().ok()?;
+    if let Some(name) = before.strip_suffix("/_manifests/revisions") {
+        return Some((name.parse().ok()?, StoredLink::Revision, digest));
+    }
+    let name = before.strip_suffix("/_layers")?;
+    Some((name.parse().ok()?, StoredLink::Layer, digest))
+}
+
+/// The repository an entry below a digest's back-links or link entries belongs to
+/// (`<repo>/!...`).
+fn repository_of(rest: &str) -> Option<String> {
+    rest.split_once("/!").map(|(name, _)| name.to_owned())
+}
+
+/// The digest a candidate key names (`<time>-<alg>-<hex>-<nonce>`).
+fn candidate_digest(key: &str) -> Option<Digest> {
+    let name = key.strip_prefix(layout::candidates())?;
+    let mut fields = name.splitn(4, '-');
+    let (_, algorithm, hex) = (fields.next()?, fields.next()?, fields.next()?);
+    format!("{algorithm}:{hex}").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_repository_and_digest() {
+        let digest: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse()
+                .unwrap();
+        let name: RepositoryName = "a/b".parse().unwrap();
+        let reference = layout::reference(&digest, &name, Some(&digest));
+        let prefix = layout::references(&digest);
+        assert_eq!(
+            repository_of(&reference[prefix.len()..]).as_deref(),
+            Some("a/b")
+        );
+        assert!(reference.starts_with(&layout::references_from(&digest, &name)));
+        let a: RepositoryName = "a".parse().unwrap();
+        assert!(!reference.starts_with(&layout::references_from(&digest, &a)));
+        assert_eq!(
+            candidate_digest(&layout::candidate(12, &digest, "n-1")),
+            Some(digest.clone())
+        );
+        let layer = layout::layer_link(&name, &digest);
+        let rest = &layer[layout::repositories().len()..];
+        assert!(matches!(
+            stored_link(rest),
+            Some((found, StoredLink::Layer, d)) if found == name && d == digest
+        ));
+        let revision = layout::revision_link(&name, &digest);
+        assert!(matches!(
+            stored_link(&revision[layout::repositories().len()..]),
+            Some((_, StoredLink::Revision, _))
+        ));
+    }
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Garbage collection while registries serve: `berth serve --gc` instances over one storage,
+# `berth gc` beside them. A deleted image's blobs go, shared ones stay; pushes racing the
+# collector with no grace period lose nothing; afterwards exactly what the tags need is
+# stored, and registry:2's own collector finds nothing more to delete. With
+# BERTH_S3_ENDPOINT set (tests/s3.sh), the same over S3.
+#   tests/gc.sh BERTH_BINARY
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib/common.sh"
+binary=$(realpath "$1")
+work=$(mktemp -d /tmp/berth-gc.XXXXXX)
+trap 'stop_all_servers; rm -rf "$work"' EXIT
+cd "$work"
+
+# collect ROOT [FLAGS...]: `berth gc` over the storage of ROOT.
+collect() {
+  local root=$1; shift
+  local storage; mapfile -t storage < <(storage_flags "$root")
+  "$binary" gc "${storage[@]}" --log warn "$@"
+}
+
+# stored_blobs ROOT: the digests (hex) of the blobs stored under ROOT, sorted.
+stored_blobs() {
+  if [ -z "${BERTH_S3_ENDPOINT:-}" ]; then
+    find "$1/docker/registry/v2/blobs" -name data 2>/dev/null | awk -F/ '{print $(NF-1)}' | sort
+    return
+  fi
+  local bucket="berth-$(printf '%s' "$1" | sha256sum | cut -c1-24)"
+  curl -s "$BERTH_S3_ENDPOINT/$bucket?list-type=2&prefix=docker/registry/v2/blobs/&max-keys=1000" |
+    grep -o '<Key>[^<]*/data<' | awk -F/ '{print $(NF-1)}' | sort
+}
+
+layout() { python3 "$here/lib/make_oci_layout.py" "$@" >/dev/null; }
+push() { skopeo copy --dest-tls-verify=false "oci:$1" "docker://$2" >/dev/null; }
+pull() { skopeo copy --src-tls-verify=false "docker://$1" "oci:$work/pulled:x" >/dev/null; }
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+manifest_digest() {
+  curl -s -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1" |
+    tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" {print $2}'
+}
+
+layout one v1 --layers 2 --size 50000
+layout two v2 --layers 2 --size 50000
+
+deleted_image() {
+  start_berth "$binary" "$work/root" --gc --gc-grace 0 || return 1
+  local r=$BERTH_ADDR
+  push one:v1 "$r/app/one:v1" && push one:v1 "$r/app/two:v1" && push two:v2 "$r/app/one:v2" || return 1
+  local loose; loose=$(head -c 1000 /dev/urandom | tee loose.bin | sha256sum | cut -d' ' -f1)
+  equal "$(status -X POST --data-binary @loose.bin "http://$r/v2/app/one/blobs/uploads/?digest=sha256:$loose")" 201 || return 1
+  local layer; layer=$(python3 -c 'import json; print(json.load(open("one/blobs/sha256/" + json.load(open("one/index.json"))["manifests"][0]["digest"][7:]))["layers"][0]["digest"])')
+  local v1; v1=$(manifest_digest "$r/v2/app/one/manifests/v1")
+  equal "$(status -X DELETE "http://$r/v2/app/one/manifests/$v1")" 202 || return 1
+  # Within the grace period (24 h by default) nothing goes.
+  collect "$work/root" | tee gc-graced.out && contains "$(cat gc-graced.out)" "deleted 0 blobs" || return 1
+  collect "$work/root" --gc-grace 0 | tee gc.out || return 1
+  contains "$(cat gc.out)" "deleted 1 blobs" || return 1
+  # Both images stay whole (each has a config, two layers and a manifest); the loose blob
+  # went, and so did the links of the deleted image's layers in app/one.
+  equal "$(stored_blobs "$work/root" | wc -l)" 8 &&
+  equal "$(status "http://$r/v2/app/one/blobs/sha256:$loose")" 404 &&
+  equal "$(status "http://$r/v2/app/one/blobs/$layer")" 404 &&
+  equal "$(status "http://$r/v2/app/two/blobs/$layer")" 200 &&
+  pull "$r/app/two:v1" && pull "$r/app/one:v2" || return 1
+  # Deleting the other copy leaves nothing of that image.
+  local copy; copy=$(manifest_digest "$r/v2/app/two/manifests/v1")
+  equal "$(status -X DELETE "http://$r/v2/app/two/manifests/$copy")" 202 &&
+  collect "$work/root" --gc-grace 0 >/dev/null &&
+  equal "$(stored_blobs "$work/root" | wc -l)" 4 && pull "$r/app/one:v2"
+}
+check "a deleted image's blobs go (once past the grace period), what another tag shares stays and pulls" deleted_image
+
+dry_run() {
+  local r=$BERTH_ADDR
+  head -c 2000 /dev/urandom >loose2.bin
+  local loose; loose=$(sha256sum loose2.bin | cut -d' ' -f1)
+  equal "$(status -X POST --data-binary @loose2.bin "http://$r/v2/app/one/blobs/uploads/?digest=sha256:$loose")" 201 &&
+  collect "$work/root" --gc-grace 0 --dry-run | tee dry.out &&
+  contains "$(cat dry.out)" "would delete 1 blobs (2000 bytes)" &&
+  equal "$(status "http://$r/v2/app/one/blobs/sha256:$loose")" 200
+}
+check "berth gc --dry-run reports what it would delete and deletes nothing" dry_run
+
+registry2_agrees() {
+  [ -z "${BERTH_S3_ENDPOINT:-}" ] || { echo "(on the filesystem only)"; return 0; }
+  stop_server "$BERTH_PID"
+  collect "$work/root" --gc-grace 0 >/dev/null || return 1
+  registry_config "$work/root" 127.0.0.1:1 >registry2.yml
+  docker-registry garbage-collect --dry-run registry2.yml >r2gc.out 2>&1 || { cat r2gc.out; return 1; }
+  # registry:2 marks every manifest's blobs and lists the rest as eligible: none.
+  equal "$(grep -c 'eligible for deletion:' r2gc.out)" 0 && contains "$(cat r2gc.out)" '0 blobs and 0 manifests eligible' || { cat r2gc.out; return 1; }
+  local port; port=$(free_port)
+  registry_config "$work/root" "127.0.0.1:$port" >serve2.yml
+  docker-registry serve serve2.yml >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  SERVER_PIDS+=("$!")
+  wait_http "http://127.0.0.1:$port/v2/" && pull "127.0.0.1:$port/app/one:v2"
+}
+check "registry:2's garbage-collect --dry-run finds nothing more to delete, and registry:2 serves what is left" registry2_agrees
+stop_all_servers
+
+# Both conformance suites against an instance that tracks references, with collections
+# running beside them. (With no grace period at all, a blob may go between its upload and
+# the manifest that references it: the push is refused, as the race below counts; the
+# suites expect none to be.)
+suites_with_collections() {
+  start_berth "$binary" "$work/suites" --gc --gc-grace 0 || return 1
+  (while [ ! -e suites.done ]; do collect "$work/suites" --gc-grace 1m >/dev/null 2>&1; done) &
+  local collector=$!
+  conformance_v1 "$BERTH_ADDR" 1 v1.out && conformance_next "$BERTH_ADDR" next.out
+  local ok=$?
+  touch suites.done; wait "$collector"
+  stop_server "$BERTH_PID"
+  return $ok
+}
+check "both conformance suites with references tracked, a collector running beside them" suites_with_collections
+
+race() {
+  start_berth "$binary" "$work/race" --gc --gc-grace 0 || return 1
+  local first=$BERTH_ADDR
+  start_berth "$binary" "$work/race" --gc --gc-grace 0 || return 1
+  local second=$BERTH_ADDR
+  # The collector runs over and over beside the two instances while they are pushed to.
+  (while [ ! -e race.done ]; do collect "$work/race" --gc-grace 0 >>collections.out 2>&1; done) &
+  local collector=$!
+  python3 "$here/lib/gc_race.py" race 20 ledger.json "http://$first" "http://$second"
+  local raced=$?
+  touch race.done; wait "$collector"
+  [ $raced -eq 0 ] || return 1
+  echo "$(grep -c '^visited' collections.out) collections ran during the pushes:" \
+    "$(awk '/^visited/ {b += $5; l += $10} END {print b " blobs and " l " links deleted"}' collections.out)"
+  python3 "$here/lib/gc_race.py" check "http://$first" ledger.json || return 1
+  # With the pushes over, one more collection leaves exactly what the tags need.
+  collect "$work/race" --gc-grace 0 >/dev/null &&
+  python3 "$here/lib/gc_race.py" check "http://$second" ledger.json &&
+  equal "$(stored_blobs "$work/race" | tr '\n' ' ')" \
+    "$(python3 "$here/lib/gc_race.py" needed ledger.json | sed 's/^sha256://' | sort | tr '\n' ' ')"
+}
+check "pushes to two instances racing the collector (no grace period) lose nothing; what is left is what the tags need" race
+
+stop_all_servers
+summary gc

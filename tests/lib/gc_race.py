@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Pushes racing the garbage collector, and the check after.
+
+    gc_race.py race SECONDS LEDGER URL...   6 threads push images to the registries at URL
+                                            (in turn) for SECONDS: layers drawn from a small
+                                            pool, so layers left unreferenced by a delete are
+                                            referenced again; each thread deletes some of its
+                                            own manifests again. Every tag a registry
+                                            acknowledged and the test did not delete goes to
+                                            LEDGER.
+    gc_race.py check URL LEDGER             every tag in LEDGER pulls back whole (manifest,
+                                            config, layers, each verified); prints
+                                            "N tags, M blobs verified, K broken"
+    gc_race.py needed LEDGER                the digests the tags in LEDGER need, one a line
+
+Loopback only; bounded in count and time.
+"""
+import hashlib
+import http.client
+import json
+import random
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+THREADS = 6
+POOL = [bytes([n]) * (32 * 1024 + n) for n in range(8)]
+CONFIG = b'{"architecture":"amd64","os":"linux"}'
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def request(url, method, path, body=None, headers=None):
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def image(layers, note):
+    descriptor = lambda media_type, data: {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", CONFIG),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer) for layer in layers],
+        "annotations": {"note": note},
+    }).encode()
+
+
+def race(seconds, ledger, urls):
+    deadline = time.monotonic() + seconds
+    live, lock = {}, threading.Lock()
+    counts = {"pushed": 0, "refused": 0, "deleted": 0}
+
+    def writer(number):
+        rng = random.Random(number)
+        mine = []
+        round_ = 0
+        while time.monotonic() < deadline:
+            url = urls[round_ % len(urls)]
+            layers = rng.sample(POOL, rng.randint(1, 3))
+            for data in layers + [CONFIG]:
+                request(url, "POST", f"/v2/race/blobs/uploads/?digest={sha256(data)}", data,
+                        {"Content-Type": "application/octet-stream"})
+            tag = f"t{number}-{round_}"
+            manifest = image(layers, tag)
+            status, _ = request(url, "PUT", f"/v2/race/manifests/{tag}", manifest,
+                                {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+            with lock:
+                if status == 201:
+                    live[tag] = manifest.decode()
+                    mine.append(tag)
+                    counts["pushed"] += 1
+                else:
+                    counts["refused"] += 1
+            if mine and rng.random() < 0.4:
+                gone = mine.pop(rng.randrange(len(mine)))
+                with lock:
+                    manifest = live.pop(gone)
+                status, _ = request(url, "DELETE", f"/v2/race/manifests/{sha256(manifest.encode())}")
+                assert status == 202, (gone, status)
+                counts["deleted"] += 1
+            round_ += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with open(ledger, "w") as out:
+        json.dump(live, out)
+    print(f"{counts['pushed']} pushes acknowledged, {counts['refused']} refused "
+          f"(a blob collected between its upload and the manifest), {counts['deleted']} deleted; "
+          f"{len(live)} tags live")
+
+
+def needed(live):
+    digests = set()
+    for manifest in live.values():
+        document = json.loads(manifest)
+        digests.add(sha256(manifest.encode()))
+        digests.add(document["config"]["digest"])
+        digests.update(layer["digest"] for layer in document["layers"])
+    return digests
+
+
+def check(url, ledger):
+    with open(ledger) as source:
+        live = json.load(source)
+    blobs = broken = 0
+    for tag, manifest in live.items():
+        status, body = request(url, "GET", f"/v2/race/manifests/{tag}",
+                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        if status != 200 or body != manifest.encode():
+            print(f"  broken: {tag}: manifest {status}")
+            broken += 1
+            continue
+        document = json.loads(manifest)
+        for descriptor in [document["config"]] + document["layers"]:
+            status, body = request(url, "GET", f"/v2/race/blobs/{descriptor['digest']}")
+            blobs += 1
+            if status != 200 or sha256(body) != descriptor["digest"]:
+                print(f"  broken: {tag}: blob {descriptor['digest']} {status}")
+                broken += 1
+    print(f"{len(live)} tags, {blobs} blobs verified, {broken} broken")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "race":
+        race(float(args[0]), args[1], args[2:])
+    elif command == "check":
+        sys.exit(check(*args))
+    elif command == "needed":
+        with open(args[0]) as source:
+            print("\n".join(sorted(needed(json.load(source)))))
+    else:
+        sys.exit(f"unknown command {command}")
