@@ -15,6 +15,10 @@
  * rules, a token key; see berth_config_set_auth in berth.h). Token issuers' key sets at
  * URLs (`keys-url`) are fetched with libcurl.
  *
+ * BERTH_GC=1 records who references each blob and collects garbage every BERTH_GC_INTERVAL
+ * seconds (default 3600): blobs nothing references, older than BERTH_GC_GRACE seconds
+ * (default 86400).
+ *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
  */
@@ -22,6 +26,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 #include <stdatomic.h>
@@ -277,6 +282,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 static volatile sig_atomic_t stopping;
 static void on_signal(int signal) { (void)signal; stopping = 1; }
 
+/* How the collector thread runs (BERTH_GC_INTERVAL, BERTH_GC_GRACE). */
+static uint64_t gc_interval = 3600, gc_grace = 86400;
+
+/* Collects garbage every gc_interval seconds, in steps, until the process stops. */
+static void *collect_garbage(void *unused) {
+  (void)unused;
+  for (;;) {
+    for (uint64_t waited = 0; waited < gc_interval; waited++) sleep(1);
+    berth_collection_report step;
+    do {
+      berth_result result = berth_registry_collect_garbage(registry, gc_grace, 1000, false, &step);
+      if (result != BERTH_RESULT_OK) {
+        report("collecting garbage", result);
+        break;
+      }
+      if (step.blobs_deleted || step.links_removed)
+        fprintf(stderr, "berth-c-server: collected %llu blobs (%llu bytes), %llu links\n",
+                (unsigned long long)step.blobs_deleted, (unsigned long long)step.bytes_deleted,
+                (unsigned long long)step.links_removed);
+    } while (step.left && step.visited);
+  }
+  return NULL;
+}
+
+static uint64_t env_number(const char *name, uint64_t fallback) {
+  const char *value = getenv(name);
+  return value && *value ? strtoull(value, NULL, 10) : fallback;
+}
+
 int main(int argc, char **argv) {
   unsigned port = 5000;
   const char *root = "berth-data";
@@ -305,6 +339,9 @@ int main(int argc, char **argv) {
   const char *auth = getenv("BERTH_AUTH");
   if (result == BERTH_RESULT_OK && auth && *auth) result = berth_config_set_auth(config, auth);
   if (result == BERTH_RESULT_OK) result = berth_config_set_key_set_fetcher(config, fetch_key_set, NULL);
+  const char *gc = getenv("BERTH_GC");
+  bool collecting = gc && *gc && strcmp(gc, "0") != 0;
+  if (result == BERTH_RESULT_OK && collecting) result = berth_config_set_track_references(config, true);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {
@@ -338,6 +375,12 @@ int main(int argc, char **argv) {
 
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
+  if (collecting) {
+    gc_interval = env_number("BERTH_GC_INTERVAL", 3600);
+    gc_grace = env_number("BERTH_GC_GRACE", 86400);
+    pthread_t collector;
+    if (pthread_create(&collector, NULL, collect_garbage, NULL) == 0) pthread_detach(collector);
+  }
   while (!stopping) pause();
 
   MHD_stop_daemon(daemon);

@@ -27,6 +27,10 @@ const registryWorker :Workerd.Worker = (
   bindings = [
     (name = "BERTH_AUTH", fromEnvironment = "BERTH_AUTH"),
     (name = "BERTH_USERS", fromEnvironment = "BERTH_USERS"),
+    (name = "BERTH_GC", fromEnvironment = "BERTH_GC"),
+    (name = "BERTH_GC_GRACE", fromEnvironment = "BERTH_GC_GRACE"),
+    (name = "BERTH_GC_STEP", fromEnvironment = "BERTH_GC_STEP"),
+    (name = "BERTH_GC_TOKEN", fromEnvironment = "BERTH_GC_TOKEN"),
   ],
   compatibilityDate = "2025-11-01",
   globalOutbound = "outbound",

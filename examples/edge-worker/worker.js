@@ -9,6 +9,13 @@
 //
 // Every request may land on another isolate: upload sessions and their hash midstate live
 // in the bucket, so a push can continue wherever its next request arrives.
+//
+// Garbage collection (BERTH_GC=1): the registry records who references each blob, and the
+// scheduled() handler (a Cron Trigger: wrangler.toml [triggers] crons = ["*/10 * * * *"])
+// deletes blobs nothing references, older than BERTH_GC_GRACE seconds (default 86400), a
+// bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests).
+// POST /_berth/gc with `Authorization: Bearer <BERTH_GC_TOKEN>` runs the same step on demand
+// (when BERTH_GC_TOKEN is set).
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
 import wasm from "./berth-wasm/berth_wasm_bg.wasm";
 
@@ -17,14 +24,45 @@ initSync({ module: wasm });
 let registry;
 let memory;
 
+function open(env) {
+  if (!registry) {
+    const storage = env.REGISTRY ?? (memory ??= new MemoryBucket());
+    // R2 takes parts of at least 5 MiB (the default); the memory store takes any size.
+    const auth = env.BERTH_AUTH || (env.BERTH_USERS ? { htpasswd: env.BERTH_USERS } : undefined);
+    const trackReferences = Boolean(env.BERTH_GC) && env.BERTH_GC !== "0";
+    registry = new Registry({ storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences });
+  }
+  return registry;
+}
+
+/** Whether two strings are equal, in a time that does not tell where they differ. */
+function sameText(a, b) {
+  let differ = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) differ |= (a.charCodeAt(i) | 0) ^ b.charCodeAt(i);
+  return differ === 0;
+}
+
+/** One bounded step of garbage collection, with the environment's grace and step size. */
+function collectStep(env) {
+  return open(env).collectGarbage({
+    grace: Number(env.BERTH_GC_GRACE ?? 86400),
+    maxCandidates: Number(env.BERTH_GC_STEP ?? 100),
+  });
+}
+
 export default {
   async fetch(request, env) {
-    if (!registry) {
-      const storage = env.REGISTRY ?? (memory ??= new MemoryBucket());
-      // R2 takes parts of at least 5 MiB (the default); the memory store takes any size.
-      const auth = env.BERTH_AUTH || (env.BERTH_USERS ? { htpasswd: env.BERTH_USERS } : undefined);
-      registry = new Registry({ storage, minPartSize: env.REGISTRY ? undefined : 0, auth });
+    const url = new URL(request.url);
+    if (url.pathname === "/_berth/gc" && env.BERTH_GC_TOKEN) {
+      const allowed = request.method === "POST" &&
+        sameText(request.headers.get("Authorization") ?? "", `Bearer ${env.BERTH_GC_TOKEN}`);
+      if (!allowed) return new Response("not found\n", { status: 404 });
+      return Response.json(await collectStep(env));
     }
-    return registry.fetch(request);
+    return open(env).fetch(request);
+  },
+
+  async scheduled(controller, env, ctx) {
+    ctx.waitUntil(collectStep(env));
   },
 };

@@ -3,7 +3,9 @@
 //   node examples/node-server/server.js [--port 5000] [--root DIR | --memory]
 //
 // BERTH_AUTH, when set, holds the login settings as JSON (`htpasswd`, `rules`, `token`, ...:
-// the Registry's `auth` option).
+// the Registry's `auth` option). BERTH_GC=1 records who references each blob and collects
+// garbage every BERTH_GC_INTERVAL seconds (default 3600): blobs nothing references, older
+// than BERTH_GC_GRACE seconds (default 86400).
 //
 // Request bodies stream from the socket into the registry as a ReadableStream, and response
 // bodies stream back with backpressure: no blob is held in memory whole.
@@ -28,7 +30,27 @@ const storage = values.memory ? new MemoryBucket() : new NodeFsBucket(values.roo
 const options = { storage, minPartSize: 0 };
 if (values["part-size"]) options.partSize = Number(values["part-size"]);
 if (process.env.BERTH_AUTH) options.auth = process.env.BERTH_AUTH;
+const collecting = !["", "0", undefined].includes(process.env.BERTH_GC);
+options.trackReferences = collecting;
 const registry = new Registry(options);
+
+if (collecting) {
+  const grace = Number(process.env.BERTH_GC_GRACE ?? 86400);
+  const every = Number(process.env.BERTH_GC_INTERVAL ?? 3600) * 1000;
+  const collect = async () => {
+    try {
+      for (;;) {
+        const report = await registry.collectGarbage({ grace });
+        if (report.blobsDeleted || report.linksRemoved) console.error("berth node-server: collected", report);
+        if (!report.left || !report.visited) break;
+      }
+    } catch (error) {
+      console.error("berth node-server: collecting garbage failed:", error);
+    }
+    setTimeout(collect, every).unref();
+  };
+  setTimeout(collect, every).unref();
+}
 
 const server = http.createServer(async (req, res) => {
   try {

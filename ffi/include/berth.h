@@ -266,6 +266,36 @@ typedef struct berth_storage_vtable {
   bool positional_parts;
 } berth_storage_vtable;
 
+/**
+ * What a garbage collection step did (or, in a dry run, would do).
+ */
+typedef struct berth_collection_report {
+  /**
+   * Candidates visited.
+   */
+  uint64_t visited;
+  /**
+   * Blobs (layers, configs, manifests) deleted.
+   */
+  uint64_t blobs_deleted;
+  /**
+   * Their bytes.
+   */
+  uint64_t bytes_deleted;
+  /**
+   * Layer links removed from repositories whose manifests no longer reference the blob.
+   */
+  uint64_t links_removed;
+  /**
+   * Candidates left for a later step (0: every candidate old enough was visited).
+   */
+  uint64_t left;
+  /**
+   * Back-links the first collection wrote for what was stored before.
+   */
+  uint64_t marked;
+} berth_collection_report;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -357,6 +387,17 @@ enum berth_result berth_config_set_read_only(struct berth_config *config, bool r
  * `config` is a live configuration; `settings` is NUL-terminated or NULL.
  */
 enum berth_result berth_config_set_auth(struct berth_config *config, const char *settings);
+
+/**
+ * Whether registries made from this configuration record who references each blob, so
+ * that `berth_registry_collect_garbage` can delete what nothing needs while pushes go on
+ * (default false). Every registry over one storage must have it on before the first
+ * collection.
+ *
+ * # Safety
+ * `config` is a live configuration.
+ */
+enum berth_result berth_config_set_track_references(struct berth_config *config, bool track);
 
 /**
  * Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
@@ -616,6 +657,22 @@ void berth_registry_free(struct berth_registry *registry);
 enum berth_result berth_registry_purge_uploads(const struct berth_registry *registry,
                                                uint64_t older_than,
                                                uint64_t *out_purged);
+
+/**
+ * One step of garbage collection (see `berth_config_set_track_references`, which every
+ * registry over the storage must have on): visits at most `max_candidates` candidates older
+ * than `grace_seconds` and deletes the blobs and layer links nothing references, or with
+ * `dry_run` only counts them. Call it again while `out->left` is not 0; any registry over
+ * the storage may run steps at any time. Blocks until the step is done.
+ *
+ * # Safety
+ * `registry` is a live registry; `out` is valid for a write.
+ */
+enum berth_result berth_registry_collect_garbage(const struct berth_registry *registry,
+                                                 uint64_t grace_seconds,
+                                                 size_t max_candidates,
+                                                 bool dry_run,
+                                                 struct berth_collection_report *out);
 
 /**
  * Runs berth's storage contract suite against the configured storage — what a callback

@@ -269,6 +269,27 @@ pub unsafe extern "C" fn berth_config_set_auth(
     }
 }
 
+/// Whether registries made from this configuration record who references each blob, so
+/// that `berth_registry_collect_garbage` can delete what nothing needs while pushes go on
+/// (default false). Every registry over one storage must have it on before the first
+/// collection.
+///
+/// # Safety
+/// `config` is a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_track_references(
+    config: *mut berth_config,
+    track: bool,
+) -> berth_result {
+    // SAFETY: the caller's promise covers `config`.
+    unsafe {
+        configure(config, |config| {
+            config.options.track_references = track;
+            Ok(())
+        })
+    }
+}
+
 /// Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
 ///
 /// # Safety

@@ -31,7 +31,7 @@ pub use config::{
     berth_config_set_chunk_max_length, berth_config_set_delete_enabled, berth_config_set_fs,
     berth_config_set_manifest_limit, berth_config_set_memory, berth_config_set_notice_callback,
     berth_config_set_part_size, berth_config_set_read_only, berth_config_set_s3,
-    berth_config_set_storage, berth_config_set_worker_threads,
+    berth_config_set_storage, berth_config_set_track_references, berth_config_set_worker_threads,
 };
 pub use exchange::{
     berth_exchange, berth_exchange_add_header, berth_exchange_finish, berth_exchange_free,
@@ -43,8 +43,8 @@ pub use key_sets::{
     berth_key_set_out_set_error,
 };
 pub use registry::{
-    berth_check_storage, berth_registry, berth_registry_free, berth_registry_new,
-    berth_registry_purge_uploads,
+    berth_check_storage, berth_collection_report, berth_registry, berth_registry_collect_garbage,
+    berth_registry_free, berth_registry_new, berth_registry_purge_uploads,
 };
 pub use result::{berth_last_error, berth_result, berth_result_message};
 pub use storage_out::{

@@ -142,6 +142,66 @@ pub unsafe extern "C" fn berth_registry_purge_uploads(
     })
 }
 
+/// What a garbage collection step did (or, in a dry run, would do).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct berth_collection_report {
+    /// Candidates visited.
+    pub visited: u64,
+    /// Blobs (layers, configs, manifests) deleted.
+    pub blobs_deleted: u64,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Layer links removed from repositories whose manifests no longer reference the blob.
+    pub links_removed: u64,
+    /// Candidates left for a later step (0: every candidate old enough was visited).
+    pub left: u64,
+    /// Back-links the first collection wrote for what was stored before.
+    pub marked: u64,
+}
+
+/// One step of garbage collection (see `berth_config_set_track_references`, which every
+/// registry over the storage must have on): visits at most `max_candidates` candidates older
+/// than `grace_seconds` and deletes the blobs and layer links nothing references, or with
+/// `dry_run` only counts them. Call it again while `out->left` is not 0; any registry over
+/// the storage may run steps at any time. Blocks until the step is done.
+///
+/// # Safety
+/// `registry` is a live registry; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_collect_garbage(
+    registry: *const berth_registry,
+    grace_seconds: u64,
+    max_candidates: usize,
+    dry_run: bool,
+    out: *mut berth_collection_report,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let registry = unsafe { berth_registry::from_ptr(registry) }?;
+        let inner = &registry.inner;
+        let settings = berth::Collection {
+            grace: grace_seconds,
+            max_candidates,
+            dry_run,
+        };
+        let report = inner
+            .runtime
+            .block_on(inner.registry.collect_garbage(&settings))
+            .map_err(|e| Failure::new(berth_result::StorageFailed, e.to_string()))?;
+        let report = berth_collection_report {
+            visited: report.visited,
+            blobs_deleted: report.blobs_deleted,
+            bytes_deleted: report.bytes_deleted,
+            links_removed: report.links_removed,
+            left: report.left,
+            marked: report.marked,
+        };
+        // SAFETY: the caller promises `out` is valid.
+        unsafe { write_out(out, report, "out") }
+    })
+}
+
 /// Runs berth's storage contract suite against the configured storage — what a callback
 /// storage (or a bucket) must pass before a registry can trust it. It writes, then removes,
 /// keys under `conformance/`. Returns `BERTH_RESULT_CHECK_FAILED` with the failed check in

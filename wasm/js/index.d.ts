@@ -81,6 +81,9 @@ export interface RegistryOptions {
   /** Logins: `{htpasswd, rules, realm, service, token: {key}, issuers, ...}` (or its JSON
    * text), as berth's `auth::Settings` reads them. */
   auth?: object | string;
+  /** Record who references each blob, so that `collectGarbage` can delete what nothing
+   * needs while pushes go on (every registry over one storage must have it on). */
+  trackReferences?: boolean;
   /** Fetches a token issuer's key set at its `keys-url` (when a token names a key berth does
    * not know). Default: the runtime's `fetch`. */
   fetchKeySet?: (url: string) => Promise<string>;

@@ -137,6 +137,7 @@ impl Registry {
     /// `berth::auth::Settings` reads them), `fetchKeySet` (`url => Promise<string>`: fetches
     /// an issuer's key set at its `keys-url`; default the runtime's `fetch`),
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
+    /// `trackReferences` (record who references each blob, for `collectGarbage`),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
@@ -174,6 +175,9 @@ impl Registry {
         if let Some(enabled) = bool_option(options, "automaticMount")? {
             settings.automatic_mount = enabled;
         }
+        if let Some(track) = bool_option(options, "trackReferences")? {
+            settings.track_references = track;
+        }
         settings.notices = Some(notice_sink(options)?);
         settings.key_sets = Some(Arc::new(keys::JsKeySets::from_options(options)?));
         Ok(Registry {
@@ -195,6 +199,48 @@ impl Registry {
                 keys::sleep(delay.as_secs_f64() * 1000.0).await;
             }
             http::js_response(response)
+        })
+    }
+
+    /// One step of garbage collection (with `trackReferences` on): `{ grace, maxCandidates,
+    /// dryRun }` (grace in seconds, default 86400; at most `maxCandidates` visits, default
+    /// 1000: each costs a few storage requests, so a Worker keeps within its subrequest
+    /// budget). Resolves to `{ visited, blobsDeleted, bytesDeleted, linksRemoved, left,
+    /// marked }`; call again while `left` is not 0.
+    #[wasm_bindgen(js_name = collectGarbage)]
+    pub fn collect_garbage(&self, options: JsValue) -> Promise {
+        let registry = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let mut settings = berth::Collection::default();
+            if options.is_object() {
+                if let Some(grace) = number_option(&options, "grace")? {
+                    settings.grace = grace as u64;
+                }
+                if let Some(max) = number_option(&options, "maxCandidates")? {
+                    settings.max_candidates = max as usize;
+                }
+                settings.dry_run = bool_option(&options, "dryRun")?.unwrap_or(false);
+            }
+            let report = registry
+                .collect_garbage(&settings)
+                .await
+                .map_err(|e| RegistryError::storage(e.to_string()))?;
+            let out = js_sys::Object::new();
+            for (name, value) in [
+                ("visited", report.visited),
+                ("blobsDeleted", report.blobs_deleted),
+                ("bytesDeleted", report.bytes_deleted),
+                ("linksRemoved", report.links_removed),
+                ("left", report.left),
+                ("marked", report.marked),
+            ] {
+                Reflect::set(
+                    &out,
+                    &JsValue::from_str(name),
+                    &JsValue::from_f64(value as f64),
+                )?;
+            }
+            Ok(out.into())
         })
     }
 

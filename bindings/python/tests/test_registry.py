@@ -230,6 +230,17 @@ def test_key_sets_at_a_url_come_through_fetch_key_set():
     assert asked == ["https://issuer.test/token/keys"] * 2
 
 
+def test_garbage_collection_deletes_what_nothing_references():
+    registry = berth.Registry(memory=True, track_references=True)
+    data = os.urandom(1000)
+    assert registry.handle("POST", f"/v2/py/gc/blobs/uploads/?digest={digest(data)}", body=data).status == 201
+    dry = registry.collect_garbage(grace=0, dry_run=True)
+    assert dry.marked == 0 and registry.handle("GET", f"/v2/py/gc/blobs/{digest(data)}").status == 200
+    report = registry.collect_garbage(grace=0)
+    assert (report.blobs_deleted, report.bytes_deleted, report.left) == (1, 1000, 0), report
+    assert registry.handle("GET", f"/v2/py/gc/blobs/{digest(data)}").status == 404
+
+
 def test_invalid_login_settings_are_refused():
     with pytest.raises(berth.BerthError, match="htpasswd"):
         berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})

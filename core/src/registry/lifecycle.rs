@@ -142,6 +142,7 @@ impl<S: Storage> Registry<S> {
         if !self.options.track_references {
             return Ok(());
         }
+        self.note_fresh_storage().await?;
         let mut keys = vec![layout::reference(digest, name, None)];
         keys.extend(
             manifest
@@ -201,6 +202,7 @@ impl<S: Storage> Registry<S> {
         if !self.options.track_references {
             return Ok(());
         }
+        self.note_fresh_storage().await?;
         // The entry is written again each time (its age is the link's). A collector whose
         // claim this waited out may have removed it (and the link, and the content): then
         // it is written again, and what it covers is checked by the caller after.
@@ -229,6 +231,32 @@ impl<S: Storage> Registry<S> {
             return Ok(());
         }
         self.record_candidates(&[digest]).await
+    }
+
+    /// Before this registry's first tracked write: a storage that holds no repository yet has
+    /// every reference it will ever hold recorded, so it is marked complete at once (the
+    /// first collection then has nothing to mark, and a dry run can run). Looked at once per
+    /// registry, whatever it found.
+    async fn note_fresh_storage(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.references_complete.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let marker = layout::references_complete();
+        if !self.storage.exists(&marker).await.map_err(internal)? {
+            let stored = self
+                .storage
+                .list(&layout::repositories(), false, None, 1)
+                .await
+                .map_err(internal)?;
+            // Written before references were tracked, the first collection marks it;
+            // otherwise it is complete now.
+            if stored.objects.is_empty() {
+                self.put_marker(&marker).await?;
+            }
+        }
+        self.references_complete.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records candidates for `digests`, stamped with the host's time (their order only).
@@ -308,12 +336,20 @@ impl<S: Storage> Registry<S> {
     ) -> Result<CollectionReport, StorageError> {
         let mut report = CollectionReport::default();
         if !self.storage.exists(&layout::references_complete()).await? {
-            if settings.dry_run {
+            if !settings.dry_run {
+                report.marked = self.mark_stored().await?;
+            } else if !self
+                .storage
+                .list(&layout::repositories(), false, None, 1)
+                .await?
+                .objects
+                .is_empty()
+            {
+                // Marking writes; a dry run writes nothing.
                 return Err(StorageError::Unsupported(
                     "a dry run before the first collection has written the back-links",
                 ));
             }
-            report.marked = self.mark_stored().await?;
         }
         let now = self.storage_now().await?;
         let grace_ms = settings.grace.saturating_mul(1000);

@@ -183,6 +183,9 @@ pub struct Registry<S> {
     cataloged: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Hashers still at work on chunks already acknowledged.
     live_hashes: uploads::LiveHashes,
+    /// Whether this registry looked whether the storage was fresh when it first tracked a
+    /// write (see `lifecycle.rs`), so that its tracked writes need not look again.
+    references_complete: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Storage> Registry<S> {
@@ -193,6 +196,7 @@ impl<S: Storage> Registry<S> {
             options,
             cataloged: Default::default(),
             live_hashes: Default::default(),
+            references_complete: Default::default(),
         }
     }
 

@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedError,
     WrongStateError,
 )
-from .registry import S3, Exchange, Registry, Response
+from .registry import S3, CollectionReport, Exchange, Registry, Response
 
 #: The version of the native library.
 __version__ = _lib.berth_version().decode()
@@ -39,6 +39,7 @@ __all__ = [
     "AlreadyExistsError",
     "BerthError",
     "BerthPanic",
+    "CollectionReport",
     "Exchange",
     "InvalidArgumentError",
     "NotFoundError",

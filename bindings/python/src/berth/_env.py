@@ -1,7 +1,10 @@
 """A Registry from the environment, with the variables of ``berth serve``."""
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 
 from .registry import S3, Registry
 
@@ -20,8 +23,9 @@ def registry_from_env() -> Registry:
     ./berth-data), ``BERTH_S3_BUCKET``, ``BERTH_S3_ENDPOINT``, ``BERTH_S3_REGION``,
     ``BERTH_S3_ALLOW_HTTP``, ``BERTH_S3_PATH_STYLE``, ``BERTH_READ_ONLY``,
     ``BERTH_NO_DELETE``, ``BERTH_PART_SIZE``, ``BERTH_MANIFEST_LIMIT``,
-    ``BERTH_CHUNK_MAX_LENGTH``, and ``BERTH_AUTH`` (the login settings as JSON: see
-    :class:`Registry`'s ``auth``)."""
+    ``BERTH_CHUNK_MAX_LENGTH``, ``BERTH_AUTH`` (the login settings as JSON: see
+    :class:`Registry`'s ``auth``), and ``BERTH_GC`` (track references; see
+    :func:`start_collector_from_env`)."""
     storage = os.environ.get("BERTH_STORAGE", "fs")
     options = dict(
         read_only=_flag("BERTH_READ_ONLY"),
@@ -30,6 +34,7 @@ def registry_from_env() -> Registry:
         manifest_limit=_number("BERTH_MANIFEST_LIMIT"),
         chunk_max_length=_number("BERTH_CHUNK_MAX_LENGTH"),
         auth=os.environ.get("BERTH_AUTH") or None,
+        track_references=_flag("BERTH_GC"),
     )
     if storage == "fs":
         return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)
@@ -48,3 +53,30 @@ def registry_from_env() -> Registry:
         )
         return Registry(s3=s3, **options)
     raise ValueError(f"BERTH_STORAGE must be fs, s3 or memory, not {storage!r}")
+
+
+def start_collector_from_env(registry: Registry) -> None:
+    """With ``BERTH_GC`` on, collects garbage on a daemon thread every ``BERTH_GC_INTERVAL``
+    seconds (default 3600): blobs nothing references, older than ``BERTH_GC_GRACE`` seconds
+    (default 86400), as ``berth serve --gc`` does."""
+    if not _flag("BERTH_GC"):
+        return
+    interval = _number("BERTH_GC_INTERVAL") or 3600
+    grace = _number("BERTH_GC_GRACE")
+    grace = 24 * 60 * 60 if grace is None else grace
+    log = logging.getLogger("berth")
+
+    def collect() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                while True:
+                    report = registry.collect_garbage(grace=grace)
+                    if report.blobs_deleted or report.links_removed:
+                        log.info("collected garbage: %s", report)
+                    if report.left == 0 or report.visited == 0:
+                        break
+            except Exception:  # a failed run is logged; the next one tries again
+                log.exception("collecting garbage failed")
+
+    threading.Thread(target=collect, name="berth-gc", daemon=True).start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from ._env import registry_from_env
+from ._env import registry_from_env, start_collector_from_env
 from ._http import length_is_countable
 from .registry import Registry
 
@@ -87,4 +87,7 @@ class ASGIApp:
 
 def create_app(registry: Optional[Registry] = None) -> ASGIApp:
     """The ASGI app, over ``registry`` or one configured from ``BERTH_*`` variables."""
-    return ASGIApp(registry or registry_from_env())
+    if registry is None:
+        registry = registry_from_env()
+        start_collector_from_env(registry)
+    return ASGIApp(registry)

@@ -89,6 +89,31 @@ def _key_set_fetcher(fetch: Callable[[str], bytes]):
     return callback
 
 
+class _CollectionReport(ctypes.Structure):
+    """``struct berth_collection_report``."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("visited", "blobs_deleted", "bytes_deleted", "links_removed", "left", "marked")]
+
+
+@dataclass(frozen=True)
+class CollectionReport:
+    """What a garbage collection step did (or, in a dry run, would do)."""
+
+    #: Candidates visited.
+    visited: int
+    #: Blobs (layers, configs, manifests) deleted.
+    blobs_deleted: int
+    #: Their bytes.
+    bytes_deleted: int
+    #: Layer links removed from repositories whose manifests no longer reference the blob.
+    links_removed: int
+    #: Candidates left for a later step (0: every candidate old enough was visited).
+    left: int
+    #: Back-links the first collection wrote for what was stored before.
+    marked: int
+
+
 class _Config:
     """A berth_config handle, freed when dropped."""
 
@@ -117,6 +142,7 @@ class _Config:
             check(lib.berth_config_set_memory(handle))
         setters = {
             "read_only": lib.berth_config_set_read_only,
+            "track_references": lib.berth_config_set_track_references,
             "delete_enabled": lib.berth_config_set_delete_enabled,
             "automatic_mount": lib.berth_config_set_automatic_mount,
             "part_size": lib.berth_config_set_part_size,
@@ -202,6 +228,9 @@ class Registry(_Handle):
     :param fetch_key_set: fetches a token issuer's key set at a ``keys-url`` (``url ->
         bytes``, raising when it cannot), when a token names a key berth does not know; by
         default a GET with ``urllib``, 10 s at most. It is called from berth's threads.
+    :param track_references: record who references each blob, so that
+        :meth:`collect_garbage` can delete what nothing needs while pushes go on (every
+        registry over one storage must have it on).
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -222,6 +251,7 @@ class Registry(_Handle):
         blob_redirect: Optional[int] = None,
         worker_threads: Optional[int] = None,
         auth: Union[dict, str, None] = None,
+        track_references: Optional[bool] = None,
         on_notice: Callable[[str], None] = _log_notice,
         fetch_key_set: Callable[[str], bytes] = _fetch_key_set,
     ) -> None:
@@ -239,6 +269,7 @@ class Registry(_Handle):
                 "blob_redirect": blob_redirect,
                 "worker_threads": worker_threads,
                 "auth": auth,
+                "track_references": track_references,
             },
             on_notice,
             fetch_key_set,
@@ -299,6 +330,18 @@ class Registry(_Handle):
         purged = ctypes.c_uint64()
         check(lib.berth_registry_purge_uploads(self._live(), older_than, ctypes.byref(purged)))
         return purged.value
+
+    def collect_garbage(
+        self, grace: int = 24 * 60 * 60, max_candidates: int = 1000, dry_run: bool = False
+    ) -> "CollectionReport":
+        """One step of garbage collection (with ``track_references`` on): visits at most
+        ``max_candidates`` candidates older than ``grace`` seconds and deletes the blobs and
+        repository links nothing references (or, with ``dry_run``, counts them). Call it
+        again while the report's ``left`` is not 0."""
+        report = _CollectionReport()
+        check(lib.berth_registry_collect_garbage(
+            self._live(), grace, max_candidates, dry_run, ctypes.byref(report)))
+        return CollectionReport(**{name: getattr(report, name) for name, _ in report._fields_})
 
     def _live(self) -> ctypes.c_void_p:
         handle = self._handle

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
-from ._env import registry_from_env
+from ._env import registry_from_env, start_collector_from_env
 from ._http import length_is_countable
 from .registry import Registry, Response
 
@@ -122,4 +122,7 @@ class WSGIApp:
 
 def create_app(registry: Optional[Registry] = None) -> WSGIApp:
     """The WSGI app, over ``registry`` or one configured from ``BERTH_*`` variables."""
-    return WSGIApp(registry or registry_from_env())
+    if registry is None:
+        registry = registry_from_env()
+        start_collector_from_env(registry)
+    return WSGIApp(registry)
