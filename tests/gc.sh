@@ -99,6 +99,23 @@ registry2_agrees() {
 check "registry:2's garbage-collect --dry-run finds nothing more to delete, and registry:2 serves what is left" registry2_agrees
 stop_all_servers
 
+repository_deleted() {
+  start_berth "$binary" "$work/repos" --gc --gc-grace 0 || return 1
+  local r=$BERTH_ADDR
+  push one:v1 "$r/app/del:v1" && push two:v2 "$r/app/del/nested:v2" || return 1
+  equal "$(status -X DELETE "http://$r/v2/app/del/")" 202 &&
+  equal "$(curl -s "http://$r/v2/_catalog")" '{"repositories":["app/del/nested"]}' &&
+  equal "$(status "http://$r/v2/app/del/manifests/v1")" 404 &&
+  pull "$r/app/del/nested:v2" || return 1
+  local storage; mapfile -t storage < <(storage_flags "$work/repos")
+  "$binary" delete-repository app/del/nested "${storage[@]}" --gc --log warn >/dev/null &&
+  equal "$(curl -s "http://$r/v2/_catalog")" '{"repositories":[]}' &&
+  collect "$work/repos" --gc-grace 0 >/dev/null &&
+  equal "$(stored_blobs "$work/repos" | wc -l)" 0
+}
+check "DELETE /v2/<name>/ and berth delete-repository delete a repository whole, not the ones nested below it; the collector takes its blobs" repository_deleted
+stop_all_servers
+
 # Both conformance suites against an instance that tracks references, with collections
 # running beside them. (With no grace period at all, a blob may go between its upload and
 # the manifest that references it: the push is refused, as the race below counts; the

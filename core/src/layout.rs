@@ -148,6 +148,22 @@ pub(crate) fn catalog_complete() -> Key {
     Key::new("berth/catalog-complete")
 }
 
+/// The repositories deleted whole (their catalog entries stay, and the catalog hides those
+/// without content): one object per name, `!`-terminated as catalog entries are.
+pub(crate) fn deleted_repositories() -> &'static str {
+    "berth/deleted/"
+}
+
+/// A deleted repository's entry.
+pub(crate) fn deleted_repository(name: &RepositoryName) -> Key {
+    Key::new(format!("berth/deleted/{name}!"))
+}
+
+/// Every referrer entry of a repository.
+pub(crate) fn repository_referrers(name: &RepositoryName) -> String {
+    format!("berth/referrers/{name}/_subjects/")
+}
+
 /// The referrers of one subject: one object per referrer, so concurrent pushes of referrers
 /// of the same subject never contend for one key.
 pub(crate) fn referrers(name: &RepositoryName, subject: &Digest) -> String {

@@ -66,6 +66,11 @@ pub enum Route {
         /// Subject digest.
         digest: Digest,
     },
+    /// `/v2/<name>/`: the repository itself (DELETE only: an admin deletes it whole).
+    Repository {
+        /// Repository.
+        name: RepositoryName,
+    },
 }
 
 impl Route {
@@ -85,6 +90,13 @@ impl Route {
         }
         let segments: Vec<&str> = rest.split('/').collect();
         let n = segments.len();
+        if segments[n - 1].is_empty()
+            && n > 1
+            && let Ok(name) = segments[..n - 1].join("/").parse::<RepositoryName>()
+            && !matches!(segments[n - 2], "uploads")
+        {
+            return Ok(Self::Repository { name });
+        }
         let name_before =
             |count: usize| -> Option<&[&str]> { (n > count).then(|| &segments[..n - count]) };
         let at = |i_from_end: usize| n.checked_sub(i_from_end).map(|i| segments[i]);
@@ -170,6 +182,7 @@ impl Route {
             Self::Blob { .. } => matches!(method, Get | Head | Delete),
             Self::StartUpload { .. } => method == Post,
             Self::Upload { .. } => matches!(method, Get | Patch | Put | Delete),
+            Self::Repository { .. } => method == Delete,
         }
     }
 
@@ -182,7 +195,8 @@ impl Route {
             | Self::Blob { name, .. }
             | Self::StartUpload { name }
             | Self::Upload { name, .. }
-            | Self::Referrers { name, .. } => Some(name),
+            | Self::Referrers { name, .. }
+            | Self::Repository { name } => Some(name),
         }
     }
 }

@@ -396,3 +396,60 @@ fn pushes_racing_the_collector_lose_nothing() {
     }
     eprintln!("{schedules} schedules: {pushed} tags live at the end, each pulled back whole");
 }
+
+#[tokio::test]
+async fn a_repository_deleted_whole_leaves_its_neighbours() {
+    let registry = Registry::new(MemoryStorage::new(), options(true));
+    let (config, mine, shared) = (&b"{}"[..], &b"only in app"[..], &b"shared"[..]);
+    for (repository, layers) in [
+        ("team/app", [mine, shared]),
+        ("team/app/nested", [shared, shared]),
+    ] {
+        for data in [config, layers[0], layers[1]] {
+            assert_eq!(push_blob(&registry, repository, data).await, 201);
+        }
+        let manifest = image(config, &layers[..], repository);
+        assert_eq!(
+            push_manifest(&registry, repository, "v1", &manifest).await,
+            201
+        );
+    }
+    let deleted = send(&registry, Method::Delete, "/v2/team/app/", &[], b"").await;
+    assert_eq!(deleted.status, 202);
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(deleted.body).await).expect("a JSON answer");
+    assert_eq!(answer["manifests"], 1);
+    assert_eq!(answer["tags"], 0, "the tag went with its manifest");
+    assert_eq!(answer["blobs"], 3);
+    let again = send(&registry, Method::Delete, "/v2/team/app/", &[], b"").await;
+    assert_eq!(again.status, 404);
+    assert_eq!(get(&registry, "/v2/team/app/manifests/v1").await.0, 404);
+    let (_, catalog) = get(&registry, "/v2/_catalog").await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&catalog).expect("a catalog"),
+        serde_json::json!({"repositories": ["team/app/nested"]})
+    );
+    // The nested repository keeps everything; what only the deleted one held goes.
+    let report = collect_all(&registry).await;
+    assert_eq!(
+        report.blobs_deleted, 2,
+        "its manifest and its own layer: {report:?}"
+    );
+    assert_eq!(
+        get(&registry, "/v2/team/app/nested/manifests/v1").await.0,
+        200
+    );
+    for data in [config, shared] {
+        let target = format!("/v2/team/app/nested/blobs/{}", digest(data));
+        assert_eq!(get(&registry, &target).await.0, 200);
+    }
+    // Pushed to again, the name is back in the catalog.
+    assert_eq!(push_blob(&registry, "team/app", mine).await, 201);
+    let (_, catalog) = get(&registry, "/v2/_catalog").await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&catalog).expect("a catalog"),
+        serde_json::json!({"repositories": ["team/app", "team/app/nested"]})
+    );
+    // Only DELETE means anything there.
+    assert_eq!(get(&registry, "/v2/team/app/").await.0, 405);
+}

@@ -33,9 +33,11 @@ impl<S: Storage> Registry<S> {
     pub(super) async fn catalog(&self, head: &RequestHead) -> Result<Response, Error> {
         let limit = page_size(head)?;
         let last = query(head, "last");
-        let (page, truncated) = self.catalog_page(last.as_deref(), limit).await?;
+        let (mut page, truncated) = self.catalog_page(last.as_deref(), limit).await?;
         // The next page starts after the last name read, shown or not.
         let next = page.last().filter(|_| truncated).cloned();
+        let deleted = self.deleted_of(&page).await?;
+        page.retain(|name| !deleted.contains(name));
         // Each caller sees only what it may pull (a page may then hold fewer than `n`).
         let page: Vec<String> = if self.options.access.decides_per_caller() {
             self.options.access.listed(head, page)

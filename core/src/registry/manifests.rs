@@ -382,7 +382,11 @@ impl<S: Storage> Registry<S> {
     /// Removes a manifest from a repository, holding its digest's lease: its referrer entry,
     /// the tags that point at it (as registry:2 does), then its revision link. Returns
     /// whether the repository had it.
-    async fn delete_revision(&self, name: &RepositoryName, digest: &Digest) -> Result<bool, Error> {
+    pub(super) async fn delete_revision(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, Error> {
         if self
             .read_link(&layout::revision_link(name, digest))
             .await?

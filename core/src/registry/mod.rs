@@ -18,6 +18,7 @@ mod leases;
 mod lifecycle;
 mod manifests;
 mod referrers;
+mod repository;
 mod tags;
 mod uploads;
 
@@ -305,6 +306,7 @@ impl<S: Storage> Registry<S> {
         }
         let action = match (&route, method) {
             (Route::Catalog, _) => Action::Catalog,
+            (Route::Repository { .. }, _) => Action::Admin,
             // Cancelling an upload removes nothing stored: it is the pusher's own business.
             (Route::Upload { .. }, Method::Delete) => Action::Push,
             (_, Method::Get | Method::Head) => Action::Pull,
@@ -328,6 +330,7 @@ impl<S: Storage> Registry<S> {
                 _ => self.get_blob(head, &name, &digest).await,
             },
             Route::StartUpload { name } => self.start_upload(head, &name, body).await,
+            Route::Repository { name } => self.delete_repository(&name).await,
             Route::Upload { name, id } => {
                 self.check_upload_owner(head, &name, &id).await?;
                 match method {

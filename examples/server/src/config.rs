@@ -30,6 +30,17 @@ pub(crate) enum Command {
     /// grace period (`serve --gc` also does it periodically). Safe while registries serve,
     /// once every instance over the storage runs with --gc.
     Gc(GcArgs),
+    /// Delete a repository whole (its manifests, tags and links; blobs other repositories
+    /// use stay, the rest is garbage for `gc`), then exit. Servers may run meanwhile.
+    DeleteRepository(DeleteRepositoryArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct DeleteRepositoryArgs {
+    /// The repository, e.g. `team/app`.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
 }
 
 #[derive(Debug, Args, Default)]

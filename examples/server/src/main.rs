@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, Mode::Serve),
         Command::PurgeUploads(args) => (args, Mode::PurgeUploads),
         Command::CheckStorage(args) => (args, Mode::CheckStorage),
+        Command::DeleteRepository(args) => (args.serve, Mode::DeleteRepository(args.name)),
         Command::Gc(args) => (
             ServeArgs {
                 gc: true,
@@ -113,6 +114,15 @@ fn main() -> ExitCode {
         let (storage, description) = with_injected_faults(storage, description)?;
         match mode {
             Mode::CheckStorage => check_storage(storage, &description).await,
+            Mode::DeleteRepository(name) => {
+                let settings = Settings {
+                    auth: None,
+                    read_only: false,
+                    ..settings
+                };
+                let registry = Registry::new(storage, registry_options(&settings, None)?);
+                delete_repository(&registry, &name).await
+            }
             Mode::CollectGarbage { dry_run } => {
                 // Collecting needs no logins (and no token key).
                 let settings = Settings {
@@ -193,12 +203,13 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
 }
 
 /// What the command line asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Mode {
     Serve,
     PurgeUploads,
     CheckStorage,
     CollectGarbage { dry_run: bool },
+    DeleteRepository(String),
 }
 
 /// Collects garbage until no candidate older than `grace` is left (a dry run: visits each
@@ -246,6 +257,25 @@ async fn collect_garbage(
         println!("  {repository}: {bytes} bytes unlinked");
     }
     Ok(())
+}
+
+/// Deletes a repository whole, as `DELETE /v2/<name>/` does, and prints what went.
+async fn delete_repository(
+    registry: &Registry<Arc<dyn Storage>>,
+    name: &str,
+) -> Result<(), String> {
+    let head = berth::RequestHead::from_target(berth::Method::Delete, &format!("/v2/{name}/"));
+    let response = registry.handle(head, berth::empty_body()).await;
+    let body = match response.body {
+        berth::Body::Full(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    };
+    if response.status == 202 {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(format!("deleting {name}: {} {body}", response.status))
+    }
 }
 
 /// Runs the storage conformance suite and prints its report, one line per check.
