@@ -27,8 +27,21 @@ stored_blobs() {
     return
   fi
   local bucket="berth-$(printf '%s' "$1" | sha256sum | cut -c1-24)"
-  curl -s "$BERTH_S3_ENDPOINT/$bucket?list-type=2&prefix=docker/registry/v2/blobs/&max-keys=1000" |
-    grep -o '<Key>[^<]*/data<' | awk -F/ '{print $(NF-1)}' | sort
+  python3 - "$BERTH_S3_ENDPOINT/$bucket" <<'PY' | sort
+import re, sys, urllib.parse, urllib.request
+token = None
+while True:
+    query = {"list-type": "2", "prefix": "docker/registry/v2/blobs/"}
+    if token:
+        query["continuation-token"] = token
+    page = urllib.request.urlopen(f"{sys.argv[1]}?{urllib.parse.urlencode(query)}").read().decode()
+    for key in re.findall(r"<Key>([^<]*)/data</Key>", page):
+        print(key.rsplit("/", 1)[1])
+    found = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", page)
+    if not found:
+        break
+    token = found.group(1)
+PY
 }
 
 layout() { python3 "$here/lib/make_oci_layout.py" "$@" >/dev/null; }
@@ -114,6 +127,35 @@ repository_deleted() {
   equal "$(stored_blobs "$work/repos" | wc -l)" 0
 }
 check "DELETE /v2/<name>/ and berth delete-repository delete a repository whole, not the ones nested below it; the collector takes its blobs" repository_deleted
+stop_all_servers
+
+# kill -9 of a collector half-way: nothing is damaged, its claims lapse, and the next
+# collection finishes the work.
+killed_collector() {
+  start_berth "$binary" "$work/killed" --gc --gc-grace 0 || return 1
+  local r=$BERTH_ADDR
+  push one:v1 "$r/kept:v1" || return 1
+  python3 - "http://$r" <<'PY' || return 1
+import hashlib, os, sys, urllib.request
+for n in range(1000):
+    data = os.urandom(64)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    request = urllib.request.Request(f"{sys.argv[1]}/v2/loose/blobs/uploads/?digest={digest}", data, method="POST")
+    assert urllib.request.urlopen(request).status == 201
+PY
+  local storage; mapfile -t storage < <(storage_flags "$work/killed")
+  "$binary" gc "${storage[@]}" --gc-grace 0 --log warn >/dev/null 2>&1 &
+  local collector=$!
+  # Killed once it has deleted something.
+  while [ "$(stored_blobs "$work/killed" | wc -l)" -eq 1004 ]; do sleep 0.01; done
+  kill -9 "$collector"; wait "$collector" 2>/dev/null
+  local left; left=$(stored_blobs "$work/killed" | wc -l)
+  echo "killed with $left blobs stored (of 1004)"
+  [ "$left" -gt 4 ] || { echo "the collector finished before it was killed"; return 1; }
+  collect "$work/killed" --gc-grace 0 >/dev/null &&
+  equal "$(stored_blobs "$work/killed" | wc -l)" 4 && pull "$r/kept:v1"
+}
+check "kill -9 of a collector half-way: the next one finishes once its claims lapse; the image stays whole" killed_collector
 stop_all_servers
 
 # Both conformance suites against an instance that tracks references, with collections

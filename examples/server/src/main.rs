@@ -241,6 +241,11 @@ async fn collect_garbage(
         if dry_run || report.left == 0 || report.visited == 0 {
             break;
         }
+        if report.blobs_deleted + report.links_removed == 0 {
+            // Only busy candidates left (another collector's claims, perhaps of one that
+            // died): they lapse within seconds.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     if total.marked > 0 {
