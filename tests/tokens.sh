@@ -337,5 +337,16 @@ matrix() {
 }
 check "the access matrix (21 principals x operations x 3 repositories): 0 unauthorized successes, 0 wrongful refusals" matrix
 
+# The same with references tracked (--gc): a mount without `from` links the blob from a
+# repository the caller may pull, and from no other.
+tracked_matrix() {
+  "$python" "$here/lib/auth_matrix.py" setup "$work/tracked" || return 1
+  local m=$work/tracked
+  start_berth "$binary" "$work/tracked-root" --config "$m/berth.toml" --htpasswd "$m/users" \
+    --access "$m/access.toml" --token-key "$m/token.pem" --token-service matrix --gc || return 1
+  BERTH_MATRIX_TRACKED=1 "$python" "$here/lib/auth_matrix.py" run "http://$BERTH_ADDR" "$m"
+}
+check "the access matrix with references tracked: automatic mounts link only from what the caller may pull" tracked_matrix
+
 stop_all_servers
 summary tokens

@@ -70,10 +70,11 @@ pub trait AccessPolicy: Send + Sync {
     /// Whether the hook may answer one caller otherwise than another (it authenticates).
     /// Then the registry asks it more: each catalog entry is shown only to callers who may
     /// pull it, moving a tag to another manifest asks for [`Action::Overwrite`], and a mount
-    /// without `from` links nothing (the client uploads instead: the registry cannot yet
-    /// tell whether the caller may pull some repository holding the blob, and linking it
-    /// would hand out a private layer to anyone who knows its digest). A hook that answers
-    /// everyone alike says `false`, and spares those lookups.
+    /// without `from` links a blob only from a repository holding it that the caller may
+    /// pull (found with [`crate::Options::track_references`]; without it, nothing is
+    /// linked and the client uploads: linking any blob would hand out a private layer to
+    /// anyone who knows its digest). A hook that answers everyone alike says `false`, and
+    /// spares those lookups.
     fn decides_per_caller(&self) -> bool {
         true
     }

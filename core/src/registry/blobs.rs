@@ -276,11 +276,20 @@ impl<S: Storage> Registry<S> {
                 source_link = Some(link);
                 linked && self.blob_exists(digest).await?
             }
-            None => {
-                self.options.automatic_mount
-                    && !self.options.access.decides_per_caller()
-                    && self.blob_exists(digest).await?
+            None if !self.options.automatic_mount => false,
+            None if !self.options.access.decides_per_caller() => self.blob_exists(digest).await?,
+            // With logins, only from a repository the caller may pull: the link entries
+            // name the repositories that hold the blob.
+            None if self.options.track_references => {
+                match self.pullable_source(head, digest).await? {
+                    Some(link) => {
+                        source_link = Some(link);
+                        self.blob_exists(digest).await?
+                    }
+                    None => false,
+                }
             }
+            None => false,
         };
         if available && self.options.track_references {
             // Looked up again once the link is tracked: a collector may have deleted the
@@ -301,6 +310,38 @@ impl<S: Storage> Registry<S> {
             self.may_collect(digest).await?;
         }
         Ok(available)
+    }
+
+    /// The layer link of `digest` in a repository the caller of `head` may pull, if one
+    /// of the repositories the link entries name (at most a hundred are looked at) has it.
+    async fn pullable_source(
+        &self,
+        head: &RequestHead,
+        digest: &Digest,
+    ) -> Result<Option<Key>, Error> {
+        let entries = layout::linked_in(digest);
+        let page = self
+            .storage
+            .list(&entries, false, None, 100)
+            .await
+            .map_err(internal)?;
+        for object in &page.objects {
+            let Some(source) = object.key[entries.len()..]
+                .strip_suffix("/!")
+                .and_then(|name| name.parse::<RepositoryName>().ok())
+            else {
+                continue;
+            };
+            if self.options.access.check(head, Some(&source), Action::Pull) != Decision::Allow {
+                continue;
+            }
+            // An entry may outlive its link (a blob deleted from that repository).
+            let link = layout::layer_link(&source, digest);
+            if self.read_link(&link).await?.is_some() {
+                return Ok(Some(link));
+            }
+        }
+        Ok(None)
     }
 
     pub(super) async fn blob_exists(&self, digest: &Digest) -> Result<bool, Error> {

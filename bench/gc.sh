@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# What garbage collection costs, in one run on this machine:
+#  1. pushes (small images, and blobs) to `berth serve` without --gc, and with --gc while
+#     `berth gc` runs over the same root continuously (a grace period of an hour, so it visits
+#     every candidate and deletes nothing a push needs), beside registry:2; rounds alternate,
+#     and each figure is reported as a ratio to berth without --gc;
+#  2. a collection over many candidates: BENCH_GC_BLOBS loose blobs (default 20,000) and
+#     BENCH_GC_IMAGES images (2,000) of which half are deleted, collected with no grace
+#     period: seconds, and candidates visited per second.
+#
+#   bench/gc.sh        BENCH_ROUNDS (3), BENCH_DURATION (seconds per measurement, 10)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+rounds=${BENCH_ROUNDS:-3} duration=${BENCH_DURATION:-10}
+blobs=${BENCH_GC_BLOBS:-20000} images=${BENCH_GC_IMAGES:-2000}
+log() { printf '[bench-gc] %s\n' "$*" >&2; }
+source "$root/tests/lib/common.sh"
+
+log "building berth and berth-bench (release)"
+(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench)
+berth=$root/target/release/berth
+work=$(mktemp -d /tmp/berth-bench-gc.XXXXXX)
+trap 'touch "$work/done"; stop_all_servers; rm -rf "$work"' EXIT
+cd "$work"
+
+targets=()
+start() { # NAME ARGS...: berth serve with ARGS over a root of its own
+  local name=$1; shift
+  local port; port=$(free_port)
+  "$berth" serve --addr "127.0.0.1:$port" --root "$work/$name" --log warn "$@" >"$work/$name.log" 2>&1 &
+  SERVER_PIDS+=("$!")
+  wait_http "http://127.0.0.1:$port/v2/" || { log "$name did not start"; cat "$work/$name.log" >&2; exit 1; }
+  ADDR=127.0.0.1:$port PID=$!
+}
+start off
+targets+=(--target "off=$ADDR,pid=$PID")
+start gc --gc --gc-grace 1h
+targets+=(--target "gc=$ADDR,pid=$PID")
+(while [ ! -e "$work/done" ]; do "$berth" gc --root "$work/gc" --gc-grace 1h --log warn >>"$work/collections.log" 2>&1; done) &
+port=$(free_port); registry_config "$work/registry2" "127.0.0.1:$port" >"$work/registry2.yml"
+docker-registry serve "$work/registry2.yml" >"$work/registry2.log" 2>&1 &
+SERVER_PIDS+=("$!")
+wait_http "http://127.0.0.1:$port/v2/"
+targets+=(--target "registry2=127.0.0.1:$port,pid=$!")
+
+log "$rounds rounds of small-images and push, $duration s each"
+status=0
+"$root/target/release/berth-bench" run "${targets[@]}" --rounds "$rounds" --duration "$duration" \
+  --only small-images,push --out "$work/gc.jsonl" >"$work/bench.log" 2>&1 || status=$?
+grep '"error"' "$work/gc.jsonl" >&2 && status=1
+touch "$work/done"
+echo "collections run beside the pushes: $(grep -c '^visited' "$work/collections.log")"
+python3 - "$work/gc.jsonl" <<'EOF'
+import json, statistics, sys
+from collections import defaultdict
+figures = defaultdict(list)
+unit = {}
+for line in open(sys.argv[1]):
+    record = json.loads(line)
+    if record.get("value") is not None:
+        figures[(record["scenario"], record["target"])].append(record["value"])
+        unit[record["scenario"]] = record.get("unit", "")
+for scenario in sorted({s for s, _ in figures}):
+    base = statistics.median(figures[(scenario, "off")])
+    for target in ("off", "gc", "registry2"):
+        values = figures.get((scenario, target))
+        if values:
+            median = statistics.median(values)
+            print(f"{scenario:13} {target:10} {median:10.1f} {unit[scenario]}  x{median / base:.3f} of berth without --gc")
+EOF
+
+log "a collection over $blobs loose blobs and $images images, half of them deleted"
+start many --gc --gc-grace 0
+python3 - "http://$ADDR" "$blobs" "$images" <<'EOF'
+import concurrent.futures, hashlib, http.client, json, os, sys, urllib.parse
+url, blobs, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+parts = urllib.parse.urlsplit(url)
+def request(method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse(); response.read(); connection.close()
+    return response.status
+def sha(data): return "sha256:" + hashlib.sha256(data).hexdigest()
+def blob(n):
+    data = os.urandom(64)
+    assert request("POST", f"/v2/many/blobs/uploads/?digest={sha(data)}", data) == 201
+    return data
+def image(n):
+    layer, config = blob(0), blob(0)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": 64},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": 64}]}).encode()
+    assert request("PUT", f"/v2/many/manifests/t{n}", manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}) == 201
+    if n % 2:
+        assert request("DELETE", f"/v2/many/manifests/{sha(manifest)}") == 202
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    list(pool.map(blob, range(blobs)))
+    list(pool.map(image, range(images)))
+EOF
+started=$(date +%s.%N)
+"$berth" gc --root "$work/many" --gc-grace 0 --log warn | tee "$work/many.out"
+elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+visited=$(awk '/^visited/ {print $2}' "$work/many.out")
+echo "collection: $visited candidates in ${elapsed} s ($(echo "$visited / $elapsed" | bc) a second)"
+exit $status
