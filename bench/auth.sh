@@ -51,22 +51,5 @@ status=0
 "$root/target/release/berth-bench" run "${targets[@]}" --rounds "$rounds" --duration "$duration" \
   --only manifest-get,blob-head --out "$work/auth.jsonl" >"$work/bench.log" 2>&1 || status=$?
 grep '"error"' "$work/auth.jsonl" >&2 && status=1
-python3 - "$work/auth.jsonl" <<'EOF'
-import json, statistics, sys
-from collections import defaultdict
-figures = defaultdict(list)
-unit = {}
-for line in open(sys.argv[1]):
-    record = json.loads(line)
-    if record.get("value") is not None:
-        figures[(record["scenario"], record["target"])].append(record["value"])
-        unit[record["scenario"]] = record.get("unit", "")
-for scenario in sorted({s for s, _ in figures}):
-    base = statistics.median(figures[(scenario, "off")])
-    for target in ("off", "tokens", "basic", "registry2"):
-        values = figures.get((scenario, target))
-        if values:
-            median = statistics.median(values)
-            print(f"{scenario:13} {target:10} {median:10.0f} {unit[scenario]}  x{median / base:.3f} of berth without logins")
-EOF
+BERTH_RATIO_LABEL="berth without logins" python3 "$here/ratios.py" "$work/auth.jsonl" off tokens basic registry2
 exit $status

@@ -104,7 +104,9 @@ impl CollectionReport {
 
 /// What the collector found for one digest.
 struct Holders {
-    /// Repositories with a manifest that references the digest (or is it).
+    /// Whether any manifest anywhere references the digest (or is it).
+    referenced: bool,
+    /// Of the repositories that link it, those with a manifest that references it.
     referencing: BTreeSet<String>,
     /// Repositories that link the digest as a blob, with the link's age in milliseconds
     /// (`None`: unknown, taken as young).
@@ -126,7 +128,7 @@ impl Holders {
 
     /// Whether the content may go once `unlinkable` links are gone.
     fn deletable(&self, unlinkable: &[String]) -> bool {
-        self.referencing.is_empty() && self.linked.len() == unlinkable.len()
+        !self.referenced && self.linked.len() == unlinkable.len()
     }
 }
 
@@ -481,7 +483,7 @@ impl<S: Storage> Registry<S> {
         let holders = self.holders(digest, now).await?;
         let unlinkable = holders.unlinkable(grace_ms);
         let deletable = holders.deletable(&unlinkable);
-        let size = if deletable {
+        let size = if deletable || !unlinkable.is_empty() {
             match self.storage.head(&layout::blob_data(digest)).await {
                 Ok(meta) => Some(meta.size),
                 Err(StorageError::NotFound) => None,
@@ -547,16 +549,14 @@ impl<S: Storage> Registry<S> {
         Ok(())
     }
 
-    /// Who references and who links `digest`, with the links' ages at `now`.
+    /// Who references and who links `digest`, with the links' ages at `now`: short
+    /// listings (one entry) however many manifests reference a popular base layer.
     async fn holders(&self, digest: &Digest, now: u64) -> Result<Holders, StorageError> {
-        let references = layout::references(digest);
-        let referencing = self
-            .storage
-            .list_all(&references)
-            .await?
-            .iter()
-            .filter_map(|key| repository_of(&key[references.len()..]))
-            .collect();
+        let any = |prefix: String| async move {
+            let page = self.storage.list(&prefix, false, None, 1).await?;
+            Ok::<_, StorageError>(!page.objects.is_empty())
+        };
+        let referenced = any(layout::references(digest)).await?;
         let linked_in = layout::linked_in(digest);
         let linked = self
             .list_objects(&linked_in)
@@ -569,8 +569,20 @@ impl<S: Storage> Registry<S> {
                     .map(|written| now.saturating_sub(written));
                 Some((name, age))
             })
-            .collect();
+            .collect::<Vec<(String, Option<u64>)>>();
+        let mut referencing = BTreeSet::new();
+        if referenced {
+            for (repository, _) in &linked {
+                let Ok(name) = repository.parse::<RepositoryName>() else {
+                    continue;
+                };
+                if any(layout::references_from(digest, &name)).await? {
+                    referencing.insert(repository.clone());
+                }
+            }
+        }
         Ok(Holders {
+            referenced,
             referencing,
             linked,
         })
