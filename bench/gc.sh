@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What garbage collection costs, in one run on this machine:
-#  1. pushes (small images, and blobs) to `berth serve` without --gc, and with --gc while
-#     `berth gc` runs over the same root continuously (a grace period of an hour, so it visits
-#     every candidate and deletes nothing a push needs), beside registry:2; rounds alternate,
-#     and each figure is reported as a ratio to berth without --gc;
+#  1. pushes (small images, and blobs) to `berth serve` without --gc, and with --gc collecting
+#     every second (a grace period of an hour: it visits every candidate and deletes nothing
+#     a push needs), beside registry:2; rounds alternate, and each figure is reported as a
+#     ratio to berth without --gc;
 #  2. a collection over many candidates: BENCH_GC_BLOBS loose blobs (default 20,000) and
 #     BENCH_GC_IMAGES images (2,000) of which half are deleted, collected with no grace
 #     period: seconds, and candidates visited per second.
@@ -21,7 +21,7 @@ log "building berth and berth-bench (release)"
 (cd "$root" && cargo build --release --locked -p berth-server -p berth-bench)
 berth=$root/target/release/berth
 work=$(mktemp -d /tmp/berth-bench-gc.XXXXXX)
-trap 'touch "$work/done"; stop_all_servers; rm -rf "$work"' EXIT
+trap 'stop_all_servers; rm -rf "$work"' EXIT
 cd "$work"
 
 targets=()
@@ -35,9 +35,8 @@ start() { # NAME ARGS...: berth serve with ARGS over a root of its own
 }
 start off
 targets+=(--target "off=$ADDR,pid=$PID")
-start gc --gc --gc-grace 1h
+start gc --gc --gc-grace 1h --gc-interval 1s
 targets+=(--target "gc=$ADDR,pid=$PID")
-(while [ ! -e "$work/done" ]; do "$berth" gc --root "$work/gc" --gc-grace 1h --log warn >>"$work/collections.log" 2>&1; done) &
 port=$(free_port); registry_config "$work/registry2" "127.0.0.1:$port" >"$work/registry2.yml"
 docker-registry serve "$work/registry2.yml" >"$work/registry2.log" 2>&1 &
 SERVER_PIDS+=("$!")
@@ -49,26 +48,7 @@ status=0
 "$root/target/release/berth-bench" run "${targets[@]}" --rounds "$rounds" --duration "$duration" \
   --only small-images,push --out "$work/gc.jsonl" >"$work/bench.log" 2>&1 || status=$?
 grep '"error"' "$work/gc.jsonl" >&2 && status=1
-touch "$work/done"
-echo "collections run beside the pushes: $(grep -c '^visited' "$work/collections.log")"
-python3 - "$work/gc.jsonl" <<'EOF'
-import json, statistics, sys
-from collections import defaultdict
-figures = defaultdict(list)
-unit = {}
-for line in open(sys.argv[1]):
-    record = json.loads(line)
-    if record.get("value") is not None:
-        figures[(record["scenario"], record["target"])].append(record["value"])
-        unit[record["scenario"]] = record.get("unit", "")
-for scenario in sorted({s for s, _ in figures}):
-    base = statistics.median(figures[(scenario, "off")])
-    for target in ("off", "gc", "registry2"):
-        values = figures.get((scenario, target))
-        if values:
-            median = statistics.median(values)
-            print(f"{scenario:13} {target:10} {median:10.1f} {unit[scenario]}  x{median / base:.3f} of berth without --gc")
-EOF
+BERTH_RATIO_LABEL="berth without --gc" python3 "$here/ratios.py" "$work/gc.jsonl" off gc registry2
 
 log "a collection over $blobs loose blobs and $images images, half of them deleted"
 start many --gc --gc-grace 0
