@@ -196,7 +196,7 @@ impl<S: Storage> Registry<S> {
 }
 
 /// Lets every other task of the executor run once before this one goes on.
-pub(super) async fn yield_now() {
+pub(in crate::registry) async fn yield_now() {
     YieldNow(false).await
 }
 
