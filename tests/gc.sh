@@ -147,7 +147,9 @@ PY
   "$binary" gc "${storage[@]}" --gc-grace 0 --log warn >/dev/null 2>&1 &
   local collector=$!
   # Killed once it has deleted something.
-  while [ "$(stored_blobs "$work/killed" | wc -l)" -eq 1004 ]; do sleep 0.01; done
+  while kill -0 "$collector" 2>/dev/null && [ "$(stored_blobs "$work/killed" | wc -l)" -eq 1004 ]; do
+    sleep 0.01
+  done
   kill -9 "$collector"; wait "$collector" 2>/dev/null
   local left; left=$(stored_blobs "$work/killed" | wc -l)
   echo "killed with $left blobs stored (of 1004)"
