@@ -28,6 +28,9 @@ count() {
   passed_total=$((passed_total + ${p:-0})); failed_total=$((failed_total + ${f:-0}))
 }
 
+# A CI machine builds once: incremental state would only take disk (1.5 GB of it).
+[ -z "${CI:-}" ] || export CARGO_INCREMENTAL=0
+
 if [ "${BERTH_SKIP_INSTALL:-0}" != 1 ]; then
   step "install test dependencies"
   command -v cargo >/dev/null || {

@@ -3,8 +3,9 @@
 # limits on a single PUT and a single copy (it reaches its content address by two server-side
 # part copies), then pulled back and verified. The S3 server is s3s-fs (disk-backed; moto would
 # hold every byte in memory three times over). The pusher makes the bytes as it sends them, so
-# the disk holds at most two copies of the blob (the finished upload and the copied parts), and
-# the test refuses to start, saying so, on a disk with less room. CI runs it once per run.
+# the disk holds at most two copies of the blob and one 512 MiB copied part (the finished upload,
+# and the copied parts while s3s-fs joins them), and the test refuses to start, saying so, on a
+# disk with less room. CI runs it once per run.
 #   tests/big-blob.sh BERTH_BINARY     (BERTH_BIG_BLOB_MIB, default 5184)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,7 @@ trap 'stop_all_servers; kill $s3 2>/dev/null; wait $s3 2>/dev/null; rm -rf "$wor
 wait_http "http://127.0.0.1:$s3_port/" 30 || { echo "s3s-fs did not start"; exit 1; }
 
 big_push() {
-  local needed_mib=$((2 * size_mib + 1024)) free_mib
+  local needed_mib=$((2 * size_mib + 512 + 512)) free_mib
   free_mib=$(df -m --output=avail "$work" | tail -1 | tr -d ' ')
   if [ "$free_mib" -lt "$needed_mib" ]; then
     echo "the disk under $work has $free_mib MiB free; this test needs $needed_mib MiB"

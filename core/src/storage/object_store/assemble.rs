@@ -68,7 +68,8 @@ impl ObjectStoreStorage {
         None
     }
 
-    /// Sends one UploadPartCopy per range of `from` and collects the parts' ETags.
+    /// Sends one UploadPartCopy per range of `from` (of at most [`COPY_PART_BYTES`], a few
+    /// at once) and collects the parts' ETags in order.
     #[cfg(feature = "s3")]
     pub(super) async fn copy_parts(
         &self,
@@ -78,59 +79,17 @@ impl ObjectStoreStorage {
         upload_id: &str,
         size: u64,
     ) -> Result<Vec<NativePartId>, StorageError> {
-        use ::object_store::signer::{HeaderMap, HeaderValue, Method, SignedUrlOptions};
         let source = format!("/{}/{}", copier.bucket, encode_key(from.as_ref()));
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < size {
-            let end = (start + self.max_single_copy).min(size);
-            let number = (parts.len() + 1).to_string();
-            let mut headers = HeaderMap::new();
-            let value = |text: &str| HeaderValue::from_str(text).map_err(StorageError::backend);
-            headers.insert("x-amz-copy-source", value(&source)?);
-            headers.insert(
-                "x-amz-copy-source-range",
-                value(&format!("bytes={start}-{}", end - 1))?,
-            );
-            let mut options = SignedUrlOptions::default()
-                .with_query([("partNumber", number.as_str()), ("uploadId", upload_id)]);
-            options.signed_headers = headers.clone();
-            let url = copier
-                .signer
-                .signed_url_opts(
-                    Method::PUT,
-                    to,
-                    std::time::Duration::from_secs(3600),
-                    &options,
-                )
-                .await
-                .map_err(error)?;
-            let response = copier
-                .client
-                .put(url)
-                .headers(headers)
-                .send()
-                .await
-                .map_err(StorageError::backend)?;
-            let status = response.status();
-            let body = response.text().await.map_err(StorageError::backend)?;
-            if !status.is_success() {
-                return Err(StorageError::backend(format!(
-                    "UploadPartCopy answered {status}: {body}"
-                )));
-            }
-            let e_tag = body
-                .split("<ETag>")
-                .nth(1)
-                .and_then(|rest| rest.split("</ETag>").next())
-                .ok_or_else(|| {
-                    StorageError::backend(format!("no ETag in UploadPartCopy answer: {body}"))
-                })?
-                .replace("&quot;", "\"");
-            parts.push(NativePartId { content_id: e_tag });
-            start = end;
-        }
-        Ok(parts)
+        let part_bytes = self.max_single_copy.min(COPY_PART_BYTES);
+        let ranges = (0..size.div_ceil(part_bytes)).map(|index| {
+            let start = index * part_bytes;
+            (index + 1, start..(start + part_bytes).min(size))
+        });
+        futures_util::stream::iter(ranges)
+            .map(|(number, range)| copy_part(copier, &source, to, upload_id, number, range))
+            .buffered(JOIN_CONCURRENCY)
+            .try_collect()
+            .await
     }
 
     /// Completes a native multipart upload at its staging key, then places the object at
@@ -186,4 +145,59 @@ impl ObjectStoreStorage {
             Err(e) => Err(error(e)),
         }
     }
+}
+
+/// One UploadPartCopy: the bytes `range` of `source` as part `number` of the upload.
+#[cfg(feature = "s3")]
+async fn copy_part(
+    copier: &PartCopy,
+    source: &str,
+    to: &Path,
+    upload_id: &str,
+    number: u64,
+    range: Range<u64>,
+) -> Result<NativePartId, StorageError> {
+    use ::object_store::signer::{HeaderMap, HeaderValue, Method, SignedUrlOptions};
+    let number = number.to_string();
+    let mut headers = HeaderMap::new();
+    let value = |text: &str| HeaderValue::from_str(text).map_err(StorageError::backend);
+    headers.insert("x-amz-copy-source", value(source)?);
+    headers.insert(
+        "x-amz-copy-source-range",
+        value(&format!("bytes={}-{}", range.start, range.end - 1))?,
+    );
+    let mut options = SignedUrlOptions::default()
+        .with_query([("partNumber", number.as_str()), ("uploadId", upload_id)]);
+    options.signed_headers = headers.clone();
+    let url = copier
+        .signer
+        .signed_url_opts(
+            Method::PUT,
+            to,
+            std::time::Duration::from_secs(3600),
+            &options,
+        )
+        .await
+        .map_err(error)?;
+    let response = copier
+        .client
+        .put(url)
+        .headers(headers)
+        .send()
+        .await
+        .map_err(StorageError::backend)?;
+    let status = response.status();
+    let body = response.text().await.map_err(StorageError::backend)?;
+    if !status.is_success() {
+        return Err(StorageError::backend(format!(
+            "UploadPartCopy answered {status}: {body}"
+        )));
+    }
+    let e_tag = body
+        .split("<ETag>")
+        .nth(1)
+        .and_then(|rest| rest.split("</ETag>").next())
+        .ok_or_else(|| StorageError::backend(format!("no ETag in UploadPartCopy answer: {body}")))?
+        .replace("&quot;", "\"");
+    Ok(NativePartId { content_id: e_tag })
 }

@@ -42,6 +42,12 @@ const NATIVE_MIN_PART: u64 = 5 * 1024 * 1024;
 const NATIVE_MAX_PARTS: u32 = 10_000;
 /// The largest object S3 copies in one request.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest part a server-side copy in parts copies in one request: a blob past the
+/// single-copy limit is copied in ranges of this size, several at once (faster than S3's
+/// 5 GiB ranges one after the other, and a disk-backed S3 holds one range extra while it
+/// completes, not 5 GiB).
+#[cfg(feature = "s3")]
+const COPY_PART_BYTES: u64 = 512 * 1024 * 1024;
 /// Parts uploaded at once while joining, each of object_store's default 5 MiB chunk size.
 const JOIN_CONCURRENCY: usize = 4;
 
