@@ -195,13 +195,30 @@ pub(crate) fn references_from(digest: &Digest, name: &RepositoryName) -> String 
     format!("{}{name}/!", references(digest))
 }
 
-/// The back-link that says the manifest `by` of `name` references `digest`; `by` is `None`
-/// for the revision link of the manifest `digest` itself.
+/// The back-link that says the manifest `by` of `name` references `digest` (as its config, a
+/// layer or a child); `by` is `None` for the revision link of the manifest `digest` itself.
 pub(crate) fn reference(digest: &Digest, name: &RepositoryName, by: Option<&Digest>) -> Key {
     let by = by.map_or(String::new(), |by| {
         format!("{}-{}", by.algorithm(), by.hex())
     });
     Key::new(format!("{}{by}", references_from(digest, name)))
+}
+
+/// The back-link that says the manifest `referrer` of `name` names `subject` as its subject:
+/// it keeps the subject's content, but not the subject's manifest from untagged collection.
+pub(crate) fn subject_reference(subject: &Digest, name: &RepositoryName, referrer: &Digest) -> Key {
+    Key::new(format!(
+        "{}^{}-{}",
+        references_from(subject, name),
+        referrer.algorithm(),
+        referrer.hex()
+    ))
+}
+
+/// The back-link that says the tag `tag` of `name` points at the manifest `digest` (`~` is
+/// in no tag and no digest).
+pub(crate) fn tag_reference(digest: &Digest, name: &RepositoryName, tag: &Tag) -> Key {
+    Key::new(format!("{}~{tag}", references_from(digest, name)))
 }
 
 /// The repositories that link `digest` as a blob (one entry per layer link).
@@ -230,6 +247,28 @@ pub(crate) fn candidate(now: u64, digest: &Digest, nonce: &str) -> Key {
     ))
 }
 
+/// Manifests that may have become untagged in a repository (pushed by digest, a tag moved
+/// away or deleted, their index or subject deleted), in the order they were recorded.
+pub(crate) fn manifest_candidates() -> &'static str {
+    "berth/gc/manifests/"
+}
+
+/// A manifest candidate: the manifest `digest` of `name` (after the `/`, which no digest or
+/// nonce holds), recorded as [`candidate`]s are.
+pub(crate) fn manifest_candidate(
+    now: u64,
+    digest: &Digest,
+    name: &RepositoryName,
+    nonce: &str,
+) -> Key {
+    Key::new(format!(
+        "berth/gc/manifests/{now:016}-{}-{}-{}/{name}",
+        digest.algorithm(),
+        digest.hex(),
+        nonce.replace('/', "_")
+    ))
+}
+
 /// The claims of collectors on digests they are about to delete.
 pub(crate) fn claims() -> &'static str {
     "berth/gc/claims/"
@@ -252,7 +291,8 @@ pub(crate) fn storage_clock() -> Key {
 /// Present once every manifest and layer link has its back-links (the first collection
 /// writes them for what registry:2 or berth wrote before references were tracked).
 pub(crate) fn references_complete() -> Key {
-    Key::new("berth/gc/references-complete")
+    // Version 2: tags and subjects have back-links of their own.
+    Key::new("berth/gc/references-complete-2")
 }
 
 #[cfg(test)]

@@ -4,114 +4,17 @@
 //!
 //! `BERTH_SCHEDULES` sets the number of racing schedules (default 1,000; without the claim check a layer was lost within them).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use berth::storage::{Storage, StorageExt};
-use berth::{Algorithm, Collection, Digest, MemoryStorage, Method, Options, Registry};
+use berth::storage::StorageExt;
+use berth::{Collection, MemoryStorage, Method, Registry};
 
 mod support;
-use support::{Dice, Hooked, Jitter, body_bytes, send};
-
-fn options(track: bool) -> Options {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut options = Options::new(
-        Arc::new(move || format!("id{}", next.fetch_add(1, Ordering::Relaxed))),
-        Arc::new(|| 1_000_000),
-    );
-    options.track_references = track;
-    options
-}
-
-fn no_grace() -> Collection {
-    Collection {
-        grace: 0,
-        ..Collection::default()
-    }
-}
-
-fn digest(data: &[u8]) -> Digest {
-    Algorithm::Sha256.digest(data)
-}
-
-/// An image manifest of `config` and `layers`, made unique by `note`.
-fn image(config: &[u8], layers: &[&[u8]], note: &str) -> String {
-    let descriptor = |media_type: &str, data: &[u8]| serde_json::json!({"mediaType": media_type, "digest": digest(data).as_str(), "size": data.len()});
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-        "layers": layers.iter().map(|layer| descriptor("application/vnd.oci.image.layer.v1.tar", layer)).collect::<Vec<_>>(),
-        "annotations": {"note": note},
-    })
-    .to_string()
-}
-
-async fn push_blob<S: Storage>(registry: &Registry<S>, repository: &str, data: &[u8]) -> u16 {
-    let target = format!("/v2/{repository}/blobs/uploads/?digest={}", digest(data));
-    send(registry, Method::Post, &target, &[], data)
-        .await
-        .status
-}
-
-async fn push_manifest<S: Storage>(
-    registry: &Registry<S>,
-    repository: &str,
-    reference: &str,
-    manifest: &str,
-) -> u16 {
-    let target = format!("/v2/{repository}/manifests/{reference}");
-    let headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
-    send(
-        registry,
-        Method::Put,
-        &target,
-        &headers,
-        manifest.as_bytes(),
-    )
-    .await
-    .status
-}
-
-async fn get<S: Storage>(registry: &Registry<S>, target: &str) -> (u16, Vec<u8>) {
-    let response = send(registry, Method::Get, target, &[], b"").await;
-    (response.status, body_bytes(response.body).await)
-}
-
-async fn collect_all<S: Storage>(registry: &Registry<S>) -> berth::CollectionReport {
-    let mut total = berth::CollectionReport::default();
-    loop {
-        let report = registry
-            .collect_garbage(&no_grace())
-            .await
-            .expect("a collection step");
-        total.visited += report.visited;
-        total.blobs_deleted += report.blobs_deleted;
-        total.bytes_deleted += report.bytes_deleted;
-        total.links_removed += report.links_removed;
-        total.marked += report.marked;
-        if report.visited == 0 || report.finished() && report.visited < 1000 {
-            return total;
-        }
-    }
-}
-
-/// The blobs stored, by digest.
-async fn stored_blobs(storage: &impl Storage) -> Vec<String> {
-    storage
-        .list_all("docker/registry/v2/blobs/")
-        .await
-        .expect("a listing")
-        .iter()
-        .filter_map(|key| {
-            key.strip_suffix("/data")?
-                .rsplit('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect()
-}
+use support::images::{
+    Live, Racing, Writer, collect_all, delete_first, digest, get, image, no_grace, options,
+    push_blob, push_manifest, race_schedules, stored_blobs,
+};
+use support::{Dice, body_bytes, send};
 
 #[tokio::test]
 async fn collects_what_nothing_references() {
@@ -261,12 +164,9 @@ const CONFIG: &[u8] = b"{\"architecture\":\"amd64\"}";
 /// One writer: pushes images of layers from a shared pool (so old, unreferenced layers are
 /// referenced again), deletes some of its own manifests again. Returns the tags it was told
 /// were pushed and did not delete, with their manifests.
-async fn writer<S: Storage>(
-    registry: &Registry<S>,
-    dice: &Dice,
-    number: u64,
-) -> BTreeMap<String, String> {
-    let mut live = BTreeMap::new();
+async fn writer(registry: Arc<Racing>, dice: Arc<Dice>, number: u64) -> Live {
+    let registry = &*registry;
+    let mut live = Live::new();
     for round in 0..4 {
         let chosen: Vec<&[u8]> = LAYERS
             .iter()
@@ -279,122 +179,20 @@ async fn writer<S: Storage>(
         let tag = format!("w{number}-{round}");
         let manifest = image(CONFIG, &chosen, &tag);
         if push_manifest(registry, "race", &tag, &manifest).await == 201 {
-            live.insert(tag, manifest);
+            live.insert(tag, vec![manifest]);
         }
-        if dice.roll(3) == 0
-            && let Some(tag) = live.keys().next().cloned()
-        {
-            let manifest = live.remove(&tag).expect("a live tag");
-            let target = format!("/v2/race/manifests/{}", digest(manifest.as_bytes()));
-            let status = send(registry, Method::Delete, &target, &[], b"")
-                .await
-                .status;
-            assert_eq!(status, 202, "deleting {tag}");
+        if dice.roll(3) == 0 {
+            delete_first(registry, &mut live).await;
         }
     }
     live
 }
 
-/// The digests of a manifest's config and layers.
-fn blobs_of(manifest: &str) -> Vec<String> {
-    let document: serde_json::Value = serde_json::from_str(manifest).expect("a manifest");
-    let digest = |descriptor: &serde_json::Value| {
-        descriptor["digest"]
-            .as_str()
-            .expect("a descriptor's digest")
-            .to_owned()
-    };
-    let layers = document["layers"].as_array().expect("layers");
-    layers
-        .iter()
-        .map(digest)
-        .chain([digest(&document["config"])])
-        .collect()
-}
-
-/// Every tag pulls back whole: the manifest, its config and each layer.
-async fn check_pullable<S: Storage>(
-    registry: &Registry<S>,
-    live: &BTreeMap<String, String>,
-    seed: u64,
-) {
-    for (tag, manifest) in live {
-        let (status, body) = get(registry, &format!("/v2/race/manifests/{tag}")).await;
-        assert_eq!(
-            (status, body),
-            (200, manifest.clone().into_bytes()),
-            "seed {seed}: {tag}"
-        );
-        for blob in blobs_of(manifest) {
-            let (status, _) = get(registry, &format!("/v2/race/blobs/{blob}")).await;
-            assert_eq!(status, 200, "seed {seed}: {tag} lost {blob}");
-        }
-    }
-}
-
 #[test]
 fn pushes_racing_the_collector_lose_nothing() {
-    let schedules: u64 = std::env::var("BERTH_SCHEDULES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
-    let mut pushed = 0;
-    for seed in 0..schedules {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
-        let live = runtime.block_on(async {
-            let dice = Arc::new(Dice::new(seed));
-            let storage = Hooked {
-                inner: MemoryStorage::new(),
-                hooks: Jitter(Arc::clone(&dice)),
-            };
-            let registry = Arc::new(Registry::new(storage, options(true)));
-            let writing = Arc::new(AtomicBool::new(true));
-            let collector = {
-                let (registry, writing) = (Arc::clone(&registry), Arc::clone(&writing));
-                tokio::spawn(async move {
-                    while writing.load(Ordering::Relaxed) {
-                        registry.collect_garbage(&no_grace()).await.expect("a step");
-                        tokio::task::yield_now().await;
-                    }
-                })
-            };
-            let writers = (0..3).map(|number| {
-                let (registry, dice) = (Arc::clone(&registry), Arc::clone(&dice));
-                tokio::spawn(async move { writer(&registry, &dice, number).await })
-            });
-            let mut live = BTreeMap::new();
-            for done in futures_util::future::join_all(writers).await {
-                live.extend(done.expect("a writer"));
-            }
-            writing.store(false, Ordering::Relaxed);
-            collector.await.expect("the collector");
-            check_pullable(&registry, &live, seed).await;
-            // With the writers done, one more collection leaves exactly what the live tags
-            // need, which still pulls.
-            collect_all(&registry).await;
-            check_pullable(&registry, &live, seed).await;
-            let mut needed: Vec<String> = Vec::new();
-            for manifest in live.values() {
-                needed.push(digest(manifest.as_bytes()).hex().to_owned());
-                for blob in blobs_of(manifest) {
-                    needed.push(blob.trim_start_matches("sha256:").to_owned());
-                }
-            }
-            needed.sort();
-            needed.dedup();
-            let mut stored = stored_blobs(registry.storage()).await;
-            stored.sort();
-            assert_eq!(
-                stored, needed,
-                "seed {seed}: what is left is what the live tags need"
-            );
-            live.len()
-        });
-        pushed += live;
-    }
-    eprintln!("{schedules} schedules: {pushed} tags live at the end, each pulled back whole");
+    let writers: Writer = |registry, dice, number| Box::pin(writer(registry, dice, number));
+    let (pushed, _) = race_schedules(no_grace(), writers);
+    eprintln!("{pushed} tags live at the ends of the schedules, each pulled back whole");
 }
 
 #[tokio::test]

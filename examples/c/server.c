@@ -17,7 +17,7 @@
  *
  * BERTH_GC=1 records who references each blob and collects garbage every BERTH_GC_INTERVAL
  * seconds (default 3600): blobs nothing references, older than BERTH_GC_GRACE seconds
- * (default 86400).
+ * (default 86400); with BERTH_GC_UNTAGGED=1 also manifests untagged that long.
  *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
@@ -282,8 +282,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 static volatile sig_atomic_t stopping;
 static void on_signal(int signal) { (void)signal; stopping = 1; }
 
-/* How the collector thread runs (BERTH_GC_INTERVAL, BERTH_GC_GRACE). */
+/* How the collector thread runs (BERTH_GC_INTERVAL, BERTH_GC_GRACE, BERTH_GC_UNTAGGED). */
 static uint64_t gc_interval = 3600, gc_grace = 86400;
+static uint32_t gc_flags = 0;
 
 /* Collects garbage every gc_interval seconds, in steps, until the process stops. */
 static void *collect_garbage(void *unused) {
@@ -292,15 +293,17 @@ static void *collect_garbage(void *unused) {
     for (uint64_t waited = 0; waited < gc_interval; waited++) sleep(1);
     berth_collection_report step;
     do {
-      berth_result result = berth_registry_collect_garbage(registry, gc_grace, 1000, false, &step);
+      berth_result result = berth_registry_collect_garbage(registry, gc_grace, 1000, gc_flags, &step);
       if (result != BERTH_RESULT_OK) {
         report("collecting garbage", result);
         break;
       }
-      if (step.blobs_deleted || step.links_removed)
-        fprintf(stderr, "berth-c-server: collected %llu blobs (%llu bytes), %llu links\n",
-                (unsigned long long)step.blobs_deleted, (unsigned long long)step.bytes_deleted,
-                (unsigned long long)step.links_removed);
+      if (step.manifests_deleted || step.blobs_deleted || step.links_removed)
+        fprintf(stderr,
+                "berth-c-server: collected %llu untagged manifests, %llu blobs (%llu bytes), "
+                "%llu links\n",
+                (unsigned long long)step.manifests_deleted, (unsigned long long)step.blobs_deleted,
+                (unsigned long long)step.bytes_deleted, (unsigned long long)step.links_removed);
     } while (step.left && step.visited);
   }
   return NULL;
@@ -378,6 +381,7 @@ int main(int argc, char **argv) {
   if (collecting) {
     gc_interval = env_number("BERTH_GC_INTERVAL", 3600);
     gc_grace = env_number("BERTH_GC_GRACE", 86400);
+    if (env_number("BERTH_GC_UNTAGGED", 0)) gc_flags |= BERTH_COLLECTION_FLAG_UNTAGGED;
     pthread_t collector;
     if (pthread_create(&collector, NULL, collect_garbage, NULL) == 0) pthread_detach(collector);
   }

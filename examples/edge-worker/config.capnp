@@ -30,6 +30,7 @@ const registryWorker :Workerd.Worker = (
     (name = "BERTH_GC", fromEnvironment = "BERTH_GC"),
     (name = "BERTH_GC_GRACE", fromEnvironment = "BERTH_GC_GRACE"),
     (name = "BERTH_GC_STEP", fromEnvironment = "BERTH_GC_STEP"),
+    (name = "BERTH_GC_UNTAGGED", fromEnvironment = "BERTH_GC_UNTAGGED"),
     (name = "BERTH_GC_TOKEN", fromEnvironment = "BERTH_GC_TOKEN"),
   ],
   compatibilityDate = "2025-11-01",

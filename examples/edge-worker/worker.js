@@ -13,7 +13,8 @@
 // Garbage collection (BERTH_GC=1): the registry records who references each blob, and the
 // scheduled() handler (a Cron Trigger: wrangler.toml [triggers] crons = ["*/10 * * * *"])
 // deletes blobs nothing references, older than BERTH_GC_GRACE seconds (default 86400), a
-// bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests).
+// bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests);
+// with BERTH_GC_UNTAGGED=1 also manifests untagged that long.
 // POST /_berth/gc with `Authorization: Bearer <BERTH_GC_TOKEN>` runs the same step on demand
 // (when BERTH_GC_TOKEN is set).
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
@@ -47,6 +48,7 @@ function collectStep(env) {
   return open(env).collectGarbage({
     grace: Number(env.BERTH_GC_GRACE ?? 86400),
     maxCandidates: Number(env.BERTH_GC_STEP ?? 100),
+    untagged: Boolean(env.BERTH_GC_UNTAGGED) && env.BERTH_GC_UNTAGGED !== "0",
   });
 }
 

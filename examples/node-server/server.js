@@ -5,7 +5,8 @@
 // BERTH_AUTH, when set, holds the login settings as JSON (`htpasswd`, `rules`, `token`, ...:
 // the Registry's `auth` option). BERTH_GC=1 records who references each blob and collects
 // garbage every BERTH_GC_INTERVAL seconds (default 3600): blobs nothing references, older
-// than BERTH_GC_GRACE seconds (default 86400).
+// than BERTH_GC_GRACE seconds (default 86400), and with BERTH_GC_UNTAGGED=1 manifests
+// untagged that long.
 //
 // Request bodies stream from the socket into the registry as a ReadableStream, and response
 // bodies stream back with backpressure: no blob is held in memory whole.
@@ -36,12 +37,13 @@ const registry = new Registry(options);
 
 if (collecting) {
   const grace = Number(process.env.BERTH_GC_GRACE ?? 86400);
+  const untagged = !["", "0", undefined].includes(process.env.BERTH_GC_UNTAGGED);
   const every = Number(process.env.BERTH_GC_INTERVAL ?? 3600) * 1000;
   const collect = async () => {
     try {
       for (;;) {
-        const report = await registry.collectGarbage({ grace });
-        if (report.blobsDeleted || report.linksRemoved) console.error("berth node-server: collected", report);
+        const report = await registry.collectGarbage({ grace, untagged });
+        if (report.manifestsDeleted || report.blobsDeleted || report.linksRemoved) console.error("berth node-server: collected", report);
         if (!report.left || !report.visited) break;
       }
     } catch (error) {

@@ -122,6 +122,27 @@ typedef enum berth_put_mode {
 } berth_put_mode;
 
 /**
+ * Flags of a collection step, or-ed together into `berth_registry_collect_garbage`'s
+ * `flags`.
+ */
+typedef enum berth_collection_flag {
+  /**
+   * Count what would be deleted; delete nothing, write nothing.
+   */
+  BERTH_COLLECTION_FLAG_DRY_RUN = 1,
+  /**
+   * Also delete manifests untagged for the grace period: no tag points at them, no
+   * manifest of their repository names them as a child, and they are not referrers of a
+   * subject the repository keeps.
+   */
+  BERTH_COLLECTION_FLAG_UNTAGGED = 2,
+  /**
+   * With `BERTH_COLLECTION_FLAG_UNTAGGED`: also delete referrers whose subject goes.
+   */
+  BERTH_COLLECTION_FLAG_ORPHANED_REFERRERS = 4,
+} berth_collection_flag;
+
+/**
  * A registry's configuration: storage and options. Create with `berth_config_new`, adjust
  * with the `berth_config_set_*` functions, pass to `berth_registry_new` (as often as you
  * like), then release with `berth_config_free`.
@@ -294,6 +315,10 @@ typedef struct berth_collection_report {
    * Back-links the first collection wrote for what was stored before.
    */
   uint64_t marked;
+  /**
+   * Untagged manifests deleted (with `BERTH_COLLECTION_FLAG_UNTAGGED`).
+   */
+  uint64_t manifests_deleted;
 } berth_collection_report;
 
 #ifdef __cplusplus
@@ -661,8 +686,10 @@ enum berth_result berth_registry_purge_uploads(const struct berth_registry *regi
 /**
  * One step of garbage collection (see `berth_config_set_track_references`, which every
  * registry over the storage must have on): visits at most `max_candidates` candidates older
- * than `grace_seconds` and deletes the blobs and layer links nothing references, or with
- * `dry_run` only counts them. Call it again while `out->left` is not 0; any registry over
+ * than `grace_seconds` and deletes the blobs and layer links nothing references (and with
+ * `BERTH_COLLECTION_FLAG_UNTAGGED`, untagged manifests), or with
+ * `BERTH_COLLECTION_FLAG_DRY_RUN` only counts them. `flags` or-s `berth_collection_flag`s;
+ * an unknown one is refused. Call it again while `out->left` is not 0; any registry over
  * the storage may run steps at any time. Blocks until the step is done.
  *
  * # Safety
@@ -671,7 +698,7 @@ enum berth_result berth_registry_purge_uploads(const struct berth_registry *regi
 enum berth_result berth_registry_collect_garbage(const struct berth_registry *registry,
                                                  uint64_t grace_seconds,
                                                  size_t max_candidates,
-                                                 bool dry_run,
+                                                 uint32_t flags,
                                                  struct berth_collection_report *out);
 
 /**

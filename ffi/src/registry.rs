@@ -158,12 +158,31 @@ pub struct berth_collection_report {
     pub left: u64,
     /// Back-links the first collection wrote for what was stored before.
     pub marked: u64,
+    /// Untagged manifests deleted (with `BERTH_COLLECTION_FLAG_UNTAGGED`).
+    pub manifests_deleted: u64,
+}
+
+/// Flags of a collection step, or-ed together into `berth_registry_collect_garbage`'s
+/// `flags`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum berth_collection_flag {
+    /// Count what would be deleted; delete nothing, write nothing.
+    DryRun = 1,
+    /// Also delete manifests untagged for the grace period: no tag points at them, no
+    /// manifest of their repository names them as a child, and they are not referrers of a
+    /// subject the repository keeps.
+    Untagged = 2,
+    /// With `BERTH_COLLECTION_FLAG_UNTAGGED`: also delete referrers whose subject goes.
+    OrphanedReferrers = 4,
 }
 
 /// One step of garbage collection (see `berth_config_set_track_references`, which every
 /// registry over the storage must have on): visits at most `max_candidates` candidates older
-/// than `grace_seconds` and deletes the blobs and layer links nothing references, or with
-/// `dry_run` only counts them. Call it again while `out->left` is not 0; any registry over
+/// than `grace_seconds` and deletes the blobs and layer links nothing references (and with
+/// `BERTH_COLLECTION_FLAG_UNTAGGED`, untagged manifests), or with
+/// `BERTH_COLLECTION_FLAG_DRY_RUN` only counts them. `flags` or-s `berth_collection_flag`s;
+/// an unknown one is refused. Call it again while `out->left` is not 0; any registry over
 /// the storage may run steps at any time. Blocks until the step is done.
 ///
 /// # Safety
@@ -173,17 +192,29 @@ pub unsafe extern "C" fn berth_registry_collect_garbage(
     registry: *const berth_registry,
     grace_seconds: u64,
     max_candidates: usize,
-    dry_run: bool,
+    flags: u32,
     out: *mut berth_collection_report,
 ) -> berth_result {
     guard(|| {
         // SAFETY: forwarded from the caller.
         let registry = unsafe { berth_registry::from_ptr(registry) }?;
         let inner = &registry.inner;
+        let flag = |flag: berth_collection_flag| flags & flag as u32 != 0;
+        let known = berth_collection_flag::DryRun as u32
+            | berth_collection_flag::Untagged as u32
+            | berth_collection_flag::OrphanedReferrers as u32;
+        if flags & !known != 0 {
+            return Err(Failure::new(
+                berth_result::InvalidArgument,
+                format!("unknown collection flags {:#x}", flags & !known),
+            ));
+        }
         let settings = berth::Collection {
             grace: grace_seconds,
             max_candidates,
-            dry_run,
+            dry_run: flag(berth_collection_flag::DryRun),
+            untagged: flag(berth_collection_flag::Untagged),
+            orphaned_referrers: flag(berth_collection_flag::OrphanedReferrers),
         };
         let report = inner
             .runtime
@@ -196,6 +227,7 @@ pub unsafe extern "C" fn berth_registry_collect_garbage(
             links_removed: report.links_removed,
             left: report.left,
             marked: report.marked,
+            manifests_deleted: report.manifests_deleted,
         };
         // SAFETY: the caller promises `out` is valid.
         unsafe { write_out(out, report, "out") }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Garbage collection through a host, over HTTP: pushes two images that share a layer and a
-loose blob, deletes one image, lets the host collect, then checks what went and what stayed.
+loose blob, deletes one image, moves a tag off a third (untagged collection is on), lets the
+host collect, then checks what went and what stayed.
 
     gc_host.py URL            the host collects on its own (BERTH_GC_INTERVAL), within 30 s
     gc_host.py URL TOKEN      each step is asked for: POST /_berth/gc with the token (the
@@ -19,7 +20,7 @@ from gc_race import request, sha256
 
 
 def main(url, token=None):
-    config, shared, only_a, loose = (os.urandom(200) for _ in range(4))
+    config, shared, only_a, loose, only_old, only_new = (os.urandom(200) for _ in range(6))
 
     def push(tag, layers):
         for data in [config] + layers:
@@ -40,6 +41,9 @@ def main(url, token=None):
 
     a = push("a", [shared, only_a])
     b = push("b", [shared])
+    # The tag moves on: the manifest it held is untagged, then collected with its own layer.
+    old = push("moving", [only_old])
+    moved = push("moving", [shared, only_new])
     status, _ = request(url, "POST", f"/v2/gc/app/blobs/uploads/?digest={sha256(loose)}", loose)
     assert status == 201, status
     status, _ = request(url, "DELETE", f"/v2/gc/app/manifests/{sha256(a)}")
@@ -57,7 +61,8 @@ def main(url, token=None):
             assert status == 200, (status, body)
             report = json.loads(body)
             steps += 1
-            if not report["left"]:
+            # A step that deletes a manifest makes its blobs candidates of the next.
+            if not report["visited"]:
                 break
             assert steps < 100, report
         print(f"{steps} bounded collection steps")
@@ -65,19 +70,26 @@ def main(url, token=None):
         assert status == 404, status
     else:
         deadline = time.monotonic() + 30
-        while stored(only_a) or stored(loose):
+        while stored(only_a) or stored(loose) or stored(only_old):
             assert time.monotonic() < deadline, "nothing collected within 30 s"
             time.sleep(0.5)
     # The deleted image's own layer and the loose blob are gone, content and link; the
     # shared layer, the config and the other image stay and pull.
-    for data, kept in ((only_a, False), (loose, False), (shared, True), (config, True)):
+    for data, kept in ((only_a, False), (loose, False), (only_old, False), (shared, True),
+                       (config, True)):
         status, body = request(url, "GET", f"/v2/gc/app/blobs/{sha256(data)}")
         assert (status == 200) == kept, (kept, status)
         assert stored(data) == kept, kept
     status, body = request(url, "GET", "/v2/gc/app/manifests/b",
                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
     assert (status, body) == (200, b), status
-    print("a deleted image's layer and a loose blob collected; the shared layer and the other image kept")
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    status, _ = request(url, "GET", f"/v2/gc/app/manifests/{sha256(old)}", headers=accept)
+    assert status == 404, f"the untagged manifest answers {status}"
+    status, body = request(url, "GET", "/v2/gc/app/manifests/moving", headers=accept)
+    assert (status, body) == (200, moved), status
+    print("a deleted image's layer, a loose blob and an untagged manifest with its layer "
+          "collected; the shared layer and the tagged images kept")
 
 
 if __name__ == "__main__":

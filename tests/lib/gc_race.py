@@ -4,8 +4,10 @@
     gc_race.py race SECONDS LEDGER URL...   6 threads push images to the registries at URL
                                             (in turn) for SECONDS: layers drawn from a small
                                             pool, so layers left unreferenced by a delete are
-                                            referenced again; each thread deletes some of its
-                                            own manifests again. Every tag a registry
+                                            referenced again; each thread moves three tags of
+                                            its own (leaving manifests untagged), moves one
+                                            back to a manifest it pushed before, and deletes
+                                            some of its manifests again. Every tag a registry
                                             acknowledged and the test did not delete goes to
                                             LEDGER.
     gc_race.py check URL LEDGER             every tag in LEDGER pulls back whole (manifest,
@@ -62,31 +64,41 @@ def race(seconds, ledger, urls):
 
     def writer(number):
         rng = random.Random(number)
-        mine = []
+        pushed = []  # the manifests this thread pushed, for rollbacks
         round_ = 0
         while time.monotonic() < deadline:
             url = urls[round_ % len(urls)]
-            layers = rng.sample(POOL, rng.randint(1, 3))
-            for data in layers + [CONFIG]:
-                request(url, "POST", f"/v2/race/blobs/uploads/?digest={sha256(data)}", data,
-                        {"Content-Type": "application/octet-stream"})
-            tag = f"t{number}-{round_}"
-            manifest = image(layers, tag)
+            # Three tags a thread: each push moves one, leaving a manifest untagged.
+            tag = f"t{number}-{rng.randrange(3)}"
+            if pushed and rng.random() < 0.25:
+                # A rollback: a manifest pushed before, perhaps untagged and collected since
+                # (then refused if its layers went too, whole if accepted).
+                manifest = rng.choice(pushed)
+            else:
+                layers = rng.sample(POOL, rng.randint(1, 3))
+                for data in layers + [CONFIG]:
+                    request(url, "POST", f"/v2/race/blobs/uploads/?digest={sha256(data)}", data,
+                            {"Content-Type": "application/octet-stream"})
+                manifest = image(layers, f"{tag}-{round_}")
             status, _ = request(url, "PUT", f"/v2/race/manifests/{tag}", manifest,
                                 {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
             with lock:
                 if status == 201:
                     live[tag] = manifest.decode()
-                    mine.append(tag)
+                    if manifest not in pushed:
+                        pushed.append(manifest)
                     counts["pushed"] += 1
                 else:
                     counts["refused"] += 1
-            if mine and rng.random() < 0.4:
-                gone = mine.pop(rng.randrange(len(mine)))
+                mine = [t for t in live if t.startswith(f"t{number}-")]
+            if mine and rng.random() < 0.3:
                 with lock:
-                    manifest = live.pop(gone)
+                    manifest = live[rng.choice(mine)]
+                    # A delete by digest takes every tag that holds the manifest.
+                    for held in [t for t in mine if live[t] == manifest]:
+                        del live[held]
                 status, _ = request(url, "DELETE", f"/v2/race/manifests/{sha256(manifest.encode())}")
-                assert status == 202, (gone, status)
+                assert status == 202, (manifest, status)
                 counts["deleted"] += 1
             round_ += 1
 

@@ -203,10 +203,11 @@ impl Registry {
     }
 
     /// One step of garbage collection (with `trackReferences` on): `{ grace, maxCandidates,
-    /// dryRun }` (grace in seconds, default 86400; at most `maxCandidates` visits, default
-    /// 1000: each costs a few storage requests, so a Worker keeps within its subrequest
-    /// budget). Resolves to `{ visited, blobsDeleted, bytesDeleted, linksRemoved, left,
-    /// marked }`; call again while `left` is not 0.
+    /// dryRun, untagged, orphanedReferrers }` (grace in seconds, default 86400; at most
+    /// `maxCandidates` visits, default 1000: each costs a few storage requests, so a Worker
+    /// keeps within its subrequest budget; `untagged` also deletes manifests untagged that
+    /// long). Resolves to `{ visited, manifestsDeleted, blobsDeleted, bytesDeleted,
+    /// linksRemoved, left, marked }`; call again while `left` is not 0.
     #[wasm_bindgen(js_name = collectGarbage)]
     pub fn collect_garbage(&self, options: JsValue) -> Promise {
         let registry = Rc::clone(&self.inner);
@@ -220,6 +221,9 @@ impl Registry {
                     settings.max_candidates = max as usize;
                 }
                 settings.dry_run = bool_option(&options, "dryRun")?.unwrap_or(false);
+                settings.untagged = bool_option(&options, "untagged")?.unwrap_or(false);
+                settings.orphaned_referrers =
+                    bool_option(&options, "orphanedReferrers")?.unwrap_or(false);
             }
             let report = registry
                 .collect_garbage(&settings)
@@ -228,6 +232,7 @@ impl Registry {
             let out = js_sys::Object::new();
             for (name, value) in [
                 ("visited", report.visited),
+                ("manifestsDeleted", report.manifests_deleted),
                 ("blobsDeleted", report.blobs_deleted),
                 ("bytesDeleted", report.bytes_deleted),
                 ("linksRemoved", report.links_removed),

@@ -1,4 +1,5 @@
 """The package over the C ABI: requests, streaming bodies, errors, threads, notices."""
+import json
 import logging
 import os
 import threading
@@ -239,6 +240,35 @@ def test_garbage_collection_deletes_what_nothing_references():
     report = registry.collect_garbage(grace=0)
     assert (report.blobs_deleted, report.bytes_deleted, report.left) == (1, 1000, 0), report
     assert registry.handle("GET", f"/v2/py/gc/blobs/{digest(data)}").status == 404
+
+
+def test_untagged_collection_deletes_the_manifest_a_tag_left():
+    registry = berth.Registry(memory=True, track_references=True)
+    config, layer = b"{}", os.urandom(1000)
+    for data in (config, layer):
+        assert registry.handle("POST", f"/v2/py/u/blobs/uploads/?digest={digest(data)}", body=data).status == 201
+
+    def manifest(note):
+        return json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer),
+                        "size": len(layer)}],
+            "annotations": {"note": note},
+        }).encode()
+
+    old, new = manifest("old"), manifest("new")
+    headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")]
+    for body in (old, new):
+        assert registry.handle("PUT", "/v2/py/u/manifests/latest", headers=headers, body=body).status == 201
+    assert registry.collect_garbage(grace=0).manifests_deleted == 0
+    assert registry.collect_garbage(grace=0, untagged=True, dry_run=True).manifests_deleted == 1
+    report = registry.collect_garbage(grace=0, untagged=True)
+    assert report.manifests_deleted == 1, report
+    assert registry.handle("GET", f"/v2/py/u/manifests/{digest(old)}").status == 404
+    assert registry.handle("GET", "/v2/py/u/manifests/latest").status == 200
+    assert registry.handle("GET", f"/v2/py/u/blobs/{digest(layer)}").status == 200
 
 
 def test_invalid_login_settings_are_refused():

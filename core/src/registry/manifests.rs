@@ -8,7 +8,7 @@ use crate::access::Action;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorCode};
 use crate::layout;
-use crate::manifest::{Descriptor, Manifest, OCI_INDEX, stored_media_type};
+use crate::manifest::{Descriptor, Manifest, ManifestKind, OCI_INDEX, stored_media_type};
 use crate::reference::{Reference, RepositoryName, Tag};
 use crate::request::{RequestBody, RequestHead};
 use crate::response::Response;
@@ -124,21 +124,30 @@ impl<S: Storage> Registry<S> {
         let linked = async {
             // Under the tags' leases, so no concurrent push moves one in between.
             self.check_overwrites(head, name, &digest, &tags).await?;
+            // What the tags point at now, under their leases (with references tracked).
+            let mut moved = Vec::new();
             if tracked {
+                for tag in &tags {
+                    if let Some(previous) = self.read_link(&layout::tag_current(name, tag)).await? {
+                        moved.push((tag.clone(), previous));
+                    }
+                }
                 // Under the digest's lease, so a delete of the same manifest cannot remove
                 // the back-links between their write and the revision link's.
-                self.track_manifest(name, &digest, &manifest).await?;
+                self.track_manifest(name, &digest, &manifest, &tags).await?;
                 let stored = async {
                     self.check_manifest_blobs(name, &manifest).await?;
                     self.store_manifest(&digest, &bytes).await
                 }
                 .await;
                 if let Err(refused) = stored {
-                    self.abandon_manifest(name, &digest, &manifest).await;
+                    self.abandon_manifest(name, &digest, &manifest, &tags).await;
                     return Err(refused);
                 }
             }
             self.link_manifest(name, &digest, &manifest, bytes.len() as u64, &tags)
+                .await?;
+            self.track_retags(name, &digest, &moved, !tags.is_empty())
                 .await
         }
         .await;
@@ -175,6 +184,11 @@ impl<S: Storage> Registry<S> {
             .collect();
         // Looked up at once: each lookup is a storage round trip.
         let links = try_join_all(keys.iter().map(|key| self.read_link(key))).await?;
+        if self.options.track_references && manifest.kind == ManifestKind::Index {
+            // Untagged collection may delete a child this index names: its back-links are
+            // written, so a child still here now stays.
+            self.check_index_children(name, manifest).await?;
+        }
         // With references tracked, this runs after the back-links are written, and then the
         // content itself is looked at too: a collector that decided before the back-links
         // landed may have deleted it under a link written again since; none deletes it
@@ -194,6 +208,33 @@ impl<S: Storage> Registry<S> {
                     ),
                 )
                 .with_detail(serde_json::json!({ "digest": blob.digest })));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an index whose child manifests the repository lacks (as registry:2 does).
+    async fn check_index_children(
+        &self,
+        name: &RepositoryName,
+        index: &Manifest,
+    ) -> Result<(), Error> {
+        let keys: Vec<_> = index
+            .references
+            .iter()
+            .map(|child| layout::revision_link(name, &child.digest))
+            .collect();
+        let children = try_join_all(keys.iter().map(|key| self.read_link(key))).await?;
+        for (child, link) in index.references.iter().zip(children) {
+            if link.is_none() {
+                return Err(Error::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!(
+                        "manifest {} is not in {name}: push it before the index",
+                        child.digest
+                    ),
+                )
+                .with_detail(serde_json::json!({ "digest": child.digest })));
             }
         }
         Ok(())
@@ -350,7 +391,7 @@ impl<S: Storage> Registry<S> {
             Reference::Digest(digest) => {
                 self.check_no_immutable_tag_holds(name, digest).await?;
                 let lease = self.lease(name, Leased::Digest(digest)).await?;
-                let deleted = self.delete_revision(name, digest).await;
+                let deleted = self.delete_revision(name, digest, None).await;
                 self.give_back(lease).await;
                 deleted?
             }
@@ -376,16 +417,18 @@ impl<S: Storage> Registry<S> {
             return Ok(false);
         }
         self.delete_tag(name, tag).await?;
+        self.untrack_tag(name, tag, &current).await?;
         Ok(true)
     }
 
     /// Removes a manifest from a repository, holding its digest's lease: its referrer entry,
-    /// the tags that point at it (as registry:2 does), then its revision link. Returns
-    /// whether the repository had it.
+    /// the tags that point at it (as registry:2 does; all of the repository's are read unless
+    /// `tags` says which), then its revision link. Returns whether the repository had it.
     pub(super) async fn delete_revision(
         &self,
         name: &RepositoryName,
         digest: &Digest,
+        tags: Option<Vec<Tag>>,
     ) -> Result<bool, Error> {
         if self
             .read_link(&layout::revision_link(name, digest))
@@ -420,7 +463,11 @@ impl<S: Storage> Registry<S> {
         }
         // No tag can be moved to this digest meanwhile (that needs the lease held here); one
         // moved away from it is seen under its own lease and left alone.
-        for tag in self.tag_names(name).await? {
+        let tags = match tags {
+            Some(tags) => tags,
+            None => self.tag_names(name).await?,
+        };
+        for tag in tags {
             if self
                 .read_link(&layout::tag_current(name, &tag))
                 .await?

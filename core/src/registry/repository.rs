@@ -48,13 +48,18 @@ impl<S: Storage> Registry<S> {
             let lease = self
                 .lease(name, super::leases::Leased::Digest(&digest))
                 .await?;
-            let deleted = self.delete_revision(name, &digest).await;
+            let deleted = self.delete_revision(name, &digest, None).await;
             self.give_back(lease).await;
             manifests += u64::from(deleted?);
         }
         let mut tags = 0u64;
         for tag in self.tag_names(name).await? {
+            // Tags left pointing at no manifest of the repository.
+            let current = self.read_link(&layout::tag_current(name, &tag)).await?;
             self.delete_tag(name, &tag).await?;
+            if let Some(current) = current {
+                self.untrack_tag(name, &tag, &current).await?;
+            }
             tags += 1;
         }
         let mut blobs = 0u64;

@@ -1,6 +1,8 @@
 //! Storage with hooks a test watches or steers (what listings return, when part writes run,
 //! a pause before each call), and the helpers tests share to send requests and read bodies.
 
+pub(crate) mod images;
+
 use std::ops::Range;
 
 use async_trait::async_trait;

@@ -50,6 +50,13 @@ pub(crate) struct GcArgs {
     /// Report what would be deleted; delete nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Also delete manifests untagged for the grace period (as --gc-untagged).
+    #[arg(long)]
+    pub(crate) untagged: bool,
+    /// With --untagged: also delete referrers whose subject goes (as
+    /// --gc-orphaned-referrers).
+    #[arg(long)]
+    pub(crate) orphaned_referrers: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -172,6 +179,15 @@ pub(crate) struct ServeArgs {
     /// takes): `24h`, `0` [default: 24h].
     #[arg(long, env = "BERTH_GC_GRACE")]
     pub(crate) gc_grace: Option<String>,
+    /// With --gc: also delete manifests untagged for the grace period (no tag points at
+    /// them, no index of their repository lists them, and they are not referrers of a
+    /// subject their repository keeps); then their blobs.
+    #[arg(long, env = "BERTH_GC_UNTAGGED")]
+    pub(crate) gc_untagged: bool,
+    /// With --gc-untagged: also delete referrers (signatures, SBOMs) whose subject goes
+    /// [default: kept].
+    #[arg(long, env = "BERTH_GC_ORPHANED_REFERRERS")]
+    pub(crate) gc_orphaned_referrers: bool,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -230,6 +246,8 @@ struct FileConfig {
     gc: Option<bool>,
     gc_interval: Option<String>,
     gc_grace: Option<String>,
+    gc_untagged: Option<bool>,
+    gc_orphaned_referrers: Option<bool>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -296,8 +314,24 @@ pub(crate) struct ExternalIssuer {
 pub(crate) struct GcSettings {
     /// Seconds between collections.
     pub(crate) interval: u64,
-    /// Seconds an unreferenced blob is kept.
+    /// Seconds an unreferenced blob (or an untagged manifest) is kept.
     pub(crate) grace: u64,
+    /// Whether untagged manifests are collected.
+    pub(crate) untagged: bool,
+    /// Whether referrers whose subject goes are collected (with `untagged`).
+    pub(crate) orphaned_referrers: bool,
+}
+
+impl GcSettings {
+    /// A collection step's settings.
+    pub(crate) fn collection(&self) -> berth::Collection {
+        berth::Collection {
+            grace: self.grace,
+            untagged: self.untagged,
+            orphaned_referrers: self.orphaned_referrers,
+            ..berth::Collection::default()
+        }
+    }
 }
 
 /// The storage after merging.
@@ -472,6 +506,9 @@ impl ServeArgs {
                 Some(GcSettings {
                     interval: parse_age(interval.as_deref().unwrap_or("1h"))?.max(1),
                     grace: parse_age(grace.as_deref().unwrap_or("24h"))?,
+                    untagged: self.gc_untagged || file.gc_untagged.unwrap_or(false),
+                    orphaned_referrers: self.gc_orphaned_referrers
+                        || file.gc_orphaned_referrers.unwrap_or(false),
                 })
             } else {
                 None

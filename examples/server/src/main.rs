@@ -75,6 +75,8 @@ fn main() -> ExitCode {
         Command::Gc(args) => (
             ServeArgs {
                 gc: true,
+                gc_untagged: args.serve.gc_untagged || args.untagged,
+                gc_orphaned_referrers: args.serve.gc_orphaned_referrers || args.orphaned_referrers,
                 ..args.serve
             },
             Mode::CollectGarbage {
@@ -130,10 +132,8 @@ fn main() -> ExitCode {
                     ..settings
                 };
                 let registry = Registry::new(storage, registry_options(&settings, None)?);
-                let grace = settings
-                    .gc
-                    .map_or(berth::DEFAULT_GRACE_SECONDS, |gc| gc.grace);
-                collect_garbage(&registry, grace, dry_run).await
+                let collection = settings.gc.map(|gc| gc.collection()).unwrap_or_default();
+                collect_garbage(&registry, collection, dry_run).await
             }
             Mode::PurgeUploads => {
                 // Purging needs no logins (and no token key).
@@ -216,13 +216,13 @@ enum Mode {
 /// once), and prints what it deleted (or would).
 async fn collect_garbage(
     registry: &Registry<Arc<dyn Storage>>,
-    grace: u64,
+    collection: berth::Collection,
     dry_run: bool,
 ) -> Result<(), String> {
     let settings = berth::Collection {
-        grace,
         dry_run,
         max_candidates: if dry_run { usize::MAX } else { 1000 },
+        ..collection
     };
     let mut total = berth::CollectionReport::default();
     loop {
@@ -231,6 +231,7 @@ async fn collect_garbage(
             .await
             .map_err(|e| format!("collecting garbage: {e}"))?;
         total.visited += report.visited;
+        total.manifests_deleted += report.manifests_deleted;
         total.blobs_deleted += report.blobs_deleted;
         total.bytes_deleted += report.bytes_deleted;
         total.links_removed += report.links_removed;
@@ -238,10 +239,12 @@ async fn collect_garbage(
         for (repository, bytes) in report.by_repository {
             *total.by_repository.entry(repository).or_default() += bytes;
         }
-        if dry_run || report.left == 0 || report.visited == 0 {
+        // A step that deleted manifests recorded their blobs as candidates: one more step
+        // visits those old enough.
+        if dry_run || report.visited == 0 {
             break;
         }
-        if report.blobs_deleted + report.links_removed == 0 {
+        if report.left > 0 && report.blobs_deleted + report.links_removed == 0 {
             // Only busy candidates left (another collector's claims, perhaps of one that
             // died): they lapse within seconds.
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -253,6 +256,9 @@ async fn collect_garbage(
             "wrote {} back-links for what was stored before",
             total.marked
         );
+    }
+    if settings.untagged {
+        println!("{verb} {} untagged manifests", total.manifests_deleted);
     }
     println!(
         "visited {} candidates; {verb} {} blobs ({} bytes) and {} repository links",
@@ -369,17 +375,19 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
 fn spawn_collector(registry: Arc<Registry<Arc<dyn Storage>>>, gc: GcSettings) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(gc.interval));
-        let settings = berth::Collection {
-            grace: gc.grace,
-            ..berth::Collection::default()
-        };
+        let settings = gc.collection();
         loop {
             ticks.tick().await;
             loop {
                 match registry.collect_garbage(&settings).await {
                     Ok(report) => {
-                        if report.blobs_deleted + report.links_removed + report.marked > 0 {
+                        let changed = report.manifests_deleted
+                            + report.blobs_deleted
+                            + report.links_removed
+                            + report.marked;
+                        if changed > 0 {
                             tracing::info!(
+                                manifests = report.manifests_deleted,
                                 blobs = report.blobs_deleted,
                                 bytes = report.bytes_deleted,
                                 links = report.links_removed,

@@ -58,12 +58,14 @@ def registry_from_env() -> Registry:
 def start_collector_from_env(registry: Registry) -> None:
     """With ``BERTH_GC`` on, collects garbage on a daemon thread every ``BERTH_GC_INTERVAL``
     seconds (default 3600): blobs nothing references, older than ``BERTH_GC_GRACE`` seconds
-    (default 86400), as ``berth serve --gc`` does."""
+    (default 86400), and with ``BERTH_GC_UNTAGGED`` manifests untagged that long, as
+    ``berth serve --gc`` does."""
     if not _flag("BERTH_GC"):
         return
     interval = _number("BERTH_GC_INTERVAL") or 3600
     grace = _number("BERTH_GC_GRACE")
     grace = 24 * 60 * 60 if grace is None else grace
+    untagged = _flag("BERTH_GC_UNTAGGED")
     log = logging.getLogger("berth")
 
     def collect() -> None:
@@ -71,8 +73,8 @@ def start_collector_from_env(registry: Registry) -> None:
             time.sleep(interval)
             try:
                 while True:
-                    report = registry.collect_garbage(grace=grace)
-                    if report.blobs_deleted or report.links_removed:
+                    report = registry.collect_garbage(grace=grace, untagged=untagged)
+                    if report.manifests_deleted or report.blobs_deleted or report.links_removed:
                         log.info("collected garbage: %s", report)
                     if report.left == 0 or report.visited == 0:
                         break

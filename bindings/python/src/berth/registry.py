@@ -89,11 +89,16 @@ def _key_set_fetcher(fetch: Callable[[str], bytes]):
     return callback
 
 
+# enum berth_collection_flag.
+_FLAG_DRY_RUN, _FLAG_UNTAGGED, _FLAG_ORPHANED_REFERRERS = 1, 2, 4
+
+
 class _CollectionReport(ctypes.Structure):
     """``struct berth_collection_report``."""
 
     _fields_ = [(name, ctypes.c_uint64) for name in
-                ("visited", "blobs_deleted", "bytes_deleted", "links_removed", "left", "marked")]
+                ("visited", "blobs_deleted", "bytes_deleted", "links_removed", "left", "marked",
+                 "manifests_deleted")]
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class CollectionReport:
     left: int
     #: Back-links the first collection wrote for what was stored before.
     marked: int
+    #: Untagged manifests deleted (with ``untagged``).
+    manifests_deleted: int
 
 
 class _Config:
@@ -332,15 +339,24 @@ class Registry(_Handle):
         return purged.value
 
     def collect_garbage(
-        self, grace: int = 24 * 60 * 60, max_candidates: int = 1000, dry_run: bool = False
+        self,
+        grace: int = 24 * 60 * 60,
+        max_candidates: int = 1000,
+        dry_run: bool = False,
+        untagged: bool = False,
+        orphaned_referrers: bool = False,
     ) -> "CollectionReport":
         """One step of garbage collection (with ``track_references`` on): visits at most
         ``max_candidates`` candidates older than ``grace`` seconds and deletes the blobs and
-        repository links nothing references (or, with ``dry_run``, counts them). Call it
-        again while the report's ``left`` is not 0."""
+        repository links nothing references (or, with ``dry_run``, counts them). With
+        ``untagged``, manifests untagged that long go too (not an index's children, not the
+        referrers of a kept subject; with ``orphaned_referrers``, referrers whose subject
+        goes). Call it again while the report's ``left`` is not 0."""
+        flags = (_FLAG_DRY_RUN if dry_run else 0) | (_FLAG_UNTAGGED if untagged else 0) | (
+            _FLAG_ORPHANED_REFERRERS if orphaned_referrers else 0)
         report = _CollectionReport()
         check(lib.berth_registry_collect_garbage(
-            self._live(), grace, max_candidates, dry_run, ctypes.byref(report)))
+            self._live(), grace, max_candidates, flags, ctypes.byref(report)))
         return CollectionReport(**{name: getattr(report, name) for name, _ in report._fields_})
 
     def _live(self) -> ctypes.c_void_p:

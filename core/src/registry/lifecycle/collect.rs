@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::{CLAIM_SECONDS, Collection, CollectionReport};
+use super::track::manifest_back_links;
+use super::{CLAIM_SECONDS, Collection, CollectionReport, untagged};
 use crate::digest::Digest;
 use crate::layout;
 use crate::manifest::Manifest;
-use crate::reference::RepositoryName;
+use crate::reference::{RepositoryName, Tag};
 use crate::registry::Registry;
 use crate::storage::{Durability, Listed, PutMode, Storage, StorageError, StorageExt};
 
@@ -71,12 +72,37 @@ impl<S: Storage> Registry<S> {
             }
         }
         let now = self.storage_now().await?;
+        if settings.untagged {
+            // First: the manifests it deletes make their blobs candidates.
+            self.walk(Queue::Manifests, now, settings, &mut report)
+                .await?;
+            if !report.finished() {
+                return Ok(report);
+            }
+        }
+        self.walk(Queue::Blobs, now, settings, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Visits the candidates of `queue` older than the grace period, oldest first, until the
+    /// step's budget is spent.
+    async fn walk(
+        &self,
+        queue: Queue,
+        now: u64,
+        settings: &Collection,
+        report: &mut CollectionReport,
+    ) -> Result<(), StorageError> {
         let grace_ms = settings.grace.saturating_mul(1000);
+        let prefix = match queue {
+            Queue::Blobs => layout::candidates(),
+            Queue::Manifests => layout::manifest_candidates(),
+        };
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .storage
-                .list(layout::candidates(), false, after.as_deref(), 1000)
+                .list(prefix, false, after.as_deref(), 1000)
                 .await?;
             for candidate in &page.objects {
                 let old_enough = candidate
@@ -84,37 +110,48 @@ impl<S: Storage> Registry<S> {
                     .is_some_and(|written| now.saturating_sub(written) >= grace_ms);
                 if !old_enough {
                     // Listed in the order they were recorded: the rest are younger still.
-                    return Ok(report);
+                    return Ok(());
                 }
                 if report.visited as usize >= settings.max_candidates {
                     report.left += 1;
-                    return Ok(report);
+                    return Ok(());
                 }
-                let Some(digest) = candidate_digest(&candidate.key) else {
-                    if !settings.dry_run {
-                        self.storage
-                            .delete(&candidate.key, Durability::Durable)
-                            .await?;
-                    }
-                    continue;
+                let visit = match queue {
+                    Queue::Blobs => match candidate_digest(&candidate.key) {
+                        Some(digest) => {
+                            report.visited += 1;
+                            Some(
+                                self.collect(&digest, now, grace_ms, settings, report)
+                                    .await?,
+                            )
+                        }
+                        None => None,
+                    },
+                    Queue::Manifests => match untagged::manifest_candidate(&candidate.key) {
+                        Some((digest, name)) => {
+                            report.visited += 1;
+                            let (visit, deleted) =
+                                self.collect_untagged(&name, &digest, now, settings).await?;
+                            report.manifests_deleted += u64::from(deleted);
+                            Some(visit)
+                        }
+                        None => None,
+                    },
                 };
-                report.visited += 1;
-                match self
-                    .collect(&digest, now, grace_ms, settings, &mut report)
-                    .await?
-                {
-                    Visit::Done if !settings.dry_run => {
+                match visit {
+                    // Unreadable (written by no berth): it goes too.
+                    Some(Visit::Done) | None if !settings.dry_run => {
                         self.storage
                             .delete(&candidate.key, Durability::Durable)
                             .await?;
                     }
-                    Visit::Done => {}
-                    Visit::Busy => report.left += 1,
+                    Some(Visit::Done) | None => {}
+                    Some(Visit::Busy) => report.left += 1,
                 }
             }
             after = page.objects.last().map(|object| object.key.to_string());
             if !page.truncated || after.is_none() {
-                return Ok(report);
+                return Ok(());
             }
         }
     }
@@ -141,6 +178,22 @@ impl<S: Storage> Registry<S> {
                 .await?;
             return Ok(Visit::Done);
         }
+        let Some(claimed_at) = self.claim_digest(digest).await? else {
+            return Ok(Visit::Busy);
+        };
+        let deleted = self
+            .delete_unheld(digest, now, grace_ms, claimed_at, report)
+            .await;
+        // Given back even when the deletes failed: what is left is decided again next time.
+        self.storage
+            .delete(&layout::claim(digest), Durability::Durable)
+            .await?;
+        deleted
+    }
+
+    /// Claims `digest` for deletion: returns when, or `None` while another collector's claim
+    /// holds it (one of a collector that died lapses).
+    pub(super) async fn claim_digest(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         let claimed_at = (self.options.clock)();
         let claim = layout::claim(digest);
         let record = Bytes::from(format!("{}", claimed_at + CLAIM_SECONDS));
@@ -149,41 +202,37 @@ impl<S: Storage> Registry<S> {
             .put(&claim, record.clone(), PutMode::Create.into())
             .await
         {
-            Ok(_) => {}
-            Err(StorageError::AlreadyExists) => {
-                // Another collector is at it, or died at it: its claim lapses.
-                let (meta, held) = match self.storage.read_small(&claim, 64).await {
-                    Ok(found) => found,
-                    Err(StorageError::NotFound) => return Ok(Visit::Busy),
-                    Err(e) => return Err(e),
-                };
-                let until = std::str::from_utf8(&held)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-                if until > claimed_at {
-                    return Ok(Visit::Busy);
-                }
-                match self
-                    .storage
-                    .put(&claim, record, PutMode::Update(meta.version).into())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(StorageError::PreconditionFailed | StorageError::NotFound) => {
-                        return Ok(Visit::Busy);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            Ok(_) => return Ok(Some(claimed_at)),
+            Err(StorageError::AlreadyExists) => {}
             Err(e) => return Err(e),
         }
-        let deleted = self
-            .delete_unheld(digest, now, grace_ms, claimed_at, report)
-            .await;
-        // Given back even when the deletes failed: what is left is decided again next time.
-        self.storage.delete(&claim, Durability::Durable).await?;
-        deleted
+        let (meta, held) = match self.storage.read_small(&claim, 64).await {
+            Ok(found) => found,
+            Err(StorageError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let until = std::str::from_utf8(&held)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if until > claimed_at {
+            return Ok(None);
+        }
+        match self
+            .storage
+            .put(&claim, record, PutMode::Update(meta.version).into())
+            .await
+        {
+            Ok(_) => Ok(Some(claimed_at)),
+            Err(StorageError::PreconditionFailed | StorageError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a claim taken at `claimed_at` is young enough to delete under: a writer that
+    /// found it waits out all of it, so the deletes end half-way.
+    pub(super) fn claim_in_time(&self, claimed_at: u64) -> bool {
+        (self.options.clock)() < claimed_at + CLAIM_SECONDS / 2
     }
 
     /// Under a claim: lists the holders again and deletes what is still unheld, while the
@@ -196,7 +245,7 @@ impl<S: Storage> Registry<S> {
         claimed_at: u64,
         report: &mut CollectionReport,
     ) -> Result<Visit, StorageError> {
-        let in_time = || (self.options.clock)() < claimed_at + CLAIM_SECONDS / 2;
+        let in_time = || self.claim_in_time(claimed_at);
         let holders = self.holders(digest, now).await?;
         let unlinkable = holders.unlinkable(grace_ms);
         let deletable = holders.deletable(&unlinkable);
@@ -306,7 +355,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Every object below `prefix`, with its modification time.
-    async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+    pub(super) async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
         let mut objects = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -352,12 +401,11 @@ impl<S: Storage> Registry<S> {
                 .await?;
             after = page.objects.last().map(|object| object.key.to_string());
             for listed in &page.objects {
-                let Some((name, kind, digest)) = stored_link(&listed.key[repositories.len()..])
-                else {
+                let Some((name, link)) = stored_link(&listed.key[repositories.len()..]) else {
                     continue;
                 };
-                match kind {
-                    StoredLink::Revision => {
+                let keys = match link {
+                    StoredLink::Revision(digest) => {
                         let manifest = match self
                             .storage
                             .read_small(&layout::blob_data(&digest), 64 * 1024 * 1024)
@@ -367,31 +415,43 @@ impl<S: Storage> Registry<S> {
                             Err(StorageError::NotFound) => None,
                             Err(e) => return Err(e),
                         };
-                        let mut keys = vec![layout::reference(&digest, &name, None)];
-                        if let Some(manifest) = &manifest {
-                            keys.extend(manifest.referenced_digests().into_iter().map(
-                                |referenced| layout::reference(referenced, &name, Some(&digest)),
-                            ));
-                        }
-                        for key in &keys {
-                            self.storage
-                                .put(key, Bytes::new(), PutMode::Overwrite.into())
-                                .await?;
-                        }
-                        marked += keys.len() as u64;
+                        let mut keys = match &manifest {
+                            Some(manifest) => manifest_back_links(&name, &digest, manifest),
+                            None => vec![layout::reference(&digest, &name, None)],
+                        };
+                        // Every manifest stored before may be untagged.
+                        keys.push(layout::manifest_candidate(now, &digest, &name, "mark"));
+                        keys
                     }
-                    StoredLink::Layer => {
-                        for key in [
-                            layout::linked_in_entry(&digest, &name),
-                            layout::candidate(now, &digest, "mark"),
-                        ] {
-                            self.storage
-                                .put(&key, Bytes::new(), PutMode::Overwrite.into())
-                                .await?;
+                    StoredLink::Layer(digest) => vec![
+                        layout::linked_in_entry(&digest, &name),
+                        layout::candidate(now, &digest, "mark"),
+                    ],
+                    StoredLink::Tag(tag) => {
+                        let current = self
+                            .storage
+                            .read_small(&listed.key, 1024)
+                            .await
+                            .ok()
+                            .and_then(|(_, link)| {
+                                std::str::from_utf8(&link)
+                                    .ok()?
+                                    .trim()
+                                    .parse::<Digest>()
+                                    .ok()
+                            });
+                        match current {
+                            Some(digest) => vec![layout::tag_reference(&digest, &name, &tag)],
+                            None => Vec::new(),
                         }
-                        marked += 1;
                     }
+                };
+                for key in &keys {
+                    self.storage
+                        .put(key, Bytes::new(), PutMode::Overwrite.into())
+                        .await?;
                 }
+                marked += keys.len() as u64;
             }
             if !page.truncated || after.is_none() {
                 break;
@@ -407,32 +467,50 @@ impl<S: Storage> Registry<S> {
         Ok(marked)
     }
 }
+/// The two queues of candidates.
+#[derive(Clone, Copy)]
+enum Queue {
+    /// Digests whose content and layer links may be unheld.
+    Blobs,
+    /// Manifests that may be untagged in a repository.
+    Manifests,
+}
+
 /// How a visit of a candidate ended.
-enum Visit {
+pub(super) enum Visit {
     /// Decided: the candidate can go.
     Done,
     /// Another collector holds the digest, or time ran out: visit it again later.
     Busy,
 }
 
-/// The kind of link a key below `repositories/` is.
+/// A link below `repositories/` that references hold.
 enum StoredLink {
-    Revision,
-    Layer,
+    /// A manifest's revision link.
+    Revision(Digest),
+    /// A layer link.
+    Layer(Digest),
+    /// A tag's current link (the digest is its content).
+    Tag(Tag),
 }
 
-/// The repository, kind and digest of a revision or layer link key below `repositories/`
-/// (`<name>/_manifests/revisions/<alg>/<hex>/link`, `<name>/_layers/<alg>/<hex>/link`).
-fn stored_link(rest: &str) -> Option<(RepositoryName, StoredLink, Digest)> {
+/// The repository and link a key below `repositories/` is, if it is one that references hold
+/// (`<name>/_manifests/revisions/<alg>/<hex>/link`, `<name>/_layers/<alg>/<hex>/link`,
+/// `<name>/_manifests/tags/<tag>/current/link`).
+fn stored_link(rest: &str) -> Option<(RepositoryName, StoredLink)> {
     let rest = rest.strip_suffix("/link")?;
+    if let Some(tag) = rest.strip_suffix("/current") {
+        let (name, tag) = tag.rsplit_once("/_manifests/tags/")?;
+        return Some((name.parse().ok()?, StoredLink::Tag(tag.parse().ok()?)));
+    }
     let (before, hex) = rest.rsplit_once('/')?;
     let (before, algorithm) = before.rsplit_once('/')?;
     let digest: Digest = format!("{algorithm}:{hex}").parse().ok()?;
     if let Some(name) = before.strip_suffix("/_manifests/revisions") {
-        return Some((name.parse().ok()?, StoredLink::Revision, digest));
+        return Some((name.parse().ok()?, StoredLink::Revision(digest)));
     }
     let name = before.strip_suffix("/_layers")?;
-    Some((name.parse().ok()?, StoredLink::Layer, digest))
+    Some((name.parse().ok()?, StoredLink::Layer(digest)))
 }
 
 /// The repository an entry below a digest's back-links or link entries belongs to
@@ -477,12 +555,24 @@ mod tests {
         let rest = &layer[layout::repositories().len()..];
         assert!(matches!(
             stored_link(rest),
-            Some((found, StoredLink::Layer, d)) if found == name && d == digest
+            Some((found, StoredLink::Layer(d))) if found == name && d == digest
         ));
         let revision = layout::revision_link(&name, &digest);
         assert!(matches!(
             stored_link(&revision[layout::repositories().len()..]),
-            Some((_, StoredLink::Revision, _))
+            Some((_, StoredLink::Revision(_)))
         ));
+        let tag: Tag = "v1".parse().unwrap();
+        let current = layout::tag_current(&name, &tag);
+        assert!(matches!(
+            stored_link(&current[layout::repositories().len()..]),
+            Some((found, StoredLink::Tag(t))) if found == name && t == tag
+        ));
+        let history = layout::tag_index(&name, &tag, &digest);
+        assert!(stored_link(&history[layout::repositories().len()..]).is_none());
+        assert_eq!(
+            untagged::manifest_candidate(&layout::manifest_candidate(3, &digest, &name, "n/1")),
+            Some((digest.clone(), name.clone()))
+        );
     }
 }

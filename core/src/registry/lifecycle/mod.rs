@@ -15,6 +15,10 @@
 //! - **Candidates** (`berth/gc/candidates/<time>-<digest>`): recorded by uploads, mounts,
 //!   blob deletes and manifest deletes. The collector visits only candidates older than the
 //!   grace period, by the storage's clock, and removes each once visited.
+//! - **Tag and subject back-links** (`.../<repo>/!~<tag>`, `.../<repo>/!^<referrer>`), and
+//!   **manifest candidates** (`berth/gc/manifests/<time>-<digest>/<repo>`) for manifests
+//!   that may have become untagged: what untagged collection decides from (`untagged.rs`).
+//!   Manifest candidates wait for a collection with [`Collection::untagged`].
 //!
 //! The race that loses layers elsewhere (a blob unreferenced long ago, referenced again by
 //! a push while the collector decides) is closed by a pair of flags, without locks or
@@ -34,6 +38,7 @@ use std::collections::BTreeMap;
 
 mod collect;
 mod track;
+mod untagged;
 
 /// How long a collector's claim on a digest lasts. A collector deletes nothing once half of
 /// it has passed; a writer that finds a claim waits at most this long.
@@ -53,6 +58,14 @@ pub struct Collection {
     pub max_candidates: usize,
     /// Report what would be deleted; delete nothing, write nothing.
     pub dry_run: bool,
+    /// Also delete manifests that have been untagged for the grace period: no tag points at
+    /// them, no manifest of their repository names them as a child, and they are not
+    /// referrers of a subject the repository keeps. (Their blobs follow a grace period
+    /// later, as a deleted manifest's do.)
+    pub untagged: bool,
+    /// With `untagged`: also delete referrers whose subject the repository no longer has
+    /// (kept by default: a signature or SBOM may be pushed before its image).
+    pub orphaned_referrers: bool,
 }
 
 impl Default for Collection {
@@ -61,6 +74,8 @@ impl Default for Collection {
             grace: DEFAULT_GRACE_SECONDS,
             max_candidates: 1000,
             dry_run: false,
+            untagged: false,
+            orphaned_referrers: false,
         }
     }
 }
@@ -70,6 +85,8 @@ impl Default for Collection {
 pub struct CollectionReport {
     /// Candidates visited.
     pub visited: u64,
+    /// Untagged manifests deleted from their repositories.
+    pub manifests_deleted: u64,
     /// Blobs (layers, configs, manifests) deleted.
     pub blobs_deleted: u64,
     /// Their bytes.

@@ -11,41 +11,90 @@ use super::CLAIM_SECONDS;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode};
 use crate::layout;
-use crate::manifest::Manifest;
-use crate::reference::RepositoryName;
+use crate::manifest::{Manifest, ManifestKind};
+use crate::reference::{RepositoryName, Tag};
 use crate::registry::{Registry, internal};
 use crate::storage::{Durability, Key, PutMode, Storage, StorageExt};
 
 impl<S: Storage> Registry<S> {
     /// Writes the back-links of the manifest `digest` of `name` (before its revision link),
-    /// then waits out any collector's claim on what it references.
+    /// and of the tags about to point at it, then waits out any collector's claim on what it
+    /// references.
     pub(in crate::registry) async fn track_manifest(
         &self,
         name: &RepositoryName,
         digest: &Digest,
         manifest: &Manifest,
+        tags: &[Tag],
     ) -> Result<(), Error> {
         if !self.options.track_references {
             return Ok(());
         }
         self.note_fresh_storage().await?;
-        let mut keys = vec![layout::reference(digest, name, None)];
+        let mut keys = manifest_back_links(name, digest, manifest);
         keys.extend(
-            manifest
-                .referenced_digests()
-                .into_iter()
-                .map(|referenced| layout::reference(referenced, name, Some(digest))),
+            tags.iter()
+                .map(|tag| layout::tag_reference(digest, name, tag)),
         );
         try_join_all(keys.iter().map(|key| self.put_marker(key))).await?;
         let mut digests = manifest.referenced_digests();
         digests.push(digest);
-        // Collectors never remove back-links: once written, they hold whatever a claim
-        // waited out here did not delete, which the caller checks next.
+        // Collectors remove no back-link another request wrote (a manifest's own go only
+        // under its digest's lease, which this request holds): once written, they hold
+        // whatever a claim waited out here did not delete, which the caller checks next.
         self.wait_out_claims(&digests).await.map(drop)
     }
 
+    /// After a manifest push: the tags it moved away from other manifests no longer hold
+    /// them (their back-links go, and each becomes a manifest candidate); a manifest pushed
+    /// without a tag is a manifest candidate itself.
+    pub(in crate::registry) async fn track_retags(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        moved: &[(Tag, Digest)],
+        tagged: bool,
+    ) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        for (tag, previous) in moved {
+            if previous != digest {
+                self.untrack_tag(name, tag, previous).await?;
+            }
+        }
+        if !tagged {
+            self.record_manifest_candidates(name, &[digest]).await?;
+        }
+        Ok(())
+    }
+
+    /// After the tag `tag` of `name` stopped pointing at `digest` (moved or deleted, under
+    /// the tag's lease): its back-link goes, and `digest` becomes a manifest candidate.
+    pub(in crate::registry) async fn untrack_tag(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        if !self.options.track_references {
+            return Ok(());
+        }
+        self.storage
+            .delete(
+                &layout::tag_reference(digest, name, tag),
+                Durability::Durable,
+            )
+            .await
+            .map_err(internal)?;
+        // Its content too: a visit that saw the back-link kept it.
+        self.record_candidates(&[digest]).await?;
+        self.record_manifest_candidates(name, &[digest]).await
+    }
+
     /// Removes the back-links of a manifest whose revision link is gone, and records what it
-    /// referenced as candidates.
+    /// referenced as candidates: its blobs, and its children and referrers as manifest
+    /// candidates (they may be untagged now).
     pub(in crate::registry) async fn untrack_manifest(
         &self,
         name: &RepositoryName,
@@ -55,24 +104,43 @@ impl<S: Storage> Registry<S> {
         if !self.options.track_references {
             return Ok(());
         }
-        let referenced = manifest
-            .map(Manifest::referenced_digests)
-            .unwrap_or_default();
-        let mut keys = vec![layout::reference(digest, name, None)];
-        keys.extend(
-            referenced
-                .iter()
-                .map(|referenced| layout::reference(referenced, name, Some(digest))),
-        );
+        let keys = match manifest {
+            Some(manifest) => manifest_back_links(name, digest, manifest),
+            None => vec![layout::reference(digest, name, None)],
+        };
         try_join_all(
             keys.iter()
                 .map(|key| self.storage.delete(key, Durability::Durable)),
         )
         .await
         .map_err(internal)?;
+        let referenced = manifest
+            .map(Manifest::referenced_digests)
+            .unwrap_or_default();
         let mut digests = referenced;
         digests.push(digest);
-        self.record_candidates(&digests).await
+        self.record_candidates(&digests).await?;
+        let mut manifests: Vec<Digest> = manifest
+            .filter(|manifest| manifest.kind == ManifestKind::Index)
+            .map(|index| {
+                index
+                    .references
+                    .iter()
+                    .map(|child| child.digest.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let referrers = layout::referrers(name, digest);
+        for key in self.storage.list_all(&referrers).await.map_err(internal)? {
+            if let Ok(referrer) = key[referrers.len()..]
+                .replacen('-', ":", 1)
+                .parse::<Digest>()
+            {
+                manifests.push(referrer);
+            }
+        }
+        let manifests: Vec<&Digest> = manifests.iter().collect();
+        self.record_manifest_candidates(name, &manifests).await
     }
 
     /// Records that `name` is about to link the blob `digest`, then waits out any
@@ -158,6 +226,26 @@ impl<S: Storage> Registry<S> {
             .map(drop)
     }
 
+    /// Records manifest candidates for `digests` of `name`.
+    async fn record_manifest_candidates(
+        &self,
+        name: &RepositoryName,
+        digests: &[&Digest],
+    ) -> Result<(), Error> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let now = (self.options.clock)();
+        let nonce = (self.options.ids)();
+        let keys: Vec<Key> = digests
+            .iter()
+            .map(|digest| layout::manifest_candidate(now, digest, name, &nonce))
+            .collect();
+        try_join_all(keys.iter().map(|key| self.put_marker(key)))
+            .await
+            .map(drop)
+    }
+
     async fn put_marker(&self, key: &Key) -> Result<(), Error> {
         self.storage
             .put(key, Bytes::new(), PutMode::Overwrite.into())
@@ -205,9 +293,50 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         digest: &Digest,
         manifest: &Manifest,
+        tags: &[Tag],
     ) {
+        // The tags' back-links first, for those (their leases held) that do not point at it:
+        // the candidates recorded next come after them.
+        for tag in tags {
+            if let Ok(current) = self.read_link(&layout::tag_current(name, tag)).await
+                && current.as_ref() != Some(digest)
+            {
+                let _ = self
+                    .storage
+                    .delete(
+                        &layout::tag_reference(digest, name, tag),
+                        Durability::Durable,
+                    )
+                    .await;
+            }
+        }
         if let Ok(None) = self.read_link(&layout::revision_link(name, digest)).await {
             let _ = self.untrack_manifest(name, digest, Some(manifest)).await;
         }
     }
+}
+
+/// The back-links a manifest's revision link needs: its own, and one per digest it names
+/// (the subject's of a kind of its own).
+pub(super) fn manifest_back_links(
+    name: &RepositoryName,
+    digest: &Digest,
+    manifest: &Manifest,
+) -> Vec<Key> {
+    let subject = manifest.subject.as_ref().map(|subject| &subject.digest);
+    let mut keys = vec![layout::reference(digest, name, None)];
+    for referenced in manifest.referenced_digests() {
+        let named = manifest
+            .config
+            .iter()
+            .chain(&manifest.references)
+            .any(|descriptor| &descriptor.digest == referenced);
+        if named {
+            keys.push(layout::reference(referenced, name, Some(digest)));
+        }
+        if Some(referenced) == subject {
+            keys.push(layout::subject_reference(referenced, name, digest));
+        }
+    }
+    keys
 }
