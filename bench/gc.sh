@@ -50,16 +50,18 @@ status=0
 grep '"error"' "$work/gc.jsonl" >&2 && status=1
 BERTH_RATIO_LABEL="berth without --gc" python3 "$here/ratios.py" "$work/gc.jsonl" off gc registry2
 
-log "a collection over $blobs loose blobs and $images images, half of them deleted"
-start many --gc --gc-grace 0
-python3 - "http://$ADDR" "$blobs" "$images" <<'EOF'
+# fill URL BLOBS IMAGES: loose blobs, and images of which half are deleted again.
+fill() {
+  python3 - "$@" <<'EOF'
 import concurrent.futures, hashlib, http.client, json, os, sys, urllib.parse
 url, blobs, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 parts = urllib.parse.urlsplit(url)
 def request(method, path, body=None, headers=None):
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     connection.request(method, path, body=body, headers=headers or {})
-    response = connection.getresponse(); response.read(); connection.close()
+    response = connection.getresponse(); answer = response.read(); connection.close()
+    if response.status >= 300:
+        print(f"{method} {path}: {response.status} {answer[:300]!r}", file=sys.stderr)
     return response.status
 def sha(data): return "sha256:" + hashlib.sha256(data).hexdigest()
 def blob(n):
@@ -78,9 +80,57 @@ with concurrent.futures.ThreadPoolExecutor(16) as pool:
     list(pool.map(blob, range(blobs)))
     list(pool.map(image, range(images)))
 EOF
-started=$(date +%s.%N)
-"$berth" gc --root "$work/many" --gc-grace 0 --log warn | tee "$work/many.out"
-elapsed=$(echo "$(date +%s.%N) - $started" | bc)
-visited=$(awk '/^visited/ {print $2}' "$work/many.out")
-echo "collection: $visited candidates in ${elapsed} s ($(echo "$visited / $elapsed" | bc) a second)"
+}
+
+# collection NAME BLOBS IMAGES STORAGE_FLAGS...: fills a registry over that storage, then
+# times `berth gc` (no grace period) over it; over S3, counts its requests too.
+collection() {
+  local name=$1 blobs=$2 images=$3; shift 3
+  log "$name: a collection over $blobs loose blobs and $images images, half of them deleted"
+  local port; port=$(free_port)
+  "$berth" serve --addr "127.0.0.1:$port" --log warn --gc --gc-grace 0 "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/v2/"
+  fill "http://127.0.0.1:$port" "$blobs" "$images" ||
+    { log "filling failed; the server said:"; tail -5 "$work/$name.log" >&2; exit 1; }
+  stop_server "$pid"
+  [ -z "${counter:-}" ] || curl -s -X POST "$counter/_counts/reset"
+  local started; started=$(date +%s.%N)
+  "$berth" gc "$@" --gc-grace 0 --log warn | tee "$work/$name.out"
+  local elapsed; elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+  local visited; visited=$(awk '/^visited/ {print $2}' "$work/$name.out")
+  echo "collection ($name): $visited candidates in ${elapsed} s ($(echo "$visited / $elapsed" | bc) a second)"
+  if [ -n "${counter:-}" ]; then
+    curl -s "$counter/_counts" | python3 -c '
+import json, sys
+counts, visited = json.load(sys.stdin), int(sys.argv[1])
+total = sum(counts.values())
+print(f"storage requests: {total} ({total / visited:.1f} a candidate): " +
+      ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))' "$visited"
+  fi
+}
+
+collection fs "$blobs" "$images" --root "$work/many"
+
+# The same on S3 (moto, in memory; its listings slow with the bucket, so fewer objects:
+# the time is moto's, the request counts are what an S3 bill counts), through a counter.
+moto=${BERTH_TOOLS:-$root/.tools}/moto-venv/bin/moto_server
+if [ -x "$moto" ]; then
+  moto_port=$(free_port)
+  "$moto" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+  SERVER_PIDS+=("$!")
+  wait_http "http://127.0.0.1:$moto_port/" 30
+  curl -s -o /dev/null -X PUT "http://127.0.0.1:$moto_port/bench-gc"
+  counter_port=$(free_port)
+  python3 "$here/s3_counter.py" "$counter_port" "http://127.0.0.1:$moto_port" &
+  SERVER_PIDS+=("$!")
+  counter=http://127.0.0.1:$counter_port
+  wait_http "$counter/_counts"
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+  collection s3 "${BENCH_GC_S3_BLOBS:-1000}" "${BENCH_GC_S3_IMAGES:-100}" --storage s3 \
+    --s3-bucket bench-gc --s3-endpoint "$counter" --s3-allow-http --s3-path-style
+else
+  log "no moto ($moto): scripts/install-test-deps.sh installs it; S3 skipped"
+fi
 exit $status

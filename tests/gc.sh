@@ -163,6 +163,39 @@ untagged() {
 check "berth gc --untagged: the manifest a moved tag left goes with its layers, an index's children stay; registry:2 finds nothing more" untagged
 stop_all_servers
 
+# Retention rules (a TOML file): the tags a rule expires go, a dry run names them first,
+# and untagged collection takes what they held.
+retention() {
+  start_berth "$binary" "$work/retention" --gc --gc-grace 0 || return 1
+  local r=$BERTH_ADDR
+  local n
+  for n in 1 2 3; do
+    layout "keep$n" "v$n" --layers 1 --size 20000 && push "keep$n:v$n" "$r/app/kept:v$n" || return 1
+  done
+  push one:v1 "$r/app/kept:stable" && push two:v2 "$r/other:v1" || return 1
+  cat >rules.toml <<'TOML'
+[[rule]]
+repositories = "app/*"
+keep-last = 2
+keep-tags = ["stable"]
+TOML
+  collect "$work/retention" --gc-grace 0 --untagged --retention rules.toml --dry-run | tee retention-dry.out &&
+  contains "$(cat retention-dry.out)" "would delete 1 tags by the retention rules" &&
+  contains "$(cat retention-dry.out)" "app/kept: v1" &&
+  equal "$(status "http://$r/v2/app/kept/manifests/v1")" 200 || return 1
+  collect "$work/retention" --gc-grace 0 --untagged --retention rules.toml | tee retention.out &&
+  contains "$(cat retention.out)" "deleted 1 tags by the retention rules" &&
+  contains "$(cat retention.out)" "deleted 1 untagged manifests" &&
+  equal "$(status "http://$r/v2/app/kept/manifests/v1")" 404 &&
+  equal "$(curl -s "http://$r/v2/app/kept/tags/list")" '{"name":"app/kept","tags":["stable","v2","v3"]}' &&
+  pull "$r/app/kept:v3" && pull "$r/app/kept:stable" && pull "$r/other:v1" || return 1
+  # Left: v2's and v3's images and stable's (a manifest, a config and layers each), and
+  # other:v1's. v1's image went whole.
+  equal "$(stored_blobs "$work/retention" | wc -l)" $((3 + 3 + 4 + 4))
+}
+check "retention rules: berth gc --retention --dry-run names the tags, then they go and collection takes their images" retention
+stop_all_servers
+
 # kill -9 of a collector half-way: nothing is damaged, its claims lapse, and the next
 # collection finishes the work.
 killed_collector() {

@@ -167,10 +167,11 @@ check "$host host: keys at a URL: fetched when a token names a new key, kept whe
 # (BERTH_GC_INTERVAL), or in workerd the worker's bounded step asked for at /_berth/gc.
 gc_collects() {
   export BERTH_GC=1 BERTH_GC_GRACE=0 BERTH_GC_INTERVAL=1 BERTH_GC_STEP=2 BERTH_GC_UNTAGGED=1 \
-    BERTH_GC_TOKEN=gc-$RANDOM$RANDOM
+    BERTH_GC_TOKEN=gc-$RANDOM$RANDOM BERTH_RETENTION='[{"repositories": "gc/kept", "keep-last": 1}]'
   start_host "$work/gc-root"; local started=$?
   local token=$BERTH_GC_TOKEN
-  unset BERTH_GC BERTH_GC_GRACE BERTH_GC_INTERVAL BERTH_GC_STEP BERTH_GC_UNTAGGED BERTH_GC_TOKEN
+  unset BERTH_GC BERTH_GC_GRACE BERTH_GC_INTERVAL BERTH_GC_STEP BERTH_GC_UNTAGGED BERTH_GC_TOKEN \
+    BERTH_RETENTION
   [ $started -eq 0 ] || return 1
   if [ "$host" = workerd ]; then
     python3 "$here/lib/gc_host.py" "http://$BERTH_ADDR" "$token"
@@ -179,7 +180,7 @@ gc_collects() {
   fi
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
-check "$host host: garbage collection: a deleted image's layer, a loose blob and an untagged manifest go, what is shared stays" gc_collects
+check "$host host: garbage collection: a deleted image's layer, a loose blob, an untagged manifest and a tag past its retention rule go, what is shared stays" gc_collects
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

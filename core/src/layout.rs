@@ -269,6 +269,16 @@ pub(crate) fn manifest_candidate(
     ))
 }
 
+/// Where the pass of retention rules over the repositories stands: the last one done.
+pub(crate) fn retention_cursor() -> Key {
+    Key::new("berth/gc/retention-cursor")
+}
+
+/// Written when a pass of the retention rules ends (its modification time is when).
+pub(crate) fn retention_pass() -> Key {
+    Key::new("berth/gc/retention-pass")
+}
+
 /// The claims of collectors on digests they are about to delete.
 pub(crate) fn claims() -> &'static str {
     "berth/gc/claims/"

@@ -41,6 +41,7 @@ mod reference;
 mod registry;
 mod request;
 mod response;
+pub mod retention;
 mod routes;
 pub mod storage;
 mod stream;

@@ -17,7 +17,8 @@
  *
  * BERTH_GC=1 records who references each blob and collects garbage every BERTH_GC_INTERVAL
  * seconds (default 3600): blobs nothing references, older than BERTH_GC_GRACE seconds
- * (default 86400); with BERTH_GC_UNTAGGED=1 also manifests untagged that long.
+ * (default 86400); with BERTH_GC_UNTAGGED=1 also manifests untagged that long. BERTH_RETENTION
+ * holds retention rules as JSON (see berth_config_set_retention).
  *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
@@ -298,12 +299,13 @@ static void *collect_garbage(void *unused) {
         report("collecting garbage", result);
         break;
       }
-      if (step.manifests_deleted || step.blobs_deleted || step.links_removed)
+      if (step.tags_deleted || step.manifests_deleted || step.blobs_deleted || step.links_removed)
         fprintf(stderr,
-                "berth-c-server: collected %llu untagged manifests, %llu blobs (%llu bytes), "
-                "%llu links\n",
-                (unsigned long long)step.manifests_deleted, (unsigned long long)step.blobs_deleted,
-                (unsigned long long)step.bytes_deleted, (unsigned long long)step.links_removed);
+                "berth-c-server: collected %llu expired tags, %llu untagged manifests, %llu blobs "
+                "(%llu bytes), %llu links\n",
+                (unsigned long long)step.tags_deleted, (unsigned long long)step.manifests_deleted,
+                (unsigned long long)step.blobs_deleted, (unsigned long long)step.bytes_deleted,
+                (unsigned long long)step.links_removed);
     } while (step.left && step.visited);
   }
   return NULL;
@@ -345,6 +347,9 @@ int main(int argc, char **argv) {
   const char *gc = getenv("BERTH_GC");
   bool collecting = gc && *gc && strcmp(gc, "0") != 0;
   if (result == BERTH_RESULT_OK && collecting) result = berth_config_set_track_references(config, true);
+  const char *retention = getenv("BERTH_RETENTION");
+  if (result == BERTH_RESULT_OK && retention && *retention)
+    result = berth_config_set_retention(config, retention);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

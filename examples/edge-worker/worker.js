@@ -14,7 +14,8 @@
 // scheduled() handler (a Cron Trigger: wrangler.toml [triggers] crons = ["*/10 * * * *"])
 // deletes blobs nothing references, older than BERTH_GC_GRACE seconds (default 86400), a
 // bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests);
-// with BERTH_GC_UNTAGGED=1 also manifests untagged that long.
+// with BERTH_GC_UNTAGGED=1 also manifests untagged that long; BERTH_RETENTION holds retention
+// rules as JSON.
 // POST /_berth/gc with `Authorization: Bearer <BERTH_GC_TOKEN>` runs the same step on demand
 // (when BERTH_GC_TOKEN is set).
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
@@ -31,7 +32,10 @@ function open(env) {
     // R2 takes parts of at least 5 MiB (the default); the memory store takes any size.
     const auth = env.BERTH_AUTH || (env.BERTH_USERS ? { htpasswd: env.BERTH_USERS } : undefined);
     const trackReferences = Boolean(env.BERTH_GC) && env.BERTH_GC !== "0";
-    registry = new Registry({ storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences });
+    const retention = env.BERTH_RETENTION || undefined;
+    registry = new Registry({
+      storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences, retention,
+    });
   }
   return registry;
 }

@@ -319,6 +319,10 @@ typedef struct berth_collection_report {
    * Untagged manifests deleted (with `BERTH_COLLECTION_FLAG_UNTAGGED`).
    */
   uint64_t manifests_deleted;
+  /**
+   * Tags the retention rules removed (`berth_config_set_retention`).
+   */
+  uint64_t tags_deleted;
 } berth_collection_report;
 
 #ifdef __cplusplus
@@ -423,6 +427,18 @@ enum berth_result berth_config_set_auth(struct berth_config *config, const char 
  * `config` is a live configuration.
  */
 enum berth_result berth_config_set_track_references(struct berth_config *config, bool track);
+
+/**
+ * Retention rules, which `berth_registry_collect_garbage` applies at each step: `rules` is
+ * JSON, a list of `{"repositories": GLOB, "keep-last": N, "keep-tags": [GLOB...],
+ * "remove-older-than": SECONDS or "30d"}` (see berth's `retention` module). NULL removes
+ * them. Invalid rules give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in
+ * `berth_last_error`.
+ *
+ * # Safety
+ * `config` is a live configuration; `rules` is NUL-terminated or NULL.
+ */
+enum berth_result berth_config_set_retention(struct berth_config *config, const char *rules);
 
 /**
  * Whether DELETE is allowed (default true; registry:2's `delete.enabled`).

@@ -290,6 +290,34 @@ pub unsafe extern "C" fn berth_config_set_track_references(
     }
 }
 
+/// Retention rules, which `berth_registry_collect_garbage` applies at each step: `rules` is
+/// JSON, a list of `{"repositories": GLOB, "keep-last": N, "keep-tags": [GLOB...],
+/// "remove-older-than": SECONDS or "30d"}` (see berth's `retention` module). NULL removes
+/// them. Invalid rules give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in
+/// `berth_last_error`.
+///
+/// # Safety
+/// `config` is a live configuration; `rules` is NUL-terminated or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_retention(
+    config: *mut berth_config,
+    rules: *const c_char,
+) -> berth_result {
+    // SAFETY: the caller's promises cover both pointers.
+    unsafe {
+        configure(config, |config| {
+            config.options.retention = match optional_str_arg(rules, "rules")? {
+                None => Arc::default(),
+                Some(text) => Arc::new(
+                    berth::retention::Retention::from_json(text)
+                        .map_err(|e| Failure::new(berth_result::InvalidArgument, e))?,
+                ),
+            };
+            Ok(())
+        })
+    }
+}
+
 /// Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
 ///
 /// # Safety

@@ -160,6 +160,8 @@ pub struct berth_collection_report {
     pub marked: u64,
     /// Untagged manifests deleted (with `BERTH_COLLECTION_FLAG_UNTAGGED`).
     pub manifests_deleted: u64,
+    /// Tags the retention rules removed (`berth_config_set_retention`).
+    pub tags_deleted: u64,
 }
 
 /// Flags of a collection step, or-ed together into `berth_registry_collect_garbage`'s
@@ -228,6 +230,7 @@ pub unsafe extern "C" fn berth_registry_collect_garbage(
             left: report.left,
             marked: report.marked,
             manifests_deleted: report.manifests_deleted,
+            tags_deleted: report.tags_deleted,
         };
         // SAFETY: the caller promises `out` is valid.
         unsafe { write_out(out, report, "out") }

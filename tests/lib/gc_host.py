@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Garbage collection through a host, over HTTP: pushes two images that share a layer and a
-loose blob, deletes one image, moves a tag off a third (untagged collection is on), lets the
+loose blob, deletes one image, moves a tag off a third (untagged collection is on), pushes
+two tags to gc/kept (whose retention rule, in BERTH_RETENTION, keeps the last one), lets the
 host collect, then checks what went and what stayed.
 
     gc_host.py URL            the host collects on its own (BERTH_GC_INTERVAL), within 30 s
@@ -20,11 +21,11 @@ from gc_race import request, sha256
 
 
 def main(url, token=None):
-    config, shared, only_a, loose, only_old, only_new = (os.urandom(200) for _ in range(6))
+    config, shared, only_a, loose, only_old, only_new, only_first = (os.urandom(200) for _ in range(7))
 
-    def push(tag, layers):
+    def push(tag, layers, repository="gc/app"):
         for data in [config] + layers:
-            status, _ = request(url, "POST", f"/v2/gc/app/blobs/uploads/?digest={sha256(data)}", data)
+            status, _ = request(url, "POST", f"/v2/{repository}/blobs/uploads/?digest={sha256(data)}", data)
             assert status == 201, status
         manifest = json.dumps({
             "schemaVersion": 2,
@@ -34,7 +35,7 @@ def main(url, token=None):
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                         "digest": sha256(layer), "size": len(layer)} for layer in layers],
         }).encode()
-        status, _ = request(url, "PUT", f"/v2/gc/app/manifests/{tag}", manifest,
+        status, _ = request(url, "PUT", f"/v2/{repository}/manifests/{tag}", manifest,
                             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
         assert status == 201, status
         return manifest
@@ -44,6 +45,10 @@ def main(url, token=None):
     # The tag moves on: the manifest it held is untagged, then collected with its own layer.
     old = push("moving", [only_old])
     moved = push("moving", [shared, only_new])
+    # Retention keeps the last tag pushed to gc/kept: the first goes, then what it held.
+    push("first", [shared, only_first], "gc/kept")
+    time.sleep(0.01)
+    kept = push("second", [shared], "gc/kept")
     status, _ = request(url, "POST", f"/v2/gc/app/blobs/uploads/?digest={sha256(loose)}", loose)
     assert status == 201, status
     status, _ = request(url, "DELETE", f"/v2/gc/app/manifests/{sha256(a)}")
@@ -61,8 +66,9 @@ def main(url, token=None):
             assert status == 200, (status, body)
             report = json.loads(body)
             steps += 1
-            # A step that deletes a manifest makes its blobs candidates of the next.
-            if not report["visited"]:
+            # A step that deletes a manifest makes its blobs candidates of the next; one that
+            # ran out of budget (retention's tag reads too) leaves work for the next.
+            if not report["visited"] and not report["left"]:
                 break
             assert steps < 100, report
         print(f"{steps} bounded collection steps")
@@ -70,16 +76,16 @@ def main(url, token=None):
         assert status == 404, status
     else:
         deadline = time.monotonic() + 30
-        while stored(only_a) or stored(loose) or stored(only_old):
+        while stored(only_a) or stored(loose) or stored(only_old) or stored(only_first):
             assert time.monotonic() < deadline, "nothing collected within 30 s"
             time.sleep(0.5)
     # The deleted image's own layer and the loose blob are gone, content and link; the
     # shared layer, the config and the other image stay and pull.
-    for data, kept in ((only_a, False), (loose, False), (only_old, False), (shared, True),
-                       (config, True)):
+    for data, wanted in ((only_a, False), (loose, False), (only_old, False), (only_first, False),
+                         (shared, True), (config, True)):
         status, body = request(url, "GET", f"/v2/gc/app/blobs/{sha256(data)}")
-        assert (status == 200) == kept, (kept, status)
-        assert stored(data) == kept, kept
+        assert (status == 200) == wanted, (wanted, status)
+        assert stored(data) == wanted, wanted
     status, body = request(url, "GET", "/v2/gc/app/manifests/b",
                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
     assert (status, body) == (200, b), status
@@ -88,8 +94,12 @@ def main(url, token=None):
     assert status == 404, f"the untagged manifest answers {status}"
     status, body = request(url, "GET", "/v2/gc/app/manifests/moving", headers=accept)
     assert (status, body) == (200, moved), status
-    print("a deleted image's layer, a loose blob and an untagged manifest with its layer "
-          "collected; the shared layer and the tagged images kept")
+    status, _ = request(url, "GET", "/v2/gc/kept/manifests/first", headers=accept)
+    assert status == 404, f"the expired tag answers {status}"
+    status, body = request(url, "GET", "/v2/gc/kept/manifests/second", headers=accept)
+    assert (status, body) == (200, kept), status
+    print("a deleted image's layer, a loose blob, an untagged manifest and an expired tag's "
+          "image, with their layers, collected; the shared layer and the tagged images kept")
 
 
 if __name__ == "__main__":

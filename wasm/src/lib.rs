@@ -66,21 +66,31 @@ fn bool_option(options: &JsValue, name: &str) -> Result<Option<bool>, RegistryEr
 /// them (`berth::auth::Settings`): `htpasswd`, `rules`, `realm`, `service`, `token`,
 /// `issuers`.
 fn auth_option(options: &JsValue) -> Result<Option<Arc<dyn berth::AccessPolicy>>, RegistryError> {
-    let value = Reflect::get(options, &JsValue::from_str("auth")).unwrap_or(JsValue::UNDEFINED);
-    if value.is_undefined() || value.is_null() {
+    let Some(text) = json_option(options, "auth")? else {
         return Ok(None);
-    }
-    let text = match value.as_string() {
-        Some(text) => text,
-        None => js_sys::JSON::stringify(&value)
-            .ok()
-            .and_then(|text| text.as_string())
-            .ok_or_else(|| RegistryError::options("option auth must be an object or JSON text"))?,
     };
     let policy = berth::auth::Settings::from_json(&text)
         .and_then(|settings| settings.policy(Arc::new(unix_now)))
         .map_err(RegistryError::options)?;
     Ok(Some(Arc::new(policy)))
+}
+
+/// An option given as an object or its JSON text, as JSON text.
+fn json_option(options: &JsValue, name: &str) -> Result<Option<String>, RegistryError> {
+    let value = Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    match value.as_string() {
+        Some(text) => Ok(Some(text)),
+        None => js_sys::JSON::stringify(&value)
+            .ok()
+            .and_then(|text| text.as_string())
+            .map(Some)
+            .ok_or_else(|| {
+                RegistryError::options(format!("option {name} must be an object or JSON text"))
+            }),
+    }
 }
 
 /// The `onNotice` option: a function called with each notice's message (what a response could
@@ -138,6 +148,8 @@ impl Registry {
     /// an issuer's key set at its `keys-url`; default the runtime's `fetch`),
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
     /// `trackReferences` (record who references each blob, for `collectGarbage`),
+    /// `retention` (rules `collectGarbage` applies: `[{ repositories, "keep-last",
+    /// "keep-tags", "remove-older-than" }]`, or their JSON text),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
@@ -178,6 +190,11 @@ impl Registry {
         if let Some(track) = bool_option(options, "trackReferences")? {
             settings.track_references = track;
         }
+        if let Some(rules) = json_option(options, "retention")? {
+            settings.retention = Arc::new(
+                berth::retention::Retention::from_json(&rules).map_err(RegistryError::options)?,
+            );
+        }
         settings.notices = Some(notice_sink(options)?);
         settings.key_sets = Some(Arc::new(keys::JsKeySets::from_options(options)?));
         Ok(Registry {
@@ -206,8 +223,8 @@ impl Registry {
     /// dryRun, untagged, orphanedReferrers }` (grace in seconds, default 86400; at most
     /// `maxCandidates` visits, default 1000: each costs a few storage requests, so a Worker
     /// keeps within its subrequest budget; `untagged` also deletes manifests untagged that
-    /// long). Resolves to `{ visited, manifestsDeleted, blobsDeleted, bytesDeleted,
-    /// linksRemoved, left, marked }`; call again while `left` is not 0.
+    /// long). Resolves to `{ visited, tagsDeleted, manifestsDeleted, blobsDeleted,
+    /// bytesDeleted, linksRemoved, left, marked }`; call again while `left` is not 0.
     #[wasm_bindgen(js_name = collectGarbage)]
     pub fn collect_garbage(&self, options: JsValue) -> Promise {
         let registry = Rc::clone(&self.inner);
@@ -233,6 +250,7 @@ impl Registry {
             for (name, value) in [
                 ("visited", report.visited),
                 ("manifestsDeleted", report.manifests_deleted),
+                ("tagsDeleted", report.tags_deleted),
                 ("blobsDeleted", report.blobs_deleted),
                 ("bytesDeleted", report.bytes_deleted),
                 ("linksRemoved", report.links_removed),

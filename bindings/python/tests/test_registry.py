@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -269,6 +270,32 @@ def test_untagged_collection_deletes_the_manifest_a_tag_left():
     assert registry.handle("GET", f"/v2/py/u/manifests/{digest(old)}").status == 404
     assert registry.handle("GET", "/v2/py/u/manifests/latest").status == 200
     assert registry.handle("GET", f"/v2/py/u/blobs/{digest(layer)}").status == 200
+
+
+def test_retention_rules_remove_expired_tags():
+    rules = [{"repositories": "py/kept", "keep-last": 1}]
+    registry = berth.Registry(memory=True, track_references=True, retention=rules)
+    config, layer = b"{}", os.urandom(100)
+    for data in (config, layer):
+        assert registry.handle("POST", f"/v2/py/kept/blobs/uploads/?digest={digest(data)}", body=data).status == 201
+    headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")]
+    for tag in ("first", "second"):
+        body = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer), "size": 100}],
+            "annotations": {"tag": tag},
+        }).encode()
+        assert registry.handle("PUT", f"/v2/py/kept/manifests/{tag}", headers=headers, body=body).status == 201
+        time.sleep(0.01)
+    assert registry.collect_garbage(grace=0, dry_run=True).tags_deleted == 1
+    report = registry.collect_garbage(grace=0)
+    assert report.tags_deleted == 1, report
+    assert registry.handle("GET", "/v2/py/kept/manifests/first").status == 404
+    assert registry.handle("GET", "/v2/py/kept/manifests/second").status == 200
+    with pytest.raises(berth.BerthError, match="keep-last"):
+        berth.Registry(memory=True, retention=[{"repositories": "x"}])
 
 
 def test_invalid_login_settings_are_refused():

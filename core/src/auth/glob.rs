@@ -2,12 +2,12 @@
 
 /// A repository pattern, as written in the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Glob {
+pub(crate) struct Glob {
     pattern: String,
 }
 
 impl Glob {
-    pub(super) fn new(pattern: &str) -> Self {
+    pub(crate) fn new(pattern: &str) -> Self {
         Self {
             pattern: pattern.to_owned(),
         }
@@ -15,11 +15,11 @@ impl Glob {
 
     /// How specific the pattern is: its length. Of several patterns that match a repository,
     /// the longest wins (as in zot), so `team-a/secret/**` overrides `team-a/**`.
-    pub(super) fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         self.pattern.len()
     }
 
-    pub(super) fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         matches(self.pattern.as_bytes(), name.as_bytes())
     }
 }

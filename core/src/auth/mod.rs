@@ -7,7 +7,7 @@
 
 mod authenticate;
 mod credentials;
-mod glob;
+pub(crate) mod glob;
 mod htpasswd;
 pub mod jwt;
 mod policy;

@@ -404,7 +404,7 @@ impl<S: Storage> Registry<S> {
 
     /// Removes a tag, holding its lease, if it exists and (when `pointing_at` is given) points
     /// at that digest. Returns whether it did.
-    async fn delete_tag_if(
+    pub(in crate::registry) async fn delete_tag_if(
         &self,
         name: &RepositoryName,
         tag: &Tag,

@@ -119,6 +119,9 @@ pub struct Options {
     /// first collection. Costs a few small writes per manifest push and per blob upload.
     /// Default: off.
     pub track_references: bool,
+    /// Retention rules ([`crate::retention`]): which tags collection steps remove. Default:
+    /// none.
+    pub retention: Arc<crate::retention::Retention>,
     /// The HTTP client that fetches the key sets the access hook wants (token issuers'
     /// keys at URLs). `None` (the default) fetches nothing: such issuers keep the keys the
     /// host gave them.
@@ -146,6 +149,7 @@ impl Options {
             notices: None,
             access: Arc::new(AllowAll),
             track_references: false,
+            retention: Arc::default(),
             key_sets: None,
             ids,
             clock,
@@ -169,6 +173,7 @@ impl std::fmt::Debug for Options {
             .field("notices", &self.notices.is_some())
             .field("key_sets", &self.key_sets.is_some())
             .field("track_references", &self.track_references)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }

@@ -132,13 +132,14 @@ pub(crate) async fn collect_all_with<S: Storage>(
             .await
             .expect("a collection step");
         total.manifests_deleted += report.manifests_deleted;
+        total.tags_deleted += report.tags_deleted;
         total.visited += report.visited;
         total.blobs_deleted += report.blobs_deleted;
         total.bytes_deleted += report.bytes_deleted;
         total.links_removed += report.links_removed;
         total.marked += report.marked;
         // A step may record candidates for the next (an untagged index's children).
-        if report.visited == 0 {
+        if report.visited == 0 && report.left == 0 {
             return total;
         }
     }

@@ -188,6 +188,11 @@ pub(crate) struct ServeArgs {
     /// [default: kept].
     #[arg(long, env = "BERTH_GC_ORPHANED_REFERRERS")]
     pub(crate) gc_orphaned_referrers: bool,
+    /// With --gc: retention rules (a TOML file of `[[rule]]` tables, a JSON file, or JSON
+    /// text): which tags each collection removes, by repository: keep-last, keep-tags,
+    /// remove-older-than.
+    #[arg(long, env = "BERTH_RETENTION")]
+    pub(crate) retention: Option<PathBuf>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -248,6 +253,7 @@ struct FileConfig {
     gc_grace: Option<String>,
     gc_untagged: Option<bool>,
     gc_orphaned_referrers: Option<bool>,
+    retention: Option<PathBuf>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -310,7 +316,7 @@ pub(crate) struct ExternalIssuer {
 }
 
 /// How `serve --gc` collects garbage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GcSettings {
     /// Seconds between collections.
     pub(crate) interval: u64,
@@ -320,9 +326,41 @@ pub(crate) struct GcSettings {
     pub(crate) untagged: bool,
     /// Whether referrers whose subject goes are collected (with `untagged`).
     pub(crate) orphaned_referrers: bool,
+    /// The retention rules' file.
+    pub(crate) retention: Option<PathBuf>,
 }
 
 impl GcSettings {
+    /// Reads the retention rules' file: TOML (`[[rule]]` tables) or, named `*.json`, JSON;
+    /// or takes the rules as JSON text (as the other hosts' `BERTH_RETENTION` holds them).
+    pub(crate) fn retention(&self) -> Result<berth::retention::Retention, String> {
+        let Some(path) = &self.retention else {
+            return Ok(berth::retention::Retention::default());
+        };
+        let given = path.to_string_lossy();
+        if given.trim_start().starts_with(['[', '{']) {
+            return berth::retention::Retention::from_json(&given);
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "json")
+        {
+            return berth::retention::Retention::from_json(&text)
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RulesFile {
+            #[serde(default)]
+            rule: Vec<berth::retention::RetentionRule>,
+        }
+        let file: RulesFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        berth::retention::Retention::new(file.rule).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// A collection step's settings.
     pub(crate) fn collection(&self) -> berth::Collection {
         berth::Collection {
@@ -509,6 +547,7 @@ impl ServeArgs {
                     untagged: self.gc_untagged || file.gc_untagged.unwrap_or(false),
                     orphaned_referrers: self.gc_orphaned_referrers
                         || file.gc_orphaned_referrers.unwrap_or(false),
+                    retention: self.retention.or(file.retention),
                 })
             } else {
                 None

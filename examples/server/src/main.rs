@@ -132,7 +132,11 @@ fn main() -> ExitCode {
                     ..settings
                 };
                 let registry = Registry::new(storage, registry_options(&settings, None)?);
-                let collection = settings.gc.map(|gc| gc.collection()).unwrap_or_default();
+                let collection = settings
+                    .gc
+                    .as_ref()
+                    .map(|gc| gc.collection())
+                    .unwrap_or_default();
                 collect_garbage(&registry, collection, dry_run).await
             }
             Mode::PurgeUploads => {
@@ -232,6 +236,14 @@ async fn collect_garbage(
             .map_err(|e| format!("collecting garbage: {e}"))?;
         total.visited += report.visited;
         total.manifests_deleted += report.manifests_deleted;
+        total.tags_deleted += report.tags_deleted;
+        for (repository, tags) in report.tags_by_repository {
+            total
+                .tags_by_repository
+                .entry(repository)
+                .or_default()
+                .extend(tags);
+        }
         total.blobs_deleted += report.blobs_deleted;
         total.bytes_deleted += report.bytes_deleted;
         total.links_removed += report.links_removed;
@@ -241,7 +253,7 @@ async fn collect_garbage(
         }
         // A step that deleted manifests recorded their blobs as candidates: one more step
         // visits those old enough.
-        if dry_run || report.visited == 0 {
+        if dry_run || report.visited == 0 && report.left == 0 {
             break;
         }
         if report.left > 0 && report.blobs_deleted + report.links_removed == 0 {
@@ -256,6 +268,12 @@ async fn collect_garbage(
             "wrote {} back-links for what was stored before",
             total.marked
         );
+    }
+    if total.tags_deleted > 0 || !registry.options().retention.is_empty() {
+        println!("{verb} {} tags by the retention rules", total.tags_deleted);
+        for (repository, tags) in &total.tags_by_repository {
+            println!("  {repository}: {}", tags.join(" "));
+        }
     }
     if settings.untagged {
         println!("{verb} {} untagged manifests", total.manifests_deleted);
@@ -352,6 +370,9 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
     options.blob_redirect = settings.blob_redirect;
     options.hash_offload = Some(berth::offload::tokio_blocking_pool());
     options.track_references = settings.gc.is_some();
+    if let Some(gc) = &settings.gc {
+        options.retention = Arc::new(gc.retention()?);
+    }
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");
@@ -381,12 +402,14 @@ fn spawn_collector(registry: Arc<Registry<Arc<dyn Storage>>>, gc: GcSettings) {
             loop {
                 match registry.collect_garbage(&settings).await {
                     Ok(report) => {
-                        let changed = report.manifests_deleted
+                        let changed = report.tags_deleted
+                            + report.manifests_deleted
                             + report.blobs_deleted
                             + report.links_removed
                             + report.marked;
                         if changed > 0 {
                             tracing::info!(
+                                tags = report.tags_deleted,
                                 manifests = report.manifests_deleted,
                                 blobs = report.blobs_deleted,
                                 bytes = report.bytes_deleted,

@@ -24,8 +24,9 @@ def registry_from_env() -> Registry:
     ``BERTH_S3_ALLOW_HTTP``, ``BERTH_S3_PATH_STYLE``, ``BERTH_READ_ONLY``,
     ``BERTH_NO_DELETE``, ``BERTH_PART_SIZE``, ``BERTH_MANIFEST_LIMIT``,
     ``BERTH_CHUNK_MAX_LENGTH``, ``BERTH_AUTH`` (the login settings as JSON: see
-    :class:`Registry`'s ``auth``), and ``BERTH_GC`` (track references; see
-    :func:`start_collector_from_env`)."""
+    :class:`Registry`'s ``auth``), ``BERTH_GC`` (track references; see
+    :func:`start_collector_from_env`) and ``BERTH_RETENTION`` (retention rules as JSON: see
+    :class:`Registry`'s ``retention``)."""
     storage = os.environ.get("BERTH_STORAGE", "fs")
     options = dict(
         read_only=_flag("BERTH_READ_ONLY"),
@@ -35,6 +36,7 @@ def registry_from_env() -> Registry:
         chunk_max_length=_number("BERTH_CHUNK_MAX_LENGTH"),
         auth=os.environ.get("BERTH_AUTH") or None,
         track_references=_flag("BERTH_GC"),
+        retention=os.environ.get("BERTH_RETENTION") or None,
     )
     if storage == "fs":
         return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)
@@ -74,7 +76,8 @@ def start_collector_from_env(registry: Registry) -> None:
             try:
                 while True:
                     report = registry.collect_garbage(grace=grace, untagged=untagged)
-                    if report.manifests_deleted or report.blobs_deleted or report.links_removed:
+                    if report.tags_deleted or report.manifests_deleted or report.blobs_deleted or \
+                            report.links_removed:
                         log.info("collected garbage: %s", report)
                     if report.left == 0 or report.visited == 0:
                         break

@@ -98,7 +98,7 @@ class _CollectionReport(ctypes.Structure):
 
     _fields_ = [(name, ctypes.c_uint64) for name in
                 ("visited", "blobs_deleted", "bytes_deleted", "links_removed", "left", "marked",
-                 "manifests_deleted")]
+                 "manifests_deleted", "tags_deleted")]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ class CollectionReport:
     marked: int
     #: Untagged manifests deleted (with ``untagged``).
     manifests_deleted: int
+    #: Tags the retention rules removed.
+    tags_deleted: int
 
 
 class _Config:
@@ -159,6 +161,9 @@ class _Config:
             "worker_threads": lib.berth_config_set_worker_threads,
             "auth": lambda handle, settings: lib.berth_config_set_auth(
                 handle, text(settings if isinstance(settings, str) else json.dumps(settings))
+            ),
+            "retention": lambda handle, rules: lib.berth_config_set_retention(
+                handle, text(rules if isinstance(rules, str) else json.dumps(rules))
             ),
         }
         for name, value in options.items():
@@ -238,6 +243,10 @@ class Registry(_Handle):
     :param track_references: record who references each blob, so that
         :meth:`collect_garbage` can delete what nothing needs while pushes go on (every
         registry over one storage must have it on).
+    :param retention: retention rules that :meth:`collect_garbage` applies: a list of
+        ``{"repositories": glob, "keep-last": n, "keep-tags": [glob, ...],
+        "remove-older-than": seconds or "30d"}`` (or its JSON text); the tags a rule expires
+        are removed. Invalid rules raise :class:`BerthError`.
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -259,6 +268,7 @@ class Registry(_Handle):
         worker_threads: Optional[int] = None,
         auth: Union[dict, str, None] = None,
         track_references: Optional[bool] = None,
+        retention: Union[list, str, None] = None,
         on_notice: Callable[[str], None] = _log_notice,
         fetch_key_set: Callable[[str], bytes] = _fetch_key_set,
     ) -> None:
@@ -277,6 +287,7 @@ class Registry(_Handle):
                 "worker_threads": worker_threads,
                 "auth": auth,
                 "track_references": track_references,
+                "retention": retention,
             },
             on_notice,
             fetch_key_set,

@@ -72,6 +72,13 @@ impl<S: Storage> Registry<S> {
             }
         }
         let now = self.storage_now().await?;
+        if !self.options.retention.is_empty() {
+            // First: the tags it removes leave manifests untagged.
+            self.retain(now, settings, &mut report).await?;
+            if !report.finished() {
+                return Ok(report);
+            }
+        }
         if settings.untagged {
             // First: the manifests it deletes make their blobs candidates.
             self.walk(Queue::Manifests, now, settings, &mut report)

@@ -37,6 +37,7 @@
 use std::collections::BTreeMap;
 
 mod collect;
+mod retention;
 mod track;
 mod untagged;
 
@@ -87,6 +88,10 @@ pub struct CollectionReport {
     pub visited: u64,
     /// Untagged manifests deleted from their repositories.
     pub manifests_deleted: u64,
+    /// Tags the retention rules ([`crate::Options::retention`]) removed.
+    pub tags_deleted: u64,
+    /// Those tags, per repository.
+    pub tags_by_repository: BTreeMap<String, Vec<String>>,
     /// Blobs (layers, configs, manifests) deleted.
     pub blobs_deleted: u64,
     /// Their bytes.
@@ -101,6 +106,11 @@ pub struct CollectionReport {
     pub left: u64,
     /// Back-links written by the first collection for what was stored before.
     pub marked: u64,
+}
+
+/// An error met by the collector, as the storage error it reports.
+fn storage_error(error: impl std::fmt::Display) -> crate::storage::StorageError {
+    crate::storage::StorageError::backend(error.to_string())
 }
 
 impl CollectionReport {

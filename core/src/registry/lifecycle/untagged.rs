@@ -9,10 +9,9 @@
 //! of it holds (no tag can move to it meanwhile), and a claim on its digest, which an index
 //! push naming it as a child waits out before it checks the child is there.
 
-use super::Collection;
 use super::collect::Visit;
+use super::{Collection, storage_error};
 use crate::digest::Digest;
-use crate::error::Error;
 use crate::layout;
 use crate::manifest::Manifest;
 use crate::reference::{RepositoryName, Tag};
@@ -160,11 +159,6 @@ impl<S: Storage> Registry<S> {
         }
         Ok(Verdict::Collect { stale_tags })
     }
-}
-
-/// A registry error met by the collector, as the storage error it reports.
-fn storage_error(error: Error) -> StorageError {
-    StorageError::backend(error.to_string())
 }
 
 /// The manifest and repository a manifest candidate key names
