@@ -171,6 +171,8 @@ retention() {
   local n
   for n in 1 2 3; do
     layout "keep$n" "v$n" --layers 1 --size 20000 && push "keep$n:v$n" "$r/app/kept:v$n" || return 1
+    # Push times have the storage's resolution: S3's is a second.
+    sleep 1.1
   done
   push one:v1 "$r/app/kept:stable" && push two:v2 "$r/other:v1" || return 1
   cat >rules.toml <<'TOML'

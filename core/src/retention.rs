@@ -110,8 +110,10 @@ impl Retention {
             .iter()
             .filter(|tag| signature_subject(&tag.name).is_none())
             .collect();
-        // Newest first; equal times by name, so the decision does not depend on listing order.
-        images.sort_by(|a, b| b.pushed.cmp(&a.pushed).then_with(|| a.name.cmp(&b.name)));
+        // Newest first. Push times have the storage's resolution (S3's is a second): of tags
+        // pushed at the same time, the greater name counts as the newer (`v3` after `v2`),
+        // so the decision never depends on listing order.
+        images.sort_by(|a, b| b.pushed.cmp(&a.pushed).then_with(|| b.name.cmp(&a.name)));
         let named = |tag: &str| rule.keep_tags.iter().any(|glob| tag_matches(glob, tag));
         let mut going = Vec::new();
         // Tags kept by name take no place among the last ones kept.
@@ -278,6 +280,18 @@ mod tests {
             tag("v2", "sha256:2", 2),
             tag("v3", "sha256:3", 1),
             tag("stable", "sha256:1", 0),
+        ];
+        assert_eq!(retention.expired("app", &tags, NOW), vec!["v1"]);
+    }
+
+    #[test]
+    fn tags_pushed_in_the_same_second_are_ordered_by_name() {
+        let retention =
+            Retention::from_json(r#"[{"repositories": "app", "keep-last": 2}]"#).unwrap();
+        let tags = [
+            tag("v2", "sha256:2", 1),
+            tag("v1", "sha256:1", 1),
+            tag("v3", "sha256:3", 1),
         ];
         assert_eq!(retention.expired("app", &tags, NOW), vec!["v1"]);
     }
