@@ -118,6 +118,7 @@ impl ObjectStoreStorage {
 
     /// Lowers the size above which objects are copied part by part (S3's limit is 5 GiB),
     /// so that tests can exercise the part copy with small blobs. At least 5 MiB.
+    #[cfg(feature = "s3")]
     pub(crate) fn with_max_single_copy(mut self, bytes: u64) -> Self {
         self.max_single_copy = bytes.clamp(NATIVE_MIN_PART, MAX_SINGLE_COPY);
         self
