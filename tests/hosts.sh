@@ -181,6 +181,16 @@ gc_collects() {
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 check "$host host: garbage collection: a deleted image's layer, a loose blob, an untagged manifest and a tag past its retention rule go, what is shared stays" gc_collects
+# Quotas (tests/lib/quota_host.py): BERTH_QUOTAS read by the host, refusals and usage.
+quotas_hold() {
+  export BERTH_QUOTAS='[{"repositories": "quota/*", "limit": 4096}, {"namespace": "quota", "limit": 6144}]'
+  start_host "$work/quota-root"; local started=$?
+  unset BERTH_QUOTAS
+  [ $started -eq 0 ] || return 1
+  python3 "$here/lib/quota_host.py" "http://$BERTH_ADDR"
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "$host host: quotas: pushes past a repository's or a namespace's limit refused with the limit and the usage; usage reported" quotas_hold
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

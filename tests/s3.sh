@@ -26,7 +26,7 @@ storage_suite() {
 log "storage conformance suite on S3 (moto)"
 check "the storage conformance suite, through object_store's S3 client (native multipart)" storage_suite
 
-for suite in transcripts conformance faults clients durability scaleout linearizable gc memory; do
+for suite in transcripts conformance faults clients durability scaleout linearizable gc quota memory; do
   log "$suite on S3 (moto)"
   "$here/$suite.sh" "$binary" 2>&1 | sed -u "s/^\\(\\S*\\): \\([0-9]* passed, [0-9]* failed\\)$/\\1-s3: \\2/" | tee "$work/$suite.out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

@@ -15,9 +15,10 @@ pkg=$root/wasm/pkg
 # 536 KB before logins; the token service and token checks in Rust (ES256 and Ed25519 with
 # PEM keys: p256, ed25519-dalek) added 344 KB (340 KB gzipped in all). Key sets at URLs and
 # the failed-login delay added 15 KB, online garbage collection 70 KB; panics that abort at
-# once with no locations (wasm/cargo.sh) took 59 KB out: 911 KB, 356 KB gzipped, in
-# December 2026. Workers take 3 MB gzipped on the free plan.
-budget=950000
+# once with no locations (wasm/cargo.sh) took 59 KB out; binaryen's wasm-opt 69 KB: 911 KB,
+# 368 KB gzipped. Quotas (usage listings, counting, the admin's usage report) added 51 KB: 962 KB,
+# 386 KB gzipped, in December 2026. Workers take 3 MB gzipped on the free plan.
+budget=1000000
 
 size_budget() {
   local size gzipped
@@ -26,7 +27,7 @@ size_budget() {
   echo "berth_wasm_bg.wasm: $size bytes, $gzipped bytes gzipped (budget $budget bytes)"
   [ "$size" -le "$budget" ]
 }
-check "the release .wasm is at most 950 KB" size_budget
+check "the release .wasm is at most 1,000 KB" size_budget
 
 # add_counts PASSED FAILED NAME: adds a runner's own counts to the suite's.
 add_counts() {

@@ -269,6 +269,43 @@ pub(crate) fn manifest_candidate(
     ))
 }
 
+/// The charges of a repository toward its quotas: one key per distinct blob or manifest it
+/// links (`!<alg>-<hex>-<size>`: its size is in the key, so a listing sums them), and
+/// `!counted` once what it held before it had charges has been counted. The `!` ends the
+/// name, so the prefix of `a` holds none of `a/b`'s.
+pub(crate) fn charges(name: &RepositoryName) -> String {
+    format!("berth/usage/{name}/!")
+}
+
+/// The charges of every repository below a namespace (and of the one named as it).
+pub(crate) fn charges_below(namespace: &str) -> String {
+    format!("berth/usage/{namespace}/")
+}
+
+/// The charge of `digest`, `size` bytes, in `name`.
+pub(crate) fn charge(name: &RepositoryName, digest: &Digest, size: u64) -> Key {
+    Key::new(format!("{}{size}", charges_of(name, digest)))
+}
+
+/// The prefix of `digest`'s charge in `name`, whatever its size.
+pub(crate) fn charges_of(name: &RepositoryName, digest: &Digest) -> String {
+    format!("{}{}-{}-", charges(name), digest.algorithm(), digest.hex())
+}
+
+/// Present once a repository's charges cover what it held before charges were written.
+pub(crate) fn charges_counted(name: &RepositoryName) -> Key {
+    Key::new(format!("{}{COUNTED}", charges(name)))
+}
+
+/// Present once every repository below a namespace has been counted.
+pub(crate) fn namespace_counted(namespace: &str) -> Key {
+    Key::new(format!("{}!{NAMESPACE_COUNTED}", charges_below(namespace)))
+}
+
+/// The last segment of [`charges_counted`] and [`namespace_counted`].
+pub(crate) const COUNTED: &str = "counted";
+pub(crate) const NAMESPACE_COUNTED: &str = "namespace-counted";
+
 /// Where the pass of retention rules over the repositories stands: the last one done.
 pub(crate) fn retention_cursor() -> Key {
     Key::new("berth/gc/retention-cursor")

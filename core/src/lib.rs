@@ -36,6 +36,7 @@ mod layout;
 mod manifest;
 mod notice;
 pub mod offload;
+pub mod quota;
 mod range;
 mod reference;
 mod registry;
@@ -73,7 +74,8 @@ pub use reference::{
 pub use registry::tokio_timer;
 pub use registry::{
     CLAIM_SECONDS, Clock, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, DEFAULT_PART_SIZE,
-    IdSource, LEASE_SECONDS, Options, Pause, Registry, TOKEN_KEYS_PATH, TOKEN_PATH,
+    IdSource, LEASE_SECONDS, NamespaceUsage, Options, Pause, QuotaUsage, Registry, TOKEN_KEYS_PATH,
+    TOKEN_PATH, Usage,
 };
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};

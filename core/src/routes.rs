@@ -13,6 +13,11 @@
 //! | `<name>/blobs/<digest>`               | `Blob`         | end-2, end-10   |
 //! | `<name>/manifests/<reference>`        | `Manifest`     | end-3, 7, 9     |
 //! | `<name>/referrers/<digest>`           | `Referrers`    | end-12          |
+//! | `<name>/` (DELETE)                    | `Repository`   | berth (admin)   |
+//! | `_usage/<name>`                       | `Usage`        | berth (admin)   |
+//!
+//! No repository name component starts with `_`, so `_catalog` and `_usage` name no
+//! repository.
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode};
@@ -71,6 +76,12 @@ pub enum Route {
         /// Repository.
         name: RepositoryName,
     },
+    /// `/v2/_usage/<name>`: what a repository, and those below its name, hold against their
+    /// quotas (GET only, an admin's).
+    Usage {
+        /// Repository or namespace.
+        name: RepositoryName,
+    },
 }
 
 impl Route {
@@ -87,6 +98,11 @@ impl Route {
         }
         if rest == "_catalog" {
             return Ok(Self::Catalog);
+        }
+        if let Some(name) = rest.strip_prefix("_usage/") {
+            return Ok(Self::Usage {
+                name: parse_name(&[name.trim_end_matches('/')])?,
+            });
         }
         let segments: Vec<&str> = rest.split('/').collect();
         let n = segments.len();
@@ -175,9 +191,11 @@ impl Route {
     pub fn allows(&self, method: Method) -> bool {
         use Method::*;
         match self {
-            Self::ApiVersion | Self::Catalog | Self::Tags { .. } | Self::Referrers { .. } => {
-                matches!(method, Get | Head)
-            }
+            Self::ApiVersion
+            | Self::Catalog
+            | Self::Tags { .. }
+            | Self::Referrers { .. }
+            | Self::Usage { .. } => matches!(method, Get | Head),
             Self::Manifest { .. } => matches!(method, Get | Head | Put | Delete),
             Self::Blob { .. } => matches!(method, Get | Head | Delete),
             Self::StartUpload { .. } => method == Post,
@@ -196,7 +214,8 @@ impl Route {
             | Self::StartUpload { name }
             | Self::Upload { name, .. }
             | Self::Referrers { name, .. }
-            | Self::Repository { name } => Some(name),
+            | Self::Repository { name }
+            | Self::Usage { name } => Some(name),
         }
     }
 }
@@ -225,6 +244,24 @@ mod tests {
 
     fn name(text: &str) -> RepositoryName {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn usage_names_a_repository_or_namespace() {
+        assert_eq!(
+            Route::parse(Method::Get, "/v2/_usage/team-a/app").unwrap(),
+            Route::Usage {
+                name: name("team-a/app")
+            }
+        );
+        assert_eq!(
+            Route::parse(Method::Get, "/v2/_usage/team-a/").unwrap(),
+            Route::Usage {
+                name: name("team-a")
+            }
+        );
+        assert!(Route::parse(Method::Get, "/v2/_usage/").is_err());
+        assert!(Route::parse(Method::Get, "/v2/_usage/Bad").is_err());
     }
 
     #[test]

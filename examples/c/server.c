@@ -18,7 +18,8 @@
  * BERTH_GC=1 records who references each blob and collects garbage every BERTH_GC_INTERVAL
  * seconds (default 3600): blobs nothing references, older than BERTH_GC_GRACE seconds
  * (default 86400); with BERTH_GC_UNTAGGED=1 also manifests untagged that long. BERTH_RETENTION
- * holds retention rules as JSON (see berth_config_set_retention).
+ * holds retention rules as JSON (see berth_config_set_retention), BERTH_QUOTAS quota rules
+ * (see berth_config_set_quotas).
  *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
@@ -350,6 +351,8 @@ int main(int argc, char **argv) {
   const char *retention = getenv("BERTH_RETENTION");
   if (result == BERTH_RESULT_OK && retention && *retention)
     result = berth_config_set_retention(config, retention);
+  const char *quotas = getenv("BERTH_QUOTAS");
+  if (result == BERTH_RESULT_OK && quotas && *quotas) result = berth_config_set_quotas(config, quotas);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

@@ -15,7 +15,7 @@
 // deletes blobs nothing references, older than BERTH_GC_GRACE seconds (default 86400), a
 // bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests);
 // with BERTH_GC_UNTAGGED=1 also manifests untagged that long; BERTH_RETENTION holds retention
-// rules as JSON.
+// rules as JSON. BERTH_QUOTAS holds quota rules as JSON (usage at GET /v2/_usage/<name>).
 // POST /_berth/gc with `Authorization: Bearer <BERTH_GC_TOKEN>` runs the same step on demand
 // (when BERTH_GC_TOKEN is set).
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
@@ -33,8 +33,9 @@ function open(env) {
     const auth = env.BERTH_AUTH || (env.BERTH_USERS ? { htpasswd: env.BERTH_USERS } : undefined);
     const trackReferences = Boolean(env.BERTH_GC) && env.BERTH_GC !== "0";
     const retention = env.BERTH_RETENTION || undefined;
+    const quotas = env.BERTH_QUOTAS || undefined;
     registry = new Registry({
-      storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences, retention,
+      storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences, retention, quotas,
     });
   }
   return registry;

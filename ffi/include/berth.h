@@ -441,6 +441,19 @@ enum berth_result berth_config_set_track_references(struct berth_config *config,
 enum berth_result berth_config_set_retention(struct berth_config *config, const char *rules);
 
 /**
+ * Quota rules: `rules` is JSON, a list of `{"repositories": GLOB, "limit": BYTES or
+ * "10GiB"}` (each repository the glob matches) and `{"namespace": PREFIX, "limit": ...}`
+ * (the repositories below the prefix together); see berth's `quota` module. Pushes past a
+ * limit are refused with `DENIED`; admins read usage at `GET /v2/_usage/<name>`. NULL
+ * removes them. Invalid rules give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in
+ * `berth_last_error`.
+ *
+ * # Safety
+ * `config` is a live configuration; `rules` is NUL-terminated or NULL.
+ */
+enum berth_result berth_config_set_quotas(struct berth_config *config, const char *rules);
+
+/**
  * Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
  *
  * # Safety

@@ -318,6 +318,35 @@ pub unsafe extern "C" fn berth_config_set_retention(
     }
 }
 
+/// Quota rules: `rules` is JSON, a list of `{"repositories": GLOB, "limit": BYTES or
+/// "10GiB"}` (each repository the glob matches) and `{"namespace": PREFIX, "limit": ...}`
+/// (the repositories below the prefix together); see berth's `quota` module. Pushes past a
+/// limit are refused with `DENIED`; admins read usage at `GET /v2/_usage/<name>`. NULL
+/// removes them. Invalid rules give `BERTH_RESULT_INVALID_ARGUMENT` with the reason in
+/// `berth_last_error`.
+///
+/// # Safety
+/// `config` is a live configuration; `rules` is NUL-terminated or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_quotas(
+    config: *mut berth_config,
+    rules: *const c_char,
+) -> berth_result {
+    // SAFETY: the caller's promises cover both pointers.
+    unsafe {
+        configure(config, |config| {
+            config.options.quotas = match optional_str_arg(rules, "rules")? {
+                None => Arc::default(),
+                Some(text) => Arc::new(
+                    berth::quota::Quotas::from_json(text)
+                        .map_err(|e| Failure::new(berth_result::InvalidArgument, e))?,
+                ),
+            };
+            Ok(())
+        })
+    }
+}
+
 /// Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
 ///
 /// # Safety

@@ -30,9 +30,9 @@ pub use config::{
     berth_config_set_automatic_mount, berth_config_set_blob_redirect,
     berth_config_set_chunk_max_length, berth_config_set_delete_enabled, berth_config_set_fs,
     berth_config_set_manifest_limit, berth_config_set_memory, berth_config_set_notice_callback,
-    berth_config_set_part_size, berth_config_set_read_only, berth_config_set_retention,
-    berth_config_set_s3, berth_config_set_storage, berth_config_set_track_references,
-    berth_config_set_worker_threads,
+    berth_config_set_part_size, berth_config_set_quotas, berth_config_set_read_only,
+    berth_config_set_retention, berth_config_set_s3, berth_config_set_storage,
+    berth_config_set_track_references, berth_config_set_worker_threads,
 };
 pub use exchange::{
     berth_exchange, berth_exchange_add_header, berth_exchange_finish, berth_exchange_free,

@@ -149,7 +149,9 @@ impl Registry {
     /// `chunkMaxLength` (advertised and enforced, for platforms that limit request bodies),
     /// `trackReferences` (record who references each blob, for `collectGarbage`),
     /// `retention` (rules `collectGarbage` applies: `[{ repositories, "keep-last",
-    /// "keep-tags", "remove-older-than" }]`, or their JSON text),
+    /// "keep-tags", "remove-older-than" }]`, or their JSON text), `quotas` (bytes repositories
+    /// may hold: `[{ repositories, limit }, { namespace, limit }]` with limits as numbers or
+    /// `"10GiB"`, or their JSON text; usage at `GET /v2/_usage/<name>`),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
@@ -194,6 +196,10 @@ impl Registry {
             settings.retention = Arc::new(
                 berth::retention::Retention::from_json(&rules).map_err(RegistryError::options)?,
             );
+        }
+        if let Some(rules) = json_option(options, "quotas")? {
+            settings.quotas =
+                Arc::new(berth::quota::Quotas::from_json(&rules).map_err(RegistryError::options)?);
         }
         settings.notices = Some(notice_sink(options)?);
         settings.key_sets = Some(Arc::new(keys::JsKeySets::from_options(options)?));

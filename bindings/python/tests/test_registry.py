@@ -298,6 +298,22 @@ def test_retention_rules_remove_expired_tags():
         berth.Registry(memory=True, retention=[{"repositories": "x"}])
 
 
+def test_quotas_refuse_pushes_past_a_limit_and_report_usage():
+    registry = berth.Registry(memory=True, quotas=[{"repositories": "py/*", "limit": "1KiB"}])
+    fits, too_much = os.urandom(600), os.urandom(600)
+    assert registry.handle("POST", f"/v2/py/q/blobs/uploads/?digest={digest(fits)}", body=fits).status == 201
+    refused = registry.handle("POST", f"/v2/py/q/blobs/uploads/?digest={digest(too_much)}",
+                              headers=[("Content-Length", "600")], body=too_much)
+    assert refused.status == 403
+    error = refused.json()["errors"][0]
+    assert error["code"] == "DENIED"
+    assert "600 B of its 1.0 KiB limit" in error["message"], error
+    usage = registry.handle("GET", "/v2/_usage/py/q").json()
+    assert (usage["bytes"], usage["quotas"][0]["limit"]) == (600, 1024), usage
+    with pytest.raises(berth.BerthError, match="limit"):
+        berth.Registry(memory=True, quotas=[{"namespace": "py"}])
+
+
 def test_invalid_login_settings_are_refused():
     with pytest.raises(berth.BerthError, match="htpasswd"):
         berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})

@@ -28,15 +28,7 @@ impl<S: Storage> Registry<S> {
         name: &RepositoryName,
         digest: &Digest,
     ) -> Result<Response, Error> {
-        // Manifests are blobs too; registry:2 links them as revisions, not layers.
-        let linked = self
-            .read_link(&layout::layer_link(name, digest))
-            .await?
-            .is_some()
-            || self
-                .read_link(&layout::revision_link(name, digest))
-                .await?
-                .is_some();
+        let linked = self.links(name, digest).await?;
         let unknown = || {
             Error::new(
                 ErrorCode::BlobUnknown,
@@ -135,6 +127,23 @@ impl<S: Storage> Registry<S> {
         })
     }
 
+    /// Whether `name` links `digest`: as a layer, or as a manifest (manifests are blobs too;
+    /// registry:2 links them as revisions, not layers).
+    pub(super) async fn links(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, Error> {
+        Ok(self
+            .read_link(&layout::layer_link(name, digest))
+            .await?
+            .is_some()
+            || self
+                .read_link(&layout::revision_link(name, digest))
+                .await?
+                .is_some())
+    }
+
     pub(super) async fn delete_blob(
         &self,
         name: &RepositoryName,
@@ -153,6 +162,7 @@ impl<S: Storage> Registry<S> {
                 .delete(&link, Durability::Durable)
                 .await
                 .map_err(internal)?;
+            self.uncharge(name, digest).await?;
             self.may_collect(digest).await?;
             Ok::<_, Error>(true)
         }
@@ -194,6 +204,11 @@ impl<S: Storage> Registry<S> {
                 return Ok(created(name, &digest));
             }
         }
+        let announced = query(head, "digest")
+            .and_then(|digest| digest.parse::<Digest>().ok())
+            .zip(content_length(head))
+            .map(|(digest, length)| (length, digest));
+        self.check_room(name, announced).await?;
         let now = (self.options.clock)();
         // The start time leads the id so that session records list in the order they began.
         let id =
@@ -304,9 +319,12 @@ impl<S: Storage> Registry<S> {
             }
         }
         if available {
+            // Past a quota the mount is refused, not turned into an upload that would be.
+            let charge = self.check_quota(name, digest, None).await?;
             self.register_repository(name).await?;
             self.write_link(&layout::layer_link(name, digest), digest)
                 .await?;
+            self.record(charge).await?;
             self.may_collect(digest).await?;
         }
         Ok(available)

@@ -118,6 +118,10 @@ impl<S: Storage> Registry<S> {
         if !tracked {
             self.store_manifest(&digest, &bytes).await?;
         }
+        // Checked before the revision link (nothing, for a manifest the repository has).
+        let charge = self
+            .check_quota(name, &digest, Some(bytes.len() as u64))
+            .await?;
         // The catalog entry first, so a failure leaves no link behind it.
         self.register_repository(name).await?;
         let leases = self.lease_all(name, Some(&digest), &tags).await?;
@@ -153,6 +157,7 @@ impl<S: Storage> Registry<S> {
         .await;
         self.release_all(leases).await;
         linked?;
+        self.record(charge).await?;
 
         let mut response = Response::empty(201)
             .with_header("Location", format!("/v2/{name}/manifests/{digest}"))
@@ -490,6 +495,7 @@ impl<S: Storage> Registry<S> {
         // only keep blobs longer.
         self.untrack_manifest(name, digest, manifest.as_ref())
             .await?;
+        self.uncharge(name, digest).await?;
         Ok(true)
     }
 }

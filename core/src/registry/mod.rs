@@ -17,6 +17,7 @@ mod index;
 mod leases;
 mod lifecycle;
 mod manifests;
+mod quota;
 mod referrers;
 mod repository;
 mod tags;
@@ -24,6 +25,7 @@ mod uploads;
 
 pub use leases::LEASE_SECONDS;
 pub use lifecycle::{CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS};
+pub use quota::{NamespaceUsage, QuotaUsage, Usage};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +124,9 @@ pub struct Options {
     /// Retention rules ([`crate::retention`]): which tags collection steps remove. Default:
     /// none.
     pub retention: Arc<crate::retention::Retention>,
+    /// Quota rules ([`crate::quota`]): how many bytes repositories and namespaces may hold.
+    /// With rules set, each link writes a small charge key first. Default: none.
+    pub quotas: Arc<crate::quota::Quotas>,
     /// The HTTP client that fetches the key sets the access hook wants (token issuers'
     /// keys at URLs). `None` (the default) fetches nothing: such issuers keep the keys the
     /// host gave them.
@@ -150,6 +155,7 @@ impl Options {
             access: Arc::new(AllowAll),
             track_references: false,
             retention: Arc::default(),
+            quotas: Arc::default(),
             key_sets: None,
             ids,
             clock,
@@ -174,6 +180,7 @@ impl std::fmt::Debug for Options {
             .field("key_sets", &self.key_sets.is_some())
             .field("track_references", &self.track_references)
             .field("retention", &self.retention)
+            .field("quotas", &self.quotas)
             .finish_non_exhaustive()
     }
 }
@@ -311,7 +318,7 @@ impl<S: Storage> Registry<S> {
         }
         let action = match (&route, method) {
             (Route::Catalog, _) => Action::Catalog,
-            (Route::Repository { .. }, _) => Action::Admin,
+            (Route::Repository { .. } | Route::Usage { .. }, _) => Action::Admin,
             // Cancelling an upload removes nothing stored: it is the pusher's own business.
             (Route::Upload { .. }, Method::Delete) => Action::Push,
             (_, Method::Get | Method::Head) => Action::Pull,
@@ -336,6 +343,13 @@ impl<S: Storage> Registry<S> {
             },
             Route::StartUpload { name } => self.start_upload(head, &name, body).await,
             Route::Repository { name } => self.delete_repository(&name).await,
+            Route::Usage { name } => {
+                let usage = self.usage(&name).await?;
+                let body = serde_json::to_vec(&usage).map_err(|e| {
+                    Error::new(ErrorCode::Unknown, format!("cannot encode usage: {e}"))
+                })?;
+                Ok(Response::json(200, body))
+            }
             Route::Upload { name, id } => {
                 self.check_upload_owner(head, &name, &id).await?;
                 match method {

@@ -92,6 +92,7 @@ impl<S: Storage> Registry<S> {
             .delete(&layout::tag_index_complete(name), Durability::Durable)
             .await
             .map_err(internal)?;
+        self.uncharge_repository(name).await?;
         let body = serde_json::json!({
             "repository": name.as_str(),
             "manifests": manifests,

@@ -8,6 +8,8 @@ use berth::storage::S3Settings;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::lifecycle::GcSettings;
+
 /// berth: an OCI container registry.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -32,12 +34,15 @@ pub(crate) enum Command {
     Gc(GcArgs),
     /// Delete a repository whole (its manifests, tags and links; blobs other repositories
     /// use stay, the rest is garbage for `gc`), then exit. Servers may run meanwhile.
-    DeleteRepository(DeleteRepositoryArgs),
+    DeleteRepository(RepositoryArgs),
+    /// Print what a repository and the repositories below its name hold (bytes, objects),
+    /// and the quotas on it with their usage, as JSON; then exit.
+    Usage(RepositoryArgs),
 }
 
 #[derive(Debug, Args, Default)]
-pub(crate) struct DeleteRepositoryArgs {
-    /// The repository, e.g. `team/app`.
+pub(crate) struct RepositoryArgs {
+    /// The repository (or namespace), e.g. `team/app`.
     pub(crate) name: String,
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
@@ -193,6 +198,11 @@ pub(crate) struct ServeArgs {
     /// remove-older-than.
     #[arg(long, env = "BERTH_RETENTION")]
     pub(crate) retention: Option<PathBuf>,
+    /// Quota rules (a TOML file of `[[rule]]` tables, a JSON file, or JSON text): how many
+    /// bytes each repository (`repositories` glob) or namespace may hold; pushes past a
+    /// limit are refused with DENIED. Admins read usage at /v2/_usage/<name>.
+    #[arg(long, env = "BERTH_QUOTAS")]
+    pub(crate) quotas: Option<PathBuf>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -254,6 +264,7 @@ struct FileConfig {
     gc_untagged: Option<bool>,
     gc_orphaned_referrers: Option<bool>,
     retention: Option<PathBuf>,
+    quotas: Option<PathBuf>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -315,63 +326,6 @@ pub(crate) struct ExternalIssuer {
     pub(crate) groups_claim: Option<String>,
 }
 
-/// How `serve --gc` collects garbage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GcSettings {
-    /// Seconds between collections.
-    pub(crate) interval: u64,
-    /// Seconds an unreferenced blob (or an untagged manifest) is kept.
-    pub(crate) grace: u64,
-    /// Whether untagged manifests are collected.
-    pub(crate) untagged: bool,
-    /// Whether referrers whose subject goes are collected (with `untagged`).
-    pub(crate) orphaned_referrers: bool,
-    /// The retention rules' file.
-    pub(crate) retention: Option<PathBuf>,
-}
-
-impl GcSettings {
-    /// Reads the retention rules' file: TOML (`[[rule]]` tables) or, named `*.json`, JSON;
-    /// or takes the rules as JSON text (as the other hosts' `BERTH_RETENTION` holds them).
-    pub(crate) fn retention(&self) -> Result<berth::retention::Retention, String> {
-        let Some(path) = &self.retention else {
-            return Ok(berth::retention::Retention::default());
-        };
-        let given = path.to_string_lossy();
-        if given.trim_start().starts_with(['[', '{']) {
-            return berth::retention::Retention::from_json(&given);
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "json")
-        {
-            return berth::retention::Retention::from_json(&text)
-                .map_err(|e| format!("{}: {e}", path.display()));
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RulesFile {
-            #[serde(default)]
-            rule: Vec<berth::retention::RetentionRule>,
-        }
-        let file: RulesFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        berth::retention::Retention::new(file.rule).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// A collection step's settings.
-    pub(crate) fn collection(&self) -> berth::Collection {
-        berth::Collection {
-            grace: self.grace,
-            untagged: self.untagged,
-            orphaned_referrers: self.orphaned_referrers,
-            ..berth::Collection::default()
-        }
-    }
-}
-
 /// The storage after merging.
 #[derive(Debug, Clone)]
 pub(crate) enum StorageSettings {
@@ -399,6 +353,8 @@ pub(crate) struct Settings {
     pub(crate) auth: Option<AuthSettings>,
     /// Garbage collection, when on.
     pub(crate) gc: Option<GcSettings>,
+    /// The quota rules' file (or JSON text).
+    pub(crate) quotas: Option<PathBuf>,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -552,6 +508,7 @@ impl ServeArgs {
             } else {
                 None
             },
+            quotas: self.quotas.or(file.quotas),
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })

@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod http;
+mod lifecycle;
 mod threads;
 
 use std::process::ExitCode;
@@ -22,7 +23,8 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Cli, Command, GcSettings, ServeArgs, Settings, StorageSettings};
+use crate::config::{Cli, Command, ServeArgs, Settings, StorageSettings};
+use crate::lifecycle::GcSettings;
 use crate::threads::ConnectionThreads;
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::PurgeUploads(args) => (args, Mode::PurgeUploads),
         Command::CheckStorage(args) => (args, Mode::CheckStorage),
         Command::DeleteRepository(args) => (args.serve, Mode::DeleteRepository(args.name)),
+        Command::Usage(args) => (args.serve, Mode::Usage(args.name)),
         Command::Gc(args) => (
             ServeArgs {
                 gc: true,
@@ -123,7 +126,17 @@ fn main() -> ExitCode {
                     ..settings
                 };
                 let registry = Registry::new(storage, registry_options(&settings, None)?);
-                delete_repository(&registry, &name).await
+                let path = format!("/v2/{name}/");
+                admin_request(&registry, berth::Method::Delete, &path, 202).await
+            }
+            Mode::Usage(name) => {
+                let settings = Settings {
+                    auth: None,
+                    ..settings
+                };
+                let registry = Registry::new(storage, registry_options(&settings, None)?);
+                let path = format!("/v2/_usage/{name}");
+                admin_request(&registry, berth::Method::Get, &path, 200).await
             }
             Mode::CollectGarbage { dry_run } => {
                 // Collecting needs no logins (and no token key).
@@ -214,6 +227,7 @@ enum Mode {
     CheckStorage,
     CollectGarbage { dry_run: bool },
     DeleteRepository(String),
+    Usage(String),
 }
 
 /// Collects garbage until no candidate older than `grace` is left (a dry run: visits each
@@ -289,21 +303,24 @@ async fn collect_garbage(
 }
 
 /// Deletes a repository whole, as `DELETE /v2/<name>/` does, and prints what went.
-async fn delete_repository(
+/// Sends an admin's request (the command line is one) and prints the JSON it answers.
+async fn admin_request(
     registry: &Registry<Arc<dyn Storage>>,
-    name: &str,
+    method: berth::Method,
+    path: &str,
+    expected: u16,
 ) -> Result<(), String> {
-    let head = berth::RequestHead::from_target(berth::Method::Delete, &format!("/v2/{name}/"));
+    let head = berth::RequestHead::from_target(method, path);
     let response = registry.handle(head, berth::empty_body()).await;
     let body = match response.body {
         berth::Body::Full(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
     };
-    if response.status == 202 {
+    if response.status == expected {
         println!("{body}");
         Ok(())
     } else {
-        Err(format!("deleting {name}: {} {body}", response.status))
+        Err(format!("{method:?} {path}: {} {body}", response.status))
     }
 }
 
@@ -373,6 +390,7 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
     if let Some(gc) = &settings.gc {
         options.retention = Arc::new(gc.retention()?);
     }
+    options.quotas = Arc::new(lifecycle::quotas(settings.quotas.as_deref())?);
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");

@@ -25,8 +25,9 @@ def registry_from_env() -> Registry:
     ``BERTH_NO_DELETE``, ``BERTH_PART_SIZE``, ``BERTH_MANIFEST_LIMIT``,
     ``BERTH_CHUNK_MAX_LENGTH``, ``BERTH_AUTH`` (the login settings as JSON: see
     :class:`Registry`'s ``auth``), ``BERTH_GC`` (track references; see
-    :func:`start_collector_from_env`) and ``BERTH_RETENTION`` (retention rules as JSON: see
-    :class:`Registry`'s ``retention``)."""
+    :func:`start_collector_from_env`), ``BERTH_RETENTION`` (retention rules as JSON: see
+    :class:`Registry`'s ``retention``) and ``BERTH_QUOTAS`` (quota rules as JSON: see
+    :class:`Registry`'s ``quotas``)."""
     storage = os.environ.get("BERTH_STORAGE", "fs")
     options = dict(
         read_only=_flag("BERTH_READ_ONLY"),
@@ -37,6 +38,7 @@ def registry_from_env() -> Registry:
         auth=os.environ.get("BERTH_AUTH") or None,
         track_references=_flag("BERTH_GC"),
         retention=os.environ.get("BERTH_RETENTION") or None,
+        quotas=os.environ.get("BERTH_QUOTAS") or None,
     )
     if storage == "fs":
         return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)

@@ -165,6 +165,9 @@ class _Config:
             "retention": lambda handle, rules: lib.berth_config_set_retention(
                 handle, text(rules if isinstance(rules, str) else json.dumps(rules))
             ),
+            "quotas": lambda handle, rules: lib.berth_config_set_quotas(
+                handle, text(rules if isinstance(rules, str) else json.dumps(rules))
+            ),
         }
         for name, value in options.items():
             if value is not None:
@@ -247,6 +250,10 @@ class Registry(_Handle):
         ``{"repositories": glob, "keep-last": n, "keep-tags": [glob, ...],
         "remove-older-than": seconds or "30d"}`` (or its JSON text); the tags a rule expires
         are removed. Invalid rules raise :class:`BerthError`.
+    :param quotas: quota rules: a list of ``{"repositories": glob, "limit": bytes or
+        "10GiB"}`` and ``{"namespace": prefix, "limit": ...}`` (or its JSON text); pushes
+        past a limit are refused with ``DENIED``, and ``GET /v2/_usage/<name>`` reports
+        usage to admins. Invalid rules raise :class:`BerthError`.
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -269,6 +276,7 @@ class Registry(_Handle):
         auth: Union[dict, str, None] = None,
         track_references: Optional[bool] = None,
         retention: Union[list, str, None] = None,
+        quotas: Union[list, str, None] = None,
         on_notice: Callable[[str], None] = _log_notice,
         fetch_key_set: Callable[[str], bytes] = _fetch_key_set,
     ) -> None:
@@ -288,6 +296,7 @@ class Registry(_Handle):
                 "auth": auth,
                 "track_references": track_references,
                 "retention": retention,
+                "quotas": quotas,
             },
             on_notice,
             fetch_key_set,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::track::manifest_back_links;
-use super::{CLAIM_SECONDS, Collection, CollectionReport, untagged};
+use super::{CLAIM_SECONDS, Collection, CollectionReport, storage_error, untagged};
 use crate::digest::Digest;
 use crate::layout;
 use crate::manifest::Manifest;
@@ -278,6 +278,7 @@ impl<S: Storage> Registry<S> {
             self.storage
                 .delete(&layout::linked_in_entry(digest, &name), Durability::Durable)
                 .await?;
+            self.uncharge(&name, digest).await.map_err(storage_error)?;
             report.links_removed += 1;
             if let Some(size) = size {
                 *report.by_repository.entry(repository.clone()).or_default() += size;
@@ -492,7 +493,7 @@ pub(super) enum Visit {
 }
 
 /// A link below `repositories/` that references hold.
-enum StoredLink {
+pub(in crate::registry) enum StoredLink {
     /// A manifest's revision link.
     Revision(Digest),
     /// A layer link.
@@ -504,7 +505,7 @@ enum StoredLink {
 /// The repository and link a key below `repositories/` is, if it is one that references hold
 /// (`<name>/_manifests/revisions/<alg>/<hex>/link`, `<name>/_layers/<alg>/<hex>/link`,
 /// `<name>/_manifests/tags/<tag>/current/link`).
-fn stored_link(rest: &str) -> Option<(RepositoryName, StoredLink)> {
+pub(in crate::registry) fn stored_link(rest: &str) -> Option<(RepositoryName, StoredLink)> {
     let rest = rest.strip_suffix("/link")?;
     if let Some(tag) = rest.strip_suffix("/current") {
         let (name, tag) = tag.rsplit_once("/_manifests/tags/")?;

@@ -41,6 +41,8 @@ mod retention;
 mod track;
 mod untagged;
 
+pub(super) use collect::{StoredLink, stored_link};
+
 /// How long a collector's claim on a digest lasts. A collector deletes nothing once half of
 /// it has passed; a writer that finds a claim waits at most this long.
 pub const CLAIM_SECONDS: u64 = 30;

@@ -246,7 +246,8 @@ impl<S: Storage> Registry<S> {
             .map(drop)
     }
 
-    async fn put_marker(&self, key: &Key) -> Result<(), Error> {
+    /// Writes an empty key whose presence (and modification time) is what it says.
+    pub(in crate::registry) async fn put_marker(&self, key: &Key) -> Result<(), Error> {
         self.storage
             .put(key, Bytes::new(), PutMode::Overwrite.into())
             .await

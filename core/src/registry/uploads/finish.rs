@@ -51,6 +51,7 @@ impl<S: Storage> Registry<S> {
     /// into `name`; with references tracked, once the link is tracked and the content is
     /// seen still there.
     async fn link_stored(&self, name: &RepositoryName, digest: &Digest) -> Result<(), Error> {
+        let charge = self.check_quota(name, digest, None).await?;
         if self.options.track_references {
             self.track_link(name, digest).await?;
             if !self.blob_exists(digest).await? {
@@ -63,6 +64,7 @@ impl<S: Storage> Registry<S> {
         self.register_repository(name).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
+        self.record(charge).await?;
         self.may_collect(digest).await
     }
 
@@ -146,6 +148,14 @@ impl<S: Storage> Registry<S> {
             self.discard(session).await;
             return Err(error);
         }
+        // Checked before anything is published: a push past a quota leaves nothing behind.
+        let charge = match self.check_quota(name, digest, Some(session.offset())).await {
+            Ok(charge) => charge,
+            Err(error) => {
+                self.discard(session).await;
+                return Err(error);
+            }
+        };
         // Tracked before the content is published: no collector deletes it after that.
         if let Err(error) = self.track_link(name, digest).await {
             self.discard(session).await;
@@ -156,6 +166,7 @@ impl<S: Storage> Registry<S> {
         self.register_repository(name).await?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
+        self.record(charge).await?;
         self.may_collect(digest).await
     }
 
