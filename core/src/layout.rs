@@ -20,6 +20,22 @@ pub(crate) fn blob_data(digest: &Digest) -> Key {
     ))
 }
 
+/// The prefix below which every blob's content lives.
+pub(crate) fn blobs() -> String {
+    format!("{ROOT}/blobs/")
+}
+
+/// The digest whose content a key below [`blobs`] holds (`<alg>/<xx>/<hex>/data`).
+pub(crate) fn blob_digest(key: &str) -> Option<Digest> {
+    let rest = key.strip_prefix(&blobs())?.strip_suffix("/data")?;
+    let mut fields = rest.split('/');
+    let (algorithm, _, hex) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() {
+        return None;
+    }
+    format!("{algorithm}:{hex}").parse().ok()
+}
+
 /// The prefix below which every repository lives.
 pub(crate) fn repositories() -> String {
     format!("{ROOT}/repositories/")
@@ -269,6 +285,11 @@ pub(crate) fn manifest_candidate(
     ))
 }
 
+/// Every repository's charges toward its quotas.
+pub(crate) fn usage() -> &'static str {
+    "berth/usage/"
+}
+
 /// The charges of a repository toward its quotas: one key per distinct blob or manifest it
 /// links (`!<alg>-<hex>-<size>`: its size is in the key, so a listing sums them), and
 /// `!counted` once what it held before it had charges has been counted. The `!` ends the
@@ -345,6 +366,14 @@ pub(crate) fn references_complete() -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_keys_name_their_digest() {
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        assert_eq!(blob_digest(&blob_data(&digest)), Some(digest));
+        assert_eq!(blob_digest(&format!("{ROOT}/blobs/sha256/ab/data")), None);
+        assert_eq!(blob_digest("berth/gc/clock"), None);
+    }
 
     #[test]
     fn matches_registry2_paths() {

@@ -325,6 +325,44 @@ typedef struct berth_collection_report {
   uint64_t tags_deleted;
 } berth_collection_report;
 
+/**
+ * What a scrub found (and, unless a dry run, did): see `berth_registry_scrub`.
+ */
+typedef struct berth_scrub_report {
+  /**
+   * Back-links and link entries written again.
+   */
+  uint64_t marked;
+  /**
+   * Blobs looked at.
+   */
+  uint64_t blobs;
+  /**
+   * Of those, blobs nothing references or links: now candidates for collection.
+   */
+  uint64_t stray_blobs;
+  /**
+   * Their bytes.
+   */
+  uint64_t stray_bytes;
+  /**
+   * Expired upload sessions purged.
+   */
+  uint64_t uploads_purged;
+  /**
+   * Scratch files and orphaned parts uploads removed (a filesystem storage's).
+   */
+  uint64_t leftovers;
+  /**
+   * Their bytes.
+   */
+  uint64_t leftover_bytes;
+  /**
+   * 1 when quota usage is to be counted afresh (quota rules set), else 0.
+   */
+  uint32_t usage_recounted;
+} berth_scrub_report;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -729,6 +767,24 @@ enum berth_result berth_registry_collect_garbage(const struct berth_registry *re
                                                  size_t max_candidates,
                                                  uint32_t flags,
                                                  struct berth_collection_report *out);
+
+/**
+ * Scrubs the whole storage (with `berth_config_set_track_references` on): writes every
+ * back-link again, makes each blob nothing references or links a candidate (the collection
+ * steps that follow delete it once past their grace period), purges upload sessions started
+ * more than `upload_expiry` seconds ago (0 keeps them), removes what writes killed half-way
+ * left (scratch files, parts no session names) untouched for `leftovers_older_than` seconds,
+ * and has quota usage counted afresh. With `BERTH_COLLECTION_FLAG_DRY_RUN` in `flags`, it
+ * only counts. An occasional walk of everything, not a bounded step; blocks until done.
+ *
+ * # Safety
+ * `registry` is a live registry; `out` is valid for a write.
+ */
+enum berth_result berth_registry_scrub(const struct berth_registry *registry,
+                                       uint64_t upload_expiry,
+                                       uint64_t leftovers_older_than,
+                                       uint32_t flags,
+                                       struct berth_scrub_report *out);
 
 /**
  * Runs berth's storage contract suite against the configured storage — what a callback

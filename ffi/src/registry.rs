@@ -237,6 +237,81 @@ pub unsafe extern "C" fn berth_registry_collect_garbage(
     })
 }
 
+/// What a scrub found (and, unless a dry run, did): see `berth_registry_scrub`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct berth_scrub_report {
+    /// Back-links and link entries written again.
+    pub marked: u64,
+    /// Blobs looked at.
+    pub blobs: u64,
+    /// Of those, blobs nothing references or links: now candidates for collection.
+    pub stray_blobs: u64,
+    /// Their bytes.
+    pub stray_bytes: u64,
+    /// Expired upload sessions purged.
+    pub uploads_purged: u64,
+    /// Scratch files and orphaned parts uploads removed (a filesystem storage's).
+    pub leftovers: u64,
+    /// Their bytes.
+    pub leftover_bytes: u64,
+    /// 1 when quota usage is to be counted afresh (quota rules set), else 0.
+    pub usage_recounted: u32,
+}
+
+/// Scrubs the whole storage (with `berth_config_set_track_references` on): writes every
+/// back-link again, makes each blob nothing references or links a candidate (the collection
+/// steps that follow delete it once past their grace period), purges upload sessions started
+/// more than `upload_expiry` seconds ago (0 keeps them), removes what writes killed half-way
+/// left (scratch files, parts no session names) untouched for `leftovers_older_than` seconds,
+/// and has quota usage counted afresh. With `BERTH_COLLECTION_FLAG_DRY_RUN` in `flags`, it
+/// only counts. An occasional walk of everything, not a bounded step; blocks until done.
+///
+/// # Safety
+/// `registry` is a live registry; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_scrub(
+    registry: *const berth_registry,
+    upload_expiry: u64,
+    leftovers_older_than: u64,
+    flags: u32,
+    out: *mut berth_scrub_report,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let registry = unsafe { berth_registry::from_ptr(registry) }?;
+        let inner = &registry.inner;
+        let dry_run = berth_collection_flag::DryRun as u32;
+        if flags & !dry_run != 0 {
+            return Err(Failure::new(
+                berth_result::InvalidArgument,
+                format!("unknown scrub flags {:#x}", flags & !dry_run),
+            ));
+        }
+        let settings = berth::Scrub {
+            dry_run: flags & dry_run != 0,
+            upload_expiry: (upload_expiry > 0).then_some(upload_expiry),
+            leftovers_older_than,
+        };
+        let report = inner
+            .runtime
+            .block_on(inner.registry.scrub(&settings))
+            .map_err(|e| Failure::new(berth_result::StorageFailed, e.to_string()))?;
+        let report = berth_scrub_report {
+            marked: report.marked,
+            blobs: report.blobs,
+            stray_blobs: report.stray_blobs,
+            stray_bytes: report.stray_bytes,
+            uploads_purged: report.uploads_purged,
+            leftovers: report.leftovers.objects,
+            leftover_bytes: report.leftovers.bytes,
+            usage_recounted: u32::from(report.usage_recounted),
+        };
+        // SAFETY: the caller promises `out` is valid.
+        unsafe { write_out(out, report, "out") }
+    })
+}
+
 /// Runs berth's storage contract suite against the configured storage — what a callback
 /// storage (or a bucket) must pass before a registry can trust it. It writes, then removes,
 /// keys under `conformance/`. Returns `BERTH_RESULT_CHECK_FAILED` with the failed check in

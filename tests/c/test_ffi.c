@@ -507,6 +507,47 @@ static int test_purge_uploads(void) {
   return 1;
 }
 
+static int test_quotas_and_scrub(void) {
+  berth_config *config = NULL;
+  berth_registry *registry = NULL;
+  CHECK(berth_config_new(&config) == BERTH_RESULT_OK);
+  CHECK(berth_config_set_memory(config) == BERTH_RESULT_OK);
+  CHECK(berth_config_set_track_references(config, true) == BERTH_RESULT_OK);
+  CHECK(berth_config_set_quotas(config, "[{\"limit\": 1}]") == BERTH_RESULT_INVALID_ARGUMENT);
+  CHECK(berth_config_set_quotas(config, "[{\"repositories\": \"c/*\", \"limit\": 20}]") ==
+        BERTH_RESULT_OK);
+  CHECK(berth_registry_new(config, &registry) == BERTH_RESULT_OK);
+  berth_config_free(config);
+
+  const char *fits = "fifteen bytes..", *more = "ten bytes!";
+  char digest[72], target[256];
+  response r;
+  sha256_hex(fits, strlen(fits), digest);
+  snprintf(target, sizeof target, "/v2/c/q/blobs/uploads/?digest=%s", digest);
+  CHECK(exchange(registry, "POST", target, NULL, fits, strlen(fits), &r) == BERTH_RESULT_OK);
+  CHECK(r.status == 201);
+  response_clear(&r);
+  sha256_hex(more, strlen(more), digest);
+  snprintf(target, sizeof target, "/v2/c/q/blobs/uploads/?digest=%s", digest);
+  const char *const headers[] = {"Content-Length", "10", NULL};
+  CHECK(exchange(registry, "POST", target, headers, more, strlen(more), &r) == BERTH_RESULT_OK);
+  CHECK(r.status == 403 && strstr(r.body, "DENIED") && strstr(r.body, "15 B of its 20 B limit"));
+  response_clear(&r);
+
+  berth_scrub_report report;
+  memset(&report, 0xff, sizeof report);
+  CHECK(berth_registry_scrub(registry, 0, 3600, BERTH_COLLECTION_FLAG_DRY_RUN, &report) ==
+        BERTH_RESULT_OK);
+  CHECK(report.blobs == 1 && report.stray_blobs == 0 && report.marked == 0 &&
+        report.usage_recounted == 0);
+  CHECK(berth_registry_scrub(registry, 0, 3600, 0, &report) == BERTH_RESULT_OK);
+  CHECK(report.marked > 0 && report.usage_recounted == 1);
+  CHECK(berth_registry_scrub(registry, 0, 3600, 8, &report) == BERTH_RESULT_INVALID_ARGUMENT);
+  CHECK(berth_registry_scrub(registry, 0, 3600, 0, NULL) == BERTH_RESULT_NULL_PARAMETER);
+  berth_registry_free(registry);
+  return 1;
+}
+
 static int test_path_not_utf8(void) {
   berth_registry *registry = registry_over("memory", NULL);
   CHECK(registry);
@@ -583,6 +624,7 @@ int main(int argc, char **argv) {
   run("memstore passes the storage contract suite", test_memstore_meets_the_contract);
   run("a broken storage fails the check, serves errors, is finalized once", test_broken_storage);
   run("purging uploads keeps fresh sessions", test_purge_uploads);
+  run("quotas refuse a push past the limit; a scrub reports what it finds", test_quotas_and_scrub);
   run("a path that is not UTF-8 gets 400", test_path_not_utf8);
   run("notices reach the host's callback", test_notices);
   char command[128];

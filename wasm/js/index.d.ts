@@ -84,6 +84,12 @@ export interface RegistryOptions {
   /** Record who references each blob, so that `collectGarbage` can delete what nothing
    * needs while pushes go on (every registry over one storage must have it on). */
   trackReferences?: boolean;
+  /** Retention rules `collectGarbage` applies (`[{ repositories, "keep-last", "keep-tags",
+   * "remove-older-than" }]`), or their JSON text. */
+  retention?: object[] | string;
+  /** Quota rules: `[{ repositories, limit }, { namespace, limit }]` (limits in bytes or as
+   * `"10GiB"`), or their JSON text. Usage at `GET /v2/_usage/<name>`. */
+  quotas?: object[] | string;
   /** Fetches a token issuer's key set at its `keys-url` (when a token names a key berth does
    * not know). Default: the runtime's `fetch`. */
   fetchKeySet?: (url: string) => Promise<string>;

@@ -252,8 +252,7 @@ impl Registry {
                 .collect_garbage(&settings)
                 .await
                 .map_err(|e| RegistryError::storage(e.to_string()))?;
-            let out = js_sys::Object::new();
-            for (name, value) in [
+            counts(&[
                 ("visited", report.visited),
                 ("manifestsDeleted", report.manifests_deleted),
                 ("tagsDeleted", report.tags_deleted),
@@ -262,14 +261,38 @@ impl Registry {
                 ("linksRemoved", report.links_removed),
                 ("left", report.left),
                 ("marked", report.marked),
-            ] {
-                Reflect::set(
-                    &out,
-                    &JsValue::from_str(name),
-                    &JsValue::from_f64(value as f64),
-                )?;
+            ])
+        })
+    }
+
+    /// Scrubs the whole storage (with `trackReferences` on): `{ dryRun, uploadExpiry }`
+    /// (seconds, default 7 days; 0 keeps uploads). Writes every back-link again, makes each
+    /// blob nothing references or links a candidate for `collectGarbage`, purges expired
+    /// uploads and has quota usage counted afresh. Resolves to `{ marked, blobs, strayBlobs,
+    /// strayBytes, uploadsPurged }`. A walk of everything: for a Node host, or a Worker over
+    /// a small registry, not a scheduled step.
+    #[wasm_bindgen]
+    pub fn scrub(&self, options: JsValue) -> Promise {
+        let registry = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let mut settings = berth::Scrub::default();
+            if options.is_object() {
+                settings.dry_run = bool_option(&options, "dryRun")?.unwrap_or(false);
+                if let Some(expiry) = number_option(&options, "uploadExpiry")? {
+                    settings.upload_expiry = (expiry >= 1.0).then_some(expiry as u64);
+                }
             }
-            Ok(out.into())
+            let report = registry
+                .scrub(&settings)
+                .await
+                .map_err(|e| RegistryError::storage(e.to_string()))?;
+            counts(&[
+                ("marked", report.marked),
+                ("blobs", report.blobs),
+                ("strayBlobs", report.stray_blobs),
+                ("strayBytes", report.stray_bytes),
+                ("uploadsPurged", report.uploads_purged),
+            ])
         })
     }
 
@@ -305,4 +328,17 @@ pub fn check_storage(storage: JsValue, min_part_size: Option<f64>) -> Promise {
             )
         }
     })
+}
+
+/// A report as a plain object of numbers.
+fn counts(fields: &[(&str, u64)]) -> Result<JsValue, JsValue> {
+    let out = js_sys::Object::new();
+    for (name, value) in fields {
+        Reflect::set(
+            &out,
+            &JsValue::from_str(name),
+            &JsValue::from_f64(*value as f64),
+        )?;
+    }
+    Ok(out.into())
 }

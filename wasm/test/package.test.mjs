@@ -144,6 +144,38 @@ test("read-only registries refuse pushes", async () => {
   assert.equal((await send(registry, "GET", "/v2/")).status, 200);
 });
 
+test("quotas refuse a push past the limit; a scrub finds a blob nothing links and collection takes it", async () => {
+  const bucket = new MemoryBucket();
+  const registry = new Registry({
+    storage: bucket, trackReferences: true, quotas: [{ repositories: "node/*", limit: "1KiB" }],
+  });
+  const fits = new Uint8Array(600).fill(1);
+  const tooMuch = new Uint8Array(600).fill(2);
+  const push = (data) => send(registry, "POST", `/v2/node/q/blobs/uploads/?digest=${digestOf(data)}`, data,
+    { "Content-Length": String(data.length) });
+  assert.equal((await push(fits)).status, 201);
+  const refused = await push(tooMuch);
+  assert.equal(refused.status, 403);
+  const error = (await refused.json()).errors[0];
+  assert.equal(error.code, "DENIED");
+  assert.match(error.message, /600 B of its 1\.0 KiB limit/);
+  assert.equal((await (await send(registry, "GET", "/v2/_usage/node/q")).json()).bytes, 600);
+
+  const stray = new Uint8Array(300).fill(3);
+  const hex = digestOf(stray).slice(7);
+  await bucket.put(`docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`, stray);
+  const dry = await registry.scrub({ dryRun: true });
+  assert.deepEqual([dry.blobs, dry.strayBlobs, dry.strayBytes], [2, 1, 300]);
+  const report = await registry.scrub({});
+  assert.equal(report.strayBlobs, 1);
+  assert.ok(report.marked > 0);
+  const collected = await registry.collectGarbage({ grace: 0 });
+  // The stray blob, and the loose one no manifest uses (no grace period).
+  assert.equal(collected.blobsDeleted, 2);
+  assert.equal(await bucket.head(`docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`), null);
+  await assert.rejects(() => new Registry({ storage: new MemoryBucket() }).scrub({}), /tracking/);
+});
+
 test("the package ships its types and stores", () => {
   for (const file of ["index.d.ts", "berth_wasm.d.ts", "berth_wasm_bg.wasm", "stores/memory.js", "stores/node-fs.js", "stores/browser.js", "README.md"]) {
     assert.ok(existsSync(new URL(`../pkg/${file}`, import.meta.url)), file);

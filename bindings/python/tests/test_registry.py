@@ -314,6 +314,27 @@ def test_quotas_refuse_pushes_past_a_limit_and_report_usage():
         berth.Registry(memory=True, quotas=[{"namespace": "py"}])
 
 
+def test_scrub_finds_blobs_nothing_links(tmp_path):
+    registry = berth.Registry(tmp_path, track_references=True)
+    linked = os.urandom(100)
+    assert registry.handle("POST", f"/v2/py/s/blobs/uploads/?digest={digest(linked)}", body=linked).status == 201
+    # Content under a blob key that no repository links (another tool's, or a dead push's).
+    stray = os.urandom(300)
+    hexdigest = digest(stray)[7:]
+    path = tmp_path / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(stray)
+    dry = registry.scrub(dry_run=True)
+    assert (dry.blobs, dry.stray_blobs, dry.stray_bytes, dry.marked) == (2, 1, 300, 0), dry
+    report = registry.scrub()
+    assert report.stray_blobs == 1 and report.marked > 0, report
+    # The stray blob goes, and so (with no grace period) does the loose one no manifest uses.
+    assert registry.collect_garbage(grace=0).blobs_deleted == 2
+    assert not path.exists()
+    with pytest.raises(berth.BerthError, match="tracking"):
+        berth.Registry(memory=True).scrub()
+
+
 def test_invalid_login_settings_are_refused():
     with pytest.raises(berth.BerthError, match="htpasswd"):
         berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})

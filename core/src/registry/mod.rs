@@ -24,7 +24,9 @@ mod tags;
 mod uploads;
 
 pub use leases::LEASE_SECONDS;
-pub use lifecycle::{CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS};
+pub use lifecycle::{
+    CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, Scrub, ScrubReport,
+};
 pub use quota::{NamespaceUsage, QuotaUsage, Usage};
 
 use std::sync::Arc;

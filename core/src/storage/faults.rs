@@ -279,6 +279,15 @@ impl<S: Storage> Storage for FaultyStorage<S> {
             .await
     }
 
+    async fn remove_leftovers(
+        &self,
+        live: &[PartsUploadId],
+        older_than: u64,
+        dry_run: bool,
+    ) -> Result<super::Leftovers, StorageError> {
+        self.inner.remove_leftovers(live, older_than, dry_run).await
+    }
+
     async fn read_parts(
         &self,
         upload: &PartsUploadId,

@@ -153,6 +153,15 @@ pub enum PutMode {
     Update(Version),
 }
 
+/// What [`Storage::remove_leftovers`] found (and, unless asked only to count, removed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Scratch files and parts uploads.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What a backend can do with parts, declared once ([`Storage::capabilities`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -298,6 +307,20 @@ pub trait Storage: MaybeSend + MaybeSync + 'static {
     /// Discards a parts upload and everything written to it.
     async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError>;
 
+    /// Removes what writes that never finished left behind (a process killed while it wrote):
+    /// scratch files, and parts uploads that no upload session names (`live`), untouched for
+    /// `older_than` seconds; with `dry_run`, only counts them. The default finds none: object
+    /// stores expire abandoned multipart uploads by their own lifecycle rules.
+    async fn remove_leftovers(
+        &self,
+        live: &[PartsUploadId],
+        older_than: u64,
+        dry_run: bool,
+    ) -> Result<Leftovers, StorageError> {
+        let _ = (live, older_than, dry_run);
+        Ok(Leftovers::default())
+    }
+
     /// Streams `parts` of `upload` (ids as [`Storage::put_part`] returned them), in order,
     /// from byte `skip` of their concatenation. [`StorageError::NotFound`] when the upload or a
     /// part is gone; [`StorageError::Unsupported`] where [`Capabilities::readable_parts`] is
@@ -389,6 +412,15 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn abort_parts(&self, upload: &PartsUploadId) -> Result<(), StorageError> {
         (**self).abort_parts(upload).await
+    }
+
+    async fn remove_leftovers(
+        &self,
+        live: &[PartsUploadId],
+        older_than: u64,
+        dry_run: bool,
+    ) -> Result<Leftovers, StorageError> {
+        (**self).remove_leftovers(live, older_than, dry_run).await
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -35,6 +35,11 @@ pub(crate) enum Command {
     /// Delete a repository whole (its manifests, tags and links; blobs other repositories
     /// use stay, the rest is garbage for `gc`), then exit. Servers may run meanwhile.
     DeleteRepository(RepositoryArgs),
+    /// Scrub the storage, then collect garbage to the end: write every back-link again, make
+    /// blobs nothing references or links candidates, purge expired uploads, remove what
+    /// killed writes left (scratch files, orphaned parts), have quota usage counted afresh.
+    /// An occasional command; safe while registries serve with --gc.
+    Scrub(GcArgs),
     /// Print what a repository and the repositories below its name hold (bytes, objects),
     /// and the quotas on it with their usage, as JSON; then exit.
     Usage(RepositoryArgs),
@@ -62,6 +67,18 @@ pub(crate) struct GcArgs {
     /// --gc-orphaned-referrers).
     #[arg(long)]
     pub(crate) orphaned_referrers: bool,
+}
+
+impl GcArgs {
+    /// The serve settings of a command that collects: --gc on, the command's flags added.
+    pub(crate) fn collecting(self) -> ServeArgs {
+        ServeArgs {
+            gc: true,
+            gc_untagged: self.serve.gc_untagged || self.untagged,
+            gc_orphaned_referrers: self.serve.gc_orphaned_referrers || self.orphaned_referrers,
+            ..self.serve
+        }
+    }
 }
 
 #[derive(Debug, Args, Default)]

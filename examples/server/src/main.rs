@@ -23,7 +23,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Cli, Command, ServeArgs, Settings, StorageSettings};
+use crate::config::{Cli, Command, Settings, StorageSettings};
 use crate::lifecycle::GcSettings;
 use crate::threads::ConnectionThreads;
 
@@ -75,17 +75,14 @@ fn main() -> ExitCode {
         Command::CheckStorage(args) => (args, Mode::CheckStorage),
         Command::DeleteRepository(args) => (args.serve, Mode::DeleteRepository(args.name)),
         Command::Usage(args) => (args.serve, Mode::Usage(args.name)),
-        Command::Gc(args) => (
-            ServeArgs {
-                gc: true,
-                gc_untagged: args.serve.gc_untagged || args.untagged,
-                gc_orphaned_referrers: args.serve.gc_orphaned_referrers || args.orphaned_referrers,
-                ..args.serve
-            },
-            Mode::CollectGarbage {
-                dry_run: args.dry_run,
-            },
-        ),
+        Command::Scrub(args) => {
+            let dry_run = args.dry_run;
+            (args.collecting(), Mode::Scrub { dry_run })
+        }
+        Command::Gc(args) => {
+            let dry_run = args.dry_run;
+            (args.collecting(), Mode::CollectGarbage { dry_run })
+        }
     };
     let settings = match args.settings() {
         Ok(settings) => settings,
@@ -138,13 +135,16 @@ fn main() -> ExitCode {
                 let path = format!("/v2/_usage/{name}");
                 admin_request(&registry, berth::Method::Get, &path, 200).await
             }
-            Mode::CollectGarbage { dry_run } => {
+            Mode::CollectGarbage { dry_run } | Mode::Scrub { dry_run } => {
                 // Collecting needs no logins (and no token key).
                 let settings = Settings {
                     auth: None,
                     ..settings
                 };
                 let registry = Registry::new(storage, registry_options(&settings, None)?);
+                if matches!(mode, Mode::Scrub { .. }) {
+                    scrub(&registry, &settings, dry_run).await?;
+                }
                 let collection = settings
                     .gc
                     .as_ref()
@@ -226,8 +226,47 @@ enum Mode {
     PurgeUploads,
     CheckStorage,
     CollectGarbage { dry_run: bool },
+    Scrub { dry_run: bool },
     DeleteRepository(String),
     Usage(String),
+}
+
+/// Scrubs the storage and prints what it found (the collection that follows deletes it).
+async fn scrub(
+    registry: &Registry<Arc<dyn Storage>>,
+    settings: &Settings,
+    dry_run: bool,
+) -> Result<(), String> {
+    let report = registry
+        .scrub(&berth::Scrub {
+            dry_run,
+            upload_expiry: (settings.upload_expiry > 0).then_some(settings.upload_expiry),
+            // Older than any write in progress: a part is written within a request.
+            leftovers_older_than: settings.upload_lease.max(3600),
+        })
+        .await
+        .map_err(|e| format!("scrubbing: {e}"))?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "scrub: wrote {} back-links; {} of {} blobs ({} bytes) nothing references or links{}",
+        report.marked,
+        report.stray_blobs,
+        report.blobs,
+        report.stray_bytes,
+        if dry_run { "" } else { ": now candidates" }
+    );
+    println!(
+        "scrub: purged {} expired uploads; {verb} {} leftovers of killed writes ({} bytes){}",
+        report.uploads_purged,
+        report.leftovers.objects,
+        report.leftovers.bytes,
+        if report.usage_recounted {
+            "; quota usage will be counted afresh"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// Collects garbage until no candidate older than `grace` is left (a dry run: visits each

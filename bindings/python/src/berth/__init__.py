@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedError,
     WrongStateError,
 )
-from .registry import S3, CollectionReport, Exchange, Registry, Response
+from .registry import S3, CollectionReport, Exchange, Registry, Response, ScrubReport
 
 #: The version of the native library.
 __version__ = _lib.berth_version().decode()
@@ -48,6 +48,7 @@ __all__ = [
     "Response",
     "ResponseBodyError",
     "RuntimeUnavailableError",
+    "ScrubReport",
     "StorageCheckError",
     "StorageError",
     "StorageUnavailableError",

@@ -123,6 +123,36 @@ class CollectionReport:
     tags_deleted: int
 
 
+class _ScrubReport(ctypes.Structure):
+    """``struct berth_scrub_report``."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("marked", "blobs", "stray_blobs", "stray_bytes", "uploads_purged", "leftovers",
+                 "leftover_bytes")] + [("usage_recounted", ctypes.c_uint32)]
+
+
+@dataclass(frozen=True)
+class ScrubReport:
+    """What a scrub found (and, unless a dry run, did)."""
+
+    #: Back-links and link entries written again.
+    marked: int
+    #: Blobs looked at.
+    blobs: int
+    #: Of those, blobs nothing references or links: now candidates for collection.
+    stray_blobs: int
+    #: Their bytes.
+    stray_bytes: int
+    #: Expired upload sessions purged.
+    uploads_purged: int
+    #: Scratch files and orphaned parts uploads removed (a filesystem storage's).
+    leftovers: int
+    #: Their bytes.
+    leftover_bytes: int
+    #: Whether quota usage is to be counted afresh.
+    usage_recounted: bool
+
+
 class _Config:
     """A berth_config handle, freed when dropped."""
 
@@ -378,6 +408,26 @@ class Registry(_Handle):
         check(lib.berth_registry_collect_garbage(
             self._live(), grace, max_candidates, flags, ctypes.byref(report)))
         return CollectionReport(**{name: getattr(report, name) for name, _ in report._fields_})
+
+    def scrub(
+        self,
+        dry_run: bool = False,
+        upload_expiry: int = 7 * 24 * 60 * 60,
+        leftovers_older_than: int = 24 * 60 * 60,
+    ) -> "ScrubReport":
+        """Scrubs the whole storage (with ``track_references`` on): writes every back-link
+        again, makes each blob nothing references or links a candidate (for
+        :meth:`collect_garbage` to delete once past its grace period), purges uploads started
+        more than ``upload_expiry`` seconds ago (0 keeps them), removes what killed writes left
+        (scratch files, parts no session names) untouched for ``leftovers_older_than``
+        seconds, and has quota usage counted afresh; with ``dry_run``, only counts. An
+        occasional walk of everything, not a bounded step."""
+        report = _ScrubReport()
+        check(lib.berth_registry_scrub(self._live(), upload_expiry, leftovers_older_than,
+                                       _FLAG_DRY_RUN if dry_run else 0, ctypes.byref(report)))
+        fields = {name: getattr(report, name) for name, _ in report._fields_}
+        fields["usage_recounted"] = bool(fields["usage_recounted"])
+        return ScrubReport(**fields)
 
     def _live(self) -> ctypes.c_void_p:
         handle = self._handle

@@ -397,7 +397,7 @@ impl<S: Storage> Registry<S> {
     /// Writes the back-links and link entries of everything stored (every revision link and
     /// layer link), with a candidate per layer link, then marks the storage complete.
     /// Returns how many entries it wrote.
-    async fn mark_stored(&self) -> Result<u64, StorageError> {
+    pub(super) async fn mark_stored(&self) -> Result<u64, StorageError> {
         let repositories = layout::repositories();
         let mut marked = 0;
         let mut after: Option<String> = None;

@@ -38,8 +38,11 @@ use std::collections::BTreeMap;
 
 mod collect;
 mod retention;
+mod scrub;
 mod track;
 mod untagged;
+
+pub use scrub::{Scrub, ScrubReport};
 
 pub(super) use collect::{StoredLink, stored_link};
 

@@ -265,6 +265,21 @@ impl Storage for FsStorage {
         .await
     }
 
+    async fn remove_leftovers(
+        &self,
+        live: &[PartsUploadId],
+        older_than: u64,
+        dry_run: bool,
+    ) -> Result<Leftovers, StorageError> {
+        let live: Vec<String> = live.iter().map(|id| id.as_str().to_owned()).collect();
+        self.blocking(move |inner| {
+            inner
+                .remove_leftovers(&live, older_than, dry_run)
+                .map_err(io_error)
+        })
+        .await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             readable_parts: true,

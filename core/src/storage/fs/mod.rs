@@ -32,8 +32,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    ByteStream, Capabilities, Chunks, Durability, Key, ListPage, ObjectMeta, PartId, PartsUploadId,
-    PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
+    ByteStream, Capabilities, Chunks, Durability, Key, Leftovers, ListPage, ObjectMeta, PartId,
+    PartsUploadId, PutMode, PutOptions, Storage, StorageError, Version, fold, page_of, spans_after,
 };
 
 mod backend;

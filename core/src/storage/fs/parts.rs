@@ -130,3 +130,53 @@ impl Inner {
         Ok(unsynced_boot(dir)?.is_some_and(|recorded| Some(recorded) != self.page_cache_boot))
     }
 }
+
+impl Inner {
+    /// Scratch files in `.berth/tmp` and parts uploads in `.berth/parts` that nothing has
+    /// touched for `older_than` seconds (parts uploads only when no session names them):
+    /// what processes killed while they wrote left behind.
+    pub(super) fn remove_leftovers(
+        &self,
+        live: &[String],
+        older_than: u64,
+        dry_run: bool,
+    ) -> io::Result<Leftovers> {
+        let now = SystemTime::now();
+        let old = |modified: SystemTime| {
+            now.duration_since(modified)
+                .is_ok_and(|age| age.as_secs() >= older_than)
+        };
+        let mut found = Leftovers::default();
+        for entry in fs::read_dir(self.root.join(".berth/tmp"))?.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() || !meta.modified().is_ok_and(old) {
+                continue;
+            }
+            if dry_run || fs::remove_file(entry.path()).is_ok() {
+                found.objects += 1;
+                found.bytes += meta.len();
+            }
+        }
+        for entry in fs::read_dir(self.root.join(".berth/parts"))?.flatten() {
+            let name = entry.file_name();
+            if live.iter().any(|id| *id == *name.to_string_lossy()) {
+                continue;
+            }
+            // The upload's age is its newest file's.
+            let (mut newest, mut bytes) = (entry.metadata()?.modified()?, 0);
+            for file in fs::read_dir(entry.path())?.flatten() {
+                let Ok(meta) = file.metadata() else { continue };
+                newest = newest.max(meta.modified()?);
+                bytes += meta.len();
+            }
+            if !old(newest) {
+                continue;
+            }
+            if dry_run || fs::remove_dir_all(entry.path()).is_ok() {
+                found.objects += 1;
+                found.bytes += bytes;
+            }
+        }
+        Ok(found)
+    }
+}
