@@ -295,14 +295,16 @@ race() {
   # The collector runs over and over beside the two instances while they are pushed to.
   (while [ ! -e race.done ]; do collect "$work/race" --gc-grace 0 --untagged >>collections.out 2>&1; done) &
   local collector=$!
-  python3 "$here/lib/gc_race.py" race 20 ledger.json "http://$first" "http://$second"
-  local raced=$?
+  python3 "$here/lib/gc_race.py" race 20 ledger.json "http://$first" "http://$second" | tee race.out
+  local raced=${PIPESTATUS[0]}
   touch race.done; wait "$collector"
   [ $raced -eq 0 ] || return 1
   echo "$(grep -c '^visited' collections.out) collections ran during the pushes:" \
     "$(awk '/untagged manifests/ {m += $2} /^visited/ {b += $5; l += $10}
       END {print m " untagged manifests, " b " blobs and " l " links deleted"}' collections.out)"
-  python3 "$here/lib/gc_race.py" check "http://$first" ledger.json || return 1
+  python3 "$here/lib/gc_race.py" check "http://$first" ledger.json | tee race-check.out
+  [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
+  echo "berth, $(grep -c '^visited' collections.out) collections beside $(head -1 race.out): $(tail -1 race-check.out)" >race-verdict.out
   # With the pushes over, one more collection leaves exactly what the tags need.
   collect "$work/race" --gc-grace 0 --untagged >/dev/null &&
   python3 "$here/lib/gc_race.py" check "http://$second" ledger.json &&
@@ -310,6 +312,35 @@ race() {
     "$(python3 "$here/lib/gc_race.py" needed ledger.json | sed 's/^sha256://' | sort | tr '\n' ' ')"
 }
 check "pushes moving tags on two instances racing the collector (untagged too, no grace period) lose nothing; what is left is what the tags need" race
+[ -s race-verdict.out ] && log "$(cat race-verdict.out)"
+
+# The same workload against registry:2, its own `garbage-collect --delete-untagged` run over and
+# over beside it (what its docs warn against: distribution#3045): reported for comparison.
+# Its check passes when the comparison ran; the broken images are registry:2's, not berth's.
+registry2_race() {
+  [ -z "${BERTH_S3_ENDPOINT:-}" ] || { echo "(on the filesystem only)"; return 0; }
+  local port; port=$(free_port)
+  registry_config "$work/r2race" "127.0.0.1:$port" >r2race.yml
+  docker-registry serve r2race.yml >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  local registry=$!
+  SERVER_PIDS+=("$registry")
+  wait_http "http://127.0.0.1:$port/v2/" || return 1
+  # About once a second, as often as berth's collector ran beside its pushes.
+  (while [ ! -e r2race.done ]; do
+    docker-registry garbage-collect --delete-untagged r2race.yml >>r2collections.out 2>&1
+    sleep 1
+  done) &
+  local collector=$!
+  python3 "$here/lib/gc_race.py" race 20 r2ledger.json "http://127.0.0.1:$port" | tee r2race.out
+  touch r2race.done; wait "$collector"
+  local verdict; verdict=$(python3 "$here/lib/gc_race.py" check "http://127.0.0.1:$port" r2ledger.json | tail -1)
+  stop_server "$registry"
+  echo "registry:2, $(grep -c 'blobs marked' r2collections.out) garbage-collect runs beside $(head -1 r2race.out): $verdict" |
+    tee r2verdict.out
+  grep -q 'tags, .* blobs verified' <<<"$verdict"
+}
+check "for comparison: registry:2 with its garbage-collect beside the same pushes (broken images reported)" registry2_race
+[ -s r2verdict.out ] && log "$(cat r2verdict.out)"
 
 stop_all_servers
 summary gc

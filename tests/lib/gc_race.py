@@ -46,6 +46,29 @@ def request(url, method, path, body=None, headers=None):
         connection.close()
 
 
+def push_blob(url, repository, data):
+    """One-request upload; where a registry answers it with a session (registry:2 does),
+    the session is finished with the same content."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/octet-stream"}
+        connection.request("POST", f"/v2/{repository}/blobs/uploads/?digest={sha256(data)}", body=data,
+                           headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 202:
+            return response.status
+        location = response.getheader("Location")
+        separator = "&" if "?" in location else "?"
+        connection.request("PUT", f"{location}{separator}digest={sha256(data)}", body=data, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
 def image(layers, note):
     descriptor = lambda media_type, data: {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
     return json.dumps({
@@ -77,8 +100,7 @@ def race(seconds, ledger, urls):
             else:
                 layers = rng.sample(POOL, rng.randint(1, 3))
                 for data in layers + [CONFIG]:
-                    request(url, "POST", f"/v2/race/blobs/uploads/?digest={sha256(data)}", data,
-                            {"Content-Type": "application/octet-stream"})
+                    push_blob(url, "race", data)
                 manifest = image(layers, f"{tag}-{round_}")
             status, _ = request(url, "PUT", f"/v2/race/manifests/{tag}", manifest,
                                 {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
