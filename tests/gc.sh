@@ -9,6 +9,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib/common.sh"
 binary=$(realpath "$1")
+export PATH=${BERTH_TOOLS:-$here/../.tools}/bin:$PATH
 work=$(mktemp -d /tmp/berth-gc.XXXXXX)
 trap 'stop_all_servers; rm -rf "$work"' EXIT
 cd "$work"
@@ -287,6 +288,17 @@ suites_with_collections() {
 }
 check "both conformance suites with references tracked, a collector running beside them" suites_with_collections
 
+# layout_blobs LAYOUT: the digests of its tagged image: manifest, config, layers.
+layout_blobs() {
+  python3 - "$1" <<'PY'
+import json, sys
+layout = sys.argv[1]
+digest = json.load(open(layout + "/index.json"))["manifests"][0]["digest"]
+manifest = json.load(open(layout + "/blobs/sha256/" + digest[7:]))
+print("\n".join([digest, manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]))
+PY
+}
+
 race() {
   start_berth "$binary" "$work/race" --gc --gc-grace 0 || return 1
   local first=$BERTH_ADDR
@@ -295,21 +307,44 @@ race() {
   # The collector runs over and over beside the two instances while they are pushed to.
   (while [ ! -e race.done ]; do collect "$work/race" --gc-grace 0 --untagged >>collections.out 2>&1; done) &
   local collector=$!
+  # Real clients beside the writers: crane (first instance) and skopeo (second) in turn move
+  # one tag between two images, whose layers and manifest the collector may take while the
+  # tag points away, and which the next push references again.
+  (n=0; while [ ! -e race.done ]; do
+    for image in one two; do
+      if [ $((n % 2)) -eq 0 ]; then
+        crane push --insecure "$image" "$first/clients/app:latest" >/dev/null 2>>clients.err
+      else
+        skopeo copy --dest-tls-verify=false "oci:$image" "docker://$second/clients/app:latest" >/dev/null 2>>clients.err
+      fi && { echo "$image" >clients.last; echo ok >>clients.acked; } || echo refused >>clients.refused
+      n=$((n + 1))
+    done
+  done) &
+  local clients=$!
   python3 "$here/lib/gc_race.py" race 20 ledger.json "http://$first" "http://$second" | tee race.out
   local raced=${PIPESTATUS[0]}
-  touch race.done; wait "$collector"
+  touch race.done; wait "$collector" "$clients"
   [ $raced -eq 0 ] || return 1
+  # The tag holds the image of the last push acknowledged, whole, through both clients.
+  local clients_said
+  clients_said="crane and skopeo: $(wc -l <clients.acked) pushes acknowledged, $(cat clients.refused 2>/dev/null | wc -l) refused"
+  echo "$clients_said"
+  local last; last=$(cat clients.last) || return 1
+  equal "$(manifest_digest "$second/v2/clients/app/manifests/latest")" \
+    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1] + "/index.json"))["manifests"][0]["digest"])' "$last")" &&
+  crane validate --insecure --remote "$first/clients/app:latest" && pull "$second/clients/app:latest" || return 1
   echo "$(grep -c '^visited' collections.out) collections ran during the pushes:" \
     "$(awk '/untagged manifests/ {m += $2} /^visited/ {b += $5; l += $10}
       END {print m " untagged manifests, " b " blobs and " l " links deleted"}' collections.out)"
   python3 "$here/lib/gc_race.py" check "http://$first" ledger.json | tee race-check.out
   [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
-  echo "berth, $(grep -c '^visited' collections.out) collections beside $(head -1 race.out): $(tail -1 race-check.out)" >race-verdict.out
+  echo "berth, $(grep -c '^visited' collections.out) collections beside $(head -1 race.out): $(tail -1 race-check.out); $clients_said, the last whole" >race-verdict.out
   # With the pushes over, one more collection leaves exactly what the tags need.
   collect "$work/race" --gc-grace 0 --untagged >/dev/null &&
   python3 "$here/lib/gc_race.py" check "http://$second" ledger.json &&
   equal "$(stored_blobs "$work/race" | tr '\n' ' ')" \
-    "$(python3 "$here/lib/gc_race.py" needed ledger.json | sed 's/^sha256://' | sort | tr '\n' ' ')"
+    "$({ python3 "$here/lib/gc_race.py" needed ledger.json; layout_blobs "$(cat clients.last)"; } |
+      sed 's/^sha256://' | sort -u | tr '\n' ' ')"
 }
 check "pushes moving tags on two instances racing the collector (untagged too, no grace period) lose nothing; what is left is what the tags need" race
 [ -s race-verdict.out ] && log "$(cat race-verdict.out)"
