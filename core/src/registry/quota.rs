@@ -338,7 +338,9 @@ impl<S: Storage> Registry<S> {
             };
             match entry {
                 layout::COUNTED => held.counted.push(repository),
-                layout::NAMESPACE_COUNTED => held.namespace_counted = below.is_empty(),
+                // Only the namespace's own marker: those of namespaces below it list after it.
+                layout::NAMESPACE_COUNTED if below.is_empty() => held.namespace_counted = true,
+                layout::NAMESPACE_COUNTED => {}
                 charge => {
                     let Some(size) = charge
                         .rsplit_once('-')
