@@ -356,6 +356,12 @@ pub(crate) fn storage_clock() -> Key {
     Key::new("berth/gc/clock")
 }
 
+/// Where the marking of what was stored before stands: the last key below the repositories
+/// marked (see [`references_complete`]).
+pub(crate) fn mark_cursor() -> Key {
+    Key::new("berth/gc/mark-cursor")
+}
+
 /// Present once every manifest and layer link has its back-links (the first collection
 /// writes them for what registry:2 or berth wrote before references were tracked).
 pub(crate) fn references_complete() -> Key {

@@ -129,6 +129,71 @@ async fn what_was_stored_before_tracking_is_marked_first() {
 }
 
 #[tokio::test]
+async fn the_first_marking_goes_a_budget_at_a_time() {
+    let storage = Arc::new(MemoryStorage::new());
+    let before = Registry::new(Arc::clone(&storage), options(false));
+    let config = &b"{}"[..];
+    assert_eq!(push_blob(&before, "old", config).await, 201);
+    let layers: Vec<Vec<u8>> = (0..6)
+        .map(|n| format!("old layer {n}").into_bytes())
+        .collect();
+    for (n, layer) in layers.iter().enumerate() {
+        assert_eq!(push_blob(&before, "old", layer).await, 201);
+        let manifest = image(config, &[layer], &n.to_string());
+        assert_eq!(
+            push_manifest(&before, "old", &format!("v{n}"), &manifest).await,
+            201
+        );
+    }
+    assert_eq!(push_blob(&before, "old", b"old loose").await, 201);
+
+    let after = Registry::new(Arc::clone(&storage), options(true));
+    let step = Collection {
+        max_candidates: 4,
+        ..no_grace()
+    };
+    let mut steps = 0;
+    let mut marked = 0;
+    loop {
+        let report = after.collect_garbage(&step).await.expect("a step");
+        steps += 1;
+        marked += report.marked;
+        if report.left == 0 && report.marked == 0 {
+            break;
+        }
+        if report.left > 0 {
+            // Marking: nothing is collected before every page is marked.
+            assert_eq!(report.blobs_deleted, 0, "{report:?}");
+            assert!(report.marked > 0, "{report:?}");
+        }
+        assert!(steps < 100, "the marking ends");
+    }
+    // 6 tags, 6 revisions, 8 layer links (config, 6 layers, loose): 20 keys, 4 a step.
+    assert!(steps >= 5, "{steps} steps");
+    assert!(marked >= 20, "{marked}");
+    let report = collect_all(&after).await;
+    assert_eq!(
+        report.blobs_deleted, 0,
+        "the loose blob went already: {report:?}"
+    );
+    assert_eq!(
+        get(&after, &format!("/v2/old/blobs/{}", digest(b"old loose")))
+            .await
+            .0,
+        404
+    );
+    for (n, layer) in layers.iter().enumerate() {
+        assert_eq!(get(&after, &format!("/v2/old/manifests/v{n}")).await.0, 200);
+        assert_eq!(
+            get(&after, &format!("/v2/old/blobs/{}", digest(layer)))
+                .await
+                .0,
+            200
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_dry_run_reports_and_deletes_nothing() {
     let registry = Registry::new(MemoryStorage::new(), options(true));
     assert_eq!(push_blob(&registry, "app", b"loose").await, 201);

@@ -307,7 +307,8 @@ static void *collect_garbage(void *unused) {
                 (unsigned long long)step.tags_deleted, (unsigned long long)step.manifests_deleted,
                 (unsigned long long)step.blobs_deleted, (unsigned long long)step.bytes_deleted,
                 (unsigned long long)step.links_removed);
-    } while (step.left && step.visited);
+      /* Again while candidates are left (or the first marking has pages left). */
+    } while (step.left && (step.visited || step.marked));
   }
   return NULL;
 }

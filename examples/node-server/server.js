@@ -46,7 +46,8 @@ if (collecting) {
       for (;;) {
         const report = await registry.collectGarbage({ grace, untagged });
         if (report.tagsDeleted || report.manifestsDeleted || report.blobsDeleted || report.linksRemoved) console.error("berth node-server: collected", report);
-        if (!report.left || !report.visited) break;
+        // Again while candidates are left (or the first marking has pages left).
+        if (!report.left || (!report.visited && !report.marked)) break;
       }
     } catch (error) {
       console.error("berth node-server: collecting garbage failed:", error);

@@ -308,7 +308,8 @@ typedef struct berth_collection_report {
    */
   uint64_t links_removed;
   /**
-   * Candidates left for a later step (0: every candidate old enough was visited).
+   * Candidates left for a later step (0: every candidate old enough was visited; 1 while
+   * the first marking has pages left).
    */
   uint64_t left;
   /**

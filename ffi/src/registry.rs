@@ -154,7 +154,8 @@ pub struct berth_collection_report {
     pub bytes_deleted: u64,
     /// Layer links removed from repositories whose manifests no longer reference the blob.
     pub links_removed: u64,
-    /// Candidates left for a later step (0: every candidate old enough was visited).
+    /// Candidates left for a later step (0: every candidate old enough was visited; 1 while
+    /// the first marking has pages left).
     pub left: u64,
     /// Back-links the first collection wrote for what was stored before.
     pub marked: u64,

@@ -309,7 +309,7 @@ async fn collect_garbage(
         if dry_run || report.visited == 0 && report.left == 0 {
             break;
         }
-        if report.left > 0 && report.blobs_deleted + report.links_removed == 0 {
+        if report.left > 0 && report.blobs_deleted + report.links_removed + report.marked == 0 {
             // Only busy candidates left (another collector's claims, perhaps of one that
             // died): they lapse within seconds.
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -81,7 +81,8 @@ def start_collector_from_env(registry: Registry) -> None:
                     if report.tags_deleted or report.manifests_deleted or report.blobs_deleted or \
                             report.links_removed:
                         log.info("collected garbage: %s", report)
-                    if report.left == 0 or report.visited == 0:
+                    # Again while candidates are left (or the first marking has pages left).
+                    if report.left == 0 or (report.visited == 0 and report.marked == 0):
                         break
             except Exception:  # a failed run is logged; the next one tries again
                 log.exception("collecting garbage failed")

@@ -113,7 +113,8 @@ class CollectionReport:
     bytes_deleted: int
     #: Layer links removed from repositories whose manifests no longer reference the blob.
     links_removed: int
-    #: Candidates left for a later step (0: every candidate old enough was visited).
+    #: Candidates left for a later step (0: every candidate old enough was visited; 1 while
+    #: the first marking has pages left).
     left: int
     #: Back-links the first collection wrote for what was stored before.
     marked: int

@@ -57,7 +57,14 @@ impl<S: Storage> Registry<S> {
         let mut report = CollectionReport::default();
         if !self.storage.exists(&layout::references_complete()).await? {
             if !settings.dry_run {
-                report.marked = self.mark_stored().await?;
+                // A page a step, within the step's budget: nothing is collected until every
+                // page is marked.
+                let (marked, done) = self.mark_stored_step(settings.max_candidates).await?;
+                report.marked = marked;
+                if !done {
+                    report.left = 1;
+                    return Ok(report);
+                }
             } else if !self
                 .storage
                 .list(&layout::repositories(), false, None, 1)
@@ -398,15 +405,41 @@ impl<S: Storage> Registry<S> {
     /// layer link), with a candidate per layer link, then marks the storage complete.
     /// Returns how many entries it wrote.
     pub(super) async fn mark_stored(&self) -> Result<u64, StorageError> {
+        let mut marked = 0;
+        loop {
+            let (written, done) = self.mark_stored_step(1000).await?;
+            marked += written;
+            if done {
+                return Ok(marked);
+            }
+        }
+    }
+
+    /// One page of [`Registry::mark_stored`]: at most `budget` keys below the repositories,
+    /// from where the cursor in storage (`berth/gc/mark-cursor`) says the last page ended, so
+    /// that any instance's next step continues it. Returns the entries written and whether
+    /// the storage is now marked complete. (Steps of two collectors at once mark some keys
+    /// twice, which writes nothing new.)
+    pub(super) async fn mark_stored_step(
+        &self,
+        budget: usize,
+    ) -> Result<(u64, bool), StorageError> {
         let repositories = layout::repositories();
         let mut marked = 0;
-        let mut after: Option<String> = None;
+        let cursor = layout::mark_cursor();
+        let mut after = match self.storage.read_small(&cursor, 4096).await {
+            Ok((_, bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
         let now = (self.options.clock)();
+        let mut budget = budget.max(1);
         loop {
             let page = self
                 .storage
-                .list(&repositories, false, after.as_deref(), 1000)
+                .list(&repositories, false, after.as_deref(), budget.min(1000))
                 .await?;
+            budget = budget.saturating_sub(page.objects.len());
             after = page.objects.last().map(|object| object.key.to_string());
             for listed in &page.objects {
                 let Some((name, link)) = stored_link(&listed.key[repositories.len()..]) else {
@@ -464,6 +497,18 @@ impl<S: Storage> Registry<S> {
             if !page.truncated || after.is_none() {
                 break;
             }
+            if budget == 0 {
+                if let Some(last) = &after {
+                    self.storage
+                        .put(
+                            &cursor,
+                            Bytes::from(last.clone()),
+                            PutMode::Overwrite.into(),
+                        )
+                        .await?;
+                }
+                return Ok((marked, false));
+            }
         }
         self.storage
             .put(
@@ -472,7 +517,8 @@ impl<S: Storage> Registry<S> {
                 PutMode::Overwrite.into(),
             )
             .await?;
-        Ok(marked)
+        self.storage.delete(&cursor, Durability::Durable).await?;
+        Ok((marked, true))
     }
 }
 /// The two queues of candidates.

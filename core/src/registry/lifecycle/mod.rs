@@ -32,7 +32,8 @@
 //! a writer that waited it out finds every deletion done.
 //!
 //! What registry:2 (or berth before tracking) wrote has no back-links: the first collection
-//! writes them for every revision and layer link it finds, then marks the storage complete.
+//! steps write them for every revision and layer link they find, `max_candidates` keys a step
+//! from a cursor in storage, then mark the storage complete; nothing is collected before.
 
 use std::collections::BTreeMap;
 
@@ -107,7 +108,7 @@ pub struct CollectionReport {
     pub by_repository: BTreeMap<String, u64>,
     /// Candidates left for a later step: busy (another collector's claim), or one more when
     /// the step reached `max_candidates`. Those younger than the grace period are not
-    /// counted.
+    /// counted. 1 while the first marking (see `marked`) has pages left.
     pub left: u64,
     /// Back-links written by the first collection for what was stored before.
     pub marked: u64,
