@@ -65,7 +65,7 @@ suite() {
 }
 if cargo build --release --locked -p berth-server -p berth-ffi -p berth-bench; then
   binary=$root/target/release/berth
-  for name in transcripts conformance faults clients auth tokens registry2 durability scaleout linearizable gc quota memory server s3 big-blob; do
+  for name in transcripts conformance faults clients auth tokens registry2 durability scaleout linearizable gc quota proxy memory server s3 big-blob; do
     suite "$name" "tests/$name.sh" "$binary"
   done
   # The C ABI, the C host and the Python package, over the library built above.

@@ -369,6 +369,34 @@ pub(crate) fn references_complete() -> Key {
     Key::new("berth/gc/references-complete-2")
 }
 
+/// When a cached tag was last checked upstream, (`<time>`).
+pub(crate) fn proxy_checked(name: &RepositoryName, tag: &Tag) -> Key {
+    Key::new(format!("berth/proxy/checked/{name}/{tag}"))
+}
+
+/// Until when an upstream's "not found" for a reference is remembered.
+pub(crate) fn proxy_missing(name: &RepositoryName, reference: &str) -> Key {
+    Key::new(format!(
+        "berth/proxy/missing/{name}/{}",
+        reference.replace(':', "-")
+    ))
+}
+
+/// The fill of a cold blob: its lease and its upload session (`<until> <nonce> <session>`).
+pub(crate) fn proxy_fill(digest: &Digest) -> Key {
+    Key::new(format!(
+        "berth/proxy/fills/{}-{}",
+        digest.algorithm(),
+        digest.hex()
+    ))
+}
+
+/// An upstream token (`<expires> <token>`), shared by every instance; named by a hash of
+/// the upstream and the scope.
+pub(crate) fn proxy_token(id: &str) -> Key {
+    Key::new(format!("berth/proxy/tokens/{id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

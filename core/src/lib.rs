@@ -36,6 +36,7 @@ mod layout;
 mod manifest;
 mod notice;
 pub mod offload;
+pub mod proxy;
 pub mod quota;
 mod range;
 mod reference;

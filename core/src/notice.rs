@@ -29,6 +29,16 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+    /// A pull-through cache's upstream failed a request: the cached copy was served with a
+    /// warning (`stale`), or the client got an error.
+    UpstreamUnavailable {
+        /// The cached repository (its local name).
+        repository: String,
+        /// Why.
+        reason: String,
+        /// Whether the cached copy stood in.
+        stale: bool,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -56,6 +66,19 @@ impl fmt::Display for Notice {
                 f,
                 "the key set at {url} could not be fetched ({reason}); the keys fetched \
                  before stay"
+            ),
+            Self::UpstreamUnavailable {
+                repository,
+                reason,
+                stale,
+            } => write!(
+                f,
+                "the upstream of {repository} failed ({reason}); {}",
+                if *stale {
+                    "its cached copy was served"
+                } else {
+                    "the request failed"
+                }
             ),
         }
     }

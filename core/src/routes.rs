@@ -218,6 +218,22 @@ impl Route {
             | Self::Usage { name } => Some(name),
         }
     }
+
+    /// The same endpoint in another repository (a pull-through cache's local name).
+    pub(crate) fn in_repository(mut self, repository: RepositoryName) -> Self {
+        match &mut self {
+            Self::ApiVersion | Self::Catalog => {}
+            Self::Tags { name }
+            | Self::Manifest { name, .. }
+            | Self::Blob { name, .. }
+            | Self::StartUpload { name }
+            | Self::Upload { name, .. }
+            | Self::Referrers { name, .. }
+            | Self::Repository { name }
+            | Self::Usage { name } => *name = repository,
+        }
+        self
+    }
 }
 
 pub(crate) fn not_found() -> Error {

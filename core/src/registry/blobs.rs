@@ -210,14 +210,7 @@ impl<S: Storage> Registry<S> {
             .map(|(digest, length)| (length, digest));
         self.check_room(name, announced).await?;
         let now = (self.options.clock)();
-        // The start time leads the id so that session records list in the order they began.
-        let id =
-            UploadId::parse(&format!("{now:016}-{}", (self.options.ids)())).ok_or_else(|| {
-                Error::new(
-                    ErrorCode::Unknown,
-                    "the host's upload id source produced an invalid id",
-                )
-            })?;
+        let id = self.new_upload_id(now)?;
         if let Some(digest) = query(head, "digest") {
             let digest = parse_digest(&digest)?;
             let mut session = UploadSession::start(digest.algorithm(), name, now);
@@ -245,14 +238,7 @@ impl<S: Storage> Registry<S> {
         };
         let session = UploadSession::start(algorithm, name, now)
             .owned_by(self.options.access.principal(head));
-        self.storage
-            .put(
-                &layout::upload_session(&id),
-                session.encode(),
-                PutMode::Create.volatile(),
-            )
-            .await
-            .map_err(internal)?;
+        self.open_session(&id, &session).await?;
         let mut response = in_progress(202, name, &id, &session);
         let min = self.storage.capabilities().min_part_size;
         if min > 0 {
@@ -262,6 +248,34 @@ impl<S: Storage> Registry<S> {
             response = response.with_header("OCI-Chunk-Max-Length", max.to_string());
         }
         Ok(response)
+    }
+
+    /// A new upload id, starting with the time so that session records list in the order
+    /// they began.
+    pub(super) fn new_upload_id(&self, now: u64) -> Result<UploadId, Error> {
+        UploadId::parse(&format!("{now:016}-{}", (self.options.ids)())).ok_or_else(|| {
+            Error::new(
+                ErrorCode::Unknown,
+                "the host's upload id source produced an invalid id",
+            )
+        })
+    }
+
+    /// Writes a new session's record.
+    pub(super) async fn open_session(
+        &self,
+        id: &UploadId,
+        session: &UploadSession,
+    ) -> Result<(), Error> {
+        self.storage
+            .put(
+                &layout::upload_session(id),
+                session.encode(),
+                PutMode::Create.volatile(),
+            )
+            .await
+            .map(drop)
+            .map_err(internal)
     }
 
     /// Links `digest` into `name` from `from` (or, with automatic mounts, from anywhere).

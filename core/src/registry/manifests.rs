@@ -14,12 +14,21 @@ use crate::request::{RequestBody, RequestHead};
 use crate::response::Response;
 use crate::storage::{Durability, PutMode, Storage, StorageError, StorageExt};
 
+/// Where a manifest being committed comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// A client pushed it: its blobs must be here, and moving a tag may need a right.
+    Pushed,
+    /// A pull-through cache fetched it from its upstream.
+    Cached,
+}
+
 /// The most a stored manifest may be when read back, whatever today's push limit is.
 const STORED_MANIFEST_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl<S: Storage> Registry<S> {
     /// The digest a reference names in `name`, if the repository has it.
-    async fn resolve(
+    pub(super) async fn resolve(
         &self,
         name: &RepositoryName,
         reference: &Reference,
@@ -80,7 +89,23 @@ impl<S: Storage> Registry<S> {
                 e
             }
         })?;
+        self.commit_manifest(head, name, reference, bytes, Source::Pushed)
+            .await
+    }
+
+    /// Stores and links a manifest: one a client pushed, or one fetched from an upstream
+    /// into a pull-through cache (whose blobs come only when asked for, and whose tags move
+    /// as the upstream's do).
+    pub(super) async fn commit_manifest(
+        &self,
+        head: &RequestHead,
+        name: &RepositoryName,
+        reference: &Reference,
+        bytes: bytes::Bytes,
+        source: Source,
+    ) -> Result<Response, Error> {
         let manifest = Manifest::parse(&bytes, head.header("Content-Type"))?;
+        let pushed = source == Source::Pushed;
         let digest = match reference {
             Reference::Digest(expected) => {
                 let actual = expected.algorithm().digest(&bytes);
@@ -108,13 +133,15 @@ impl<S: Storage> Registry<S> {
         // With references tracked, the blobs are looked up under the leases below, after the
         // back-links that keep them from the collector are written.
         let tracked = self.options.track_references;
-        if !tracked {
+        if !tracked && pushed {
             self.check_manifest_blobs(name, &manifest).await?;
         }
 
         // Refused before anything is written; checked again under the leases below, where a
         // concurrent push can no longer move the tag in between.
-        self.check_overwrites(head, name, &digest, &tags).await?;
+        if pushed {
+            self.check_overwrites(head, name, &digest, &tags).await?;
+        }
         if !tracked {
             self.store_manifest(&digest, &bytes).await?;
         }
@@ -127,7 +154,9 @@ impl<S: Storage> Registry<S> {
         let leases = self.lease_all(name, Some(&digest), &tags).await?;
         let linked = async {
             // Under the tags' leases, so no concurrent push moves one in between.
-            self.check_overwrites(head, name, &digest, &tags).await?;
+            if pushed {
+                self.check_overwrites(head, name, &digest, &tags).await?;
+            }
             // What the tags point at now, under their leases (with references tracked).
             let mut moved = Vec::new();
             if tracked {
@@ -140,7 +169,9 @@ impl<S: Storage> Registry<S> {
                 // the back-links between their write and the revision link's.
                 self.track_manifest(name, &digest, &manifest, &tags).await?;
                 let stored = async {
-                    self.check_manifest_blobs(name, &manifest).await?;
+                    if pushed {
+                        self.check_manifest_blobs(name, &manifest).await?;
+                    }
                     self.store_manifest(&digest, &bytes).await
                 }
                 .await;

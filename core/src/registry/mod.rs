@@ -17,6 +17,7 @@ mod index;
 mod leases;
 mod lifecycle;
 mod manifests;
+mod proxy;
 mod quota;
 mod referrers;
 mod repository;
@@ -133,6 +134,12 @@ pub struct Options {
     /// keys at URLs). `None` (the default) fetches nothing: such issuers keep the keys the
     /// host gave them.
     pub key_sets: Option<Arc<dyn crate::KeySetFetcher>>,
+    /// Pull-through cache rules ([`crate::proxy`]): which repositories are cached from
+    /// which upstream registries. Default: none. Needs [`Options::upstream_client`].
+    pub upstreams: Arc<crate::proxy::Upstreams>,
+    /// The HTTP client that fetches from upstreams. `None` (the default): cached
+    /// repositories serve what they hold, as if every upstream were down.
+    pub upstream_client: Option<Arc<dyn crate::proxy::UpstreamClient>>,
     /// Upload id source.
     pub ids: IdSource,
     /// Clock.
@@ -159,6 +166,8 @@ impl Options {
             retention: Arc::default(),
             quotas: Arc::default(),
             key_sets: None,
+            upstreams: Arc::default(),
+            upstream_client: None,
             ids,
             clock,
         }
@@ -183,6 +192,7 @@ impl std::fmt::Debug for Options {
             .field("track_references", &self.track_references)
             .field("retention", &self.retention)
             .field("quotas", &self.quotas)
+            .field("upstreams", &self.upstreams.rules().len())
             .finish_non_exhaustive()
     }
 }
@@ -195,12 +205,27 @@ pub struct Registry<S> {
     options: Options,
     /// Repositories this registry has seen in the catalog index. Catalog entries are never
     /// removed, so what is here needs no second look at storage.
-    cataloged: std::sync::Mutex<std::collections::HashSet<String>>,
+    cataloged: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Hashers still at work on chunks already acknowledged.
-    live_hashes: uploads::LiveHashes,
+    live_hashes: Arc<uploads::LiveHashes>,
     /// Whether this registry looked whether the storage was fresh when it first tracked a
     /// write (see `lifecycle.rs`), so that its tracked writes need not look again.
-    references_complete: std::sync::atomic::AtomicBool,
+    references_complete: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A clone shares everything with the original (storage, options, what it remembers): a
+/// response body that goes on working after [`Registry::handle`] returns (a pull-through
+/// fill) owns one.
+impl<S> Clone for Registry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            storage: Arc::clone(&self.storage),
+            options: self.options.clone(),
+            cataloged: Arc::clone(&self.cataloged),
+            live_hashes: Arc::clone(&self.live_hashes),
+            references_complete: Arc::clone(&self.references_complete),
+        }
+    }
 }
 
 impl<S: Storage> Registry<S> {
@@ -308,6 +333,7 @@ impl<S: Storage> Registry<S> {
             return self.token_service(head, body).await;
         }
         let route = Route::parse(method, &head.path)?;
+        let (route, cached) = self.route_cached(head, route);
 
         if !route.allows(method) {
             return Err(Error::new(
@@ -329,6 +355,13 @@ impl<S: Storage> Registry<S> {
         };
         self.authorize(head, route.repository(), action)
             .map_err(|refused| self.mount_challenge(head, &route, refused))?;
+        if let Some(routed) = cached {
+            let response = self.serve_cached(head, route, &routed, body).await?;
+            return Ok(match routed.namespace {
+                Some(namespace) => response.with_header("OCI-Namespace", namespace),
+                None => response,
+            });
+        }
         match route {
             Route::ApiVersion => Ok(Response::json(200, b"{}".to_vec())),
             Route::Catalog => self.catalog(head).await,
@@ -345,13 +378,7 @@ impl<S: Storage> Registry<S> {
             },
             Route::StartUpload { name } => self.start_upload(head, &name, body).await,
             Route::Repository { name } => self.delete_repository(&name).await,
-            Route::Usage { name } => {
-                let usage = self.usage(&name).await?;
-                let body = serde_json::to_vec(&usage).map_err(|e| {
-                    Error::new(ErrorCode::Unknown, format!("cannot encode usage: {e}"))
-                })?;
-                Ok(Response::json(200, body))
-            }
+            Route::Usage { name } => self.usage_response(&name).await,
             Route::Upload { name, id } => {
                 self.check_upload_owner(head, &name, &id).await?;
                 match method {
@@ -362,6 +389,14 @@ impl<S: Storage> Registry<S> {
                 }
             }
         }
+    }
+
+    /// `/v2/_usage/<name>`: the usage report as JSON.
+    async fn usage_response(&self, name: &RepositoryName) -> Result<Response, Error> {
+        let usage = self.usage(name).await?;
+        let body = serde_json::to_vec(&usage)
+            .map_err(|e| Error::new(ErrorCode::Unknown, format!("cannot encode usage: {e}")))?;
+        Ok(Response::json(200, body))
     }
 
     /// A refused mount (`?mount=&from=`) that logging in would allow is challenged for every

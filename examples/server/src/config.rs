@@ -220,6 +220,22 @@ pub(crate) struct ServeArgs {
     /// limit are refused with DENIED. Admins read usage at /v2/_usage/<name>.
     #[arg(long, env = "BERTH_QUOTAS")]
     pub(crate) quotas: Option<PathBuf>,
+    /// Cache the repositories below PREFIX from the registry at URL (repeatable):
+    /// `--upstream docker-hub=https://registry-1.docker.io` serves `docker-hub/nginx` from
+    /// Docker Hub's `library/nginx`, fetching what it lacks when asked. Pushes there get 405.
+    #[arg(
+        long = "upstream",
+        value_name = "PREFIX=URL",
+        env = "BERTH_UPSTREAM",
+        value_delimiter = ' '
+    )]
+    pub(crate) upstream: Vec<String>,
+    /// Upstream rules (a TOML file of `[[upstream]]` tables, a JSON file, or JSON text):
+    /// several URLs per prefix, an `ns` namespace, credentials, how often tags are checked
+    /// (`revalidate`), how long a copy stands in for a failing upstream (`stale-if-error`),
+    /// tags never checked again (`immutable-tags`).
+    #[arg(long, env = "BERTH_UPSTREAMS")]
+    pub(crate) upstreams: Option<PathBuf>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -282,6 +298,9 @@ struct FileConfig {
     gc_orphaned_referrers: Option<bool>,
     retention: Option<PathBuf>,
     quotas: Option<PathBuf>,
+    #[serde(default)]
+    upstream: Vec<String>,
+    upstreams: Option<PathBuf>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -372,6 +391,10 @@ pub(crate) struct Settings {
     pub(crate) gc: Option<GcSettings>,
     /// The quota rules' file (or JSON text).
     pub(crate) quotas: Option<PathBuf>,
+    /// `PREFIX=URL` upstream pairs.
+    pub(crate) upstream: Vec<String>,
+    /// The upstream rules' file (or JSON text).
+    pub(crate) upstreams: Option<PathBuf>,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -526,6 +549,12 @@ impl ServeArgs {
                 None
             },
             quotas: self.quotas.or(file.quotas),
+            upstream: if self.upstream.is_empty() {
+                file.upstream
+            } else {
+                self.upstream
+            },
+            upstreams: self.upstreams.or(file.upstreams),
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })

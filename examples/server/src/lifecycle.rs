@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// How `serve --gc` collects garbage.
@@ -59,6 +58,17 @@ fn read_rules<Rule: DeserializeOwned, Rules: Default>(
     from_json: fn(&str) -> Result<Rules, String>,
     from_rules: fn(Vec<Rule>) -> Result<Rules, String>,
 ) -> Result<Rules, String> {
+    read_tables(path, "rule", from_json, from_rules)
+}
+
+/// Reads a file of rules, each a TOML table named `table` (`[[rule]]`), or JSON as
+/// [`read_rules`] does.
+pub(crate) fn read_tables<Rule: DeserializeOwned, Rules: Default>(
+    path: Option<&Path>,
+    table: &str,
+    from_json: fn(&str) -> Result<Rules, String>,
+    from_rules: fn(Vec<Rule>) -> Result<Rules, String>,
+) -> Result<Rules, String> {
     let Some(path) = path else {
         return Ok(Rules::default());
     };
@@ -74,15 +84,19 @@ fn read_rules<Rule: DeserializeOwned, Rules: Default>(
     {
         return from_json(&text).map_err(|e| format!("{}: {e}", path.display()));
     }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RulesFile<Rule> {
-        #[serde(default = "Vec::new")]
-        rule: Vec<Rule>,
-    }
-    let file: RulesFile<Rule> =
+    let mut file: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    from_rules(file.rule).map_err(|e| format!("{}: {e}", path.display()))
+    let rules = file.remove(table).unwrap_or(toml::Value::Array(Vec::new()));
+    if let Some(unknown) = file.keys().next() {
+        return Err(format!(
+            "{}: unknown key {unknown:?} (expected [[{table}]] tables)",
+            path.display()
+        ));
+    }
+    let rules: Vec<Rule> = rules
+        .try_into()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    from_rules(rules).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod auth;
 mod config;
 mod http;
 mod lifecycle;
+mod proxy;
 mod threads;
 
 use std::process::ExitCode;
@@ -430,6 +431,11 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
         options.retention = Arc::new(gc.retention()?);
     }
     options.quotas = Arc::new(lifecycle::quotas(settings.quotas.as_deref())?);
+    let upstreams = proxy::upstreams(settings.upstreams.as_deref(), &settings.upstream)?;
+    if !upstreams.is_empty() {
+        options.upstreams = Arc::new(upstreams);
+        options.upstream_client = Some(Arc::new(proxy::UpstreamOverHttp::new()?));
+    }
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {
         tracing::warn!("{notice}");

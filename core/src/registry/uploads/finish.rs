@@ -50,7 +50,11 @@ impl<S: Storage> Registry<S> {
     /// Links content the registry stored before (by an earlier upload or an earlier try)
     /// into `name`; with references tracked, once the link is tracked and the content is
     /// seen still there.
-    async fn link_stored(&self, name: &RepositoryName, digest: &Digest) -> Result<(), Error> {
+    pub(in crate::registry) async fn link_stored(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), Error> {
         let charge = self.check_quota(name, digest, None).await?;
         if self.options.track_references {
             self.track_link(name, digest).await?;

@@ -84,7 +84,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Removes a session's record.
-    pub(super) async fn end_session(&self, id: &UploadId) -> Result<(), Error> {
+    pub(in crate::registry) async fn end_session(&self, id: &UploadId) -> Result<(), Error> {
         self.live_hashes.forget(id);
         self.storage
             .delete(&layout::upload_session(id), Durability::Volatile)
@@ -170,7 +170,7 @@ impl<S: Storage> Registry<S> {
             .map_err(internal)
     }
 
-    pub(super) async fn load_session(
+    pub(in crate::registry) async fn load_session(
         &self,
         name: &RepositoryName,
         id: &UploadId,

@@ -1,0 +1,564 @@
+//! Pull-through caching (no IO here): which upstream registry a repository is cached from,
+//! under what local name, and the small parsers the driver's upstream requests need. The
+//! driver (`registry/proxy`) fetches through the host's [`UpstreamClient`].
+//!
+//! ```json
+//! [
+//!   {"prefix": "docker-hub", "namespace": "docker.io",
+//!    "urls": ["https://mirror.example", "https://registry-1.docker.io"],
+//!    "revalidate": "5m", "stale-if-error": "7d", "immutable-tags": ["semver"]}
+//! ]
+//! ```
+//!
+//! A request for `docker-hub/nginx` (the prefix form) or for `library/nginx?ns=docker.io`
+//! (the spec's `ns` parameter) is served from the local repository `docker-hub/library/nginx`,
+//! filled from `library/nginx` upstream: Docker Hub's one-component names gain `library/`
+//! (`library-prefix`, on by default for `docker.io`). Every other repository is an ordinary
+//! one: push and cache live in one registry. A rule with the empty prefix makes every
+//! repository no other rule routes a cache of its upstream: a mirror at the root, as the
+//! Docker daemon's `registry-mirrors` expects (it sends `library/nginx` and no `ns`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+use crate::auth::glob::Glob;
+use crate::reference::RepositoryName;
+use crate::request::{Method, RequestBody};
+
+/// Default seconds between two upstream checks of a cached tag.
+pub const DEFAULT_REVALIDATE: u64 = 5 * 60;
+/// Default seconds a cached tag is still served, with a warning, while its upstream fails.
+pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 60 * 60;
+/// Default seconds an upstream's "not found" is remembered.
+pub const DEFAULT_MISSING_FOR: u64 = 60;
+/// Seconds an upstream is left alone after it failed without saying for how long.
+pub const DEFAULT_BACKOFF: u64 = 5;
+
+/// One upstream rule, as written in the rules' JSON (or `berth serve --upstreams`' TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpstreamRule {
+    /// The local namespace the cache lives under (`docker-hub`); empty: the whole registry
+    /// (but what other rules route) mirrors this upstream.
+    pub prefix: String,
+    /// The `ns` query value that also routes here (`docker.io`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Upstream registry base URLs, tried in order (`https://registry-1.docker.io`).
+    pub urls: Vec<String>,
+    /// Basic credentials for the upstream (or its token service).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password or access token that goes with `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Whether one-component names gain `library/` upstream (Docker Hub's official images).
+    /// Default: on when the namespace or a URL is Docker Hub's.
+    #[serde(default)]
+    pub library_prefix: Option<bool>,
+    /// Seconds between two upstream checks (HEAD) of a cached tag.
+    #[serde(default = "revalidate_default", deserialize_with = "seconds")]
+    pub revalidate: u64,
+    /// Seconds a cached tag is still served, with a `Warning`, while the upstream fails.
+    #[serde(default = "stale_default", deserialize_with = "seconds")]
+    pub stale_if_error: u64,
+    /// Seconds an upstream's 404 is remembered.
+    #[serde(default = "missing_default", deserialize_with = "seconds")]
+    pub missing_for: u64,
+    /// Tags never checked again once cached: globs (`v*`), or `semver` for `1.2.3`,
+    /// `v1.2.3-rc.1` and the like.
+    #[serde(default)]
+    pub immutable_tags: Vec<String>,
+}
+
+fn revalidate_default() -> u64 {
+    DEFAULT_REVALIDATE
+}
+fn stale_default() -> u64 {
+    DEFAULT_STALE_IF_ERROR
+}
+fn missing_default() -> u64 {
+    DEFAULT_MISSING_FOR
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u64),
+        Text(String),
+    }
+    match Given::deserialize(deserializer)? {
+        Given::Number(seconds) => Ok(seconds),
+        Given::Text(text) => parse_seconds(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `90`, `90s`, `30m`, `12h` or `7d` into seconds.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is no duration (90s, 30m, 12h, 7d)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(format!("{text:?} is no duration (90s, 30m, 12h, 7d)")),
+    };
+    Ok(number.saturating_mul(scale))
+}
+
+impl UpstreamRule {
+    /// A rule with the defaults: `prefix` cached from `url`.
+    pub fn new(prefix: &str, url: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            namespace: None,
+            urls: vec![url.to_owned()],
+            username: None,
+            password: None,
+            library_prefix: None,
+            revalidate: DEFAULT_REVALIDATE,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
+            missing_for: DEFAULT_MISSING_FOR,
+            immutable_tags: Vec::new(),
+        }
+    }
+
+    fn adds_library(&self) -> bool {
+        self.library_prefix.unwrap_or_else(|| {
+            self.namespace.as_deref() == Some("docker.io")
+                || self.urls.iter().any(|url| url.contains("docker.io"))
+        })
+    }
+
+    /// Whether a cached `tag` is never checked again.
+    pub fn is_immutable(&self, tag: &str) -> bool {
+        self.immutable_tags
+            .iter()
+            .any(|pattern| match pattern.as_str() {
+                "semver" => is_semver(tag),
+                glob => Glob::new(glob).matches(tag),
+            })
+    }
+}
+
+/// `1.2.3` or `v1.2.3`, with an optional `-prerelease` and `+build`.
+fn is_semver(tag: &str) -> bool {
+    let tag = tag.strip_prefix('v').unwrap_or(tag);
+    let core = tag.split(['-', '+']).next().unwrap_or_default();
+    let numbers: Vec<&str> = core.split('.').collect();
+    numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where a request goes: its rule, the local repository that caches it, and the name
+/// upstream.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// Which rule ([`Upstreams::rule`]).
+    pub rule: usize,
+    /// The repository the content is cached in.
+    pub local: RepositoryName,
+    /// The repository's name upstream.
+    pub remote: String,
+    /// The `ns` value the request was routed by, echoed as `OCI-Namespace`.
+    pub namespace: Option<String>,
+}
+
+/// A set of upstream rules, checked, and what this instance remembers of their health.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    rules: Vec<UpstreamRule>,
+    /// Per upstream URL: until when (seconds since the epoch) it is left alone.
+    resting: Mutex<HashMap<String, u64>>,
+}
+
+impl Clone for Upstreams {
+    fn clone(&self) -> Self {
+        Self::checked(self.rules.clone())
+    }
+}
+
+impl Upstreams {
+    /// Checks rules: each has a prefix that is a repository name and at least one URL;
+    /// no two share a prefix or a namespace.
+    pub fn new(rules: Vec<UpstreamRule>) -> Result<Self, String> {
+        for (at, rule) in rules.iter().enumerate() {
+            let prefix = rule.prefix.trim_matches('/');
+            if !prefix.is_empty() && prefix.parse::<RepositoryName>().is_err() {
+                return Err(format!(
+                    "upstream prefix {:?} is not a repository name",
+                    rule.prefix
+                ));
+            }
+            if rule.urls.is_empty() {
+                return Err(format!("upstream {prefix:?} names no URL"));
+            }
+            for url in &rule.urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("upstream {prefix:?}: {url:?} is no http(s) URL"));
+                }
+            }
+            for other in &rules[..at] {
+                if other.prefix.trim_matches('/') == prefix {
+                    return Err(format!("two upstreams share the prefix {prefix:?}"));
+                }
+                if rule.namespace.is_some() && other.namespace == rule.namespace {
+                    return Err(format!(
+                        "two upstreams share the namespace {:?}",
+                        rule.namespace
+                    ));
+                }
+            }
+        }
+        Ok(Self::checked(rules))
+    }
+
+    fn checked(rules: Vec<UpstreamRule>) -> Self {
+        let rules = rules
+            .into_iter()
+            .map(|mut rule| {
+                rule.prefix = rule.prefix.trim_matches('/').to_owned();
+                for url in &mut rule.urls {
+                    *url = url.trim_end_matches('/').to_owned();
+                }
+                rule
+            })
+            .collect();
+        Self {
+            rules,
+            resting: Mutex::default(),
+        }
+    }
+
+    /// Parses rules from JSON: a list of rules, or `{"upstreams": [...]}`.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Document {
+            List(Vec<UpstreamRule>),
+            Wrapped { upstreams: Vec<UpstreamRule> },
+        }
+        let document: Document =
+            serde_json::from_str(text).map_err(|e| format!("upstream rules: {e}"))?;
+        Self::new(match document {
+            Document::List(rules) | Document::Wrapped { upstreams: rules } => rules,
+        })
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// A rule by its index.
+    pub fn rule(&self, at: usize) -> &UpstreamRule {
+        &self.rules[at]
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[UpstreamRule] {
+        &self.rules
+    }
+
+    /// Where a request for `name` (with the request's `ns` parameter) goes, if it is
+    /// cached: by `ns`, when a rule declares that namespace (an `ns` none declares is
+    /// ignored, as the spec allows); else by the longest prefix that `name` lies below.
+    pub fn route(&self, name: &RepositoryName, ns: Option<&str>) -> Option<Routed> {
+        let by_namespace = ns.and_then(|ns| {
+            self.rules
+                .iter()
+                .position(|rule| rule.namespace.as_deref() == Some(ns))
+                .map(|at| (at, name.as_str(), Some(ns.to_owned())))
+        });
+        let (at, upstream_name, namespace) = by_namespace.or_else(|| {
+            self.rules
+                .iter()
+                .enumerate()
+                .filter_map(|(at, rule)| {
+                    if rule.prefix.is_empty() {
+                        return Some((at, name.as_str(), None));
+                    }
+                    let rest = name.as_str().strip_prefix(rule.prefix.as_str())?;
+                    let rest = rest.strip_prefix('/')?;
+                    Some((at, rest, None))
+                })
+                .max_by_key(|(at, _, _)| self.rules[*at].prefix.len())
+        })?;
+        let rule = &self.rules[at];
+        let remote = if rule.adds_library() && !upstream_name.contains('/') {
+            format!("library/{upstream_name}")
+        } else {
+            upstream_name.to_owned()
+        };
+        let local = match rule.prefix.as_str() {
+            "" => remote.parse().ok()?,
+            prefix => format!("{prefix}/{remote}").parse().ok()?,
+        };
+        Some(Routed {
+            rule: at,
+            local,
+            remote,
+            namespace,
+        })
+    }
+
+    /// Whether `url` is resting at `now` (it failed, and said or was given how long to wait).
+    pub fn is_resting(&self, url: &str, now: u64) -> bool {
+        let Ok(resting) = self.resting.lock() else {
+            return false;
+        };
+        resting.get(url).is_some_and(|until| *until > now)
+    }
+
+    /// Leaves `url` alone until `until`.
+    pub fn rest(&self, url: &str, until: u64) {
+        if let Ok(mut resting) = self.resting.lock() {
+            resting.insert(url.to_owned(), until);
+        }
+    }
+
+    /// `url` answered: it is well again.
+    pub fn recovered(&self, url: &str) {
+        if let Ok(mut resting) = self.resting.lock()
+            && resting.remove(url).is_some()
+        {
+            resting.shrink_to_fit();
+        }
+    }
+}
+
+/// A request to an upstream registry.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// GET or HEAD.
+    pub method: Method,
+    /// The whole URL.
+    pub url: String,
+    /// Headers to send (`Accept`, `Authorization`, `Range`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// An upstream's answer: the host's client follows redirects (Docker Hub sends blobs from
+/// elsewhere) and bounds the time to the first byte and between chunks.
+pub struct UpstreamResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers as received.
+    pub headers: Vec<(String, String)>,
+    /// The body, as it arrives.
+    pub body: RequestBody,
+}
+
+impl std::fmt::Debug for UpstreamResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The HTTP client a host gives the registry for its upstreams (`reqwest` natively, `fetch`
+/// in WebAssembly, a callback in C).
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait UpstreamClient: crate::storage::MaybeSend + crate::storage::MaybeSync {
+    /// Sends `request`; an error is a failure to get an answer at all (no connection, a
+    /// timeout), in words.
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, String>;
+}
+
+/// A `WWW-Authenticate: Bearer realm=..,service=..,scope=..` challenge's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerChallenge {
+    /// Where to ask for a token.
+    pub realm: String,
+    /// The service the token is for.
+    pub service: Option<String>,
+    /// The scope asked for, when the challenge names one.
+    pub scope: Option<String>,
+}
+
+/// Parses a Bearer challenge (other schemes: `None`).
+pub fn bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    let mut scope = None;
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=')?;
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_at(after.find(',').unwrap_or(after.len())),
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "realm" => realm = Some(value.to_owned()),
+            "service" => service = Some(value.to_owned()),
+            "scope" => scope = Some(value.to_owned()),
+            _ => {}
+        }
+        rest = after.trim_start_matches([',', ' ']);
+    }
+    Some(BearerChallenge {
+        realm: realm?,
+        service,
+        scope,
+    })
+}
+
+/// The token and its lifetime (seconds; 60 when not said, as the token spec's default)
+/// from a token service's JSON answer.
+pub fn token_answer(body: &[u8]) -> Option<(String, u64)> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let token = answer
+        .get("token")
+        .or_else(|| answer.get("access_token"))?
+        .as_str()?
+        .to_owned();
+    let lifetime = answer
+        .get("expires_in")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(60);
+    Some((token, lifetime))
+}
+
+/// Seconds to wait from a `Retry-After` header holding seconds (an HTTP date is not
+/// parsed: the default backoff applies).
+pub fn retry_after(value: Option<&str>) -> Option<u64> {
+    value?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> RepositoryName {
+        text.parse().expect("a repository name")
+    }
+
+    #[test]
+    fn prefix_and_namespace_share_one_cache() {
+        let mut hub = UpstreamRule::new("docker-hub", "https://registry-1.docker.io");
+        hub.namespace = Some("docker.io".into());
+        let ghcr = UpstreamRule::new("ghcr/", "https://ghcr.io/");
+        let upstreams = Upstreams::new(vec![hub, ghcr]).expect("valid rules");
+
+        let routed = upstreams
+            .route(&name("docker-hub/nginx"), None)
+            .expect("cached");
+        assert_eq!(
+            (routed.local.as_str(), routed.remote.as_str()),
+            ("docker-hub/library/nginx", "library/nginx")
+        );
+        let by_ns = upstreams
+            .route(&name("library/nginx"), Some("docker.io"))
+            .expect("cached");
+        assert_eq!(by_ns.local, routed.local);
+        assert_eq!(by_ns.namespace.as_deref(), Some("docker.io"));
+        // Not Docker Hub: no library/; URLs lose their trailing slash.
+        let routed = upstreams
+            .route(&name("ghcr/org/app"), None)
+            .expect("cached");
+        assert_eq!(routed.remote, "org/app");
+        assert_eq!(upstreams.rule(routed.rule).urls, ["https://ghcr.io"]);
+        // Unknown ns values are ignored; other repositories are ordinary ones.
+        assert!(
+            upstreams
+                .route(&name("team/app"), Some("quay.io"))
+                .is_none()
+        );
+        assert!(upstreams.route(&name("docker-hubx/app"), None).is_none());
+        assert!(upstreams.route(&name("docker-hub"), None).is_none());
+
+        // The empty prefix: a mirror at the root, below the other rules.
+        let mut root = UpstreamRule::new("", "https://registry-1.docker.io");
+        root.namespace = Some("docker.io".into());
+        let upstreams = Upstreams::new(vec![root, UpstreamRule::new("ghcr", "https://ghcr.io")])
+            .expect("valid rules");
+        let routed = upstreams.route(&name("nginx"), None).expect("cached");
+        assert_eq!(
+            (routed.local.as_str(), routed.remote.as_str()),
+            ("library/nginx", "library/nginx")
+        );
+        let routed = upstreams
+            .route(&name("ghcr/org/app"), None)
+            .expect("cached");
+        assert_eq!((routed.rule, routed.remote.as_str()), (1, "org/app"));
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let bad = |rule: UpstreamRule| Upstreams::new(vec![rule]).unwrap_err();
+        assert!(bad(UpstreamRule::new("Bad Name", "https://x")).contains("repository name"));
+        assert!(bad(UpstreamRule::new("hub", "ftp://x")).contains("URL"));
+        let twice = Upstreams::new(vec![
+            UpstreamRule::new("hub", "https://a"),
+            UpstreamRule::new("hub/", "https://b"),
+        ]);
+        assert!(twice.unwrap_err().contains("share"));
+        let parsed = Upstreams::from_json(
+            r#"{"upstreams": [{"prefix": "hub", "urls": ["http://127.0.0.1:5000"],
+                "revalidate": "2m", "stale-if-error": 30, "immutable-tags": ["semver", "stable-*"]}]}"#,
+        )
+        .expect("valid JSON rules");
+        let rule = parsed.rule(0);
+        assert_eq!((rule.revalidate, rule.stale_if_error), (120, 30));
+        assert!(rule.is_immutable("v1.2.3") && rule.is_immutable("1.25.0-alpine"));
+        assert!(rule.is_immutable("stable-2024"));
+        assert!(!rule.is_immutable("1.25") && !rule.is_immutable("latest"));
+        assert!(Upstreams::from_json(r#"[{"prefix": "hub"}]"#).is_err());
+    }
+
+    #[test]
+    fn challenges_and_token_answers() {
+        let challenge = bearer_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
+        )
+        .expect("a bearer challenge");
+        assert_eq!(challenge.realm, "https://auth.docker.io/token");
+        assert_eq!(challenge.service.as_deref(), Some("registry.docker.io"));
+        assert_eq!(
+            challenge.scope.as_deref(),
+            Some("repository:library/nginx:pull")
+        );
+        assert!(bearer_challenge(r#"Basic realm="x""#).is_none());
+        assert_eq!(
+            token_answer(br#"{"access_token":"abc","expires_in":300}"#),
+            Some(("abc".into(), 300))
+        );
+        assert_eq!(token_answer(br#"{"token":"t"}"#), Some(("t".into(), 60)));
+        assert_eq!(token_answer(b"<html>"), None);
+        assert_eq!(retry_after(Some(" 7 ")), Some(7));
+        assert_eq!(parse_seconds("7d"), Ok(7 * 86_400));
+        assert!(parse_seconds("soon").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# The pull-through cache with real clients and real upstreams on loopback: Debian's
+# registry:2 (its access log counts what berth asks of it), and a scripted upstream
+# (tests/lib/proxy_upstream.py) that rate-limits, corrupts and dies mid-blob. Two berth
+# instances over one root cache `docker-hub/` (and `ns=docker.io`) from the upstream.
+#   tests/proxy.sh BERTH_BINARY
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib/common.sh"
+binary=$(realpath "$1")
+export PATH=${BERTH_TOOLS:-$here/../.tools}/bin:$PATH
+work=$(mktemp -d /tmp/berth-proxy.XXXXXX)
+export HOME=$work/home
+mkdir -p "$HOME"
+trap 'stop_all_servers; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+cd "$work"
+
+layout() { python3 "$here/lib/make_oci_layout.py" "$@" >/dev/null; }
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+# The upstream: registry:2 with its access log on, seeded with skopeo.
+up_port=$(free_port)
+UP=127.0.0.1:$up_port
+registry_config "$work/upstream" "$UP" | sed 's/disabled: true/disabled: false/; s/level: warn/level: error/' >upstream.yml
+start_upstream() {
+  docker-registry serve upstream.yml >>upstream.log 2>&1 &
+  UP_PID=$!
+  SERVER_PIDS+=("$UP_PID")
+  wait_http "http://$UP/v2/"
+}
+start_upstream || exit 1
+layout demo v1 --layers 2 --size 300000
+layout multi v1 --platforms linux/amd64,linux/arm64 --layers 1 --size 200000
+layout crowd v1 --layers 3 --size 2000000
+for image in demo multi crowd; do
+  skopeo copy -q --all --dest-tls-verify=false "oci:$image:v1" "docker://$UP/library/$image:v1" || exit 1
+done
+
+# upstream_count METHOD PATH-PATTERN: requests the upstream logged since the last mark.
+mark_upstream() { UP_MARK=$(wc -l <upstream.log); }
+upstream_count() {
+  tail -n +"$((UP_MARK + 1))" upstream.log | grep -cE "\"$1 /v2/$2 HTTP" || true
+}
+blob_digests() {
+  python3 - "$1" <<'PY'
+import json, os, sys
+layout = sys.argv[1]
+read = lambda d: json.load(open(os.path.join(layout, "blobs", "sha256", d.split(":")[1])))
+top = json.load(open(os.path.join(layout, "index.json")))["manifests"][0]
+document = read(top["digest"])
+for manifest in document.get("manifests", [document]):
+    image = read(manifest["digest"]) if "manifests" in document else document
+    print(image["config"]["digest"])
+    for layer in image["layers"]:
+        print(layer["digest"])
+PY
+}
+
+rules="[{\"prefix\": \"docker-hub\", \"namespace\": \"docker.io\", \"urls\": [\"http://$UP\"], \"revalidate\": \"3s\", \"stale-if-error\": \"1h\"}]"
+start_berth "$binary" "$work/root" --upstreams "$rules" || exit 1
+A=$BERTH_ADDR
+start_berth "$binary" "$work/root" --upstreams "$rules" || exit 1
+B=$BERTH_ADDR
+
+# Cold: one GET of the tag and one GET per blob upstream; warm within the window: nothing;
+# after the window: one HEAD of the tag, nothing else.
+crane_cold_warm() {
+  mark_upstream
+  crane pull --insecure --format oci "$A/docker-hub/demo:v1" cold || return 1
+  crane validate --insecure --remote "$A/docker-hub/demo:v1" || return 1
+  local digest
+  for digest in $(blob_digests demo); do
+    equal "$(upstream_count GET "library/demo/blobs/$digest")" 1 || return 1
+  done
+  equal "$(upstream_count GET 'library/demo/manifests/v1')" 1 &&
+  mark_upstream &&
+  crane pull --insecure --format oci "$B/docker-hub/demo:v1" warm &&
+  diff -r cold warm &&
+  equal "$(upstream_count '[A-Z]+' 'library/demo/.*')" 0 &&
+  sleep 3.5 &&
+  crane pull --insecure --format oci "$A/docker-hub/demo:v1" again &&
+  equal "$(upstream_count HEAD 'library/demo/manifests/v1')" 1 &&
+  equal "$(upstream_count GET 'library/demo/.*')" 0
+}
+check "crane through the prefix: a cold pull costs 1 upstream GET per blob and of the tag, a warm one (other instance) none, a pull after the revalidation window 1 HEAD" crane_cold_warm
+
+# skopeo and podman take berth as docker.io's mirror (the primary on a dead loopback port,
+# so nothing reaches a public host); the mirror's location carries the prefix.
+dead=$(free_port)
+mkdir -p "$HOME/.config/containers"
+cat >"$HOME/.config/containers/registries.conf" <<CONF
+[[registry]]
+prefix = "docker.io"
+location = "127.0.0.1:$dead"
+insecure = true
+[[registry.mirror]]
+location = "$A/docker-hub"
+insecure = true
+CONF
+export CONTAINERS_REGISTRIES_CONF=$HOME/.config/containers/registries.conf
+podman_here() { podman --storage-driver vfs --root "$work/podman" --runroot "$work/podman-run" "$@"; }
+mirror_clients() {
+  mark_upstream
+  skopeo --registries-conf "$CONTAINERS_REGISTRIES_CONF" copy -q --all \
+    docker://docker.io/library/multi:v1 oci:multi-out:v1 || return 1
+  skopeo --registries-conf "$CONTAINERS_REGISTRIES_CONF" inspect --raw \
+    docker://docker.io/library/multi:v1 | grep -q '"manifests"' || return 1
+  local digest
+  for digest in $(blob_digests multi); do
+    equal "$(upstream_count GET "library/multi/blobs/$digest")" 1 || return 1
+  done
+  podman_here pull -q docker.io/library/demo:v1 >/dev/null &&
+  podman_here image exists docker.io/library/demo:v1
+}
+check "skopeo (a two-platform index, --all) and podman pull docker.io images through berth as a registries.conf mirror; each blob fetched once" mirror_clients
+
+# The ns form and the prefix form are one cache; an unknown ns is an ordinary repository.
+ns_routing() {
+  mark_upstream
+  local headers; headers=$(curl -s -D - -o /dev/null \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$B/v2/library/demo/manifests/v1?ns=docker.io")
+  contains "$headers" "200" && contains "${headers,,}" "oci-namespace: docker.io" &&
+  equal "$(upstream_count GET 'library/demo/.*')" 0 &&
+  equal "$(status "http://$B/v2/library/demo/manifests/v1?ns=quay.io")" 404 &&
+  oras manifest fetch --plain-http "$A/docker-hub/library/demo:v1" >/dev/null &&
+  regctl --host "reg=$A,tls=disabled" image digest "$A/docker-hub/demo:v1" >/dev/null
+}
+check "curl with ns=docker.io, oras and regctl with the prefix read the same cache (no upstream call); an unknown ns is ignored" ns_routing
+
+# Pushes into the cache are refused; the rest of the registry takes pushes as usual.
+pushes() {
+  local out; out=$(crane push --insecure demo "$A/docker-hub/mine:v1" 2>&1) && return 1
+  contains "$out" "pull-through cache" &&
+  equal "$(status -X POST "http://$A/v2/docker-hub/mine/blobs/uploads/")" 405 &&
+  crane push --insecure demo "$A/team/mine:v1" >/dev/null &&
+  crane validate --insecure --remote "$A/team/mine:v1"
+}
+check "pushes to the cached prefix get 405 with a message; other repositories of the same registry take pushes" pushes
+
+# 100 concurrent cold pulls of one image's blobs, spread over both instances.
+crowd() {
+  mark_upstream
+  python3 - "$A" "$B" crowd $(blob_digests crowd) <<'PY' || return 1
+import hashlib, sys, threading, urllib.request
+a, b, image, digests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+failures = []
+def pull(i):
+    digest = digests[i % len(digests)]
+    host = (a, b)[i % 2]
+    try:
+        data = urllib.request.urlopen(f"http://{host}/v2/docker-hub/{image}/blobs/{digest}", timeout=120).read()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            failures.append(f"{digest}: wrong bytes from {host}")
+    except Exception as error:
+        failures.append(f"{digest} from {host}: {error}")
+threads = [threading.Thread(target=pull, args=(i,)) for i in range(100)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("\n".join(failures[:5]))
+sys.exit(1 if failures else 0)
+PY
+  local digest
+  for digest in $(blob_digests crowd); do
+    equal "$(upstream_count GET "library/crowd/blobs/$digest")" 1 || return 1
+  done
+}
+check "100 concurrent cold pulls of 4 blobs over two instances on one root: every body verifies, 1 upstream GET per blob" crowd
+
+# The upstream goes away: cached tags still pull (stale, with a Warning once the window has
+# passed), uncached ones fail with an error; berth starts with its upstream down.
+upstream_down() {
+  stop_server "$UP_PID"
+  sleep 3.5
+  crane pull --insecure --format oci "$A/docker-hub/demo:v1" down || return 1
+  diff -r cold down || return 1
+  local headers; headers=$(curl -s -D - -o /dev/null \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$B/v2/docker-hub/demo/manifests/v1")
+  contains "${headers,,}" "warning: 110" || return 1
+  local out; out=$(curl -s "http://$A/v2/docker-hub/never/manifests/v1")
+  contains "$out" "upstream is unavailable" || return 1
+  stop_server "$BERTH_PID"
+  start_berth "$binary" "$work/root" --upstreams "$rules" || return 1
+  crane pull --insecure --format oci "$BERTH_ADDR/docker-hub/demo:v1" restarted &&
+  diff -r cold restarted
+}
+check "registry:2 killed: the cached tag still pulls (Warning: 110), an uncached one fails with a message; berth starts with the upstream down and serves the cache" upstream_down
+
+# The scripted upstream: rate limits, corrupt bytes, a blob cut off mid-way.
+stub_port=$(free_port)
+mkdir -p stub
+layout stub/app v1 --layers 1 --size 100000
+layout stub/big v1 --layers 1 --size 40000000
+python3 "$here/lib/proxy_upstream.py" "$stub_port" "$work/stub" "$work/stub.log" &
+SERVER_PIDS+=($!)
+wait_http "http://127.0.0.1:$stub_port/v2/" || exit 1
+stub_rules="[{\"prefix\": \"stub\", \"urls\": [\"http://127.0.0.1:$stub_port\"], \"revalidate\": 0}]"
+start_berth "$binary" "$work/stub-root" --upstreams "$stub_rules" || exit 1
+S=$BERTH_ADDR
+mode() { curl -s -o /dev/null "http://127.0.0.1:$stub_port/_mode/$1"; }
+stub_blob() { blob_digests "stub/$1" | tail -1; }
+stored() { [ -e "$work/stub-root/docker/registry/v2/blobs/sha256/$(echo "$1" | cut -c8-9)/${1#sha256:}/data" ]; }
+
+rate_limited() {
+  mode normal
+  crane pull --insecure "$S/stub/app:v1" app.tar || return 1
+  mode 429
+  local headers; headers=$(curl -s -D - -o /dev/null \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$S/v2/stub/app/manifests/v1")
+  contains "$headers" "200" && contains "${headers,,}" "warning: 110" || return 1
+  sleep 2.5
+  local answer; answer=$(curl -s -w ' %{http_code}' "http://$S/v2/stub/other/manifests/v1")
+  contains "$answer" "TOOMANYREQUESTS" && contains "$answer" " 429" || return 1
+  # The upstream rests for what it asked before the next checks use it.
+  mode normal
+  sleep 2.5
+}
+check "the upstream answers 429 with Retry-After: the cached tag is served stale with a Warning; an uncached one gets TOOMANYREQUESTS" rate_limited
+
+corrupt() {
+  mode corrupt
+  local digest; digest=$(stub_blob big)
+  local got; got=$(curl -s "http://$S/v2/stub/big/blobs/$digest" | sha256sum | cut -d' ' -f1)
+  [ "sha256:$got" != "$digest" ] || return 1
+  ! stored "$digest" &&
+  equal "$(status -I "http://$S/v2/stub/big/blobs/$digest")" 200 &&
+  ! stored "$digest"
+}
+check "the upstream sends corrupt bytes: the client's body does not verify and the blob is never published" corrupt
+
+resumed() {
+  mode die:20000000
+  local digest; digest=$(stub_blob big)
+  : >"$work/stub.log"
+  curl -s -o first.part "http://$S/v2/stub/big/blobs/$digest"
+  ! stored "$digest" || return 1
+  mode normal
+  local got; got=$(curl -s "http://$S/v2/stub/big/blobs/$digest" | sha256sum | cut -d' ' -f1)
+  equal "sha256:$got" "$digest" && stored "$digest" &&
+  grep -q '"range": "bytes=16777216-"' "$work/stub.log" &&
+  equal "$(grep -c "blobs/$digest" "$work/stub.log")" 2
+}
+check "a fill cut off mid-blob (the upstream dies after 20 MB) resumes from its saved offset with a Range request, and the blob verifies" resumed
+
+summary "proxy"
