@@ -43,8 +43,9 @@ command -v htpasswd >/dev/null || debian_packages+=(apache2-utils)
 # The benchmark counts the syncs of a small-image push with it.
 command -v strace >/dev/null || debian_packages+=(strace)
 command -v openssl >/dev/null || debian_packages+=(openssl)
-# The docker CLI logs in without a daemon (tests/tokens.sh); Debian ships it in docker.io.
-command -v docker >/dev/null || debian_packages+=(docker.io)
+# The docker CLI logs in without a daemon (tests/tokens.sh), and the daemon pulls through
+# berth as its registry mirror (tests/proxy.sh); Debian ships both in docker.io.
+command -v dockerd >/dev/null || debian_packages+=(docker.io)
 # podman logs in, pushes and pulls through the token service (tests/tokens.sh).
 command -v podman >/dev/null || debian_packages+=(podman)
 command -v python3 >/dev/null || debian_packages+=(python3)

@@ -191,6 +191,36 @@ quotas_hold() {
   local ok=$?; stop_server "$BERTH_PID"; return $ok
 }
 check "$host host: quotas: pushes past a repository's or a namespace's limit refused with the limit and the usage; usage reported" quotas_hold
+# The pull-through cache (BERTH_UPSTREAMS) over the host's own HTTP client, from the scripted
+# upstream (tests/lib/proxy_upstream.py): a cold pull costs one upstream GET per blob and of
+# the tag, a warm one none; corrupt upstream bytes are never published.
+proxy_fills() {
+  local port; port=$(free_port)
+  mkdir -p "$work/upstream"
+  python3 "$here/lib/make_oci_layout.py" "$work/upstream/app" v1 --layers 2 --size 3000000 >/dev/null
+  python3 "$here/lib/make_oci_layout.py" "$work/upstream/bad" v1 --layers 1 --size 100000 >/dev/null
+  python3 "$here/lib/proxy_upstream.py" "$port" "$work/upstream" "$work/upstream.log" &
+  local upstream=$!
+  wait_http "http://127.0.0.1:$port/v2/" || return 1
+  export BERTH_UPSTREAMS="[{\"prefix\": \"cache\", \"urls\": [\"http://127.0.0.1:$port\"]}]"
+  start_host "$work/proxy-root"; local started=$?
+  unset BERTH_UPSTREAMS
+  [ $started -eq 0 ] || { kill $upstream; return 1; }
+  local gets ok=0
+  # 4 GETs: the tag, the config and the two layers.
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/app:v1" "$work/cold" &&
+  gets=$(grep -c '"method": "GET", "path": "/v2/app/' "$work/upstream.log") &&
+  equal "$gets" 4 &&
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/app:v1" "$work/warm" &&
+  diff -r "$work/cold" "$work/warm" &&
+  equal "$(grep -c '"method": "GET", "path": "/v2/app/' "$work/upstream.log")" 4 &&
+  curl -s -o /dev/null "http://127.0.0.1:$port/_mode/corrupt" &&
+  ! crane pull --insecure --format oci "$BERTH_ADDR/cache/bad:v1" "$work/bad" 2>/dev/null &&
+  curl -s -o /dev/null "http://127.0.0.1:$port/_mode/normal" &&
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/bad:v1" "$work/good" || ok=1
+  kill $upstream; stop_server "$BERTH_PID"; return $ok
+}
+check "$host host: pull-through cache: a cold pull costs 1 upstream GET per blob and of the tag, a warm one none; corrupt upstream bytes are refused, then fetched right" proxy_fills
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

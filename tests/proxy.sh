@@ -114,6 +114,33 @@ mirror_clients() {
 }
 check "skopeo (a two-platform index, --all) and podman pull docker.io images through berth as a registries.conf mirror; each blob fetched once" mirror_clients
 
+# The Docker daemon's registry-mirrors: it asks the mirror's root for library/demo, with no
+# ns; a berth whose rule has the empty prefix mirrors the upstream at its root. (Were the
+# mirror to fail, dockerd would try Docker Hub, which this machine cannot reach.)
+docker_mirror() {
+  start_berth "$binary" "$work/mirror-root" --upstream "=http://$UP" || return 1
+  local mirror=$BERTH_ADDR dk=$work/dk
+  mkdir -p "$dk"
+  dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver vfs \
+    --data-root "$dk/data" --exec-root "$dk/exec" --pidfile "$dk/docker.pid" \
+    -H "unix://$dk/docker.sock" --registry-mirror "http://$mirror" \
+    --insecure-registry "$mirror" >"$dk/dockerd.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  local deadline=$((SECONDS + 30))
+  until DOCKER_HOST=unix://$dk/docker.sock docker version >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { tail -5 "$dk/dockerd.log"; return 1; }
+    sleep 0.5
+  done
+  mark_upstream
+  DOCKER_HOST=unix://$dk/docker.sock docker pull -q demo:v1 || return 1
+  local digest
+  for digest in $(blob_digests demo); do
+    equal "$(upstream_count GET "library/demo/blobs/$digest")" 1 || return 1
+  done
+  DOCKER_HOST=unix://$dk/docker.sock docker image inspect demo:v1 >/dev/null
+}
+check "the Docker daemon pulls docker.io images through berth as its registry-mirrors target (a mirror at the root); each blob fetched once" docker_mirror
+
 # The ns form and the prefix form are one cache; an unknown ns is an ordinary repository.
 ns_routing() {
   mark_upstream

@@ -17,8 +17,10 @@ pkg=$root/wasm/pkg
 # the failed-login delay added 15 KB, online garbage collection 70 KB; panics that abort at
 # once with no locations (wasm/cargo.sh) took 59 KB out; binaryen's wasm-opt 69 KB: 911 KB,
 # 368 KB gzipped. Quotas (usage listings, counting, the admin's usage report) added 51 KB: 962 KB,
-# 386 KB gzipped, in December 2026. Workers take 3 MB gzipped on the free plan.
-budget=1000000
+# 386 KB gzipped, in December 2026. The pull-through cache (upstream rules, fills streamed
+# into upload sessions, the fetch client) added 64 KB: 1,036 KB, 406 KB gzipped. Workers take
+# 3 MB gzipped on the free plan.
+budget=1100000
 
 size_budget() {
   local size gzipped
@@ -27,7 +29,7 @@ size_budget() {
   echo "berth_wasm_bg.wasm: $size bytes, $gzipped bytes gzipped (budget $budget bytes)"
   [ "$size" -le "$budget" ]
 }
-check "the release .wasm is at most 1,000 KB" size_budget
+check "the release .wasm is at most 1,100 KB" size_budget
 
 # add_counts PASSED FAILED NAME: adds a runner's own counts to the suite's.
 add_counts() {

@@ -19,7 +19,8 @@
  * seconds (default 3600): blobs nothing references, older than BERTH_GC_GRACE seconds
  * (default 86400); with BERTH_GC_UNTAGGED=1 also manifests untagged that long. BERTH_RETENTION
  * holds retention rules as JSON (see berth_config_set_retention), BERTH_QUOTAS quota rules
- * (see berth_config_set_quotas).
+ * (see berth_config_set_quotas), BERTH_UPSTREAMS pull-through cache rules (see
+ * berth_config_set_upstreams).
  *
  * It prints "listening on 127.0.0.1:PORT" once it accepts connections, and stops on
  * SIGINT or SIGTERM.
@@ -354,6 +355,9 @@ int main(int argc, char **argv) {
     result = berth_config_set_retention(config, retention);
   const char *quotas = getenv("BERTH_QUOTAS");
   if (result == BERTH_RESULT_OK && quotas && *quotas) result = berth_config_set_quotas(config, quotas);
+  const char *upstreams = getenv("BERTH_UPSTREAMS");
+  if (result == BERTH_RESULT_OK && upstreams && *upstreams)
+    result = berth_config_set_upstreams(config, upstreams);
   if (result == BERTH_RESULT_OK) result = berth_registry_new(config, &registry);
   berth_config_free(config);
   if (result != BERTH_RESULT_OK) {

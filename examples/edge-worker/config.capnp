@@ -33,6 +33,7 @@ const registryWorker :Workerd.Worker = (
     (name = "BERTH_GC_UNTAGGED", fromEnvironment = "BERTH_GC_UNTAGGED"),
     (name = "BERTH_RETENTION", fromEnvironment = "BERTH_RETENTION"),
     (name = "BERTH_QUOTAS", fromEnvironment = "BERTH_QUOTAS"),
+    (name = "BERTH_UPSTREAMS", fromEnvironment = "BERTH_UPSTREAMS"),
     (name = "BERTH_GC_TOKEN", fromEnvironment = "BERTH_GC_TOKEN"),
   ],
   compatibilityDate = "2025-11-01",

@@ -16,6 +16,8 @@
 // bounded step per run (BERTH_GC_STEP candidates, default 100: each costs a few subrequests);
 // with BERTH_GC_UNTAGGED=1 also manifests untagged that long; BERTH_RETENTION holds retention
 // rules as JSON. BERTH_QUOTAS holds quota rules as JSON (usage at GET /v2/_usage/<name>).
+// BERTH_UPSTREAMS holds pull-through cache rules as JSON: cached repositories are filled
+// from their upstream registries with fetch().
 // POST /_berth/gc with `Authorization: Bearer <BERTH_GC_TOKEN>` runs the same step on demand
 // (when BERTH_GC_TOKEN is set).
 import { initSync, MemoryBucket, Registry } from "./berth-wasm/index.js";
@@ -34,8 +36,10 @@ function open(env) {
     const trackReferences = Boolean(env.BERTH_GC) && env.BERTH_GC !== "0";
     const retention = env.BERTH_RETENTION || undefined;
     const quotas = env.BERTH_QUOTAS || undefined;
+    const upstreams = env.BERTH_UPSTREAMS || undefined;
     registry = new Registry({
       storage, minPartSize: env.REGISTRY ? undefined : 0, auth, trackReferences, retention, quotas,
+      upstreams,
     });
   }
   return registry;

@@ -6,7 +6,8 @@
 // the Registry's `auth` option). BERTH_GC=1 records who references each blob and collects
 // garbage every BERTH_GC_INTERVAL seconds (default 3600): blobs nothing references, older
 // than BERTH_GC_GRACE seconds (default 86400), and with BERTH_GC_UNTAGGED=1 manifests
-// untagged that long; BERTH_RETENTION holds retention rules as JSON, BERTH_QUOTAS quota rules.
+// untagged that long; BERTH_RETENTION holds retention rules as JSON, BERTH_QUOTAS quota rules,
+// BERTH_UPSTREAMS pull-through cache rules (fetched with Node's fetch).
 //
 // Request bodies stream from the socket into the registry as a ReadableStream, and response
 // bodies stream back with backpressure: no blob is held in memory whole.
@@ -35,6 +36,7 @@ const collecting = !["", "0", undefined].includes(process.env.BERTH_GC);
 options.trackReferences = collecting;
 if (process.env.BERTH_RETENTION) options.retention = process.env.BERTH_RETENTION;
 if (process.env.BERTH_QUOTAS) options.quotas = process.env.BERTH_QUOTAS;
+if (process.env.BERTH_UPSTREAMS) options.upstreams = process.env.BERTH_UPSTREAMS;
 const registry = new Registry(options);
 
 if (collecting) {

@@ -493,6 +493,19 @@ enum berth_result berth_config_set_retention(struct berth_config *config, const 
 enum berth_result berth_config_set_quotas(struct berth_config *config, const char *rules);
 
 /**
+ * Pull-through cache rules: `rules` is JSON, a list of `{"prefix": "docker-hub", "urls":
+ * ["https://registry-1.docker.io"], ...}` (see berth's `proxy` module: `namespace`,
+ * `username`, `password`, `revalidate`, `stale-if-error`, `missing-for`, `immutable-tags`,
+ * `library-prefix`). Repositories below a prefix are filled from their upstream, fetched by
+ * the library's own HTTP client (on its runtime). NULL removes them. Invalid rules give
+ * `BERTH_RESULT_INVALID_ARGUMENT` with the reason in `berth_last_error`.
+ *
+ * # Safety
+ * `config` is a live configuration; `rules` is NUL-terminated or NULL.
+ */
+enum berth_result berth_config_set_upstreams(struct berth_config *config, const char *rules);
+
+/**
  * Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
  *
  * # Safety

@@ -347,6 +347,42 @@ pub unsafe extern "C" fn berth_config_set_quotas(
     }
 }
 
+/// Pull-through cache rules: `rules` is JSON, a list of `{"prefix": "docker-hub", "urls":
+/// ["https://registry-1.docker.io"], ...}` (see berth's `proxy` module: `namespace`,
+/// `username`, `password`, `revalidate`, `stale-if-error`, `missing-for`, `immutable-tags`,
+/// `library-prefix`). Repositories below a prefix are filled from their upstream, fetched by
+/// the library's own HTTP client (on its runtime). NULL removes them. Invalid rules give
+/// `BERTH_RESULT_INVALID_ARGUMENT` with the reason in `berth_last_error`.
+///
+/// # Safety
+/// `config` is a live configuration; `rules` is NUL-terminated or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_config_set_upstreams(
+    config: *mut berth_config,
+    rules: *const c_char,
+) -> berth_result {
+    // SAFETY: the caller's promises cover both pointers.
+    unsafe {
+        configure(config, |config| {
+            let invalid = |e: String| Failure::new(berth_result::InvalidArgument, e);
+            match optional_str_arg(rules, "rules")? {
+                None => {
+                    config.options.upstreams = Arc::default();
+                    config.options.upstream_client = None;
+                }
+                Some(text) => {
+                    config.options.upstreams =
+                        Arc::new(berth::proxy::Upstreams::from_json(text).map_err(invalid)?);
+                    config.options.upstream_client = Some(Arc::new(
+                        berth::proxy::HttpUpstream::new().map_err(invalid)?,
+                    ));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Whether DELETE is allowed (default true; registry:2's `delete.enabled`).
 ///
 /// # Safety

@@ -32,7 +32,7 @@ pub use config::{
     berth_config_set_manifest_limit, berth_config_set_memory, berth_config_set_notice_callback,
     berth_config_set_part_size, berth_config_set_quotas, berth_config_set_read_only,
     berth_config_set_retention, berth_config_set_s3, berth_config_set_storage,
-    berth_config_set_track_references, berth_config_set_worker_threads,
+    berth_config_set_track_references, berth_config_set_upstreams, berth_config_set_worker_threads,
 };
 pub use exchange::{
     berth_exchange, berth_exchange_add_header, berth_exchange_finish, berth_exchange_free,

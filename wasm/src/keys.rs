@@ -65,10 +65,7 @@ impl berth::KeySetFetcher for JsKeySets {
 /// has `AbortSignal.timeout`.
 async fn fetch_text(url: &str) -> Result<String, String> {
     let global = js_sys::global();
-    let fetch = Reflect::get(&global, &JsValue::from_str("fetch"))
-        .ok()
-        .and_then(|fetch| fetch.dyn_into::<Function>().ok())
-        .ok_or("this runtime has no fetch; give the fetchKeySet option")?;
+    let fetch = runtime_fetch().ok_or("this runtime has no fetch; give the fetchKeySet option")?;
     let init = Object::new();
     if let Some(timeout) = Reflect::get(&global, &JsValue::from_str("AbortSignal"))
         .ok()
@@ -100,6 +97,13 @@ async fn fetch_text(url: &str) -> Result<String, String> {
         .ok_or_else(|| "the body is no text".to_owned())
 }
 
+/// The runtime's global `fetch`, if it has one.
+pub(crate) fn runtime_fetch() -> Option<Function> {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("fetch"))
+        .ok()
+        .and_then(|fetch| fetch.dyn_into::<Function>().ok())
+}
+
 /// Waits `milliseconds` on the runtime's `setTimeout`.
 pub(crate) async fn sleep(milliseconds: f64) {
     let global = js_sys::global();
@@ -115,7 +119,7 @@ pub(crate) async fn sleep(milliseconds: f64) {
     let _ = JsFuture::from(promise).await;
 }
 
-fn describe(error: JsValue) -> String {
+pub(crate) fn describe(error: JsValue) -> String {
     error
         .as_string()
         .or_else(|| {

@@ -13,6 +13,7 @@ mod error;
 mod http;
 mod keys;
 mod storage;
+mod upstream;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -152,6 +153,8 @@ impl Registry {
     /// "keep-tags", "remove-older-than" }]`, or their JSON text), `quotas` (bytes repositories
     /// may hold: `[{ repositories, limit }, { namespace, limit }]` with limits as numbers or
     /// `"10GiB"`, or their JSON text; usage at `GET /v2/_usage/<name>`),
+    /// `upstreams` (pull-through cache rules: `[{ prefix, urls, namespace, revalidate,
+    /// "stale-if-error", ... }]`, or their JSON text; filled with the runtime's `fetch`),
     /// `onNotice` (a function given each notice for the operator; default `console.warn`).
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Registry, RegistryError> {
@@ -200,6 +203,12 @@ impl Registry {
         if let Some(rules) = json_option(options, "quotas")? {
             settings.quotas =
                 Arc::new(berth::quota::Quotas::from_json(&rules).map_err(RegistryError::options)?);
+        }
+        if let Some(rules) = json_option(options, "upstreams")? {
+            settings.upstreams = Arc::new(
+                berth::proxy::Upstreams::from_json(&rules).map_err(RegistryError::options)?,
+            );
+            settings.upstream_client = Some(Arc::new(upstream::FetchUpstream));
         }
         settings.notices = Some(notice_sink(options)?);
         settings.key_sets = Some(Arc::new(keys::JsKeySets::from_options(options)?));

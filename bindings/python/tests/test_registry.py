@@ -340,3 +340,18 @@ def test_invalid_login_settings_are_refused():
         berth.Registry(memory=True, auth={"htpasswd": "alice:plain"})
     with pytest.raises(berth.BerthError, match="unknown field"):
         berth.Registry(memory=True, auth='{"users": []}')
+
+
+def test_upstreams_route_cached_repositories_and_refuse_pushes_there():
+    # An upstream nothing listens on: the cache holds nothing, so pulls fail with the reason,
+    # pushes are refused, and other repositories are ordinary ones.
+    registry = berth.Registry(memory=True, upstreams=[{"prefix": "hub", "urls": ["http://127.0.0.1:9"]}])
+    missing = registry.handle("GET", "/v2/hub/app/manifests/v1")
+    assert missing.status == 502, missing.body
+    assert "upstream is unavailable" in missing.json()["errors"][0]["message"]
+    refused = registry.handle("POST", "/v2/hub/app/blobs/uploads/")
+    assert refused.status == 405
+    assert "pull-through cache" in refused.json()["errors"][0]["message"]
+    assert registry.handle("POST", "/v2/team/app/blobs/uploads/").status == 202
+    with pytest.raises(berth.BerthError, match="repository name"):
+        berth.Registry(memory=True, upstreams=[{"prefix": "Bad Name", "urls": ["http://x"]}])

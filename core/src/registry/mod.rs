@@ -355,13 +355,29 @@ impl<S: Storage> Registry<S> {
         };
         self.authorize(head, route.repository(), action)
             .map_err(|refused| self.mount_challenge(head, &route, refused))?;
-        if let Some(routed) = cached {
-            let response = self.serve_cached(head, route, &routed, body).await?;
-            return Ok(match routed.namespace {
-                Some(namespace) => response.with_header("OCI-Namespace", namespace),
-                None => response,
-            });
-        }
+        let namespace = cached.as_ref().and_then(|routed| routed.namespace.clone());
+        let answered = match &cached {
+            Some(routed) => self.serve_cached(head, &route, routed).await,
+            None => None,
+        };
+        let response = match answered {
+            Some(answered) => answered?,
+            None => self.serve(head, route, body).await?,
+        };
+        Ok(match namespace {
+            Some(namespace) => response.with_header("OCI-Namespace", namespace),
+            None => response,
+        })
+    }
+
+    /// Answers an authorized request for a route.
+    async fn serve(
+        &self,
+        head: &RequestHead,
+        route: Route,
+        body: &mut RequestBody,
+    ) -> Result<Response, Error> {
+        let method = head.method;
         match route {
             Route::ApiVersion => Ok(Response::json(200, b"{}".to_vec())),
             Route::Catalog => self.catalog(head).await,

@@ -434,7 +434,7 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
     let upstreams = proxy::upstreams(settings.upstreams.as_deref(), &settings.upstream)?;
     if !upstreams.is_empty() {
         options.upstreams = Arc::new(upstreams);
-        options.upstream_client = Some(Arc::new(proxy::UpstreamOverHttp::new()?));
+        options.upstream_client = Some(Arc::new(berth::proxy::HttpUpstream::new()?));
     }
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {

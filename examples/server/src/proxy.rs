@@ -1,10 +1,8 @@
 //! Pull-through caching in `berth serve`: the upstream rules (`--upstream PREFIX=URL`, or a
-//! file of `[[upstream]]` tables) and the HTTP client the registry fetches through.
+//! file of `[[upstream]]` tables).
 
+use berth::proxy::{UpstreamRule, Upstreams};
 use std::path::Path;
-use std::time::Duration;
-
-use berth::proxy::{UpstreamClient, UpstreamRequest, UpstreamResponse, UpstreamRule, Upstreams};
 
 /// The upstream rules: those of the file (TOML `[[upstream]]` tables, a `*.json` file, or
 /// JSON text), then the flags' `PREFIX=URL` pairs.
@@ -19,72 +17,6 @@ pub(crate) fn upstreams(file: Option<&Path>, pairs: &[String]) -> Result<Upstrea
         rules.push(UpstreamRule::new(prefix, url));
     }
     Upstreams::new(rules)
-}
-
-/// Fetches from upstream registries with reqwest: redirects followed (credentials are not
-/// sent to another host), a bounded wait to connect and between two reads.
-pub(crate) struct UpstreamOverHttp {
-    client: reqwest::Client,
-}
-
-impl UpstreamOverHttp {
-    pub(crate) fn new() -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-        Ok(Self { client })
-    }
-}
-
-#[async_trait::async_trait]
-impl UpstreamClient for UpstreamOverHttp {
-    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, String> {
-        let method = match request.method {
-            berth::Method::Head => reqwest::Method::HEAD,
-            _ => reqwest::Method::GET,
-        };
-        let mut builder = self.client.request(method, &request.url);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        let response = builder.send().await.map_err(|e| describe(&e))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
-            .collect();
-        let body = futures_util::stream::unfold(Some(response), |response| async move {
-            let mut response = response?;
-            match response.chunk().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), Some(response))),
-                Ok(None) => None,
-                Err(error) => Some((Err(describe(&error).into()), None)),
-            }
-        });
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body: Box::pin(body),
-        })
-    }
-}
-
-/// reqwest's error with its causes (its own message is often only "error sending request").
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

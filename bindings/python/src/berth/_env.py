@@ -26,8 +26,9 @@ def registry_from_env() -> Registry:
     ``BERTH_CHUNK_MAX_LENGTH``, ``BERTH_AUTH`` (the login settings as JSON: see
     :class:`Registry`'s ``auth``), ``BERTH_GC`` (track references; see
     :func:`start_collector_from_env`), ``BERTH_RETENTION`` (retention rules as JSON: see
-    :class:`Registry`'s ``retention``) and ``BERTH_QUOTAS`` (quota rules as JSON: see
-    :class:`Registry`'s ``quotas``)."""
+    :class:`Registry`'s ``retention``), ``BERTH_QUOTAS`` (quota rules as JSON: see
+    :class:`Registry`'s ``quotas``) and ``BERTH_UPSTREAMS`` (pull-through cache rules as
+    JSON: see :class:`Registry`'s ``upstreams``)."""
     storage = os.environ.get("BERTH_STORAGE", "fs")
     options = dict(
         read_only=_flag("BERTH_READ_ONLY"),
@@ -39,6 +40,7 @@ def registry_from_env() -> Registry:
         track_references=_flag("BERTH_GC"),
         retention=os.environ.get("BERTH_RETENTION") or None,
         quotas=os.environ.get("BERTH_QUOTAS") or None,
+        upstreams=os.environ.get("BERTH_UPSTREAMS") or None,
     )
     if storage == "fs":
         return Registry(os.environ.get("BERTH_ROOT", "berth-data"), **options)

@@ -50,6 +50,7 @@ _SIGNATURES = {
     "berth_config_set_read_only": (c_uint32, [Config, c_bool]),
     "berth_config_set_retention": (c_uint32, [Config, c_char_p]),
     "berth_config_set_quotas": (c_uint32, [Config, c_char_p]),
+    "berth_config_set_upstreams": (c_uint32, [Config, c_char_p]),
     "berth_config_set_track_references": (c_uint32, [Config, c_bool]),
     "berth_config_set_auth": (c_uint32, [Config, c_char_p]),
     "berth_config_set_delete_enabled": (c_uint32, [Config, c_bool]),

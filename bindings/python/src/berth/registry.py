@@ -199,6 +199,9 @@ class _Config:
             "quotas": lambda handle, rules: lib.berth_config_set_quotas(
                 handle, text(rules if isinstance(rules, str) else json.dumps(rules))
             ),
+            "upstreams": lambda handle, rules: lib.berth_config_set_upstreams(
+                handle, text(rules if isinstance(rules, str) else json.dumps(rules))
+            ),
         }
         for name, value in options.items():
             if value is not None:
@@ -285,6 +288,11 @@ class Registry(_Handle):
         "10GiB"}`` and ``{"namespace": prefix, "limit": ...}`` (or its JSON text); pushes
         past a limit are refused with ``DENIED``, and ``GET /v2/_usage/<name>`` reports
         usage to admins. Invalid rules raise :class:`BerthError`.
+    :param upstreams: pull-through cache rules: a list of ``{"prefix": "docker-hub",
+        "urls": ["https://registry-1.docker.io"], "namespace": "docker.io", "revalidate":
+        "5m", "stale-if-error": "7d", ...}`` (or its JSON text); repositories below a prefix
+        are filled from their upstream when pulled, by the library's own HTTP client.
+        Invalid rules raise :class:`BerthError`.
     :param on_notice: called with each notice, a message for the operator that no response
         carries (a listing that left out an entry it cannot index, and why); by default
         logged as a warning on the ``berth`` logger. It may be called from berth's threads.
@@ -308,6 +316,7 @@ class Registry(_Handle):
         track_references: Optional[bool] = None,
         retention: Union[list, str, None] = None,
         quotas: Union[list, str, None] = None,
+        upstreams: Union[list, str, None] = None,
         on_notice: Callable[[str], None] = _log_notice,
         fetch_key_set: Callable[[str], bytes] = _fetch_key_set,
     ) -> None:
@@ -328,6 +337,7 @@ class Registry(_Handle):
                 "track_references": track_references,
                 "retention": retention,
                 "quotas": quotas,
+                "upstreams": upstreams,
             },
             on_notice,
             fetch_key_set,

@@ -24,7 +24,7 @@ use crate::proxy::{
     DEFAULT_BACKOFF, Routed, UpstreamRequest, UpstreamResponse, bearer_challenge, retry_after,
     token_answer,
 };
-use crate::request::{Method, RequestBody, RequestHead, percent_encode};
+use crate::request::{Method, RequestHead, percent_encode};
 use crate::response::Response;
 use crate::routes::Route;
 use crate::storage::{PutMode, Storage, StorageError, StorageExt};
@@ -96,44 +96,41 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Answers a request for a cached repository.
+    /// Answers a request for a cached repository: pulls from the cache, pushes refused;
+    /// `None` for what is served as in any repository (tag lists, referrers, deletes of the
+    /// local copy, admin requests).
     pub(super) async fn serve_cached(
         &self,
         head: &RequestHead,
-        route: Route,
+        route: &Route,
         routed: &Routed,
-        body: &mut RequestBody,
-    ) -> Result<Response, Error> {
-        let method = head.method;
-        let response = match (route, method) {
+    ) -> Option<Result<Response, Error>> {
+        match (route, head.method) {
             (Route::Manifest { reference, .. }, Method::Get | Method::Head) => {
-                self.cached_manifest(routed, &reference).await
+                Some(self.cached_manifest(routed, reference).await)
             }
             (Route::Blob { digest, .. }, Method::Get | Method::Head) => {
-                self.cached_blob(head, routed, &digest).await
+                Some(self.cached_blob(head, routed, digest).await)
             }
-            (Route::Manifest { name, reference }, Method::Delete) => {
-                self.delete_manifest(&name, &reference).await
+            (Route::Manifest { .. } | Route::Blob { .. }, Method::Delete)
+            | (Route::Tags { .. } | Route::Referrers { .. }, _)
+            | (Route::Repository { .. } | Route::Usage { .. }, _) => None,
+            _ => {
+                let rule = self.options.upstreams.rule(routed.rule);
+                let cache = match rule.prefix.as_str() {
+                    "" => "this registry".to_owned(),
+                    prefix => format!("{prefix}/"),
+                };
+                Some(Err(Error::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "{cache} is a pull-through cache of {}: push to the upstream instead",
+                        rule.urls.join(", ")
+                    ),
+                )
+                .with_status(405)))
             }
-            (Route::Blob { name, digest }, Method::Delete) => {
-                self.delete_blob(&name, &digest).await
-            }
-            (Route::Tags { name }, _) => self.list_tags(head, &name).await,
-            (Route::Referrers { name, digest }, _) => self.referrers(head, &name, &digest).await,
-            (Route::Repository { name }, _) => self.delete_repository(&name).await,
-            (Route::Usage { name }, _) => self.usage_response(&name).await,
-            _ => Err(Error::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "{} is a pull-through cache of {}: push to the upstream instead",
-                    self.options.upstreams.rule(routed.rule).prefix,
-                    self.options.upstreams.rule(routed.rule).urls.join(", ")
-                ),
-            )
-            .with_status(405)),
-        };
-        let _ = body;
-        response
+        }
     }
 
     /// Sends a request for `path` (below the upstream's base URL) to the rule's upstreams in
