@@ -155,6 +155,59 @@ ns_routing() {
 }
 check "curl with ns=docker.io, oras and regctl with the prefix read the same cache (no upstream call); an unknown ns is ignored" ns_routing
 
+# An upstream that wants a login the way Docker Hub does: registry:2 with auth.token pointing
+# at a second berth's token service (htpasswd users, access rules). The cache answers the
+# Bearer challenge at the token service with the rule's credentials, or anonymously, and
+# keeps the token in storage for every instance; a wrong password, or a repository anonymous
+# callers may not pull, fails the pull with the upstream's 401.
+token_upstream() {
+  htpasswd -Bbc users alice s3cret 2>/dev/null
+  cat >access.toml <<'RULES'
+[repositories."team/**"]
+policies = [{ users = ["alice"], actions = ["pull", "push"] }]
+
+[repositories."public/**"]
+policies = [{ users = ["alice"], actions = ["pull", "push"] }]
+anonymous = ["pull"]
+
+[admin]
+users = []
+RULES
+  openssl ecparam -name prime256v1 -genkey -noout -out tokens.pem 2>/dev/null
+  openssl req -x509 -new -key tokens.pem -subj /CN=berth-tokens -days 2 -out tokens.crt 2>/dev/null
+  start_berth "$binary" "$work/token-service" --htpasswd users --access access.toml \
+    --token-key tokens.pem --token-cert tokens.crt --token-service upstream-tests || return 1
+  local tokens=$BERTH_ADDR port; port=$(free_port)
+  { registry_config "$work/private-upstream" "127.0.0.1:$port"
+    printf 'auth:\n  token:\n    realm: http://%s/token\n    service: upstream-tests\n' "$tokens"
+    printf '    issuer: berth\n    rootcertbundle: %s\n' "$work/tokens.crt"; } >private.yml
+  docker-registry serve private.yml >>"${TEST_LOG:-/dev/stderr}" 2>&1 &
+  SERVER_PIDS+=($!)
+  local private=127.0.0.1:$port
+  wait_http "http://$private/v2/" || return 1
+  local repository
+  for repository in team/app public/app; do
+    skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret oci:demo:v1 \
+      "docker://$private/$repository:v1" || return 1
+  done
+  equal "$(status "http://$private/v2/team/app/manifests/v1")" 401 || return 1
+  local upstream="\"urls\": [\"http://$private\"]"
+  start_berth "$binary" "$work/private-cache" --upstreams "[
+    {\"prefix\": \"login\", $upstream, \"username\": \"alice\", \"password\": \"s3cret\"},
+    {\"prefix\": \"wrong\", $upstream, \"username\": \"alice\", \"password\": \"wrong\"},
+    {\"prefix\": \"anon\", $upstream}]" || return 1
+  crane pull --insecure --format oci "$BERTH_ADDR/login/team/app:v1" login || return 1
+  crane validate --insecure --remote "$BERTH_ADDR/login/team/app:v1" || return 1
+  crane pull --insecure --format oci "$BERTH_ADDR/anon/public/app:v1" anon || return 1
+  equal "$(ls "$work/private-cache/berth/proxy/tokens/" | wc -l)" 2 || return 1
+  local refused
+  refused=$(crane pull --insecure --format oci "$BERTH_ADDR/wrong/team/app:v1" wrong 2>&1) && return 1
+  contains "$refused" "401" || return 1
+  refused=$(crane pull --insecure --format oci "$BERTH_ADDR/anon/team/app:v1" anon-team 2>&1) && return 1
+  contains "$refused" "401"
+}
+check "registry:2 with token auth at a berth token service as the upstream: the cache answers the Bearer challenge with the rule's credentials or anonymously and keeps both tokens in storage; a wrong password, or a repository anonymous callers may not pull, fails with the upstream's 401" token_upstream
+
 # Pushes into the cache are refused; the rest of the registry takes pushes as usual.
 pushes() {
   local out; out=$(crane push --insecure demo "$A/docker-hub/mine:v1" 2>&1) && return 1

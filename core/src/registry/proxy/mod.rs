@@ -158,11 +158,13 @@ impl<S: Storage> Registry<S> {
                 failure = UpstreamFailure::new(format!("{base} failed a moment ago"));
                 continue;
             }
+            let basic = basic_credentials(rule);
+            // Named by the credentials too: rules with other credentials (or none) for the
+            // same upstream get tokens of their own.
             let token_id = Algorithm::Sha256
-                .digest(format!("{base} {scope}").as_bytes())
+                .digest(format!("{base} {scope} {}", basic.as_deref().unwrap_or("")).as_bytes())
                 .hex()[..32]
                 .to_owned();
-            let basic = basic_credentials(rule);
             let mut authorization = match self.stored_token(&token_id, now).await {
                 Some(token) => Some(format!("Bearer {token}")),
                 None => basic.clone(),

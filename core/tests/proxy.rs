@@ -1,0 +1,166 @@
+//! The pull-through cache over an in-process upstream (another berth registry, answering
+//! through an `UpstreamClient` that counts what it is asked): cold pulls fetch once, warm
+//! ones not at all, concurrent cold pulls of one blob share one fill, and bytes that do not
+//! match their digest are never published.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use berth::proxy::{UpstreamClient, UpstreamRequest, UpstreamResponse, Upstreams};
+use berth::{MemoryStorage, Method, Registry, RequestHead};
+use futures_util::StreamExt;
+
+mod support;
+use support::body_bytes;
+use support::images::{digest, get, image, options, push_blob, push_manifest};
+
+/// Answers upstream requests from a registry of its own, counting them by method and path,
+/// and flipping the first byte of blobs while `corrupt` is set.
+struct InProcess {
+    upstream: Registry<MemoryStorage>,
+    asked: Mutex<Vec<String>>,
+    corrupt: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl UpstreamClient for InProcess {
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, String> {
+        let path = request.url.trim_start_matches("http://upstream");
+        self.asked
+            .lock()
+            .expect("the log")
+            .push(format!("{} {path}", request.method));
+        let mut head = RequestHead::from_target(request.method, path);
+        for (name, value) in request.headers {
+            head = head.with_header(name, value);
+        }
+        let response = self.upstream.handle(head, berth::empty_body()).await;
+        let headers = response
+            .headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        let mut bytes = body_bytes(response.body).await;
+        if self.corrupt.load(Ordering::SeqCst) && path.contains("/blobs/") && !bytes.is_empty() {
+            bytes[0] ^= 0xff;
+        }
+        // Delivered in small chunks, as a network would.
+        let chunks: Vec<Result<bytes::Bytes, berth::BodyError>> = bytes
+            .chunks(1000)
+            .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        Ok(UpstreamResponse {
+            status: response.status,
+            headers,
+            body: Box::pin(futures_util::stream::iter(chunks)),
+        })
+    }
+}
+
+impl InProcess {
+    fn count(&self, wanted: &str) -> usize {
+        let asked = self.asked.lock().expect("the log");
+        asked.iter().filter(|line| line.as_str() == wanted).count()
+    }
+}
+
+/// An upstream holding `upstream/app:v1` (a config and two layers), and a cache of it under
+/// `hub/`.
+async fn cache_of_an_upstream() -> (Registry<MemoryStorage>, Arc<InProcess>, Vec<Vec<u8>>) {
+    let upstream = Registry::new(MemoryStorage::new(), options(false));
+    let blobs = vec![b"config".to_vec(), vec![7; 250_000], vec![9; 3_000]];
+    for blob in &blobs {
+        assert_eq!(push_blob(&upstream, "upstream/app", blob).await, 201);
+    }
+    let manifest = image(&blobs[0], &[&blobs[1], &blobs[2]], "v1");
+    assert_eq!(
+        push_manifest(&upstream, "upstream/app", "v1", &manifest).await,
+        201
+    );
+    let client = Arc::new(InProcess {
+        upstream,
+        asked: Mutex::default(),
+        corrupt: AtomicBool::new(false),
+    });
+    let mut options = options(false);
+    options.upstreams = Arc::new(
+        Upstreams::from_json(r#"[{"prefix": "hub", "urls": ["http://upstream"]}]"#).expect("rules"),
+    );
+    options.upstream_client = Some(client.clone());
+    (Registry::new(MemoryStorage::new(), options), client, blobs)
+}
+
+#[tokio::test]
+async fn a_cold_pull_fetches_each_thing_once_and_a_warm_one_nothing() {
+    let (cache, upstream, blobs) = cache_of_an_upstream().await;
+    for round in 0..2 {
+        let (status, _) = get(&cache, "/v2/hub/upstream/app/manifests/v1").await;
+        assert_eq!(status, 200, "round {round}");
+        for blob in &blobs {
+            let (status, body) = get(
+                &cache,
+                &format!("/v2/hub/upstream/app/blobs/{}", digest(blob)),
+            )
+            .await;
+            assert_eq!((status, body.len()), (200, blob.len()), "round {round}");
+            assert_eq!(&body, blob);
+        }
+    }
+    assert_eq!(upstream.count("GET /v2/upstream/app/manifests/v1"), 1);
+    assert_eq!(upstream.count("HEAD /v2/upstream/app/manifests/v1"), 0);
+    for blob in &blobs {
+        let path = format!("GET /v2/upstream/app/blobs/{}", digest(blob));
+        assert_eq!(upstream.count(&path), 1, "{path}");
+    }
+    // The cache is an ordinary repository that takes no pushes.
+    let refused = support::send(&cache, Method::Post, "/v2/hub/x/blobs/uploads/", &[], b"").await;
+    assert_eq!(refused.status, 405);
+}
+
+#[tokio::test]
+async fn concurrent_cold_pulls_of_one_blob_share_one_fill() {
+    let (cache, upstream, blobs) = cache_of_an_upstream().await;
+    let target = format!("/v2/hub/upstream/app/blobs/{}", digest(&blobs[1]));
+    let finished = AtomicUsize::new(0);
+    let pulls = (0..8).map(|_| async {
+        let (status, body) = get(&cache, &target).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, blobs[1]);
+        finished.fetch_add(1, Ordering::SeqCst);
+    });
+    futures_util::future::join_all(pulls).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 8);
+    let path = format!("GET /v2/upstream/app/blobs/{}", digest(&blobs[1]));
+    assert_eq!(upstream.count(&path), 1);
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_match_their_digest_are_never_published() {
+    let (cache, upstream, blobs) = cache_of_an_upstream().await;
+    let target = format!("/v2/hub/upstream/app/blobs/{}", digest(&blobs[1]));
+    upstream.corrupt.store(true, Ordering::SeqCst);
+    let response = support::send(&cache, Method::Get, &target, &[], b"").await;
+    assert_eq!(
+        response.status, 200,
+        "the body streams before the digest is known"
+    );
+    let berth::Body::Stream(mut stream) = response.body else {
+        panic!("a cold blob streams");
+    };
+    let mut received = 0;
+    let mut failed = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => received += chunk.len(),
+            Err(_) => failed = true,
+        }
+    }
+    assert!(failed, "the body ends in an error");
+    assert!(received < blobs[1].len(), "the last chunk is held back");
+    // Nothing published: the next pull fills again, from a mended upstream.
+    upstream.corrupt.store(false, Ordering::SeqCst);
+    let (status, body) = get(&cache, &target).await;
+    assert_eq!((status, body == blobs[1]), (200, true));
+    let path = format!("GET /v2/upstream/app/blobs/{}", digest(&blobs[1]));
+    assert_eq!(upstream.count(&path), 2);
+}
