@@ -194,14 +194,23 @@ check "$host host: quotas: pushes past a repository's or a namespace's limit ref
 # The pull-through cache (BERTH_UPSTREAMS) over the host's own HTTP client, from the scripted
 # upstream (tests/lib/proxy_upstream.py): a cold pull costs one upstream GET per blob and of
 # the tag, a warm one none; corrupt upstream bytes are never published.
+# stub_upstream DIR LOG IMAGE...: the scripted upstream serving a small image layout DIR/IMAGE
+# for each IMAGE (its tag v1), logging to LOG; sets port and upstream (its pid).
+stub_upstream() {
+  local dir=$1 log=$2 image; shift 2
+  for image in "$@"; do
+    python3 "$here/lib/make_oci_layout.py" "$dir/${image%:*}" v1 --layers "${image#*:}" \
+      --size "${STUB_SIZE:-100000}" >/dev/null || return 1
+  done
+  port=$(free_port)
+  python3 "$here/lib/proxy_upstream.py" "$port" "$dir" "$log" &
+  upstream=$!
+  wait_http "http://127.0.0.1:$port/v2/" || { kill $upstream; return 1; }
+}
 proxy_fills() {
-  local port; port=$(free_port)
-  mkdir -p "$work/upstream"
-  python3 "$here/lib/make_oci_layout.py" "$work/upstream/app" v1 --layers 2 --size 3000000 >/dev/null
+  local port upstream
+  STUB_SIZE=3000000 stub_upstream "$work/upstream" "$work/upstream.log" app:2 || return 1
   python3 "$here/lib/make_oci_layout.py" "$work/upstream/bad" v1 --layers 1 --size 100000 >/dev/null
-  python3 "$here/lib/proxy_upstream.py" "$port" "$work/upstream" "$work/upstream.log" &
-  local upstream=$!
-  wait_http "http://127.0.0.1:$port/v2/" || return 1
   export BERTH_UPSTREAMS="[{\"prefix\": \"cache\", \"urls\": [\"http://127.0.0.1:$port\"]}]"
   start_host "$work/proxy-root"; local started=$?
   unset BERTH_UPSTREAMS
@@ -221,6 +230,42 @@ proxy_fills() {
   kill $upstream; stop_server "$BERTH_PID"; return $ok
 }
 check "$host host: pull-through cache: a cold pull costs 1 upstream GET per blob and of the tag, a warm one none; corrupt upstream bytes are refused, then fetched right" proxy_fills
+# Eviction (evict-after 4 s) by the host's collector, or in workerd by the worker's steps: an
+# image pulled every second stays and costs no upstream request; one left alone loses its tag
+# and is fetched again when asked for.
+proxy_evicts() {
+  local port upstream
+  stub_upstream "$work/evict-upstream" "$work/evict.log" hot:1 cold:1 || return 1
+  export BERTH_UPSTREAMS="[{\"prefix\": \"cache\", \"urls\": [\"http://127.0.0.1:$port\"], \"evict-after\": 4}]" \
+    BERTH_GC=1 BERTH_GC_GRACE=0 BERTH_GC_INTERVAL=1 BERTH_GC_UNTAGGED=1 BERTH_GC_TOKEN=gc-$RANDOM$RANDOM
+  start_host "$work/evict-root"; local started=$?
+  local token=$BERTH_GC_TOKEN
+  unset BERTH_UPSTREAMS BERTH_GC BERTH_GC_GRACE BERTH_GC_INTERVAL BERTH_GC_UNTAGGED BERTH_GC_TOKEN
+  [ $started -eq 0 ] || { kill $upstream; return 1; }
+  local ok=0 round
+  gets() { grep -c "\"method\": \"GET\", \"path\": \"/v2/$1" "$work/evict.log"; }
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/hot:v1" "$work/evict-hot" &&
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/cold:v1" "$work/evict-cold" || ok=1
+  for round in $(seq 10); do
+    [ $ok -eq 0 ] || break
+    sleep 1
+    curl -sf -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+      "http://$BERTH_ADDR/v2/cache/hot/manifests/v1" || ok=1
+    if [ "$host" = workerd ]; then
+      curl -sf -o /dev/null -X POST -H "Authorization: Bearer $token" "http://$BERTH_ADDR/_berth/gc" || ok=1
+    fi
+  done
+  [ $ok -eq 0 ] &&
+  ! curl -s "http://$BERTH_ADDR/v2/cache/cold/tags/list" | grep -q '"v1"' &&
+  curl -s "http://$BERTH_ADDR/v2/cache/hot/tags/list" | grep -q '"v1"' &&
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/hot:v1" "$work/evict-hot-again" &&
+  equal "$(gets hot/)" 3 &&
+  equal "$(gets cold/manifests/v1)" 1 &&
+  crane pull --insecure --format oci "$BERTH_ADDR/cache/cold:v1" "$work/evict-cold-again" &&
+  equal "$(gets cold/manifests/v1)" 2 || ok=1
+  kill $upstream; stop_server "$BERTH_PID"; return $ok
+}
+check "$host host: pull-through cache eviction by the collector: an image pulled every second stays warm, one not pulled for evict-after goes and is fetched again" proxy_evicts
 start_host "$work/clients"
 check "$host host: skopeo pushes and pulls an image" skopeo_round_trip image
 check "$host host: skopeo pushes and pulls a multi-arch index (--all)" skopeo_round_trip multi

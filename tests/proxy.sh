@@ -155,6 +155,60 @@ ns_routing() {
 }
 check "curl with ns=docker.io, oras and regctl with the prefix read the same cache (no upstream call); an unknown ns is ignored" ns_routing
 
+# `berth mirror` pre-fills: of a two-platform index, only the platform asked for is fetched
+# (each blob once); a pull afterwards costs no blob GET; mirroring again fetches nothing.
+mirrored() {
+  layout pre v1 --platforms linux/amd64,linux/arm64 --layers 1 --size 120000 &&
+  skopeo copy -q --all --dest-tls-verify=false oci:pre:v1 "docker://$UP/library/pre:v1" || return 1
+  local storage; mapfile -t storage < <(storage_flags "$work/root")
+  local blobs; mapfile -t blobs < <(blob_digests pre)
+  mark_upstream
+  "$binary" mirror "${storage[@]}" --upstreams "$rules" --log warn --platform linux/arm64 \
+    docker-hub/pre:v1 | tee mirror.out || return 1
+  contains "$(cat mirror.out)" "docker-hub/pre:v1: 2 manifests; fetched 2 blobs" &&
+  equal "$(upstream_count GET "library/pre/blobs/${blobs[0]}")" 0 &&
+  equal "$(upstream_count GET "library/pre/blobs/${blobs[1]}")" 0 &&
+  equal "$(upstream_count GET "library/pre/blobs/${blobs[2]}")" 1 &&
+  equal "$(upstream_count GET "library/pre/blobs/${blobs[3]}")" 1 || return 1
+  mark_upstream
+  crane pull --insecure --platform linux/arm64 --format oci "$B/docker-hub/pre:v1" pre-arm64 &&
+  equal "$(upstream_count GET 'library/pre/blobs/.*')" 0 &&
+  "$binary" mirror "${storage[@]}" --upstreams "$rules" --log warn --platform linux/arm64 \
+    docker-hub/pre:v1 | tee mirror-again.out &&
+  contains "$(cat mirror-again.out)" "fetched 0 blobs (0 bytes), 2 already cached" &&
+  ! "$binary" mirror "${storage[@]}" --upstreams "$rules" --log warn team/app:v1 2>/dev/null
+}
+check "berth mirror pre-fills one platform of an index (each of its blobs fetched once, the other platform's not at all); a pull afterwards fetches no blob; mirroring again fetches nothing" mirrored
+
+# Eviction by the collector: an image not pulled for `evict-after` goes (its tag, then its
+# manifest and blobs); one pulled meanwhile stays and is served with no upstream call.
+evicted() {
+  layout gone v1 --layers 1 --size 150000 &&
+  skopeo copy -q --dest-tls-verify=false oci:gone:v1 "docker://$UP/library/gone:v1" || return 1
+  local ev_rules="[{\"prefix\": \"ev\", \"urls\": [\"http://$UP\"], \"evict-after\": \"6s\"}]"
+  local storage; mapfile -t storage < <(storage_flags "$work/evict-root")
+  start_berth "$binary" "$work/evict-root" --gc --gc-grace 0 --upstreams "$ev_rules" || return 1
+  local ev=$BERTH_ADDR
+  crane pull --insecure --format oci "$ev/ev/library/demo:v1" ev-demo &&
+  crane pull --insecure --format oci "$ev/ev/library/gone:v1" ev-gone &&
+  sleep 3 &&
+  crane pull --insecure --format oci "$ev/ev/library/demo:v1" ev-demo-again &&
+  sleep 3.5 || return 1
+  "$binary" gc "${storage[@]}" --upstreams "$ev_rules" --gc-grace 0 --untagged --log warn >evict.out || return 1
+  cat evict.out
+  contains "$(cat evict.out)" "deleted 1 tags by the retention rules and cache eviction" &&
+  contains "$(cat evict.out)" "ev/library/gone: v1" &&
+  contains "$(cat evict.out)" "deleted 1 untagged manifests" || return 1
+  local layer; layer=$(blob_digests gone | tail -1)
+  [ ! -e "$work/evict-root/docker/registry/v2/blobs/sha256/$(echo "$layer" | cut -c8-9)/${layer#sha256:}/data" ] || return 1
+  mark_upstream
+  crane pull --insecure --format oci "$ev/ev/library/demo:v1" ev-demo-warm &&
+  equal "$(upstream_count '[A-Z]+' 'library/demo/.*')" 0 &&
+  crane pull --insecure --format oci "$ev/ev/library/gone:v1" ev-gone-again &&
+  equal "$(upstream_count GET "library/gone/blobs/$layer")" 1
+}
+check "eviction: an image not pulled for evict-after (6 s) is removed by berth gc (tag, manifest, blobs) and fetched again when asked for; one pulled meanwhile stays warm" evicted
+
 # An upstream that wants a login the way Docker Hub does: registry:2 with auth.token pointing
 # at a second berth's token service (htpasswd users, access rules). The cache answers the
 # Bearer challenge at the token service with the rule's credentials, or anonymously, and
@@ -271,11 +325,12 @@ stub_port=$(free_port)
 mkdir -p stub
 layout stub/app v1 --layers 1 --size 100000
 layout stub/big v1 --layers 1 --size 40000000
+layout stub/slow v1 --layers 1 --size 30000000
 python3 "$here/lib/proxy_upstream.py" "$stub_port" "$work/stub" "$work/stub.log" &
 SERVER_PIDS+=($!)
 wait_http "http://127.0.0.1:$stub_port/v2/" || exit 1
 stub_rules="[{\"prefix\": \"stub\", \"urls\": [\"http://127.0.0.1:$stub_port\"], \"revalidate\": 0}]"
-start_berth "$binary" "$work/stub-root" --upstreams "$stub_rules" || exit 1
+start_berth "$binary" "$work/stub-root" --upstreams "$stub_rules" --upstream-timeout 2s || exit 1
 S=$BERTH_ADDR
 mode() { curl -s -o /dev/null "http://127.0.0.1:$stub_port/_mode/$1"; }
 stub_blob() { blob_digests "stub/$1" | tail -1; }
@@ -297,6 +352,24 @@ rate_limited() {
 }
 check "the upstream answers 429 with Retry-After: the cached tag is served stale with a Warning; an uncached one gets TOOMANYREQUESTS" rate_limited
 
+# Retry-After as an HTTP date: the client is told how long, and the upstream is left alone
+# until then (the next request does not reach it).
+retry_date() {
+  mode 429-date
+  : >"$work/stub.log"
+  local answer; answer=$(curl -s -w ' %{http_code}' "http://$S/v2/stub/dated/manifests/v1")
+  echo "$answer"
+  contains "$answer" " 429" && [[ $answer =~ \"retry_after\":[23][,}] ]] || return 1
+  answer=$(curl -s -w ' %{http_code}' "http://$S/v2/stub/dated/manifests/v1")
+  contains "$answer" "failed a moment ago" && contains "$answer" " 502" &&
+  equal "$(grep -c 'dated' "$work/stub.log")" 1 || return 1
+  mode normal
+  sleep 3.2
+  answer=$(curl -s -w ' %{http_code}' "http://$S/v2/stub/dated/manifests/v1")
+  contains "$answer" "MANIFEST_UNKNOWN" && equal "$(grep -c 'dated' "$work/stub.log")" 2
+}
+check "the upstream answers 429 with Retry-After as an HTTP date: the client gets TOOMANYREQUESTS with the seconds left, and berth leaves the upstream alone until then" retry_date
+
 corrupt() {
   mode corrupt
   local digest; digest=$(stub_blob big)
@@ -308,18 +381,24 @@ corrupt() {
 }
 check "the upstream sends corrupt bytes: the client's body does not verify and the blob is never published" corrupt
 
-resumed() {
-  mode die:20000000
-  local digest; digest=$(stub_blob big)
+# fill_resumes MODE IMAGE: the stub cuts off the fill of IMAGE's layer after 20 MB (MODE); the
+# fill keeps its session (nothing published), and the next request resumes it with a Range
+# request from the offset it saved, and the blob verifies.
+fill_resumes() {
+  local digest; digest=$(stub_blob "$2")
+  mode "$1"
   : >"$work/stub.log"
-  curl -s -o first.part "http://$S/v2/stub/big/blobs/$digest"
-  ! stored "$digest" || return 1
+  local started=$SECONDS
+  curl -s -m 30 -o cut.part "http://$S/v2/stub/$2/blobs/$digest"
+  # A stall is cut off by --upstream-timeout (2 s), long before it ends (60 s).
+  (( SECONDS - started < 20 )) && ! stored "$digest" || return 1
   mode normal
-  local got; got=$(curl -s "http://$S/v2/stub/big/blobs/$digest" | sha256sum | cut -d' ' -f1)
+  local got; got=$(curl -s "http://$S/v2/stub/$2/blobs/$digest" | sha256sum | cut -d' ' -f1)
   equal "sha256:$got" "$digest" && stored "$digest" &&
   grep -q '"range": "bytes=16777216-"' "$work/stub.log" &&
   equal "$(grep -c "blobs/$digest" "$work/stub.log")" 2
 }
-check "a fill cut off mid-blob (the upstream dies after 20 MB) resumes from its saved offset with a Range request, and the blob verifies" resumed
+check "a fill cut off mid-blob (the upstream dies after 20 MB) resumes from its saved offset with a Range request, and the blob verifies" fill_resumes die:20000000 big
+check "an upstream that stalls mid-blob (silent after 20 MB) is given up after --upstream-timeout; the fill resumes from its saved offset with a Range request, and the blob verifies" fill_resumes stall:20000000 slow
 
 summary "proxy"

@@ -374,6 +374,23 @@ pub(crate) fn proxy_checked(name: &RepositoryName, tag: &Tag) -> Key {
     Key::new(format!("berth/proxy/checked/{name}/{tag}"))
 }
 
+/// When a cached manifest was last pulled: the key's modification time (it holds the
+/// writer's time, and is written again at most every `pull_note_interval`). `@` keeps a repository's keys apart from those of the
+/// repositories below its name (no name component starts with it).
+pub(crate) fn proxy_pulled(name: &RepositoryName, digest: &Digest) -> Key {
+    Key::new(format!(
+        "{}{}-{}",
+        proxy_pulled_in(name),
+        digest.algorithm(),
+        digest.hex()
+    ))
+}
+
+/// The prefix of a repository's last-pull keys.
+pub(crate) fn proxy_pulled_in(name: &RepositoryName) -> String {
+    format!("berth/proxy/pulled/{name}/@")
+}
+
 /// Until when an upstream's "not found" for a reference is remembered.
 pub(crate) fn proxy_missing(name: &RepositoryName, reference: &str) -> Key {
     Key::new(format!(

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use crate::auth::glob::Glob;
 use crate::reference::RepositoryName;
 use crate::request::{Method, RequestBody};
+use crate::retention::TagState;
 
 #[cfg(feature = "upstream-http")]
 pub use http::HttpUpstream;
@@ -41,6 +42,8 @@ pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 60 * 60;
 pub const DEFAULT_MISSING_FOR: u64 = 60;
 /// Seconds an upstream is left alone after it failed without saying for how long.
 pub const DEFAULT_BACKOFF: u64 = 5;
+/// The longest time between two writes of a cached manifest's last-pull time.
+pub const PULL_NOTE_INTERVAL: u64 = 24 * 60 * 60;
 
 /// One upstream rule, as written in the rules' JSON (or `berth serve --upstreams`' TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -77,6 +80,11 @@ pub struct UpstreamRule {
     /// `v1.2.3-rc.1` and the like.
     #[serde(default)]
     pub immutable_tags: Vec<String>,
+    /// Seconds after its last pull that cached content is evicted by the garbage
+    /// collector's steps (its tags removed; with untagged collection, its manifests and
+    /// then its blobs follow). 0, the default: kept.
+    #[serde(default, deserialize_with = "seconds")]
+    pub evict_after: u64,
 }
 
 fn revalidate_default() -> u64 {
@@ -136,6 +144,17 @@ impl UpstreamRule {
             stale_if_error: DEFAULT_STALE_IF_ERROR,
             missing_for: DEFAULT_MISSING_FOR,
             immutable_tags: Vec::new(),
+            evict_after: 0,
+        }
+    }
+
+    /// How often a cached manifest's last-pull time is written again while it is pulled:
+    /// daily, or a quarter of `evict-after` when that is shorter (coarse, but never so
+    /// coarse that a hot image looks unpulled).
+    pub fn pull_note_interval(&self) -> u64 {
+        match self.evict_after {
+            0 => PULL_NOTE_INTERVAL,
+            after => (after / 4).clamp(1, PULL_NOTE_INTERVAL),
         }
     }
 
@@ -155,6 +174,39 @@ impl UpstreamRule {
                 glob => Glob::new(glob).matches(tag),
             })
     }
+}
+
+/// What eviction removes from a cached repository at `now` (milliseconds, by the storage's
+/// clock): the tags whose image was neither cached nor pulled in the last `evict_after`
+/// seconds, and the last-pull times (`(digest, written)`) as old that no kept tag points
+/// at (their manifests are left to untagged collection).
+pub fn unpulled<'t, 'p>(
+    tags: &'t [TagState],
+    pulls: &'p [(String, u64)],
+    now: u64,
+    evict_after: u64,
+) -> (Vec<&'t str>, Vec<&'p str>) {
+    let window = evict_after.saturating_mul(1000);
+    let stale = |at: u64| now.saturating_sub(at) >= window;
+    let last_pull = |digest: &str| {
+        pulls
+            .iter()
+            .filter(|(pulled, _)| pulled == digest)
+            .map(|(_, at)| *at)
+            .max()
+    };
+    let (evicted, kept): (Vec<&TagState>, Vec<&TagState>) = tags
+        .iter()
+        .partition(|tag| stale(tag.pushed.max(last_pull(&tag.digest).unwrap_or(0))));
+    let forgotten = pulls
+        .iter()
+        .filter(|(digest, at)| stale(*at) && !kept.iter().any(|tag| tag.digest == *digest))
+        .map(|(digest, _)| digest.as_str())
+        .collect();
+    (
+        evicted.iter().map(|tag| tag.name.as_str()).collect(),
+        forgotten,
+    )
 }
 
 /// `1.2.3` or `v1.2.3`, with an optional `-prerelease` and `+build`.
@@ -188,7 +240,12 @@ pub struct Upstreams {
     rules: Vec<UpstreamRule>,
     /// Per upstream URL: until when (seconds since the epoch) it is left alone.
     resting: Mutex<HashMap<String, u64>>,
+    /// Per last-pull key: when this instance last wrote it.
+    pulls_noted: Mutex<HashMap<String, u64>>,
 }
+
+/// The most last-pull writes an instance remembers (forgotten all at once beyond).
+const PULLS_NOTED_LIMIT: usize = 16 * 1024;
 
 impl Clone for Upstreams {
     fn clone(&self) -> Self {
@@ -245,6 +302,7 @@ impl Upstreams {
         Self {
             rules,
             resting: Mutex::default(),
+            pulls_noted: Mutex::default(),
         }
     }
 
@@ -298,12 +356,13 @@ impl Upstreams {
                     "library-prefix" => {
                         parsed_rule.library_prefix = Some(value.as_bool().ok_or_else(wrong)?);
                     }
-                    "revalidate" | "stale-if-error" | "missing-for" => {
+                    "revalidate" | "stale-if-error" | "missing-for" | "evict-after" => {
                         let seconds = seconds(value)
                             .map_err(|e| format!("upstream rule {rule}: {field:?}: {e}"))?;
                         match field.as_str() {
                             "revalidate" => parsed_rule.revalidate = seconds,
                             "stale-if-error" => parsed_rule.stale_if_error = seconds,
+                            "evict-after" => parsed_rule.evict_after = seconds,
                             _ => parsed_rule.missing_for = seconds,
                         }
                     }
@@ -330,6 +389,37 @@ impl Upstreams {
     /// The rules.
     pub fn rules(&self) -> &[UpstreamRule] {
         &self.rules
+    }
+
+    /// The rule whose cache the local repository `name` is.
+    pub fn owner(&self, name: &RepositoryName) -> Option<&UpstreamRule> {
+        self.route(name, None)
+            .filter(|routed| routed.local == *name)
+            .map(|routed| self.rule(routed.rule))
+    }
+
+    /// Whether some rule evicts what is not pulled.
+    pub fn evicts(&self) -> bool {
+        self.rules.iter().any(|rule| rule.evict_after > 0)
+    }
+
+    /// Whether the last-pull time `key` is due to be written at `now` (not written by this
+    /// instance in the last `every` seconds); if so, it counts as written now.
+    pub fn pull_note_due(&self, key: &str, now: u64, every: u64) -> bool {
+        let Ok(mut noted) = self.pulls_noted.lock() else {
+            return true;
+        };
+        if noted
+            .get(key)
+            .is_some_and(|at| now < at.saturating_add(every))
+        {
+            return false;
+        }
+        if noted.len() >= PULLS_NOTED_LIMIT {
+            noted.clear();
+        }
+        noted.insert(key.to_owned(), now);
+        true
     }
 
     /// Where a request for `name` (with the request's `ns` parameter) goes, if it is
@@ -511,114 +601,46 @@ pub fn token_answer(body: &[u8]) -> Option<(String, u64)> {
     Some((token, lifetime))
 }
 
-/// Seconds to wait from a `Retry-After` header holding seconds (an HTTP date is not
-/// parsed: the default backoff applies).
-pub fn retry_after(value: Option<&str>) -> Option<u64> {
-    value?.trim().parse().ok()
+/// Seconds to wait from a `Retry-After` header at `now` (seconds since the epoch): seconds,
+/// or an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`; a date past is no wait).
+pub fn retry_after(value: Option<&str>, now: u64) -> Option<u64> {
+    let value = value?.trim();
+    if let Ok(seconds) = value.parse() {
+        return Some(seconds);
+    }
+    http_date(value).map(|at| at.saturating_sub(now))
+}
+
+/// Seconds since the epoch of an IMF-fixdate (the form RFC 9110 says senders use).
+fn http_date(text: &str) -> Option<u64> {
+    let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = fields.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|name| name == month)? as u64 + 1;
+    let (day, year): (u64, u64) = (day.parse().ok()?, year.parse().ok()?);
+    let mut clock = time.split(':').map(|part| part.parse::<u64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (the era arithmetic of Howard Hinnant's
+    // `days_from_civil`, with March as the first month so leap days end a year).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let year_of_era = y % 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(60))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn name(text: &str) -> RepositoryName {
-        text.parse().expect("a repository name")
-    }
-
-    #[test]
-    fn prefix_and_namespace_share_one_cache() {
-        let mut hub = UpstreamRule::new("docker-hub", "https://registry-1.docker.io");
-        hub.namespace = Some("docker.io".into());
-        let ghcr = UpstreamRule::new("ghcr/", "https://ghcr.io/");
-        let upstreams = Upstreams::new(vec![hub, ghcr]).expect("valid rules");
-
-        let routed = upstreams
-            .route(&name("docker-hub/nginx"), None)
-            .expect("cached");
-        assert_eq!(
-            (routed.local.as_str(), routed.remote.as_str()),
-            ("docker-hub/library/nginx", "library/nginx")
-        );
-        let by_ns = upstreams
-            .route(&name("library/nginx"), Some("docker.io"))
-            .expect("cached");
-        assert_eq!(by_ns.local, routed.local);
-        assert_eq!(by_ns.namespace.as_deref(), Some("docker.io"));
-        // Not Docker Hub: no library/; URLs lose their trailing slash.
-        let routed = upstreams
-            .route(&name("ghcr/org/app"), None)
-            .expect("cached");
-        assert_eq!(routed.remote, "org/app");
-        assert_eq!(upstreams.rule(routed.rule).urls, ["https://ghcr.io"]);
-        // Unknown ns values are ignored; other repositories are ordinary ones.
-        assert!(
-            upstreams
-                .route(&name("team/app"), Some("quay.io"))
-                .is_none()
-        );
-        assert!(upstreams.route(&name("docker-hubx/app"), None).is_none());
-        assert!(upstreams.route(&name("docker-hub"), None).is_none());
-
-        // The empty prefix: a mirror at the root, below the other rules.
-        let mut root = UpstreamRule::new("", "https://registry-1.docker.io");
-        root.namespace = Some("docker.io".into());
-        let upstreams = Upstreams::new(vec![root, UpstreamRule::new("ghcr", "https://ghcr.io")])
-            .expect("valid rules");
-        let routed = upstreams.route(&name("nginx"), None).expect("cached");
-        assert_eq!(
-            (routed.local.as_str(), routed.remote.as_str()),
-            ("library/nginx", "library/nginx")
-        );
-        let routed = upstreams
-            .route(&name("ghcr/org/app"), None)
-            .expect("cached");
-        assert_eq!((routed.rule, routed.remote.as_str()), (1, "org/app"));
-    }
-
-    #[test]
-    fn rules_are_checked() {
-        let bad = |rule: UpstreamRule| Upstreams::new(vec![rule]).unwrap_err();
-        assert!(bad(UpstreamRule::new("Bad Name", "https://x")).contains("repository name"));
-        assert!(bad(UpstreamRule::new("hub", "ftp://x")).contains("URL"));
-        let twice = Upstreams::new(vec![
-            UpstreamRule::new("hub", "https://a"),
-            UpstreamRule::new("hub/", "https://b"),
-        ]);
-        assert!(twice.unwrap_err().contains("share"));
-        let parsed = Upstreams::from_json(
-            r#"{"upstreams": [{"prefix": "hub", "urls": ["http://127.0.0.1:5000"],
-                "revalidate": "2m", "stale-if-error": 30, "immutable-tags": ["semver", "stable-*"]}]}"#,
-        )
-        .expect("valid JSON rules");
-        let rule = parsed.rule(0);
-        assert_eq!((rule.revalidate, rule.stale_if_error), (120, 30));
-        assert!(rule.is_immutable("v1.2.3") && rule.is_immutable("1.25.0-alpine"));
-        assert!(rule.is_immutable("stable-2024"));
-        assert!(!rule.is_immutable("1.25") && !rule.is_immutable("latest"));
-        assert!(Upstreams::from_json(r#"[{"prefix": "hub"}]"#).is_err());
-    }
-
-    #[test]
-    fn challenges_and_token_answers() {
-        let challenge = bearer_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
-        )
-        .expect("a bearer challenge");
-        assert_eq!(challenge.realm, "https://auth.docker.io/token");
-        assert_eq!(challenge.service.as_deref(), Some("registry.docker.io"));
-        assert_eq!(
-            challenge.scope.as_deref(),
-            Some("repository:library/nginx:pull")
-        );
-        assert!(bearer_challenge(r#"Basic realm="x""#).is_none());
-        assert_eq!(
-            token_answer(br#"{"access_token":"abc","expires_in":300}"#),
-            Some(("abc".into(), 300))
-        );
-        assert_eq!(token_answer(br#"{"token":"t"}"#), Some(("t".into(), 60)));
-        assert_eq!(token_answer(b"<html>"), None);
-        assert_eq!(retry_after(Some(" 7 ")), Some(7));
-        assert_eq!(parse_seconds("7d"), Ok(7 * 86_400));
-        assert!(parse_seconds("soon").is_err());
-    }
-}
+mod tests;

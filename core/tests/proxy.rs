@@ -1,7 +1,8 @@
 //! The pull-through cache over an in-process upstream (another berth registry, answering
 //! through an `UpstreamClient` that counts what it is asked): cold pulls fetch once, warm
 //! ones not at all, concurrent cold pulls of one blob share one fill, and bytes that do not
-//! match their digest are never published.
+//! match their digest are never published; what is not pulled for `evict-after` is evicted
+//! by the collector, what is pulled stays.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,17 @@ impl InProcess {
 /// An upstream holding `upstream/app:v1` (a config and two layers), and a cache of it under
 /// `hub/`.
 async fn cache_of_an_upstream() -> (Registry<MemoryStorage>, Arc<InProcess>, Vec<Vec<u8>>) {
+    cache_with_rules(
+        r#"[{"prefix": "hub", "urls": ["http://upstream"]}]"#,
+        options(false),
+    )
+    .await
+}
+
+async fn cache_with_rules(
+    rules: &str,
+    mut cache_options: berth::Options,
+) -> (Registry<MemoryStorage>, Arc<InProcess>, Vec<Vec<u8>>) {
     let upstream = Registry::new(MemoryStorage::new(), options(false));
     let blobs = vec![b"config".to_vec(), vec![7; 250_000], vec![9; 3_000]];
     for blob in &blobs {
@@ -82,12 +94,13 @@ async fn cache_of_an_upstream() -> (Registry<MemoryStorage>, Arc<InProcess>, Vec
         asked: Mutex::default(),
         corrupt: AtomicBool::new(false),
     });
-    let mut options = options(false);
-    options.upstreams = Arc::new(
-        Upstreams::from_json(r#"[{"prefix": "hub", "urls": ["http://upstream"]}]"#).expect("rules"),
-    );
-    options.upstream_client = Some(client.clone());
-    (Registry::new(MemoryStorage::new(), options), client, blobs)
+    cache_options.upstreams = Arc::new(Upstreams::from_json(rules).expect("rules"));
+    cache_options.upstream_client = Some(client.clone());
+    (
+        Registry::new(MemoryStorage::new(), cache_options),
+        client,
+        blobs,
+    )
 }
 
 #[tokio::test]
@@ -163,4 +176,120 @@ async fn bytes_that_do_not_match_their_digest_are_never_published() {
     assert_eq!((status, body == blobs[1]), (200, true));
     let path = format!("GET /v2/upstream/app/blobs/{}", digest(&blobs[1]));
     assert_eq!(upstream.count(&path), 2);
+}
+
+#[tokio::test]
+async fn what_is_not_pulled_is_evicted_and_what_is_pulled_stays() {
+    // The cache's clock is the real one here: pull times are seconds apart.
+    let mut options = options(true);
+    options.clock = Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    });
+    let (cache, upstream, blobs) = cache_with_rules(
+        r#"[{"prefix": "hub", "urls": ["http://upstream"], "evict-after": "4s"}]"#,
+        options,
+    )
+    .await;
+    // v2 upstream: a layer of its own beside v1's config.
+    let only_v2 = vec![5u8; 7_000];
+    assert_eq!(
+        push_blob(&upstream.upstream, "upstream/app", &only_v2).await,
+        201
+    );
+    let v2 = image(&blobs[0], &[&only_v2], "v2");
+    assert_eq!(
+        push_manifest(&upstream.upstream, "upstream/app", "v2", &v2).await,
+        201
+    );
+    let pull = |tag: &'static str, layers: Vec<Vec<u8>>| {
+        let cache = cache.clone();
+        async move {
+            let (status, _) = get(&cache, &format!("/v2/hub/upstream/app/manifests/{tag}")).await;
+            assert_eq!(status, 200, "{tag}");
+            for layer in layers {
+                let path = format!("/v2/hub/upstream/app/blobs/{}", digest(&layer));
+                assert_eq!(get(&cache, &path).await.0, 200, "{path}");
+            }
+        }
+    };
+    pull("v1", blobs.clone()).await;
+    pull("v2", vec![only_v2.clone()]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    pull("v1", blobs.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    // v2 was last pulled 5 s ago, v1 2.5 s ago.
+    let collection = berth::Collection {
+        grace: 0,
+        untagged: true,
+        ..berth::Collection::default()
+    };
+    let mut evicted = Vec::new();
+    for _ in 0..4 {
+        let report = cache.collect_garbage(&collection).await.expect("collected");
+        evicted.extend(report.tags_by_repository.into_values().flatten());
+    }
+    assert_eq!(evicted, ["v2"]);
+    let (status, tags) = get(&cache, "/v2/hub/upstream/app/tags/list").await;
+    assert_eq!(status, 200);
+    let tags: serde_json::Value = serde_json::from_slice(&tags).expect("json");
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    let stored: Vec<String> = berth::storage::StorageExt::list_all(cache.storage(), "")
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let v2_layer = digest(&only_v2);
+    assert!(
+        !stored.iter().any(|key| key.contains(v2_layer.hex())),
+        "{stored:?}"
+    );
+
+    // v1 is served warm; v2 is fetched again, once.
+    pull("v1", blobs.clone()).await;
+    pull("v2", vec![only_v2.clone()]).await;
+    for blob in &blobs {
+        let path = format!("GET /v2/upstream/app/blobs/{}", digest(blob));
+        assert_eq!(upstream.count(&path), 1, "{path}");
+    }
+    let path = format!("GET /v2/upstream/app/blobs/{}", digest(&only_v2));
+    assert_eq!(upstream.count(&path), 2, "{path}");
+    assert_eq!(upstream.count("GET /v2/upstream/app/manifests/v2"), 2);
+}
+
+#[tokio::test]
+async fn mirror_prefills_what_a_pull_would_fetch_once() {
+    let (cache, upstream, blobs) = cache_of_an_upstream().await;
+    let report = cache
+        .mirror("hub/upstream/app", "v1", &[])
+        .await
+        .expect("mirrored");
+    assert_eq!(
+        (report.manifests, report.blobs_fetched, report.blobs_cached),
+        (1, 3, 0)
+    );
+    let size: usize = blobs.iter().map(Vec::len).sum();
+    assert_eq!(report.bytes_fetched, size as u64);
+    let again = cache
+        .mirror("hub/upstream/app", "v1", &[])
+        .await
+        .expect("mirrored");
+    assert_eq!((again.blobs_fetched, again.blobs_cached), (0, 3));
+    for blob in &blobs {
+        let path = format!("GET /v2/upstream/app/blobs/{}", digest(blob));
+        assert_eq!(upstream.count(&path), 1, "{path}");
+        let (status, body) = get(
+            &cache,
+            &format!("/v2/hub/upstream/app/blobs/{}", digest(blob)),
+        )
+        .await;
+        assert_eq!((status, &body), (200, blob));
+        assert_eq!(upstream.count(&path), 1, "{path}");
+    }
+    // Only cached repositories, and what the upstream has.
+    assert!(cache.mirror("team/app", "v1", &[]).await.is_err());
+    assert!(cache.mirror("hub/upstream/app", "v9", &[]).await.is_err());
 }

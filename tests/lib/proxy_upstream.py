@@ -8,15 +8,19 @@ index.json) read-only, logs every request as a JSON line to LOG, and misbehaves 
 GET /_mode/<mode> switches how it answers from then on:
     normal           as a registry does
     429              manifests and blobs: 429 with Retry-After: 2 and RateLimit headers
+    429-date         the same, Retry-After an HTTP date 3 seconds ahead
     corrupt          blobs: the right length, one byte changed
     die:<bytes>      a blob GET without Range sends <bytes> bytes, then the connection dies
                      (a GET with Range: bytes=N- is answered 206 with the rest, whole)
+    stall:<bytes>    a blob GET without Range sends <bytes> bytes, then nothing for 60 s
 """
 import hashlib
 import json
 import os
 import sys
 import threading
+import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, root, log_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -80,9 +84,10 @@ class Upstream(BaseHTTPRequestHandler):
         kind, reference, repository = parts[-2], parts[-1], "/".join(parts[2:-2])
         if kind not in ("manifests", "blobs"):
             return self.answer(404, b"{}")
-        if mode == "429":
+        if mode in ("429", "429-date"):
+            after = "2" if mode == "429" else formatdate(time.time() + 3, usegmt=True)
             return self.answer(429, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}',
-                               [("Retry-After", "2"), ("RateLimit-Remaining", "0")])
+                               [("Retry-After", after), ("RateLimit-Remaining", "0")])
         if kind == "manifests":
             descriptor = tagged(repository, reference) if ":" not in reference else {"digest": reference}
             path = descriptor and find_blob(descriptor["digest"])
@@ -104,14 +109,16 @@ class Upstream(BaseHTTPRequestHandler):
             return self.answer(206, data[start:], [
                 ("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"),
                 ("Content-Type", "application/octet-stream")])
-        if mode.startswith("die:") and self.command == "GET":
-            cut = int(mode[len("die:"):])
+        if mode.startswith(("die:", "stall:")) and self.command == "GET":
+            cut = int(mode.split(":")[1])
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
             self.wfile.write(data[:cut])
             self.wfile.flush()
+            if mode.startswith("stall:"):
+                time.sleep(60)
             self.close_connection = True
             self.connection.shutdown(2)
             return

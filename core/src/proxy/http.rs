@@ -13,11 +13,19 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// A client with its bounds; fails only when the TLS setup does.
+    /// A client that gives up on an upstream silent for 30 seconds; fails only when the TLS
+    /// setup does.
     pub fn new() -> Result<Self, String> {
+        Self::with_timeout(Duration::from_secs(30))
+    }
+
+    /// A client that gives up on an upstream silent for `silence` (to connect: at most 5
+    /// seconds; between two reads of an answer): a stalled fill is then cut off, and the
+    /// next request resumes it.
+    pub fn with_timeout(silence: Duration) -> Result<Self, String> {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
+            .connect_timeout(silence.min(Duration::from_secs(5)))
+            .read_timeout(silence)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;

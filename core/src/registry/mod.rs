@@ -28,6 +28,7 @@ pub use leases::LEASE_SECONDS;
 pub use lifecycle::{
     CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, Scrub, ScrubReport,
 };
+pub use proxy::MirrorReport;
 pub use quota::{NamespaceUsage, QuotaUsage, Usage};
 
 use std::sync::Arc;

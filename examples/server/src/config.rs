@@ -43,6 +43,23 @@ pub(crate) enum Command {
     /// Print what a repository and the repositories below its name hold (bytes, objects),
     /// and the quotas on it with their usage, as JSON; then exit.
     Usage(RepositoryArgs),
+    /// Pre-fill the pull-through cache with images (as clients name them through berth:
+    /// `docker-hub/nginx:1.27`, `docker-hub/redis@sha256:...`), fetching what a pull would
+    /// and nothing already cached; then exit. Servers may run meanwhile.
+    Mirror(MirrorArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct MirrorArgs {
+    /// The images: `NAME:TAG` or `NAME@DIGEST`.
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
+    /// Of an index, only these platforms (`linux/amd64`, `linux/arm/v7`; repeatable)
+    /// [default: every platform].
+    #[arg(long = "platform")]
+    pub(crate) platforms: Vec<String>,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
 }
 
 #[derive(Debug, Args, Default)]
@@ -236,6 +253,11 @@ pub(crate) struct ServeArgs {
     /// tags never checked again (`immutable-tags`).
     #[arg(long, env = "BERTH_UPSTREAMS")]
     pub(crate) upstreams: Option<PathBuf>,
+    /// How long an upstream may stay silent (to connect, or between two reads of a body)
+    /// before berth gives up on it: a stalled fill is cut off, kept, and resumed by the next
+    /// request. `30s`, `2m` [default: 30s].
+    #[arg(long, env = "BERTH_UPSTREAM_TIMEOUT")]
+    pub(crate) upstream_timeout: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug` [default: info].
     #[arg(long, env = "BERTH_LOG")]
     pub(crate) log: Option<String>,
@@ -301,6 +323,7 @@ struct FileConfig {
     #[serde(default)]
     upstream: Vec<String>,
     upstreams: Option<PathBuf>,
+    upstream_timeout: Option<String>,
     log: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -395,6 +418,8 @@ pub(crate) struct Settings {
     pub(crate) upstream: Vec<String>,
     /// The upstream rules' file (or JSON text).
     pub(crate) upstreams: Option<PathBuf>,
+    /// Seconds an upstream may stay silent.
+    pub(crate) upstream_timeout: u64,
     pub(crate) log: String,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
@@ -555,6 +580,13 @@ impl ServeArgs {
                 self.upstream
             },
             upstreams: self.upstreams.or(file.upstreams),
+            upstream_timeout: parse_age(
+                self.upstream_timeout
+                    .or(file.upstream_timeout)
+                    .as_deref()
+                    .unwrap_or("30s"),
+            )?
+            .max(1),
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls,
         })

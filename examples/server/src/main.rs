@@ -76,6 +76,13 @@ fn main() -> ExitCode {
         Command::CheckStorage(args) => (args, Mode::CheckStorage),
         Command::DeleteRepository(args) => (args.serve, Mode::DeleteRepository(args.name)),
         Command::Usage(args) => (args.serve, Mode::Usage(args.name)),
+        Command::Mirror(args) => (
+            args.serve,
+            Mode::Mirror {
+                images: args.images,
+                platforms: args.platforms,
+            },
+        ),
         Command::Scrub(args) => {
             let dry_run = args.dry_run;
             (args.collecting(), Mode::Scrub { dry_run })
@@ -126,6 +133,14 @@ fn main() -> ExitCode {
                 let registry = Registry::new(storage, registry_options(&settings, None)?);
                 let path = format!("/v2/{name}/");
                 admin_request(&registry, berth::Method::Delete, &path, 202).await
+            }
+            Mode::Mirror { images, platforms } => {
+                let settings = Settings {
+                    auth: None,
+                    ..settings
+                };
+                let registry = Registry::new(storage, registry_options(&settings, None)?);
+                proxy::mirror(&registry, &images, &platforms).await
             }
             Mode::Usage(name) => {
                 let settings = Settings {
@@ -226,10 +241,18 @@ enum Mode {
     Serve,
     PurgeUploads,
     CheckStorage,
-    CollectGarbage { dry_run: bool },
-    Scrub { dry_run: bool },
+    CollectGarbage {
+        dry_run: bool,
+    },
+    Scrub {
+        dry_run: bool,
+    },
     DeleteRepository(String),
     Usage(String),
+    Mirror {
+        images: Vec<String>,
+        platforms: Vec<String>,
+    },
 }
 
 /// Scrubs the storage and prints what it found (the collection that follows deletes it).
@@ -323,8 +346,14 @@ async fn collect_garbage(
             total.marked
         );
     }
-    if total.tags_deleted > 0 || !registry.options().retention.is_empty() {
-        println!("{verb} {} tags by the retention rules", total.tags_deleted);
+    let evicts = registry.options().upstreams.evicts();
+    if total.tags_deleted > 0 || !registry.options().retention.is_empty() || evicts {
+        let by = if evicts {
+            "the retention rules and cache eviction"
+        } else {
+            "the retention rules"
+        };
+        println!("{verb} {} tags by {by}", total.tags_deleted);
         for (repository, tags) in &total.tags_by_repository {
             println!("  {repository}: {}", tags.join(" "));
         }
@@ -434,7 +463,9 @@ fn registry_options(settings: &Settings, stored_key: Option<String>) -> Result<O
     let upstreams = proxy::upstreams(settings.upstreams.as_deref(), &settings.upstream)?;
     if !upstreams.is_empty() {
         options.upstreams = Arc::new(upstreams);
-        options.upstream_client = Some(Arc::new(berth::proxy::HttpUpstream::new()?));
+        let silence = Duration::from_secs(settings.upstream_timeout);
+        options.upstream_client =
+            Some(Arc::new(berth::proxy::HttpUpstream::with_timeout(silence)?));
     }
     options.pause = Some(berth::tokio_timer());
     options.notices = Some(Arc::new(|notice: &berth::Notice| {

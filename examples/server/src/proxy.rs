@@ -19,6 +19,35 @@ pub(crate) fn upstreams(file: Option<&Path>, pairs: &[String]) -> Result<Upstrea
     Upstreams::new(rules)
 }
 
+/// `berth mirror`: pre-fills each image (`NAME:TAG`, `NAME@DIGEST`) and says what it fetched.
+pub(crate) async fn mirror<S: berth::Storage>(
+    registry: &berth::Registry<S>,
+    images: &[String],
+    platforms: &[String],
+) -> Result<(), String> {
+    if registry.options().upstreams.is_empty() {
+        return Err("berth mirror needs upstream rules (--upstream or --upstreams)".into());
+    }
+    for image in images {
+        let (name, reference) = match image.split_once('@') {
+            Some(split) => split,
+            None => match image.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => (name, tag),
+                _ => (image.as_str(), "latest"),
+            },
+        };
+        let report = registry
+            .mirror(name, reference, platforms)
+            .await
+            .map_err(|e| format!("mirroring {image}: {}", e.message()))?;
+        println!(
+            "{image}: {} manifests; fetched {} blobs ({} bytes), {} already cached",
+            report.manifests, report.blobs_fetched, report.bytes_fetched, report.blobs_cached
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,8 +79,8 @@ impl<S: Storage> Registry<S> {
             }
         }
         let now = self.storage_now().await?;
-        if !self.options.retention.is_empty() {
-            // First: the tags it removes leave manifests untagged.
+        if !self.options.retention.is_empty() || self.options.upstreams.evicts() {
+            // First: the tags it (and eviction) removes leave manifests untagged.
             self.retain(now, settings, &mut report).await?;
             if !report.finished() {
                 return Ok(report);

@@ -5,6 +5,11 @@
 //! each: the tag's link, whose modification time is its push time by the storage's clock),
 //! and the expired ones deleted as a DELETE of the tag would, under the tag's lease and only
 //! if the tag was not pushed again meanwhile. Immutable tags are never removed.
+//!
+//! The same pass evicts from pull-through caches whose rule sets `evict-after`
+//! ([`crate::proxy::unpulled`] decides): tags whose image was neither cached nor pulled for
+//! that long, by the last-pull keys (one listing a repository); manifests pulled by digest
+//! alone, as old, are handed to untagged collection (a candidate each, their keys removed).
 
 use bytes::Bytes;
 
@@ -52,10 +57,10 @@ impl<S: Storage> Registry<S> {
                 .await
                 .map_err(storage_error)?;
             for name in &names {
-                if self.options.retention.rule_for(name).is_some() {
-                    let Ok(repository) = name.parse::<RepositoryName>() else {
-                        continue;
-                    };
+                if let Ok(repository) = name.parse::<RepositoryName>()
+                    && (self.options.retention.rule_for(name).is_some()
+                        || self.eviction_age(&repository) > 0)
+                {
                     budget = budget.saturating_sub(
                         self.retain_repository(&repository, now, settings, report)
                             .await?,
@@ -121,7 +126,22 @@ impl<S: Storage> Registry<S> {
                 states.push(state);
             }
         }
-        let expired = self.options.retention.expired(name.as_str(), &states, now);
+        let mut expired = self.options.retention.expired(name.as_str(), &states, now);
+        let mut read = tags.len();
+        let evict_after = self.eviction_age(name);
+        if evict_after > 0 {
+            let pulls = self.pulls_of(name).await?;
+            read += 1;
+            let (evicted, forgotten) = crate::proxy::unpulled(&states, &pulls, now, evict_after);
+            for tag in evicted {
+                if !expired.contains(&tag) {
+                    expired.push(tag);
+                }
+            }
+            if !settings.dry_run {
+                self.forget_pulls(name, &forgotten).await?;
+            }
+        }
         for tag in expired {
             if self.options.access.is_immutable(name, tag) {
                 continue;
@@ -142,7 +162,54 @@ impl<S: Storage> Registry<S> {
                     .push(tag.as_str().to_owned());
             }
         }
-        Ok(tags.len())
+        Ok(read)
+    }
+
+    /// Seconds after its last pull that a cached repository's content is evicted (0: not
+    /// a cache, or one that keeps everything).
+    fn eviction_age(&self, name: &RepositoryName) -> u64 {
+        self.options
+            .upstreams
+            .owner(name)
+            .map_or(0, |rule| rule.evict_after)
+    }
+
+    /// A cached repository's last-pull times: `(digest, written)`, by the storage's clock.
+    async fn pulls_of(&self, name: &RepositoryName) -> Result<Vec<(String, u64)>, StorageError> {
+        let prefix = layout::proxy_pulled_in(name);
+        Ok(self
+            .list_objects(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|listed| {
+                let (algorithm, hex) = listed.key[prefix.len()..].split_once('-')?;
+                let digest = format!("{algorithm}:{hex}").parse::<Digest>().ok()?;
+                Some((
+                    digest.as_str().to_owned(),
+                    listed.last_modified.unwrap_or(0),
+                ))
+            })
+            .collect())
+    }
+
+    /// Leaves manifests no longer pulled (and no longer tagged) to untagged collection: a
+    /// candidate each, then their last-pull keys go (so a visit no longer keeps them).
+    async fn forget_pulls(
+        &self,
+        name: &RepositoryName,
+        digests: &[&str],
+    ) -> Result<(), StorageError> {
+        let digests: Vec<Digest> = digests.iter().filter_map(|d| d.parse().ok()).collect();
+        let named: Vec<&Digest> = digests.iter().collect();
+        self.record_manifest_candidates(name, &named)
+            .await
+            .map_err(storage_error)?;
+        for digest in &digests {
+            self.storage
+                .delete(&layout::proxy_pulled(name, digest), Durability::Durable)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A tag's digest and push time (`None`: gone, or its link unreadable).

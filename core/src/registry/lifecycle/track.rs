@@ -227,7 +227,7 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Records manifest candidates for `digests` of `name`.
-    async fn record_manifest_candidates(
+    pub(super) async fn record_manifest_candidates(
         &self,
         name: &RepositoryName,
         digests: &[&Digest],

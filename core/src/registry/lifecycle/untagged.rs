@@ -133,7 +133,7 @@ impl<S: Storage> Registry<S> {
             }
         }
         let old_enough = revision_age.is_some_and(|age| age >= settings.grace.saturating_mul(1000));
-        if !old_enough {
+        if !old_enough || self.pulled_lately(name, digest, now).await? {
             return Ok(Verdict::Keep);
         }
         let manifest = match self
@@ -158,6 +158,31 @@ impl<S: Storage> Registry<S> {
             }
         }
         Ok(Verdict::Collect { stale_tags })
+    }
+}
+
+impl<S: Storage> Registry<S> {
+    /// Whether a cached manifest was pulled within its rule's `evict-after` (caches that
+    /// evict keep what is pulled by digest, untagged, while it is pulled).
+    async fn pulled_lately(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(rule) = self.options.upstreams.owner(name) else {
+            return Ok(false);
+        };
+        if rule.evict_after == 0 {
+            return Ok(false);
+        }
+        match self.storage.head(&layout::proxy_pulled(name, digest)).await {
+            Ok(meta) => Ok(meta.last_modified.is_none_or(|pulled| {
+                now.saturating_sub(pulled) < rule.evict_after.saturating_mul(1000)
+            })),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

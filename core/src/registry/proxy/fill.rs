@@ -108,7 +108,12 @@ impl<S: Storage> Registry<S> {
                     404 => return Err(unknown()),
                     _ => {
                         let url = self.options.upstreams.rule(routed.rule).urls.join(", ");
-                        return Err(super::UpstreamFailure::answered(&answer, &url).into_error());
+                        return Err(super::UpstreamFailure::answered(
+                            &answer,
+                            &url,
+                            crate::proxy::DEFAULT_BACKOFF,
+                        )
+                        .into_error());
                     }
                 }
             }
@@ -275,7 +280,12 @@ impl<S: Storage> Registry<S> {
                     ));
                 }
                 let url = self.options.upstreams.rule(routed.rule).urls.join(", ");
-                return Err(super::UpstreamFailure::answered(&answer, &url).into_error());
+                return Err(super::UpstreamFailure::answered(
+                    &answer,
+                    &url,
+                    crate::proxy::DEFAULT_BACKOFF,
+                )
+                .into_error());
             }
         }
         let length = (answer.status == 200)

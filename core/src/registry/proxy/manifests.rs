@@ -105,7 +105,12 @@ impl<S: Storage> Registry<S> {
                 }
                 Ok(answer) => {
                     let url = self.options.upstreams.rule(routed.rule).urls.join(", ");
-                    return stale(UpstreamFailure::answered(&answer, &url)).await;
+                    return stale(UpstreamFailure::answered(
+                        &answer,
+                        &url,
+                        crate::proxy::DEFAULT_BACKOFF,
+                    ))
+                    .await;
                 }
                 Err(failure) => return stale(failure).await,
             }
@@ -118,7 +123,12 @@ impl<S: Storage> Registry<S> {
             }
             Ok(answer) => {
                 let url = rule.urls.join(", ");
-                return stale(UpstreamFailure::answered(&answer, &url)).await;
+                return stale(UpstreamFailure::answered(
+                    &answer,
+                    &url,
+                    crate::proxy::DEFAULT_BACKOFF,
+                ))
+                .await;
             }
             Err(failure) => return stale(failure).await,
         };
@@ -165,6 +175,45 @@ impl<S: Storage> Registry<S> {
             Reference::Tag(_) => Algorithm::Sha256.digest(&bytes),
         };
         self.get_manifest(name, &Reference::Digest(digest)).await
+    }
+
+    /// Notes that a cached manifest was pulled, for eviction: its last-pull key's
+    /// modification time is the last pull, as coarse as the rule's `pull_note_interval`
+    /// (within it, one read of the key the first time an instance serves the manifest, and
+    /// nothing after). Best effort: a pull not noted leaves the manifest older than it is
+    /// by at most that interval.
+    pub(super) async fn note_pulled(&self, routed: &Routed, digest: &Digest) {
+        let every = self
+            .options
+            .upstreams
+            .rule(routed.rule)
+            .pull_note_interval();
+        let key = layout::proxy_pulled(&routed.local, digest);
+        let now = (self.options.clock)();
+        if !self
+            .options
+            .upstreams
+            .pull_note_due(key.as_str(), now, every)
+        {
+            return;
+        }
+        // The key holds the writer's time (compared with this host's clock); the collector
+        // goes by its modification time (the storage's clock).
+        let written = self.proxy_record(&key).await.ok().flatten();
+        if written
+            .and_then(|at| at.trim().parse::<u64>().ok())
+            .is_some_and(|at| now < at.saturating_add(every))
+        {
+            return;
+        }
+        let _ = self
+            .storage
+            .put(
+                &key,
+                Bytes::from(now.to_string()),
+                PutMode::Overwrite.volatile(),
+            )
+            .await;
     }
 
     /// When a cached tag was last found current upstream.

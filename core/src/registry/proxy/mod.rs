@@ -13,6 +13,9 @@
 
 mod fill;
 mod manifests;
+mod mirror;
+
+pub use mirror::MirrorReport;
 
 use bytes::Bytes;
 
@@ -45,12 +48,12 @@ impl UpstreamFailure {
         }
     }
 
-    /// An answer that is neither the content nor a plain "not found".
-    fn answered(response: &UpstreamResponse, url: &str) -> Self {
+    /// An answer that is neither the content nor a plain "not found"; a 429 says to come
+    /// back in `wait` seconds.
+    fn answered(response: &UpstreamResponse, url: &str, wait: u64) -> Self {
         Self {
             reason: format!("{url} answered {}", response.status),
-            too_many: (response.status == 429)
-                .then(|| retry_after(response.header("Retry-After")).unwrap_or(DEFAULT_BACKOFF)),
+            too_many: (response.status == 429).then_some(wait),
         }
     }
 
@@ -107,7 +110,16 @@ impl<S: Storage> Registry<S> {
     ) -> Option<Result<Response, Error>> {
         match (route, head.method) {
             (Route::Manifest { reference, .. }, Method::Get | Method::Head) => {
-                Some(self.cached_manifest(routed, reference).await)
+                let served = self.cached_manifest(routed, reference).await;
+                let pulled = served.as_ref().ok().and_then(|response| {
+                    response
+                        .header("Docker-Content-Digest")
+                        .and_then(|digest| digest.parse().ok())
+                });
+                if let Some(digest) = pulled {
+                    self.note_pulled(routed, &digest).await;
+                }
+                Some(served)
             }
             (Route::Blob { digest, .. }, Method::Get | Method::Head) => {
                 Some(self.cached_blob(head, routed, digest).await)
@@ -210,9 +222,9 @@ impl<S: Storage> Registry<S> {
                 }
                 if response.status == 429 || response.status >= 500 {
                     let wait =
-                        retry_after(response.header("Retry-After")).unwrap_or(DEFAULT_BACKOFF);
+                        retry_after(response.header("Retry-After"), now).unwrap_or(DEFAULT_BACKOFF);
                     upstreams.rest(base, now + wait);
-                    failure = UpstreamFailure::answered(&response, &url);
+                    failure = UpstreamFailure::answered(&response, &url, wait);
                     break;
                 }
                 upstreams.recovered(base);
@@ -267,7 +279,7 @@ impl<S: Storage> Registry<S> {
             .await
             .map_err(|reason| UpstreamFailure::new(format!("token service {url}: {reason}")))?;
         if answer.status != 200 {
-            return Err(UpstreamFailure::answered(&answer, &url));
+            return Err(UpstreamFailure::answered(&answer, &url, DEFAULT_BACKOFF));
         }
         let body = super::read_body(&mut answer.body, TOKEN_ANSWER_LIMIT)
             .await
