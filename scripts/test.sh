@@ -91,9 +91,10 @@ fi
 # The fuzz targets, briefly (20 s each, from the transcripts' seeds); longer runs by hand.
 suite fuzz fuzz/run.sh 20
 
-# The benchmark is not a test: this smoke run (seconds, tiny sizes) keeps it working.
-step "benchmark smoke run (bench/run.sh --smoke)"
-if bench/run.sh --smoke >"$logs/bench-smoke.out" 2>&1; then
+# The benchmarks are not tests: these smoke runs (seconds, tiny sizes) keep them working.
+step "benchmark smoke runs (bench/run.sh --smoke; bench/proxy.sh, one round of 4 MiB layers)"
+if bench/run.sh --smoke >"$logs/bench-smoke.out" 2>&1 &&
+  BENCH_ROUNDS=1 BENCH_PROXY_MIB=4 bench/proxy.sh >>"$logs/bench-smoke.out" 2>&1; then
   tail -n 3 "$logs/bench-smoke.out"
   passed_total=$((passed_total + 1))
 else
