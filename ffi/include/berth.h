@@ -364,6 +364,28 @@ typedef struct berth_scrub_report {
   uint32_t usage_recounted;
 } berth_scrub_report;
 
+/**
+ * What `berth_registry_mirror` did.
+ */
+typedef struct berth_mirror_report {
+  /**
+   * Manifests read: the image's, and an index's children for the platforms asked for.
+   */
+  uint64_t manifests;
+  /**
+   * Blobs fetched from the upstream.
+   */
+  uint64_t blobs_fetched;
+  /**
+   * Their bytes.
+   */
+  uint64_t bytes_fetched;
+  /**
+   * Blobs the cache held already.
+   */
+  uint64_t blobs_cached;
+} berth_mirror_report;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -810,6 +832,26 @@ enum berth_result berth_registry_scrub(const struct berth_registry *registry,
  * `config` is a live configuration.
  */
 enum berth_result berth_check_storage(const struct berth_config *config);
+
+/**
+ * Pre-fills the pull-through cache (`berth_config_set_upstreams`) with the image
+ * `name:reference` (`name` as clients pull it, e.g. `docker-hub/nginx`; `reference` a tag
+ * or digest), fetching what a pull would: the manifest, an index's children for
+ * `platforms` (a comma-separated list such as `linux/amd64,linux/arm64`; NULL or empty: all
+ * of them), their configs and layers, each blob once and verified; nothing already cached.
+ * `BERTH_RESULT_INVALID_ARGUMENT` when `name` is not in a cache, `BERTH_RESULT_NOT_FOUND`
+ * when the upstream has no such image, `BERTH_RESULT_STORAGE_FAILED` when the upstream or
+ * the storage failed (`berth_last_error` says which). Blocks until done.
+ *
+ * # Safety
+ * `registry` is a live registry; `name` and `reference` are NUL-terminated strings,
+ * `platforms` one or NULL; `out` is valid for a write.
+ */
+enum berth_result berth_registry_mirror(const struct berth_registry *registry,
+                                        const char *name,
+                                        const char *reference,
+                                        const char *platforms,
+                                        struct berth_mirror_report *out);
 
 /**
  * A static, NUL-terminated description of a result code (never NULL; unknown codes get a

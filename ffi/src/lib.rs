@@ -44,9 +44,9 @@ pub use key_sets::{
     berth_key_set_out_set_error,
 };
 pub use registry::{
-    berth_check_storage, berth_collection_flag, berth_collection_report, berth_registry,
-    berth_registry_collect_garbage, berth_registry_free, berth_registry_new,
-    berth_registry_purge_uploads, berth_registry_scrub, berth_scrub_report,
+    berth_check_storage, berth_collection_flag, berth_collection_report, berth_mirror_report,
+    berth_registry, berth_registry_collect_garbage, berth_registry_free, berth_registry_mirror,
+    berth_registry_new, berth_registry_purge_uploads, berth_registry_scrub, berth_scrub_report,
 };
 pub use result::{berth_last_error, berth_result, berth_result_message};
 pub use storage_out::{

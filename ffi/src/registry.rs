@@ -1,6 +1,7 @@
 //! `berth_registry`: a registry over the configured storage, with the worker threads that
 //! drive it; and `berth_check_storage`, the storage contract's test suite for hosts.
 
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use berth::storage::ObjectStoreStorage;
@@ -8,7 +9,9 @@ use berth::{FsStorage, Registry, Storage};
 use tokio::runtime::Runtime;
 
 use crate::config::{StorageChoice, berth_config};
-use crate::result::{Failure, berth_result, guard, guard_void, write_out};
+use crate::result::{
+    Failure, berth_result, guard, guard_void, optional_str_arg, str_arg, write_out,
+};
 
 /// The registry's driver and the runtime it runs on, shared with every exchange it starts
 /// so that a response body can outlive `berth_registry_free`.
@@ -342,5 +345,79 @@ pub unsafe extern "C" fn berth_check_storage(config: *const berth_config) -> ber
             berth_result::CheckFailed,
             format!("storage contract: {}", failures.join("; ")),
         ))
+    })
+}
+
+/// What `berth_registry_mirror` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct berth_mirror_report {
+    /// Manifests read: the image's, and an index's children for the platforms asked for.
+    pub manifests: u64,
+    /// Blobs fetched from the upstream.
+    pub blobs_fetched: u64,
+    /// Their bytes.
+    pub bytes_fetched: u64,
+    /// Blobs the cache held already.
+    pub blobs_cached: u64,
+}
+
+/// Pre-fills the pull-through cache (`berth_config_set_upstreams`) with the image
+/// `name:reference` (`name` as clients pull it, e.g. `docker-hub/nginx`; `reference` a tag
+/// or digest), fetching what a pull would: the manifest, an index's children for
+/// `platforms` (a comma-separated list such as `linux/amd64,linux/arm64`; NULL or empty: all
+/// of them), their configs and layers, each blob once and verified; nothing already cached.
+/// `BERTH_RESULT_INVALID_ARGUMENT` when `name` is not in a cache, `BERTH_RESULT_NOT_FOUND`
+/// when the upstream has no such image, `BERTH_RESULT_STORAGE_FAILED` when the upstream or
+/// the storage failed (`berth_last_error` says which). Blocks until done.
+///
+/// # Safety
+/// `registry` is a live registry; `name` and `reference` are NUL-terminated strings,
+/// `platforms` one or NULL; `out` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn berth_registry_mirror(
+    registry: *const berth_registry,
+    name: *const c_char,
+    reference: *const c_char,
+    platforms: *const c_char,
+    out: *mut berth_mirror_report,
+) -> berth_result {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let (registry, name, reference, platforms) = unsafe {
+            (
+                berth_registry::from_ptr(registry)?,
+                str_arg(name, "name")?,
+                str_arg(reference, "reference")?,
+                optional_str_arg(platforms, "platforms")?,
+            )
+        };
+        let platforms: Vec<String> = platforms
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|platform| !platform.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let inner = &registry.inner;
+        let report = inner
+            .runtime
+            .block_on(inner.registry.mirror(name, reference, &platforms))
+            .map_err(|e| {
+                let code = match e.status() {
+                    400 => berth_result::InvalidArgument,
+                    404 => berth_result::NotFound,
+                    _ => berth_result::StorageFailed,
+                };
+                Failure::new(code, e.message().to_owned())
+            })?;
+        let report = berth_mirror_report {
+            manifests: report.manifests,
+            blobs_fetched: report.blobs_fetched,
+            bytes_fetched: report.bytes_fetched,
+            blobs_cached: report.blobs_cached,
+        };
+        // SAFETY: the caller promises `out` is valid.
+        unsafe { write_out(out, report, "out") }
     })
 }

@@ -90,6 +90,11 @@ export interface RegistryOptions {
   /** Quota rules: `[{ repositories, limit }, { namespace, limit }]` (limits in bytes or as
    * `"10GiB"`), or their JSON text. Usage at `GET /v2/_usage/<name>`. */
   quotas?: object[] | string;
+  /** Pull-through cache rules (`[{ prefix, urls, namespace, revalidate, "stale-if-error",
+   * "missing-for", "immutable-tags", "evict-after", username, password }]`), or their JSON
+   * text: the repositories below each prefix are filled from the upstream with the runtime's
+   * `fetch`; `mirror()` pre-fills them. */
+  upstreams?: object[] | string;
   /** Fetches a token issuer's key set at its `keys-url` (when a token names a key berth does
    * not know). Default: the runtime's `fetch`. */
   fetchKeySet?: (url: string) => Promise<string>;

@@ -66,4 +66,9 @@ impl RegistryError {
     pub(crate) fn storage(message: impl Into<String>) -> Self {
         Self::new("STORAGE", 500, message)
     }
+
+    /// An error the registry answers with: its spec code, status and message.
+    pub(crate) fn registry(error: &berth::Error) -> Self {
+        Self::new(error.code().as_str(), error.status(), error.message())
+    }
 }

@@ -274,6 +274,36 @@ impl Registry {
         })
     }
 
+    /// Pre-fills the pull-through cache (`upstreams`) with the image `name:reference`
+    /// (`name` as clients pull it, e.g. `docker-hub/nginx`; `reference` a tag or digest),
+    /// fetching what a pull would: the manifest, an index's children for `platforms`
+    /// (`["linux/amd64"]`; all of them when empty or absent), their configs and layers, each
+    /// blob once and verified; nothing already cached. Resolves to `{ manifests,
+    /// blobsFetched, bytesFetched, blobsCached }`; rejects with the registry's error code
+    /// (`NAME_INVALID`: not in a cache; `MANIFEST_UNKNOWN`: not upstream).
+    #[wasm_bindgen]
+    pub fn mirror(
+        &self,
+        name: String,
+        reference: String,
+        platforms: Option<Vec<String>>,
+    ) -> Promise {
+        let registry = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let platforms = platforms.unwrap_or_default();
+            let report = registry
+                .mirror(&name, &reference, &platforms)
+                .await
+                .map_err(|e| RegistryError::registry(&e))?;
+            counts(&[
+                ("manifests", report.manifests),
+                ("blobsFetched", report.blobs_fetched),
+                ("bytesFetched", report.bytes_fetched),
+                ("blobsCached", report.blobs_cached),
+            ])
+        })
+    }
+
     /// Scrubs the whole storage (with `trackReferences` on): `{ dryRun, uploadExpiry }`
     /// (seconds, default 7 days; 0 keeps uploads). Writes every back-link again, makes each
     /// blob nothing references or links a candidate for `collectGarbage`, purges expired

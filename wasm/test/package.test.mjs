@@ -1,7 +1,9 @@
 // The npm package as Node users meet it: `node --test wasm/test` after wasm/build.sh.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -174,6 +176,47 @@ test("quotas refuse a push past the limit; a scrub finds a blob nothing links an
   assert.equal(collected.blobsDeleted, 2);
   assert.equal(await bucket.head(`docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`), null);
   await assert.rejects(() => new Registry({ storage: new MemoryBucket() }).scrub({}), /tracking/);
+});
+
+test("mirror() pre-fills a cached image from an upstream through fetch, each blob once", async () => {
+  // The scripted upstream of the repository's tests, serving an image layout.
+  const lib = new URL("../../tests/lib/", import.meta.url).pathname;
+  const dir = tempRoot();
+  execFileSync("python3", [lib + "make_oci_layout.py", join(dir, "app"), "v1", "--layers", "2", "--size", "40000"]);
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const log = join(dir, "upstream.log");
+  const upstream = spawn("python3", [lib + "proxy_upstream.py", String(port), dir, log], { stdio: "ignore" });
+  try {
+    for (let tries = 0; ; tries += 1) {
+      try {
+        await fetch(`http://127.0.0.1:${port}/v2/`);
+        break;
+      } catch (error) {
+        if (tries > 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    const registry = new Registry({
+      storage: new MemoryBucket(),
+      upstreams: [{ prefix: "hub", urls: [`http://127.0.0.1:${port}`] }],
+    });
+    const report = await registry.mirror("hub/app", "v1");
+    assert.deepEqual([report.manifests, report.blobsFetched, report.blobsCached], [1, 3, 0]);
+    assert.ok(report.bytesFetched > 80000);
+    const again = await registry.mirror("hub/app", "v1", []);
+    assert.deepEqual([again.blobsFetched, again.blobsCached], [0, 3]);
+    const blobGets = readFileSync(log, "utf8").split("\n").filter((line) => line.includes('"GET"') && line.includes("/blobs/"));
+    assert.equal(blobGets.length, 3);
+    await assert.rejects(() => registry.mirror("team/app", "v1"), (error) => error.code === "NAME_INVALID");
+    await assert.rejects(() => registry.mirror("hub/app", "v9"), (error) => error.code === "MANIFEST_UNKNOWN");
+  } finally {
+    upstream.kill();
+  }
 });
 
 test("the package ships its types and stores", () => {

@@ -2,6 +2,9 @@
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -355,3 +358,40 @@ def test_upstreams_route_cached_repositories_and_refuse_pushes_there():
     assert registry.handle("POST", "/v2/team/app/blobs/uploads/").status == 202
     with pytest.raises(berth.BerthError, match="repository name"):
         berth.Registry(memory=True, upstreams=[{"prefix": "Bad Name", "urls": ["http://x"]}])
+
+
+def test_mirror_prefills_a_cached_image_once(tmp_path):
+    # The scripted upstream of the repository's tests, serving an image layout.
+    lib = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "lib")
+    subprocess.run([sys.executable, os.path.join(lib, "make_oci_layout.py"), str(tmp_path / "up" / "app"),
+                    "v1", "--layers", "2", "--size", "50000"], check=True, stdout=subprocess.DEVNULL)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "upstream.log"
+    upstream = subprocess.Popen([sys.executable, os.path.join(lib, "proxy_upstream.py"), str(port),
+                                 str(tmp_path / "up"), str(log)])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        registry = berth.Registry(memory=True,
+                                  upstreams=[{"prefix": "hub", "urls": [f"http://127.0.0.1:{port}"]}])
+        report = registry.mirror("hub/app", "v1")
+        assert (report.manifests, report.blobs_fetched, report.blobs_cached) == (1, 3, 0)
+        assert report.bytes_fetched > 100_000
+        again = registry.mirror("hub/app", "v1")
+        assert (again.blobs_fetched, again.blobs_cached) == (0, 3)
+        blob_gets = [line for line in log.read_text().splitlines()
+                     if '"GET"' in line and "/blobs/" in line]
+        assert len(blob_gets) == 3, blob_gets
+        with pytest.raises(berth.InvalidArgumentError, match="not in a pull-through cache"):
+            registry.mirror("team/app", "v1")
+        with pytest.raises(berth.NotFoundError):
+            registry.mirror("hub/app", "v9")
+    finally:
+        upstream.kill()
+        upstream.wait()

@@ -29,7 +29,15 @@ from .errors import (
     UnsupportedError,
     WrongStateError,
 )
-from .registry import S3, CollectionReport, Exchange, Registry, Response, ScrubReport
+from .registry import (
+    S3,
+    CollectionReport,
+    Exchange,
+    MirrorReport,
+    Registry,
+    Response,
+    ScrubReport,
+)
 
 #: The version of the native library.
 __version__ = _lib.berth_version().decode()
@@ -42,6 +50,7 @@ __all__ = [
     "CollectionReport",
     "Exchange",
     "InvalidArgumentError",
+    "MirrorReport",
     "NotFoundError",
     "PreconditionFailedError",
     "Registry",

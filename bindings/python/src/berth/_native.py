@@ -69,6 +69,7 @@ _SIGNATURES = {
     "berth_registry_purge_uploads": (c_uint32, [Registry, c_uint64, POINTER(c_uint64)]),
     "berth_registry_collect_garbage": (c_uint32, [Registry, c_uint64, c_size_t, c_uint32, c_void_p]),
     "berth_registry_scrub": (c_uint32, [Registry, c_uint64, c_uint64, c_uint32, c_void_p]),
+    "berth_registry_mirror": (c_uint32, [Registry, c_char_p, c_char_p, c_char_p, c_void_p]),
     "berth_check_storage": (c_uint32, [Config]),
     "berth_exchange_new": (c_uint32, [Registry, c_char_p, c_char_p, c_char_p, POINTER(Exchange)]),
     "berth_exchange_add_header": (c_uint32, [Exchange, c_char_p, c_char_p]),

@@ -124,6 +124,27 @@ class CollectionReport:
     tags_deleted: int
 
 
+class _MirrorReport(ctypes.Structure):
+    """``struct berth_mirror_report``."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("manifests", "blobs_fetched", "bytes_fetched", "blobs_cached")]
+
+
+@dataclass(frozen=True)
+class MirrorReport:
+    """What pre-filling an image (:meth:`Registry.mirror`) did."""
+
+    #: Manifests read: the image's, and an index's children for the platforms asked for.
+    manifests: int
+    #: Blobs fetched from the upstream.
+    blobs_fetched: int
+    #: Their bytes.
+    bytes_fetched: int
+    #: Blobs the cache held already.
+    blobs_cached: int
+
+
 class _ScrubReport(ctypes.Structure):
     """``struct berth_scrub_report``."""
 
@@ -419,6 +440,19 @@ class Registry(_Handle):
         check(lib.berth_registry_collect_garbage(
             self._live(), grace, max_candidates, flags, ctypes.byref(report)))
         return CollectionReport(**{name: getattr(report, name) for name, _ in report._fields_})
+
+    def mirror(self, name: str, reference: str = "latest",
+               platforms: Iterable[str] = ()) -> MirrorReport:
+        """Pre-fills the pull-through cache (``upstreams``) with the image ``name:reference``
+        (``name`` as clients pull it, e.g. ``docker-hub/nginx``; ``reference`` a tag or
+        digest), fetching what a pull would: the manifest, an index's children for
+        ``platforms`` (``linux/amd64``...; all of them when empty), their configs and layers,
+        each blob once and verified; nothing already cached. Raises :class:`BerthError` when
+        ``name`` is in no cache, or the upstream has no such image or fails."""
+        report = _MirrorReport()
+        check(lib.berth_registry_mirror(self._live(), name.encode(), reference.encode(),
+                                        ",".join(platforms).encode(), ctypes.byref(report)))
+        return MirrorReport(**{field: getattr(report, field) for field, _ in report._fields_})
 
     def scrub(
         self,
