@@ -5,10 +5,11 @@
 #   - through `berth serve --upstream` cold (a new, empty cache each round), then warm,
 #   - through registry:2 in proxy mode (`proxy.remoteurl`) cold, then warm,
 #   - from a berth that holds the image itself (pushed there: a local pull),
+# and, to show what the storage takes, the same bytes pushed to a new berth in one request,
 # by one client fetching the manifest, then the blobs 3 at a time (as docker pulls), reading
 # every byte. Each figure is a median over BENCH_ROUNDS (3) rounds; ratios compare medians of
-# the same run: a cold pull through a cache against a direct one, a warm one against a local
-# one. The upstream's access log counts what each cold pull asked of it.
+# the same run: a cold pull through a cache against a direct one and against the push (a
+# cold fill writes what it serves), a warm one against a local one. The upstream's access log counts what each cold pull asked of it.
 #
 #   bench/proxy.sh
 set -euo pipefail
@@ -86,6 +87,19 @@ with concurrent.futures.ThreadPoolExecutor(3) as pool:
 print(json.dumps({"target": name, "seconds": time.monotonic() - started, "bytes": total}))
 EOF
 }
+# push NAME: the image's bytes in one monolithic push to a new berth; prints a JSON line.
+head -c $((layers * mib * 1024 * 1024)) /dev/urandom >payload.bin
+payload_digest=sha256:$(sha256sum payload.bin | cut -d' ' -f1)
+push() {
+  serve "$1"
+  local answer; answer=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -X POST \
+    -H 'Content-Type: application/octet-stream' --data-binary @payload.bin \
+    "http://$ADDR/v2/bench/payload/blobs/uploads/?digest=$payload_digest")
+  [ "${answer% *}" = 201 ] || { log "push answered $answer"; exit 1; }
+  echo "{\"target\": \"push\", \"seconds\": ${answer#* }, \"bytes\": $(stat -c %s payload.bin)}"
+  stop_server "$PID"
+  rm -rf "${work:?}/$1"
+}
 upstream_gets() { grep -c "\"GET /v2/bench/image/blobs/" "$work/upstream.log" || true; }
 
 for round in $(seq "$rounds"); do
@@ -106,6 +120,7 @@ for round in $(seq "$rounds"); do
   pull registry2-warm "http://$proxy" bench/image >>results.jsonl
   stop_server "$proxy_pid"
   pull local "http://$local_addr" bench/image >>results.jsonl
+  push "push-$round" >>results.jsonl
 done
 
 python3 - results.jsonl "$layers" <<'EOF'
@@ -117,11 +132,12 @@ def rate(target):
 def gets(target):
     return statistics.median(r["gets"] for r in rows if r["target"] == target + "-gets")
 print(f"pull of {int(sys.argv[2])} layers, MiB/s (median, min-max over rounds):")
-for target in ["direct", "berth-cold", "berth-warm", "registry2-cold", "registry2-warm", "local"]:
+for target in ["direct", "berth-cold", "berth-warm", "registry2-cold", "registry2-warm", "local", "push"]:
     median, low, high = rate(target)
     print(f"  {target:15} {median:8.0f}  ({low:.0f}-{high:.0f})")
 direct, local = rate("direct")[0], rate("local")[0]
 print(f"berth cold / direct:          {rate('berth-cold')[0] / direct:.2f}")
+print(f"berth cold / push to berth:   {rate('berth-cold')[0] / rate('push')[0]:.2f}")
 print(f"registry:2 proxy cold / direct: {rate('registry2-cold')[0] / direct:.2f}")
 print(f"berth warm / local:           {rate('berth-warm')[0] / local:.2f}")
 print(f"registry:2 proxy warm / local: {rate('registry2-warm')[0] / local:.2f}")
