@@ -326,6 +326,7 @@ mkdir -p stub
 layout stub/app v1 --layers 1 --size 100000
 layout stub/big v1 --layers 1 --size 40000000
 layout stub/slow v1 --layers 1 --size 30000000
+layout stub/many v1 --layers 6 --size 300000
 python3 "$here/lib/proxy_upstream.py" "$stub_port" "$work/stub" "$work/stub.log" &
 SERVER_PIDS+=($!)
 wait_http "http://127.0.0.1:$stub_port/v2/" || exit 1
@@ -369,6 +370,27 @@ retry_date() {
   contains "$answer" "MANIFEST_UNKNOWN" && equal "$(grep -c 'dated' "$work/stub.log")" 2
 }
 check "the upstream answers 429 with Retry-After as an HTTP date: the client gets TOOMANYREQUESTS with the seconds left, and berth leaves the upstream alone until then" retry_date
+
+# max-concurrent: six clients fetching six cold blobs at once (the upstream slow to answer)
+# reach it six at a time through a cache without a limit, two at a time through one with
+# max-concurrent = 2; every body verifies.
+polite() {
+  local limited="[{\"prefix\": \"stub\", \"urls\": [\"http://127.0.0.1:$stub_port\"], \"max-concurrent\": 2}]"
+  start_berth "$binary" "$work/polite-root" --upstreams "$limited" || return 1
+  local polite=$BERTH_ADDR
+  mode slow:300
+  local addr most
+  for addr in "$S" "$polite"; do
+    : >"$work/stub.log"
+    blob_digests stub/many | tail -6 | xargs -P 6 -I{} sh -c \
+      "curl -sf http://$addr/v2/stub/many/blobs/{} | sha256sum | grep -q \$(echo {} | cut -c8-)" || return 1
+    most=$(grep -o '"open": [0-9]*' "$work/stub.log" | cut -d' ' -f2 | sort -n | tail -1)
+    echo "$addr: at most $most blob GETs open upstream"
+    if [ "$addr" = "$S" ]; then [ "$most" -gt 2 ] || return 1; else [ "$most" -le 2 ] || return 1; fi
+  done
+  mode normal
+}
+check "max-concurrent = 2: six concurrent cold pulls reach a slow upstream at most two at a time (six at once without the limit); every body verifies" polite
 
 corrupt() {
   mode corrupt

@@ -85,6 +85,11 @@ pub struct UpstreamRule {
     /// then its blobs follow). 0, the default: kept.
     #[serde(default, deserialize_with = "seconds")]
     pub evict_after: u64,
+    /// At most this many requests open at once to each of the rule's upstream URLs, per
+    /// instance (a body counts until it is read or dropped); others wait their turn. 0, the
+    /// default: no limit.
+    #[serde(default)]
+    pub max_concurrent: usize,
 }
 
 fn revalidate_default() -> u64 {
@@ -145,6 +150,7 @@ impl UpstreamRule {
             missing_for: DEFAULT_MISSING_FOR,
             immutable_tags: Vec::new(),
             evict_after: 0,
+            max_concurrent: 0,
         }
     }
 
@@ -242,6 +248,8 @@ pub struct Upstreams {
     resting: Mutex<HashMap<String, u64>>,
     /// Per last-pull key: when this instance last wrote it.
     pulls_noted: Mutex<HashMap<String, u64>>,
+    /// Per upstream URL: requests open to it (counted for rules with `max-concurrent`).
+    open: Mutex<HashMap<String, usize>>,
 }
 
 /// The most last-pull writes an instance remembers (forgotten all at once beyond).
@@ -303,6 +311,7 @@ impl Upstreams {
             rules,
             resting: Mutex::default(),
             pulls_noted: Mutex::default(),
+            open: Mutex::default(),
         }
     }
 
@@ -352,6 +361,12 @@ impl Upstreams {
                     "urls" => parsed_rule.urls = strings(value).ok_or_else(wrong)?,
                     "immutable-tags" => {
                         parsed_rule.immutable_tags = strings(value).ok_or_else(wrong)?;
+                    }
+                    "max-concurrent" => {
+                        parsed_rule.max_concurrent = value
+                            .as_u64()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .ok_or_else(wrong)?;
                     }
                     "library-prefix" => {
                         parsed_rule.library_prefix = Some(value.as_bool().ok_or_else(wrong)?);
@@ -476,6 +491,31 @@ impl Upstreams {
     pub fn rest(&self, url: &str, until: u64) {
         if let Ok(mut resting) = self.resting.lock() {
             resting.insert(url.to_owned(), until);
+        }
+    }
+
+    /// Counts a request to `url` as open if fewer than `limit` are; whether it did.
+    pub fn enter(&self, url: &str, limit: usize) -> bool {
+        let Ok(mut open) = self.open.lock() else {
+            return true;
+        };
+        let count = open.entry(url.to_owned()).or_default();
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A request to `url` that [`Upstreams::enter`] counted has ended.
+    pub fn leave(&self, url: &str) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(count) = open.get_mut(url)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(url);
+            }
         }
     }
 

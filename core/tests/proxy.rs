@@ -21,6 +21,18 @@ struct InProcess {
     upstream: Registry<MemoryStorage>,
     asked: Mutex<Vec<String>>,
     corrupt: AtomicBool,
+    /// Answers whose bodies are not yet read to the end or dropped; the most there were.
+    open: Arc<AtomicUsize>,
+    most_open: AtomicUsize,
+}
+
+/// Counts an answer open until its body is dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[async_trait::async_trait]
@@ -50,10 +62,21 @@ impl UpstreamClient for InProcess {
             .chunks(1000)
             .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
             .collect();
+        let now_open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_open.fetch_max(now_open, Ordering::SeqCst);
+        let open = Open(Arc::clone(&self.open));
+        // Each chunk waits a turn, as a network's would, so that concurrent pulls overlap.
+        let body = futures_util::stream::iter(chunks).then(move |chunk| {
+            let _counted = &open;
+            async move {
+                tokio::task::yield_now().await;
+                chunk
+            }
+        });
         Ok(UpstreamResponse {
             status: response.status,
             headers,
-            body: Box::pin(futures_util::stream::iter(chunks)),
+            body: Box::pin(body),
         })
     }
 }
@@ -93,6 +116,8 @@ async fn cache_with_rules(
         upstream,
         asked: Mutex::default(),
         corrupt: AtomicBool::new(false),
+        open: Arc::default(),
+        most_open: AtomicUsize::new(0),
     });
     cache_options.upstreams = Arc::new(Upstreams::from_json(rules).expect("rules"));
     cache_options.upstream_client = Some(client.clone());
@@ -292,4 +317,47 @@ async fn mirror_prefills_what_a_pull_would_fetch_once() {
     // Only cached repositories, and what the upstream has.
     assert!(cache.mirror("team/app", "v1", &[]).await.is_err());
     assert!(cache.mirror("hub/upstream/app", "v9", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn max_concurrent_bounds_the_requests_open_to_an_upstream() {
+    for (limit, rules) in [
+        (None, r#"[{"prefix": "hub", "urls": ["http://upstream"]}]"#),
+        (
+            Some(2),
+            r#"[{"prefix": "hub", "urls": ["http://upstream"], "max-concurrent": 2}]"#,
+        ),
+    ] {
+        let mut cache_options = options(false);
+        cache_options.pause = Some(berth::tokio_timer());
+        let (cache, upstream, _) = cache_with_rules(rules, cache_options).await;
+        let blobs: Vec<Vec<u8>> = (0..8u8).map(|n| vec![n; 40_000]).collect();
+        for blob in &blobs {
+            assert_eq!(
+                push_blob(&upstream.upstream, "upstream/app", blob).await,
+                201
+            );
+        }
+        let pulls = blobs.iter().map(|blob| {
+            let cache = cache.clone();
+            async move {
+                let path = format!("/v2/hub/upstream/app/blobs/{}", digest(blob));
+                get(&cache, &path).await
+            }
+        });
+        for ((status, body), blob) in futures_util::future::join_all(pulls)
+            .await
+            .iter()
+            .zip(&blobs)
+        {
+            assert_eq!((*status, body), (200, blob));
+        }
+        let most = upstream.most_open.load(Ordering::SeqCst);
+        match limit {
+            Some(limit) => assert!(most <= limit, "{most} open at once"),
+            // Without a limit the pulls do overlap (the check above can fail).
+            None => assert!(most > 2, "{most} open at once"),
+        }
+        assert_eq!(upstream.open.load(Ordering::SeqCst), 0);
+    }
 }

@@ -13,6 +13,8 @@ GET /_mode/<mode> switches how it answers from then on:
     die:<bytes>      a blob GET without Range sends <bytes> bytes, then the connection dies
                      (a GET with Range: bytes=N- is answered 206 with the rest, whole)
     stall:<bytes>    a blob GET without Range sends <bytes> bytes, then nothing for 60 s
+    slow:<ms>        blob GETs wait <ms> milliseconds before answering
+Each blob GET's log entry says how many blob GETs were open when it arrived ("open").
 """
 import hashlib
 import json
@@ -24,7 +26,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, root, log_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-state = {"mode": "normal"}
+state = {"mode": "normal", "open": 0}
 log_lock = threading.Lock()
 
 
@@ -55,8 +57,8 @@ class Upstream(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def record(self):
-        entry = {"method": self.command, "path": self.path, "range": self.headers.get("Range")}
+    def record(self, **extra):
+        entry = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), **extra}
         with log_lock, open(log_path, "a") as log:
             log.write(json.dumps(entry) + "\n")
 
@@ -76,7 +78,22 @@ class Upstream(BaseHTTPRequestHandler):
         if self.path.startswith("/_mode/"):
             state["mode"] = self.path[len("/_mode/"):]
             return self.answer(200, b"ok")
-        self.record()
+        if self.command != "GET" or "/blobs/" not in self.path:
+            self.record()
+            return self.serve()
+        with log_lock:
+            state["open"] += 1
+            opened = state["open"]
+        self.record(open=opened)
+        try:
+            if state["mode"].startswith("slow:"):
+                time.sleep(int(state["mode"][len("slow:"):]) / 1000)
+            self.serve()
+        finally:
+            with log_lock:
+                state["open"] -= 1
+
+    def serve(self):
         if self.path == "/v2/":
             return self.answer(200, b"{}")
         mode = state["mode"]

@@ -160,3 +160,24 @@ fn eviction_follows_the_last_pull() {
     assert!(!upstreams.pull_note_due("k", 101, 2));
     assert!(upstreams.pull_note_due("k", 102, 2));
 }
+
+#[test]
+fn open_requests_are_counted_per_url() {
+    let mut rule = UpstreamRule::new("hub", "https://x");
+    rule.max_concurrent = 2;
+    let upstreams = Upstreams::new(vec![rule]).expect("valid");
+    assert!(upstreams.enter("https://x", 2));
+    assert!(upstreams.enter("https://x", 2));
+    assert!(!upstreams.enter("https://x", 2));
+    assert!(upstreams.enter("https://y", 2));
+    upstreams.leave("https://x");
+    assert!(upstreams.enter("https://x", 2));
+    let parsed =
+        Upstreams::from_json(r#"[{"prefix": "a", "urls": ["http://a"], "max-concurrent": 4}]"#)
+            .expect("valid");
+    assert_eq!(parsed.rule(0).max_concurrent, 4);
+    assert!(
+        Upstreams::from_json(r#"[{"prefix": "a", "urls": ["http://a"], "max-concurrent": "x"}]"#)
+            .is_err()
+    );
+}

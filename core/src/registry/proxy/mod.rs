@@ -74,6 +74,38 @@ impl UpstreamFailure {
     }
 }
 
+/// How often a request waiting for its turn at a busy upstream (`max-concurrent`) looks again.
+const TURN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A request counted open to an upstream, until dropped.
+struct OpenRequest {
+    upstreams: std::sync::Arc<crate::proxy::Upstreams>,
+    url: String,
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.upstreams.leave(&self.url);
+    }
+}
+
+/// An upstream's body, holding its request's place while it is read.
+struct HeldBody {
+    body: crate::request::RequestBody,
+    _place: OpenRequest,
+}
+
+impl futures_util::Stream for HeldBody {
+    type Item = Result<Bytes, crate::request::BodyError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.body.as_mut().poll_next(cx)
+    }
+}
+
 /// The types of manifest a cache asks its upstreams for.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -157,9 +189,9 @@ impl<S: Storage> Registry<S> {
         path: &str,
         headers: Vec<(String, String)>,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
-        let Some(client) = &self.options.upstream_client else {
+        if self.options.upstream_client.is_none() {
             return Err(UpstreamFailure::new("no upstream client is configured"));
-        };
+        }
         let upstreams = &self.options.upstreams;
         let rule = upstreams.rule(routed.rule);
         let scope = format!("repository:{}:pull", routed.remote);
@@ -192,7 +224,7 @@ impl<S: Storage> Registry<S> {
                     url: url.clone(),
                     headers: sent,
                 };
-                let response = match client.send(request).await {
+                let response = match self.send_within_limit(rule, base, request).await {
                     Ok(response) => response,
                     Err(reason) => {
                         upstreams.rest(base, now + DEFAULT_BACKOFF);
@@ -232,6 +264,41 @@ impl<S: Storage> Registry<S> {
             }
         }
         Err(failure)
+    }
+
+    /// Sends `request` to the upstream `base` once fewer than the rule's `max-concurrent`
+    /// requests to it are open on this instance; the answer's body holds its place until it
+    /// is read or dropped.
+    async fn send_within_limit(
+        &self,
+        rule: &crate::proxy::UpstreamRule,
+        base: &str,
+        request: UpstreamRequest,
+    ) -> Result<UpstreamResponse, String> {
+        let Some(client) = &self.options.upstream_client else {
+            return Err("no upstream client is configured".into());
+        };
+        if rule.max_concurrent == 0 {
+            return client.send(request).await;
+        }
+        let upstreams = std::sync::Arc::clone(&self.options.upstreams);
+        while !upstreams.enter(base, rule.max_concurrent) {
+            match &self.options.pause {
+                Some(pause) => pause(TURN_POLL).await,
+                None => crate::registry::leases::yield_now().await,
+            }
+        }
+        let place = OpenRequest {
+            upstreams,
+            url: base.to_owned(),
+        };
+        let mut response = client.send(request).await?;
+        let body = std::mem::replace(&mut response.body, crate::request::empty_body());
+        response.body = Box::pin(HeldBody {
+            body,
+            _place: place,
+        });
+        Ok(response)
     }
 
     /// A token an instance fetched before and stored, while it is valid.
