@@ -20,7 +20,7 @@ source "$root/tests/lib/common.sh"
 
 old_tree=$root/target/ab-worktree
 log "building this tree and $commit (release)"
-(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench)
+(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench -p berth-ffi)
 git -C "$root" worktree remove --force "$old_tree" 2>/dev/null || rm -rf "$old_tree"
 git -C "$root" worktree add --force --detach "$old_tree" "$commit" >/dev/null
 (cd "$old_tree" && CARGO_TARGET_DIR=$root/target/ab-target cargo build --release --locked -p berth-server)

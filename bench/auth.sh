@@ -15,7 +15,7 @@ log() { printf '[bench-auth] %s\n' "$*" >&2; }
 source "$root/tests/lib/common.sh"
 
 log "building berth and berth-bench (release)"
-(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench)
+(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench -p berth-ffi)
 berth=$root/target/release/berth
 work=$(mktemp -d /tmp/berth-bench-auth.XXXXXX)
 trap 'stop_all_servers; rm -rf "$work"' EXIT

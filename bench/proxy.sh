@@ -21,7 +21,8 @@ source "$root/tests/lib/common.sh"
 export PATH=${BERTH_TOOLS:-$root/.tools}/bin:$PATH
 
 log "building berth (release)"
-(cd "$root" && cargo build --release --locked -p berth-server)
+# The test command's package set: built alone, berth-server unifies other features and is built again.
+(cd "$root" && cargo build --release --locked -p berth-server -p berth-bench -p berth-ffi)
 berth=$root/target/release/berth
 work=$(mktemp -d /tmp/berth-bench-proxy.XXXXXX)
 trap 'stop_all_servers; rm -rf "$work"' EXIT

@@ -124,13 +124,14 @@ YAML
 check() {
   local name=$1; shift
   local out; out=$(mktemp)
+  local check_started=$SECONDS
   if "$@" >"$out" 2>&1; then
     TESTS_PASSED=$((TESTS_PASSED + 1))
-    printf '  ok    %s\n' "$name"
+    printf '  ok    %s (%d s)\n' "$name" "$((SECONDS - check_started))"
   else
     TESTS_FAILED=$((TESTS_FAILED + 1))
     FAILED_NAMES+=("$name")
-    printf '  FAIL  %s\n' "$name"
+    printf '  FAIL  %s (%d s)\n' "$name" "$((SECONDS - check_started))"
     tail -n 20 "$out" | sed 's/^/        /'
   fi
   [ -n "${TEST_LOG:-}" ] && { echo "--- $name"; cat "$out"; } >>"$TEST_LOG"
