@@ -131,6 +131,7 @@ notices_logged() {
   # A root registry:2 wrote, with a folder no repository can be named: the catalog leaves it
   # out, and the log says which and why.
   mkdir -p "$work/notice-root/docker/registry/v2/repositories/"{good,Bad..Name}/_layers/sha256/00
+  local name
   for name in good Bad..Name; do
     printf 'sha256:00' >"$work/notice-root/docker/registry/v2/repositories/$name/_layers/sha256/00/link"
   done
@@ -145,6 +146,31 @@ notices_logged() {
   local ok=$?; stop_server "$pid"; return $ok
 }
 check "a catalog entry that cannot be indexed is left out and logged as a warning" notices_logged
+
+# Storage that accepts connections and never answers (an S3 endpoint gone silent): berth
+# serve still starts, /healthz says it is alive, and /readyz answers 503 within its probe's
+# bound (5 s), the reason in the log.
+silent_storage() {
+  local hole_port port pid
+  hole_port=$(free_port) port=$(free_port)
+  python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+held = []
+while True: held.append(s.accept())' "$hole_port" &
+  SERVER_PIDS+=($!)
+  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 "$binary" serve \
+    --addr "127.0.0.1:$port" --storage s3 --s3-bucket silent --s3-endpoint "http://127.0.0.1:$hole_port" \
+    --s3-allow-http --s3-path-style --log warn >"$work/silent.log" 2>&1 &
+  pid=$!
+  SERVER_PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/healthz" || return 1
+  equal "$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/healthz")" '{"status":"ok"} 200' &&
+  equal "$(curl -s -m 20 -w ' %{http_code}' "http://127.0.0.1:$port/readyz")" \
+    '{"status":"unavailable","checks":{"storage":"unreachable","upstreams":"none"}} 503' &&
+  contains "$(cat "$work/silent.log")" 'readiness probe: the storage did not answer within 5 s'
+  local ok=$?; stop_all_servers; return $ok
+}
+check "silent storage: alive at /healthz, 503 at /readyz within the probe's 5 s, the reason logged" silent_storage
 
 # hostile CHECK: berth serve keeps answering everyone else (tests/lib/hostile_clients.py);
 # the hosts get the same checks in tests/hosts.sh.

@@ -122,20 +122,21 @@ YAML
 # check NAME COMMAND...: runs COMMAND, counts and reports the outcome. Output goes to the log
 # unless the check fails, when its last lines are shown.
 check() {
-  local name=$1; shift
-  local out; out=$(mktemp)
+  # Names a checked function cannot overwrite by assigning its own variables.
+  local check_name=$1; shift
+  local check_out; check_out=$(mktemp)
   local check_started=$SECONDS
-  if "$@" >"$out" 2>&1; then
+  if "$@" >"$check_out" 2>&1; then
     TESTS_PASSED=$((TESTS_PASSED + 1))
-    printf '  ok    %s (%d s)\n' "$name" "$((SECONDS - check_started))"
+    printf '  ok    %s (%d s)\n' "$check_name" "$((SECONDS - check_started))"
   else
     TESTS_FAILED=$((TESTS_FAILED + 1))
-    FAILED_NAMES+=("$name")
-    printf '  FAIL  %s (%d s)\n' "$name" "$((SECONDS - check_started))"
-    tail -n 20 "$out" | sed 's/^/        /'
+    FAILED_NAMES+=("$check_name")
+    printf '  FAIL  %s (%d s)\n' "$check_name" "$((SECONDS - check_started))"
+    tail -n 20 "$check_out" | sed 's/^/        /'
   fi
-  [ -n "${TEST_LOG:-}" ] && { echo "--- $name"; cat "$out"; } >>"$TEST_LOG"
-  rm -f "$out"
+  [ -n "${TEST_LOG:-}" ] && { echo "--- $check_name"; cat "$check_out"; } >>"$TEST_LOG"
+  rm -f "$check_out"
 }
 
 # equal A B: succeeds when the two strings are equal, else says how they differ.
