@@ -141,6 +141,24 @@ case $host in
   wsgi) echo "  (the wsgi host is not held to slow heads: put a buffering proxy in front of gunicorn)" ;;
   *) check "$host host: 30 clients sending their heads slowly starve no one" hostile slow-heads ;;
 esac
+# Probes as a load balancer sends them: no credentials, though logins are on; the registry
+# itself refuses anonymous callers.
+probes() {
+  export BERTH_AUTH
+  BERTH_AUTH=$(python3 -c 'import json, sys; print(json.dumps({"htpasswd": sys.argv[1]}))' \
+    "$(htpasswd -nbB alice s3cret)")
+  start_host "$work/probes"; local started=$?
+  unset BERTH_AUTH
+  [ $started -eq 0 ] || return 1
+  local addr=$BERTH_ADDR
+  equal "$(curl -s -w ' %{http_code}' "http://$addr/healthz")" '{"status":"ok"} 200' &&
+  equal "$(curl -s -w ' %{http_code}' "http://$addr/readyz")" \
+    '{"status":"ready","checks":{"storage":"ok","upstreams":"none"}} 200' &&
+  equal "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/debug/health")" 200 &&
+  equal "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/v2/")" 401
+  local ok=$?; stop_server "$BERTH_PID"; return $ok
+}
+check "$host host: /healthz and /readyz answer probes without credentials (logins on)" probes
 check "$host host: conformance v1.1: 75 passed, 0 failed" conformance
 case $host in
   node | workerd) check "$host host: conformance redesigned suite: 0 failures" conformance_redesigned ;;

@@ -344,6 +344,9 @@ rate_limited() {
   local headers; headers=$(curl -s -D - -o /dev/null \
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$S/v2/stub/app/manifests/v1")
   contains "$headers" "200" && contains "${headers,,}" "warning: 110" || return 1
+  # While the upstream rests, readiness says so and stays ready: stale copies are served.
+  equal "$(curl -s -w ' %{http_code}' "http://$S/readyz")" \
+    '{"status":"degraded","checks":{"storage":"ok","upstreams":"degraded: 1 of 1 resting"}} 200' || return 1
   sleep 2.5
   local answer; answer=$(curl -s -w ' %{http_code}' "http://$S/v2/stub/other/manifests/v1")
   contains "$answer" "TOOMANYREQUESTS" && contains "$answer" " 429" || return 1
@@ -351,7 +354,7 @@ rate_limited() {
   mode normal
   sleep 2.5
 }
-check "the upstream answers 429 with Retry-After: the cached tag is served stale with a Warning; an uncached one gets TOOMANYREQUESTS" rate_limited
+check "the upstream answers 429 with Retry-After: the cached tag is served stale with a Warning (/readyz: degraded); an uncached one gets TOOMANYREQUESTS" rate_limited
 
 # Retry-After as an HTTP date: the client is told how long, and the upstream is left alone
 # until then (the next request does not reach it).

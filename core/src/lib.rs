@@ -74,9 +74,10 @@ pub use reference::{
 #[cfg(feature = "fs")]
 pub use registry::tokio_timer;
 pub use registry::{
-    CLAIM_SECONDS, Clock, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, DEFAULT_PART_SIZE,
-    IdSource, LEASE_SECONDS, MirrorReport, NamespaceUsage, Options, Pause, QuotaUsage, Registry,
-    Scrub, ScrubReport, TOKEN_KEYS_PATH, TOKEN_PATH, Usage,
+    CLAIM_SECONDS, Clock, Collection, CollectionReport, DEBUG_HEALTH_PATH, DEFAULT_GRACE_SECONDS,
+    DEFAULT_PART_SIZE, HEALTH_PATH, IdSource, LEASE_SECONDS, MirrorReport, NamespaceUsage, Options,
+    Pause, QuotaUsage, READY_PATH, Registry, Scrub, ScrubReport, TOKEN_KEYS_PATH, TOKEN_PATH,
+    Usage,
 };
 pub use request::{BodyError, Method, RequestBody, RequestHead, empty_body, full_body};
 pub use response::{API_VERSION_HEADER, Body, Response};

@@ -39,6 +39,12 @@ pub enum Notice {
         /// Whether the cached copy stood in.
         stale: bool,
     },
+    /// A readiness probe (`/readyz`) found the storage failing or silent: the registry
+    /// answered 503, so that load balancers send its traffic elsewhere.
+    StorageUnready {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -80,6 +86,9 @@ impl fmt::Display for Notice {
                     "the request failed"
                 }
             ),
+            Self::StorageUnready { reason } => {
+                write!(f, "readiness probe: {reason}; answered 503")
+            }
         }
     }
 }

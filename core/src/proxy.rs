@@ -479,6 +479,17 @@ impl Upstreams {
         })
     }
 
+    /// How many of the rules' upstream URLs rest at `now`, and how many there are.
+    pub fn resting_urls(&self, now: u64) -> (usize, usize) {
+        let urls: std::collections::BTreeSet<&str> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.urls.iter().map(String::as_str))
+            .collect();
+        let resting = urls.iter().filter(|url| self.is_resting(url, now)).count();
+        (resting, urls.len())
+    }
+
     /// Whether `url` is resting at `now` (it failed, and said or was given how long to wait).
     pub fn is_resting(&self, url: &str, now: u64) -> bool {
         let Ok(resting) = self.resting.lock() else {

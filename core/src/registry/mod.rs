@@ -13,6 +13,7 @@
 
 mod blobs;
 mod catalog;
+mod health;
 mod index;
 mod leases;
 mod lifecycle;
@@ -24,6 +25,7 @@ mod repository;
 mod tags;
 mod uploads;
 
+pub use health::{DEBUG_HEALTH_PATH, HEALTH_PATH, READY_PATH};
 pub use leases::LEASE_SECONDS;
 pub use lifecycle::{
     CLAIM_SECONDS, Collection, CollectionReport, DEFAULT_GRACE_SECONDS, Scrub, ScrubReport,
@@ -330,6 +332,9 @@ impl<S: Storage> Registry<S> {
         body: &mut RequestBody,
     ) -> Result<Response, Error> {
         let method = head.method;
+        if let Some(answer) = self.probe(method, &head.path).await {
+            return Ok(answer);
+        }
         if head.path == TOKEN_PATH || head.path == TOKEN_KEYS_PATH {
             return self.token_service(head, body).await;
         }
